@@ -1,0 +1,64 @@
+"""sansio_push: the protocol core of trio-push, with no I/O.
+
+One :class:`ServerConnection` per TCP connection carries it from HTTP/1.1
+(through h11) to a WebSocket (through wsproto) or Server-Sent Events stream,
+with exact backpressure accounting. Bytes in, events out; answers in, bytes
+out. It imports no socket, thread, asyncio or trio module, so any event loop
+can drive it.
+"""
+
+from ._connection import (
+    ABNORMAL,
+    GOING_AWAY,
+    INTERNAL_ERROR,
+    INVALID_DATA,
+    MESSAGE_TOO_BIG,
+    NORMAL,
+    POLICY_VIOLATION,
+    PROTOCOL_ERROR,
+    Config,
+    ServerConnection,
+)
+from ._events import (
+    Body,
+    Closed,
+    Drained,
+    EndOfRequest,
+    Event,
+    Message,
+    Pong,
+    Rejected,
+    Request,
+)
+from ._frames import DEFAULT_EVENT, Prepared, encode_message, prepare
+from ._outbox import Outbox
+from ._sse import encode_comment, encode_event
+
+__all__ = [
+    "ABNORMAL",
+    "DEFAULT_EVENT",
+    "GOING_AWAY",
+    "INTERNAL_ERROR",
+    "INVALID_DATA",
+    "MESSAGE_TOO_BIG",
+    "NORMAL",
+    "POLICY_VIOLATION",
+    "PROTOCOL_ERROR",
+    "Body",
+    "Closed",
+    "Config",
+    "Drained",
+    "EndOfRequest",
+    "Event",
+    "Message",
+    "Outbox",
+    "Pong",
+    "Prepared",
+    "Rejected",
+    "Request",
+    "ServerConnection",
+    "encode_comment",
+    "encode_event",
+    "encode_message",
+    "prepare",
+]

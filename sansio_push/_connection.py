@@ -1,0 +1,576 @@
+"""One TCP connection's whole life: HTTP/1.1, then maybe WebSocket or SSE."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, Literal
+
+import h11
+import wsproto.events as ws
+from wsproto.connection import Connection as WSConnection
+from wsproto.connection import ConnectionState as WSState
+from wsproto.connection import ConnectionType
+from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.utilities import LocalProtocolError as WSLocalProtocolError
+from wsproto.utilities import generate_accept_token
+
+from ._env import SSE, WEBSOCKET, UpgradeRefused, build_env, upgrade_kind
+from ._events import (
+    Body,
+    Closed,
+    Drained,
+    EndOfRequest,
+    Event,
+    Message,
+    Pong,
+    Rejected,
+    Request,
+)
+from ._frames import DEFAULT_EVENT, Prepared, _Default, encode_message
+from ._outbox import Outbox
+from ._sse import encode_comment, encode_event
+
+Headers = Iterable[tuple[str | bytes, str | bytes]]
+
+# Close codes (RFC 6455 7.4.1).
+NORMAL = 1000
+GOING_AWAY = 1001
+PROTOCOL_ERROR = 1002
+INVALID_DATA = 1007
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+INTERNAL_ERROR = 1011
+ABNORMAL = 1006
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Limits and options shared by many connections (kept once, not per connection).
+
+    - ``max_head_size``: request line plus headers; over it the answer is 431.
+    - ``max_body_size``: request body; over it the answer is 413.
+    - ``max_message_size``: incoming WebSocket message; over it, close 1009.
+    - ``max_queue_messages`` / ``max_queue_bytes``: the send queue of a push
+      connection; over either, ``overflow`` applies: ``'close'`` closes with
+      1008 (SSE: ends the stream), ``'drop'`` refuses the new message and
+      counts it in :attr:`ServerConnection.dropped`.
+    - ``sse_event``: the SSE event name for messages written without one
+      (``'msg'``, as Agoo sends; ``None`` for the browser's ``message``).
+    - ``compression``: offer permessage-deflate to WebSocket clients.
+    - ``scheme``: ``'http'`` or ``'https'``, for ``wsgi.url_scheme``.
+    """
+
+    max_head_size: int = 64 * 1024
+    max_body_size: int = 1024 * 1024
+    max_message_size: int = 1024 * 1024
+    max_queue_messages: int = 1000
+    max_queue_bytes: int = 4 * 1024 * 1024
+    overflow: Literal["close", "drop"] = "close"
+    sse_event: str | None = "msg"
+    compression: bool = False
+    scheme: str = "http"
+
+
+DEFAULT_CONFIG = Config()
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value.encode("latin-1") if isinstance(value, str) else bytes(value)
+
+
+def _phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def _error_response(status: int, reason: str, extra: list[tuple[bytes, bytes]]) -> bytes:
+    body = f"{status} {HTTPStatus(status).phrase}: {reason}\n".encode()
+    head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}".encode()]
+    head += [n + b": " + v for n, v in extra]
+    head += [
+        b"content-type: text/plain; charset=utf-8",
+        b"content-length: " + str(len(body)).encode(),
+        b"connection: close",
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+class ServerConnection:
+    """The server side of one connection, with no I/O.
+
+    Feed it bytes with :meth:`receive_data` and read :meth:`next_event` until
+    it returns ``None``. Answer each :class:`Request` with
+    :meth:`start_response` (then :meth:`send_body` and :meth:`end_response`),
+    or with ``start_response(..., upgrade=True)`` to accept a push upgrade.
+    Send what :meth:`data_to_send` returns and report it with :meth:`sent`.
+
+    Not thread-safe: one driver task owns it.
+    """
+
+    def __init__(
+        self,
+        config: Config = DEFAULT_CONFIG,
+        *,
+        client: tuple[str, int] | None = None,
+        server: tuple[str, int] | None = None,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.server = server
+        #: ``'http'`` until an upgrade, then ``'websocket'`` or ``'sse'``.
+        self.protocol: str = "http"
+        #: Messages refused by the ``'drop'`` overflow policy.
+        self.dropped = 0
+        self._h11: h11.Connection | None = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=config.max_head_size
+        )
+        self._ws: WSConnection | None = None
+        self._compressed = False
+        self._out = Outbox()
+        self._kind: str | None = None
+        self._head_request = False
+        self._body_left = config.max_body_size
+        self._fragments: list[Any] = []
+        self._fragments_size = 0
+        # A push connection takes writes until it closes.
+        self._writable = False
+        # Nothing more comes from the peer that we care about.
+        self._read_done = False
+        # Whether the transport should be closed once the outbox is flushed.
+        self._finished = False
+        self._closed_event_sent = False
+
+    # -- state ------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Messages queued whose last byte the driver has not yet taken."""
+        return self._out.pending
+
+    @property
+    def pending_bytes(self) -> int:
+        """All bytes queued and not yet taken (messages and protocol bytes)."""
+        return self._out.pending_bytes
+
+    @property
+    def open(self) -> bool:
+        """True while a push connection accepts writes."""
+        return self._writable
+
+    @property
+    def finished(self) -> bool:
+        """True when, once :meth:`data_to_send` is flushed, the transport
+        should be closed: nothing further will be read or answered."""
+        return self._finished
+
+    # -- bytes in ---------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the peer; ``b""`` means the peer closed its side."""
+        if self._read_done:
+            if not data:
+                self._finish()
+            return
+        if self._ws is not None:
+            self._ws.receive_data(data or None)
+        elif self._h11 is not None:
+            self._h11.receive_data(data)
+        elif not data:
+            # SSE: the only thing we read is the end.
+            self._read_done = True
+
+    def next_event(self) -> Event | None:
+        """The next event, or ``None`` when more bytes (or an answer) are needed."""
+        if self._closed_event_sent:
+            return None
+        if self._ws is not None:
+            return self._next_ws_event()
+        if self.protocol == SSE:
+            if self._read_done:
+                self._writable = False
+                self._finish()
+                return self._closed(ABNORMAL, "peer closed")
+            return None
+        return self._next_http_event()
+
+    def _next_http_event(self) -> Event | None:
+        conn = self._h11
+        if conn is None or self._finished:
+            return None
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            return self._reject(exc.error_status_hint, str(exc) or "malformed request")
+        if event is h11.NEED_DATA or event is h11.PAUSED:
+            return None
+        if isinstance(event, h11.Request):
+            return self._on_request(event)
+        if isinstance(event, h11.Data):
+            self._body_left -= len(event.data)
+            if self._body_left < 0:
+                return self._reject(413, "request body too large")
+            return Body(bytes(event.data))
+        if isinstance(event, h11.EndOfMessage):
+            return EndOfRequest()
+        if isinstance(event, h11.ConnectionClosed):
+            if conn.our_state in (h11.IDLE, h11.DONE, h11.MUST_CLOSE, h11.CLOSED):
+                self._finish()
+            return None
+        return None  # pragma: no cover - h11 has no other server-side events
+
+    def _on_request(self, request: h11.Request) -> Event:
+        try:
+            kind = upgrade_kind(request)
+        except UpgradeRefused as exc:
+            return self._reject(exc.status, exc.reason, exc.headers)
+        length = dict(request.headers).get(b"content-length")
+        if length is not None and int(length) > self.config.max_body_size:
+            return self._reject(413, "request body too large")
+        self._kind = kind
+        self._head_request = request.method == b"HEAD"
+        self._body_left = self.config.max_body_size
+        assert self._h11 is not None
+        if self._h11.they_are_waiting_for_100_continue:
+            self._out.put(
+                self._h11.send(
+                    h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+                ),
+                message=False,
+            )
+        env = build_env(
+            request,
+            kind=kind,
+            server=self.server,
+            client=self.client,
+            scheme=self.config.scheme,
+        )
+        self._request = request
+        return Request(env)
+
+    def _reject(
+        self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> Event:
+        conn = self._h11
+        if conn is not None and conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            # A response is already under way: all we can do is close.
+            self._finish()
+            return Rejected(status, reason)
+        self._out.put(_error_response(status, reason, headers or []), message=False)
+        self._finish()
+        return Rejected(status, reason)
+
+    # -- the app's answer -------------------------------------------------
+
+    def start_response(
+        self, status: int, headers: Headers = (), *, upgrade: bool = False
+    ) -> str | None:
+        """Answer the current request.
+
+        With ``upgrade`` (the app set a handler) and ``status < 300`` (0
+        counts as 200) on a push request, the connection upgrades and this
+        returns ``'websocket'`` or ``'sse'``; the app's headers go out on the
+        101 or the SSE 200, and :meth:`send_body` is not used. Otherwise it
+        starts a normal response and returns ``None``. Raises ``ValueError``
+        for headers HTTP does not allow (a CR or LF in a value, say), before
+        anything is queued.
+        """
+        if status == 0:
+            status = 200
+        pairs = [(_bytes(n).lower(), _bytes(v)) for n, v in headers]
+        conn = self._h11
+        if conn is None:
+            raise RuntimeError("start_response() after the connection upgraded")
+        if upgrade and self._kind is not None and status < 300:
+            if self._kind == WEBSOCKET:
+                self._accept_websocket(pairs)
+            else:
+                self._accept_sse(status, pairs)
+            return self.protocol
+        self._send_h11(h11.Response(status_code=status, headers=pairs, reason=_phrase(status)))
+        return None
+
+    def send_body(self, data: bytes) -> None:
+        """A piece of the response body (dropped for HEAD)."""
+        if data and not self._head_request:
+            self._send_h11(h11.Data(data=data))
+
+    def end_response(self) -> None:
+        """Finish the response; the next pipelined request may follow."""
+        conn = self._h11
+        assert conn is not None
+        self._send_h11(h11.EndOfMessage())
+        if conn.our_state is h11.MUST_CLOSE:
+            self._finish()
+        elif conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+        elif conn.their_state is not h11.DONE:
+            # The app answered without reading the whole body: we cannot
+            # tell where the next request starts, so close.
+            self._finish()
+
+    def respond(self, status: int, headers: Headers = (), body: bytes = b"") -> None:
+        """A whole response at once, with ``Content-Length`` set if missing."""
+        pairs = list(headers)
+        if not any(
+            _bytes(n).lower() in (b"content-length", b"transfer-encoding") for n, _ in pairs
+        ):
+            pairs.append((b"content-length", str(len(body)).encode()))
+        self.start_response(status, pairs)
+        self.send_body(body)
+        self.end_response()
+
+    def _send_h11(self, event: Any) -> None:
+        assert self._h11 is not None
+        try:
+            data = self._h11.send(event)
+        except h11.LocalProtocolError as exc:
+            raise ValueError(str(exc)) from exc
+        if data:
+            self._out.put(data, message=False)
+
+    def _accept_websocket(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        conn = self._h11
+        assert conn is not None
+        request = self._request
+        req = dict(request.headers)
+        offered = [
+            p.strip()
+            for n, v in request.headers
+            if n == b"sec-websocket-protocol"
+            for p in v.split(b",")
+        ]
+        for name, value in pairs:
+            if name == b"sec-websocket-protocol" and value not in offered:
+                raise ValueError(f"subprotocol {value!r} was not offered by the client")
+        extensions: list[Extension] = []
+        response = [
+            (b"upgrade", b"websocket"),
+            (b"connection", b"Upgrade"),
+            (b"sec-websocket-accept", generate_accept_token(req[b"sec-websocket-key"].strip())),
+        ]
+        offer = b", ".join(v for n, v in request.headers if n == b"sec-websocket-extensions")
+        if self.config.compression and offer:
+            deflate = PerMessageDeflate()
+            for item in offer.decode("latin-1").split(","):
+                if item.split(";")[0].strip() == deflate.name:
+                    accepted = deflate.accept(item.strip())
+                    if accepted:
+                        agreed = deflate.name if accepted is True else accepted
+                        response.append((b"sec-websocket-extensions", agreed.encode()))
+                        extensions.append(deflate)
+                        self._compressed = True
+                    break
+        skip = {b"upgrade", b"connection", b"sec-websocket-accept", b"sec-websocket-extensions"}
+        response += [(n, v) for n, v in pairs if n not in skip]
+        try:
+            data = conn.send(
+                h11.InformationalResponse(
+                    status_code=101, headers=response, reason=b"Switching Protocols"
+                )
+            )
+        except h11.LocalProtocolError as exc:
+            raise ValueError(str(exc)) from exc
+        self._out.put(data, message=False)
+        trailing, _closed = conn.trailing_data
+        self._h11 = None
+        self._request = None  # type: ignore[assignment]
+        self._ws = WSConnection(ConnectionType.SERVER, extensions, trailing_data=bytes(trailing))
+        self.protocol = WEBSOCKET
+        self._writable = True
+
+    def _accept_sse(self, status: int, pairs: list[tuple[bytes, bytes]]) -> None:
+        conn = self._h11
+        assert conn is not None
+        names = {n for n, _ in pairs}
+        headers = [(n, v) for n, v in pairs if n not in (b"content-length", b"connection")]
+        if b"content-type" not in names:
+            headers.append((b"content-type", b"text/event-stream"))
+        if b"cache-control" not in names:
+            headers.append((b"cache-control", b"no-cache"))
+        # Close-delimited body: each event is written as it is, with no
+        # chunk framing, so one encoded block serves every subscriber.
+        headers.append((b"connection", b"close"))
+        headers.append((b"x-accel-buffering", b"no"))
+        try:
+            data = conn.send(
+                h11.Response(status_code=status, headers=headers, reason=_phrase(status))
+            )
+        except h11.LocalProtocolError as exc:
+            raise ValueError(str(exc)) from exc
+        self._out.put(data, message=False)
+        self._h11 = None
+        self._request = None  # type: ignore[assignment]
+        self.protocol = SSE
+        self._writable = True
+
+    # -- push: bytes out --------------------------------------------------
+
+    def send_message(
+        self,
+        message: str | bytes,
+        *,
+        event: str | None | _Default = DEFAULT_EVENT,
+        id: str | None = None,
+        retry: int | None = None,
+    ) -> bool:
+        """Queue one message. WebSocket: ``str`` as text, bytes as binary.
+        SSE: one event, with ``event``, ``id``, ``retry`` if given.
+
+        Returns False, queueing nothing, if the connection is not open or the
+        ``'drop'`` policy refused it. Raises ``ValueError`` for SSE fields
+        that cannot be encoded (a line break in ``event`` or ``id``).
+        """
+        if not self._writable:
+            return False
+        if self.protocol == SSE:
+            name = self.config.sse_event if isinstance(event, _Default) else event
+            data = encode_event(message, event=name, id=id, retry=retry)
+        elif self._compressed:
+            assert self._ws is not None
+            data = self._ws_send(
+                ws.TextMessage(data=message)
+                if isinstance(message, str)
+                else ws.BytesMessage(data=bytes(message))
+            )
+        else:
+            data = encode_message(message)
+        return self._queue(data)
+
+    def send_prepared(self, prepared: Prepared) -> bool:
+        """Queue a message encoded once by :func:`prepare`; as :meth:`send_message`."""
+        if not self._writable:
+            return False
+        if self.protocol == SSE:
+            return self._queue(prepared.sse_block(self.config.sse_event))
+        if self._compressed:
+            return self.send_message(prepared.message)
+        return self._queue(prepared.ws_frame)
+
+    def _queue(self, data: bytes) -> bool:
+        out = self._out
+        cfg = self.config
+        if (
+            out.pending >= cfg.max_queue_messages
+            or out.pending_bytes + len(data) > cfg.max_queue_bytes
+        ):
+            if cfg.overflow == "drop":
+                self.dropped += 1
+                return False
+            self.close(POLICY_VIOLATION, "send queue full: the client does not read")
+            return False
+        out.put(data, message=True)
+        return True
+
+    def send_keepalive(self, payload: bytes = b"") -> None:
+        """WebSocket: queue a ping carrying ``payload``. SSE: queue a comment
+        line (ignored by clients; keeps proxies and NATs from timing out)."""
+        if not self._writable:
+            return
+        if self._ws is not None:
+            self._out.put(self._ws_send(ws.Ping(payload=payload)), message=False)
+        else:
+            self._out.put(encode_comment(), message=False)
+
+    def close(self, code: int = NORMAL, reason: str = "") -> None:
+        """Close after what is already queued: a close frame (WebSocket) or
+        the end of the stream (SSE). Further writes are refused. Idempotent.
+
+        On a WebSocket the peer's close frame is awaited next
+        (:class:`Closed` follows); the driver bounds that wait.
+        """
+        if not self._writable:
+            return
+        self._writable = False
+        if self._ws is not None:
+            self._out.put(
+                self._ws_send(ws.CloseConnection(code=code, reason=reason)), message=False
+            )
+        else:
+            self._finish()
+
+    def _ws_send(self, event: ws.Event) -> bytes:
+        assert self._ws is not None
+        try:
+            return self._ws.send(event)
+        except WSLocalProtocolError as exc:  # pragma: no cover - guarded by _writable
+            raise RuntimeError(str(exc)) from exc
+
+    def _next_ws_event(self) -> Event | None:
+        conn = self._ws
+        assert conn is not None
+        for event in conn.events():
+            if isinstance(event, ws.Message):
+                result = self._on_fragment(event)
+                if result is not None:
+                    return result
+            elif isinstance(event, ws.Ping):
+                if conn.state is WSState.OPEN:
+                    self._out.put(conn.send(event.response()), message=False)
+            elif isinstance(event, ws.Pong):
+                return Pong(bytes(event.payload))
+            elif isinstance(event, ws.CloseConnection):
+                return self._on_ws_close(event)
+        return None
+
+    def _on_fragment(self, event: ws.Message[Any]) -> Event | None:
+        data = event.data
+        self._fragments_size += len(data)
+        if self._fragments_size > self.config.max_message_size:
+            return self._ws_fail(MESSAGE_TOO_BIG, "message too big")
+        if event.message_finished:
+            parts, self._fragments = self._fragments, []
+            self._fragments_size = 0
+            if isinstance(data, str):
+                return Message("".join(parts) + data if parts else data)
+            return Message(b"".join(parts) + data if parts else bytes(data))
+        self._fragments.append(data)
+        return None
+
+    def _on_ws_close(self, event: ws.CloseConnection) -> Event:
+        conn = self._ws
+        assert conn is not None
+        state = conn.state
+        if state is WSState.REMOTE_CLOSING:
+            # The peer closes first: echo its code (RFC 6455 5.5.1).
+            self._writable = False
+            self._out.put(conn.send(event.response()), message=False)
+        elif state is WSState.OPEN:
+            # wsproto found a protocol error (1002, 1007, ...): close with it.
+            return self._ws_fail(int(event.code), event.reason or "")
+        self._writable = False
+        self._read_done = True
+        self._finish()
+        return self._closed(int(event.code), event.reason or "")
+
+    def _ws_fail(self, code: int, reason: str) -> Event:
+        conn = self._ws
+        assert conn is not None
+        self._writable = False
+        if conn.state in (WSState.OPEN, WSState.REMOTE_CLOSING):
+            self._out.put(conn.send(ws.CloseConnection(code=code, reason=reason)), message=False)
+        self._read_done = True
+        self._finish()
+        return self._closed(code, reason)
+
+    def _closed(self, code: int, reason: str) -> Event:
+        self._closed_event_sent = True
+        return Closed(code, reason)
+
+    def _finish(self) -> None:
+        self._finished = True
+
+    # -- bytes out --------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Every byte waiting for the socket (without taking them: see :meth:`sent`)."""
+        return self._out.peek()
+
+    def sent(self, n: int) -> Drained | None:
+        """The driver handed the first ``n`` bytes of :meth:`data_to_send` to
+        the socket. Returns :class:`Drained` exactly when that brought
+        :attr:`pending` from above zero to zero."""
+        return Drained() if self._out.taken(n) else None

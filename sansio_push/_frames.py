@@ -1,0 +1,97 @@
+"""WebSocket frames a server sends, and messages encoded once for many peers."""
+
+from __future__ import annotations
+
+import struct
+
+from ._sse import encode_event
+
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+
+
+def encode_frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, unfragmented, uncompressed server frame (RFC 6455 5.2)."""
+    n = len(payload)
+    first = 0x80 | opcode
+    if n < 126:
+        return bytes((first, n)) + payload
+    if n < 0x10000:
+        return struct.pack("!BBH", first, 126, n) + payload
+    return struct.pack("!BBQ", first, 127, n) + payload
+
+
+def encode_message(msg: str | bytes) -> bytes:
+    """A text frame for ``str``, a binary frame for any bytes-like object."""
+    if isinstance(msg, str):
+        return encode_frame(OP_TEXT, msg.encode("utf-8"))
+    return encode_frame(OP_BINARY, bytes(msg))
+
+
+class _Default:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEFAULT_EVENT"
+
+
+#: Stands for "the connection's default SSE event name" (``msg`` unless set).
+DEFAULT_EVENT = _Default()
+
+
+class Prepared:
+    """A message encoded once, queued as the same bytes on many connections.
+
+    The WebSocket frame and each SSE block are built on first use and kept,
+    so a publish to thousands of subscribers encodes at most once per form.
+    Connections with permessage-deflate compress the message themselves.
+    """
+
+    __slots__ = ("message", "event", "id", "retry", "_ws", "_sse")
+
+    def __init__(
+        self,
+        message: str | bytes,
+        *,
+        event: str | None | _Default = DEFAULT_EVENT,
+        id: str | None = None,
+        retry: int | None = None,
+    ) -> None:
+        if not isinstance(message, str):
+            message = bytes(message)
+        self.message: str | bytes = message
+        self.event = event
+        self.id = id
+        self.retry = retry
+        self._ws: bytes | None = None
+        self._sse: dict[str | None, bytes] = {}
+        # Validate the SSE fields now, so a bad one fails the caller at once.
+        encode_event("", event=None if isinstance(event, _Default) else event, id=id, retry=retry)
+
+    @property
+    def ws_frame(self) -> bytes:
+        """The message as one uncompressed WebSocket frame."""
+        if self._ws is None:
+            self._ws = encode_message(self.message)
+        return self._ws
+
+    def sse_block(self, default_event: str | None) -> bytes:
+        """The message as an SSE event block, ``default_event`` filling in
+        when the message was prepared without an explicit ``event``."""
+        name = default_event if isinstance(self.event, _Default) else self.event
+        block = self._sse.get(name)
+        if block is None:
+            block = encode_event(self.message, event=name, id=self.id, retry=self.retry)
+            self._sse[name] = block
+        return block
+
+
+def prepare(
+    message: str | bytes,
+    *,
+    event: str | None | _Default = DEFAULT_EVENT,
+    id: str | None = None,
+    retry: int | None = None,
+) -> Prepared:
+    """Encode ``message`` once for queueing on any number of connections."""
+    return Prepared(message, event=event, id=id, retry=retry)
