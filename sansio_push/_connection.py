@@ -28,7 +28,7 @@ from ._events import (
     Rejected,
     Request,
 )
-from ._frames import DEFAULT_EVENT, Prepared, _Default, encode_message
+from ._frames import DEFAULT_EVENT, Prepared, _Default, chunk, encode_message
 from ._outbox import Outbox
 from ._sse import encode_comment, encode_event
 
@@ -74,6 +74,8 @@ class Config:
 
 
 DEFAULT_CONFIG = Config()
+
+_HEAD_TOO_LARGE = "request head too large"
 
 
 def _bytes(value: str | bytes) -> bytes:
@@ -143,6 +145,8 @@ class ServerConnection:
         # Whether the transport should be closed once the outbox is flushed.
         self._finished = False
         self._closed_event_sent = False
+        self._peer_eof = False
+        self._sse_chunked = False
 
     # -- state ------------------------------------------------------------
 
@@ -176,7 +180,12 @@ class ServerConnection:
                 self._finish()
             return
         if self._ws is not None:
-            self._ws.receive_data(data or None)
+            if data:
+                self._ws.receive_data(data)
+            else:
+                # Frames already received come first: wsproto would report the
+                # 1006 ahead of them, so the end is fed once they are read.
+                self._peer_eof = True
         elif self._h11 is not None:
             self._h11.receive_data(data)
         elif not data:
@@ -204,6 +213,8 @@ class ServerConnection:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
+            if exc.error_status_hint == 431:
+                return self._reject(431, _HEAD_TOO_LARGE)
             return self._reject(exc.error_status_hint, str(exc) or "malformed request")
         if event is h11.NEED_DATA or event is h11.PAUSED:
             return None
@@ -223,6 +234,12 @@ class ServerConnection:
         return None  # pragma: no cover - h11 has no other server-side events
 
     def _on_request(self, request: h11.Request) -> Event:
+        # h11 bounds only a head still incomplete; one that arrived whole in
+        # a single read is measured here (as sent, less any optional spaces).
+        size = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n\r\n")
+        size += sum(len(n) + len(v) + 4 for n, v in request.headers.raw_items())
+        if size > self.config.max_head_size:
+            return self._reject(431, _HEAD_TOO_LARGE)
         try:
             kind = upgrade_kind(request)
         except UpgradeRefused as exc:
@@ -290,7 +307,11 @@ class ServerConnection:
             else:
                 self._accept_sse(status, pairs)
             return self.protocol
-        self._send_h11(h11.Response(status_code=status, headers=pairs, reason=_phrase(status)))
+        try:
+            response = h11.Response(status_code=status, headers=pairs, reason=_phrase(status))
+        except h11.LocalProtocolError as exc:  # h11 checks the headers right here
+            raise ValueError(str(exc)) from exc
+        self._send_h11(response)
         return None
 
     def send_body(self, data: bytes) -> None:
@@ -357,7 +378,10 @@ class ServerConnection:
             deflate = PerMessageDeflate()
             for item in offer.decode("latin-1").split(","):
                 if item.split(";")[0].strip() == deflate.name:
-                    accepted = deflate.accept(item.strip())
+                    try:
+                        accepted = deflate.accept(item.strip())
+                    except ValueError:  # a malformed parameter: no compression
+                        accepted = None
                     if accepted:
                         agreed = deflate.name if accepted is True else accepted
                         response.append((b"sec-websocket-extensions", agreed.encode()))
@@ -391,9 +415,7 @@ class ServerConnection:
             headers.append((b"content-type", b"text/event-stream"))
         if b"cache-control" not in names:
             headers.append((b"cache-control", b"no-cache"))
-        # Close-delimited body: each event is written as it is, with no
-        # chunk framing, so one encoded block serves every subscriber.
-        headers.append((b"connection", b"close"))
+        # Tell nginx not to buffer the stream.
         headers.append((b"x-accel-buffering", b"no"))
         try:
             data = conn.send(
@@ -402,6 +424,9 @@ class ServerConnection:
         except h11.LocalProtocolError as exc:
             raise ValueError(str(exc)) from exc
         self._out.put(data, message=False)
+        # h11 frames an HTTP/1.1 stream with chunks and an HTTP/1.0 one by
+        # closing it; from here on we write the body ourselves, the same way.
+        self._sse_chunked = b"transfer-encoding: chunked" in data.lower()
         self._h11 = None
         self._request = None  # type: ignore[assignment]
         self.protocol = SSE
@@ -429,6 +454,8 @@ class ServerConnection:
         if self.protocol == SSE:
             name = self.config.sse_event if isinstance(event, _Default) else event
             data = encode_event(message, event=name, id=id, retry=retry)
+            if self._sse_chunked:
+                data = chunk(data)
         elif self._compressed:
             assert self._ws is not None
             data = self._ws_send(
@@ -445,7 +472,7 @@ class ServerConnection:
         if not self._writable:
             return False
         if self.protocol == SSE:
-            return self._queue(prepared.sse_block(self.config.sse_event))
+            return self._queue(prepared.sse_block(self.config.sse_event, self._sse_chunked))
         if self._compressed:
             return self.send_message(prepared.message)
         return self._queue(prepared.ws_frame)
@@ -473,7 +500,8 @@ class ServerConnection:
         if self._ws is not None:
             self._out.put(self._ws_send(ws.Ping(payload=payload)), message=False)
         else:
-            self._out.put(encode_comment(), message=False)
+            comment = encode_comment()
+            self._out.put(chunk(comment) if self._sse_chunked else comment, message=False)
 
     def close(self, code: int = NORMAL, reason: str = "") -> None:
         """Close after what is already queued: a close frame (WebSocket) or
@@ -490,6 +518,8 @@ class ServerConnection:
                 self._ws_send(ws.CloseConnection(code=code, reason=reason)), message=False
             )
         else:
+            if self._sse_chunked:
+                self._out.put(b"0\r\n\r\n", message=False)
             self._finish()
 
     def _ws_send(self, event: ws.Event) -> bytes:
@@ -514,11 +544,18 @@ class ServerConnection:
                 return Pong(bytes(event.payload))
             elif isinstance(event, ws.CloseConnection):
                 return self._on_ws_close(event)
+        if self._peer_eof:
+            self._peer_eof = False
+            conn.receive_data(None)
+            return self._next_ws_event()
         return None
 
     def _on_fragment(self, event: ws.Message[Any]) -> Event | None:
         data = event.data
-        self._fragments_size += len(data)
+        # The limit is in bytes: text counts as its UTF-8 encoding.
+        self._fragments_size += (
+            len(data.encode()) if isinstance(data, str) and not data.isascii() else len(data)
+        )
         if self._fragments_size > self.config.max_message_size:
             return self._ws_fail(MESSAGE_TOO_BIG, "message too big")
         if event.message_finished:

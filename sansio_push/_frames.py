@@ -28,6 +28,11 @@ def encode_message(msg: str | bytes) -> bytes:
     return encode_frame(OP_BINARY, bytes(msg))
 
 
+def chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk (RFC 9112 7.1)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
 class _Default:
     __slots__ = ()
 
@@ -64,7 +69,7 @@ class Prepared:
         self.id = id
         self.retry = retry
         self._ws: bytes | None = None
-        self._sse: dict[str | None, bytes] = {}
+        self._sse: dict[tuple[str | None, bool], bytes] = {}
         # Validate the SSE fields now, so a bad one fails the caller at once.
         encode_event("", event=None if isinstance(event, _Default) else event, id=id, retry=retry)
 
@@ -75,14 +80,18 @@ class Prepared:
             self._ws = encode_message(self.message)
         return self._ws
 
-    def sse_block(self, default_event: str | None) -> bytes:
+    def sse_block(self, default_event: str | None, chunked: bool = False) -> bytes:
         """The message as an SSE event block, ``default_event`` filling in
-        when the message was prepared without an explicit ``event``."""
+        when the message was prepared without an explicit ``event``; with
+        ``chunked``, framed as one HTTP/1.1 chunk."""
         name = default_event if isinstance(self.event, _Default) else self.event
-        block = self._sse.get(name)
+        key = (name, chunked)
+        block = self._sse.get(key)
         if block is None:
             block = encode_event(self.message, event=name, id=self.id, retry=self.retry)
-            self._sse[name] = block
+            if chunked:
+                block = chunk(block)
+            self._sse[key] = block
         return block
 
 

@@ -1,0 +1,217 @@
+"""HTTP/1.1 through h11: framing, keep-alive, pipelining, 100-continue, HEAD."""
+
+from __future__ import annotations
+
+import pytest
+from sansio_wire import chunked, drain, flush, new, receive, request, responses, split_head
+
+from sansio_push import Body, EndOfRequest, Rejected, Request
+
+
+def body_of(events: list[object]) -> bytes:
+    return b"".join(e.data for e in events if isinstance(e, Body))
+
+
+def test_get_request_produces_request_then_end_of_request() -> None:
+    conn = new()
+    events = receive(conn, request("GET", "/hello"))
+    assert [type(e) for e in events] == [Request, EndOfRequest]
+    assert events[0].env["PATH_INFO"] == "/hello"
+
+
+def test_incomplete_head_produces_no_event() -> None:
+    conn = new()
+    assert receive(conn, b"GET / HTTP/1.1\r\nHost: x\r\n") == []
+    assert [type(e) for e in receive(conn, b"\r\n")] == [Request, EndOfRequest]
+
+
+def test_respond_sends_status_headers_and_content_length_body() -> None:
+    conn = new()
+    receive(conn, request())
+    conn.respond(200, [("Content-Type", "text/plain")], b"hello")
+    [resp] = responses(flush(conn))
+    assert resp.status == 200
+    assert resp.header("content-type") == "text/plain"
+    assert resp.header("content-length") == "5"
+    assert resp.body == b"hello"
+
+
+def test_streamed_response_without_length_is_chunked() -> None:
+    conn = new()
+    receive(conn, request())
+    conn.start_response(200, [("Content-Type", "text/plain")])
+    conn.send_body(b"hel")
+    conn.send_body(b"lo")
+    conn.end_response()
+    data = flush(conn)
+    assert split_head(data)[1]["transfer-encoding"] == "chunked"
+    assert responses(data)[0].body == b"hello"
+
+
+def test_keep_alive_serves_a_second_request_on_the_same_connection() -> None:
+    conn = new()
+    receive(conn, request("GET", "/a"))
+    conn.respond(200, [], b"a")
+    assert not conn.finished
+    events = receive(conn, request("GET", "/b"))
+    assert events[0].env["PATH_INFO"] == "/b"
+    conn.respond(200, [], b"b")
+    assert [r.body for r in responses(flush(conn), ["GET", "GET"])] == [b"a", b"b"]
+    assert not conn.finished
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    conn = new()
+    conn.receive_data(request("GET", "/1") + request("POST", "/2", body=b"xy") + request("GET", "/3"))
+    paths = []
+    while True:
+        events = drain(conn)
+        if not events:
+            break
+        assert isinstance(events[0], Request) and isinstance(events[-1], EndOfRequest)
+        path = events[0].env["PATH_INFO"]
+        paths.append(path)
+        conn.respond(200, [], path.encode() + body_of(events))
+    assert paths == ["/1", "/2", "/3"]
+    bodies = [r.body for r in responses(flush(conn), ["GET", "POST", "GET"])]
+    assert bodies == [b"/1", b"/2xy", b"/3"]
+
+
+def test_pipelined_request_waits_until_the_previous_response_ends() -> None:
+    conn = new()
+    events = receive(conn, request("GET", "/1") + request("GET", "/2"))
+    assert [type(e) for e in events] == [Request, EndOfRequest]
+    conn.start_response(200, [("Content-Length", "0")])
+    assert drain(conn) == []
+    conn.end_response()
+    assert drain(conn)[0].env["PATH_INFO"] == "/2"
+
+
+def test_content_length_body_is_delivered() -> None:
+    conn = new()
+    events = receive(conn, request("POST", "/", body=b"0123456789"))
+    assert body_of(events) == b"0123456789"
+    assert isinstance(events[-1], EndOfRequest)
+    assert events[0].env["CONTENT_LENGTH"] == "10"
+
+
+def test_content_length_body_arriving_in_pieces_is_delivered() -> None:
+    conn = new()
+    data = request("POST", "/", body=b"0123456789")
+    events = []
+    for i in range(len(data)):
+        events += receive(conn, data[i : i + 1])
+    assert body_of(events) == b"0123456789"
+    assert isinstance(events[-1], EndOfRequest)
+
+
+def test_chunked_body_is_delivered() -> None:
+    conn = new()
+    head = request("POST", "/", [("Transfer-Encoding", "chunked")])
+    events = receive(conn, head + chunked(b"hello ", b"chunked ", b"world"))
+    assert body_of(events) == b"hello chunked world"
+    assert isinstance(events[-1], EndOfRequest)
+
+
+def test_expect_100_continue_is_answered_before_the_body() -> None:
+    conn = new()
+    head = request("POST", "/", [("Expect", "100-continue"), ("Content-Length", "3")])
+    events = receive(conn, head)
+    assert [type(e) for e in events] == [Request]
+    assert flush(conn).startswith(b"HTTP/1.1 100 ")
+    events = receive(conn, b"abc")
+    assert body_of(events) == b"abc" and isinstance(events[-1], EndOfRequest)
+
+
+def test_no_100_continue_without_expect() -> None:
+    conn = new()
+    receive(conn, request("POST", "/", [("Content-Length", "3")]))
+    assert conn.data_to_send() == b""
+
+
+def test_head_response_to_respond_has_length_but_no_body() -> None:
+    conn = new()
+    receive(conn, request("HEAD", "/"))
+    conn.respond(200, [], b"hello")
+    data = flush(conn)
+    status, headers, rest = split_head(data)
+    assert status == 200 and headers["content-length"] == "5"
+    assert rest == b""
+
+
+def test_head_response_drops_streamed_body() -> None:
+    conn = new()
+    receive(conn, request("HEAD", "/"))
+    conn.start_response(200, [("Content-Length", "5")])
+    conn.send_body(b"hello")
+    conn.end_response()
+    assert split_head(flush(conn))[2] == b""
+    assert not conn.finished
+
+
+def test_request_with_connection_close_finishes_after_the_response() -> None:
+    conn = new()
+    receive(conn, request("GET", "/", [("Connection", "close")]))
+    assert not conn.finished
+    conn.respond(200, [], b"bye")
+    assert conn.finished
+    assert split_head(flush(conn))[1]["connection"] == "close"
+
+
+def test_http_1_0_request_finishes_after_the_response() -> None:
+    conn = new()
+    receive(conn, request("GET", "/", version="1.0", host=False))
+    conn.respond(200, [], b"x")
+    assert conn.finished
+
+
+def test_answer_before_the_body_is_read_finishes_the_connection() -> None:
+    conn = new()
+    events = receive(conn, request("POST", "/", [("Content-Length", "10")]) + b"01234")
+    assert [type(e) for e in events] == [Request, Body]
+    conn.respond(200, [], b"early")
+    assert conn.finished
+
+
+def test_peer_eof_between_requests_finishes_quietly() -> None:
+    conn = new()
+    receive(conn, request())
+    conn.respond(200, [], b"")
+    assert receive(conn, b"") == []
+    assert conn.finished
+
+
+def test_peer_eof_after_the_request_leaves_the_answer_possible() -> None:
+    conn = new()
+    receive(conn, request())
+    assert receive(conn, b"") == []
+    assert not conn.finished
+    conn.respond(200, [], b"late")
+    assert conn.finished
+    assert responses(flush(conn))[0].body == b"late"
+
+
+def test_peer_eof_in_the_middle_of_a_head_is_rejected() -> None:
+    conn = new()
+    conn.receive_data(b"GET / HTTP/1.1\r\nHo")
+    events = receive(conn, b"")
+    assert len(events) == 1 and isinstance(events[0], Rejected)
+    assert conn.finished
+
+
+@pytest.mark.parametrize("value", ["a\r\nb", "a\nb", "a\x00b"])
+def test_header_value_the_app_cannot_send_raises_value_error_and_queues_nothing(
+    value: str,
+) -> None:
+    conn = new()
+    receive(conn, request())
+    with pytest.raises(ValueError):
+        conn.start_response(200, [("X-Bad", value)])
+    assert conn.data_to_send() == b""
+
+
+def test_status_0_means_200_for_a_normal_response() -> None:
+    conn = new()
+    receive(conn, request())
+    conn.respond(0, [], b"")
+    assert responses(flush(conn))[0].status == 200

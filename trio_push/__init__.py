@@ -1,0 +1,28 @@
+"""trio-push: a push server for Python, on Trio.
+
+An app sees ``env['rack.upgrade?']`` (``'websocket'`` or ``'sse'``), accepts
+by setting ``env['rack.upgrade'] = handler``, and the server does the network
+work: the handler's ``on_open``, ``on_message``, ``on_drained``,
+``on_shutdown`` and ``on_close`` get a :class:`Client` whose ``write(msg)``
+pushes to the browser.
+"""
+
+from sansio_push import Config
+
+from ._client import Client
+from ._pubsub import MemoryPubSub
+from ._router import Router
+from ._server import Options, Server, publish, serve
+from ._static import StaticFiles
+
+__all__ = [
+    "Client",
+    "Config",
+    "MemoryPubSub",
+    "Options",
+    "Router",
+    "Server",
+    "StaticFiles",
+    "publish",
+    "serve",
+]

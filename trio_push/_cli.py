@@ -1,0 +1,109 @@
+"""The ``trio-push module:attr`` command."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib
+import inspect
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import trio
+
+from ._server import Server
+
+
+class CLIError(Exception):
+    """A problem worth one line to the user, not a traceback."""
+
+
+def load_app(spec: str) -> Any:
+    """Import ``module:attr``; a class is instantiated with no arguments."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise CLIError(f"expected module:attr (e.g. app:Listen), got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise CLIError(f"cannot import module {module_name!r}: no such module") from None
+        raise
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CLIError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if inspect.isclass(obj):
+        obj = obj()
+    return obj
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="trio-push",
+        description="Serve a push-style app (env['rack.upgrade']) over HTTP, WebSocket and SSE.",
+    )
+    parser.add_argument("app", help="module:attr of the app (a class is instantiated)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=9292, help="port (default 9292)")
+    parser.add_argument("--root", help="folder of static files")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="worker threads for plain callables (default 0)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log level (default info)",
+    )
+    return parser.parse_args(argv)
+
+
+async def _serve_with_signals(server: Server) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_signals, server)
+        await server.serve()
+        nursery.cancel_scope.cancel()
+
+
+async def _watch_signals(server: Server) -> None:
+    """First SIGINT/SIGTERM: graceful shutdown. Another one: stop now."""
+    log = logging.getLogger("trio_push")
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if server.stopping:
+                log.warning("%s again: stopping now", signal.Signals(signum).name)
+                server.abort()
+            else:
+                log.info("%s: graceful shutdown", signal.Signals(signum).name)
+                server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.root is not None and not os.path.isdir(args.root):
+            raise CLIError(f"--root {args.root!r} is not a folder")
+        app = load_app(args.app)
+        server = Server(app, args.port, host=args.host, root=args.root, threads=args.threads)
+        trio.run(_serve_with_signals, server)
+    except CLIError as exc:
+        sys.exit(f"trio-push: {exc}")
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            sys.exit(f"trio-push: port {args.port} on {args.host} is already in use")
+        raise
+    except KeyboardInterrupt:
+        pass

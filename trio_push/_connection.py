@@ -1,0 +1,433 @@
+"""The Trio side of one TCP connection: read, dispatch, write."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from collections import deque
+from collections.abc import AsyncIterable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+import sansio_push as sp
+from sansio_push._frames import _Default
+
+from ._calls import call
+from ._client import Client
+
+if TYPE_CHECKING:
+    from ._server import Server
+
+log = logging.getLogger("trio_push")
+access_log = logging.getLogger("trio_push.access")
+
+_RECEIVE_SIZE = 65536
+# Incoming WebSocket messages waiting for on_message before we stop reading.
+_MAX_QUEUED_CALLBACKS = 64
+_ERROR_BODY = b"Internal Server Error\n"
+
+
+class AppError(Exception):
+    """The app returned something that is not a response."""
+
+
+def _normalize(result: Any) -> tuple[int, list[tuple[str, str]], Any]:
+    try:
+        status, headers, body = result
+    except (TypeError, ValueError):
+        raise AppError(f"the app must return (status, headers, body), not {result!r}") from None
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
+    expanded: list[tuple[str, str]] = []
+    for name, value in pairs:
+        # Rack style: a value with newlines is several headers.
+        if isinstance(value, str) and "\n" in value and name.lower() == "set-cookie":
+            expanded += [(name, v) for v in value.split("\n")]
+        else:
+            expanded.append((name, value if isinstance(value, (str, bytes)) else str(value)))
+    return int(status), expanded, body
+
+
+def _fixed_body(body: Any) -> bytes | None:
+    """The body as bytes if it is not a stream, else None."""
+    if body is None:
+        return b""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    if isinstance(body, (list, tuple)):
+        return b"".join(p.encode("utf-8") if isinstance(p, str) else bytes(p) for p in body)
+    return None
+
+
+class Connection:
+    """Drives a :class:`sansio_push.ServerConnection` over a Trio stream.
+
+    HTTP requests are answered by the task that reads them, in order. After
+    an upgrade the connection runs three tasks in its own nursery: a reader,
+    a writer that sends whatever the core has queued in one ``send_all``, and
+    a dispatcher that runs the handler's callbacks one at a time, in order.
+    """
+
+    def __init__(self, server: Server, stream: trio.abc.Stream, core: sp.ServerConnection) -> None:
+        self.server = server
+        self.stream = stream
+        self.core = core
+        self.client: Client | None = None
+        self.handler: Any = None
+        self.idle = True
+        self.scope: trio.CancelScope | None = None
+        self._writer_lot = trio.lowlevel.ParkingLot()
+        self._callbacks: deque[tuple[str, tuple[Any, ...]]] = deque()
+        self._callbacks_lot = trio.lowlevel.ParkingLot()
+        self._reader_lot = trio.lowlevel.ParkingLot()
+        self._close_called = False
+        self._over = False
+        self._close_deadline = float("inf")
+        self._opened_at = 0.0
+        self._messages_in = 0
+        self._messages_out = 0
+        self._reader_scope = trio.CancelScope()
+
+    @property
+    def peer(self) -> str:
+        client = self.core.client
+        return f"{client[0]}:{client[1]}" if client else "-"
+
+    # -- the connection's life --------------------------------------------
+
+    async def run(self) -> None:
+        with trio.CancelScope() as self.scope:
+            try:
+                await self._serve_http()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            except Exception:
+                # A bug of ours must cost one connection, never the server.
+                log.exception("%s: internal error, closing the connection", self.peer)
+            finally:
+                if self.client is not None and not self._close_called:
+                    # Cancelled before the dispatcher got to it: on_close
+                    # still runs, exactly once.
+                    with trio.CancelScope(shield=True) as shield:
+                        shield.deadline = trio.current_time() + self.server.options.close_timeout
+                        await self._run_callback("on_close", ())
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(self.stream)
+
+    async def _receive(self) -> bytes:
+        try:
+            return await self.stream.receive_some(_RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""
+
+    async def _flush(self) -> None:
+        data = self.core.data_to_send()
+        if data:
+            with trio.move_on_after(self.server.options.write_timeout) as scope:
+                await self.stream.send_all(data)
+            if scope.cancelled_caught:
+                raise trio.BrokenResourceError("write timeout")
+            self.core.sent(len(data))
+
+    # -- HTTP ---------------------------------------------------------------
+
+    async def _serve_http(self) -> None:
+        core = self.core
+        options = self.server.options
+        while True:
+            event = core.next_event()
+            if event is None:
+                await self._flush()
+                if core.finished or self.server.stopping:
+                    return
+                self.idle = True
+                with trio.move_on_after(options.idle_timeout) as scope:
+                    data = await self._receive()
+                self.idle = False
+                if scope.cancelled_caught:
+                    return
+                core.receive_data(data)
+                continue
+            self.idle = False
+            if isinstance(event, sp.Request):
+                body = await self._read_body()
+                if body is None:
+                    continue
+                if await self._answer(event.env, body):
+                    await self._serve_push()
+                    return
+            elif isinstance(event, sp.Rejected):
+                access_log.info('%s - "-" %d (%s)', self.peer, event.status, event.reason)
+
+    async def _read_body(self) -> bytes | None:
+        core = self.core
+        await self._flush()  # a 100 Continue, if the client waits for it
+        chunks = []
+        while True:
+            event = core.next_event()
+            if event is None:
+                if core.finished:
+                    return None
+                core.receive_data(await self._receive())
+            elif isinstance(event, sp.Body):
+                chunks.append(event.data)
+            elif isinstance(event, sp.EndOfRequest):
+                return b"".join(chunks)
+            elif isinstance(event, sp.Rejected):
+                access_log.info('%s - "-" %d (%s)', self.peer, event.status, event.reason)
+                return None
+
+    async def _answer(self, env: dict[str, Any], body: bytes) -> bool:
+        """Call the app and send its answer; True if the connection upgraded."""
+        server = self.server
+        env["wsgi.input"] = io.BytesIO(body)
+        env["wsgi.errors"] = sys.stderr
+        env["trio_push.server"] = server
+        request_line = f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"
+        try:
+            target = server.dispatch(env)
+            status, headers, result_body = _normalize(
+                await call(target, env, limiter=server.limiter)
+            )
+            handler = env.get("rack.upgrade")
+            kind = self.core.start_response(status, headers, upgrade=handler is not None)
+        except Exception:
+            log.exception("error in app for %s", request_line)
+            self._respond_error()
+            access_log.info('%s - "%s" 500', self.peer, request_line)
+            return False
+        if kind is not None:
+            self.handler = handler
+            self.client = Client(self, env, kind)
+            access_log.info('%s - "%s" %s open', self.peer, request_line, kind)
+            return True
+        length = await self._send_body(result_body, request_line)
+        access_log.info('%s - "%s" %d %s', self.peer, request_line, status, length)
+        return False
+
+    def _respond_error(self) -> None:
+        headers = [("content-type", "text/plain; charset=utf-8"), ("connection", "close")]
+        try:
+            self.core.respond(500, headers, _ERROR_BODY)
+        except (ValueError, RuntimeError):
+            # A response had already started: all we can do is close.
+            pass
+
+    async def _send_body(self, body: Any, request_line: str) -> int:
+        core = self.core
+        fixed = _fixed_body(body)
+        if fixed is not None:
+            core.send_body(fixed)
+            core.end_response()
+            return len(fixed)
+        sent = 0
+        try:
+            if isinstance(body, AsyncIterable):
+                async for chunk in body:
+                    sent += await self._send_chunk(chunk)
+            elif isinstance(body, Iterable):
+                for chunk in body:
+                    sent += await self._send_chunk(chunk)
+            else:
+                raise AppError(f"response body {body!r} is not bytes, str or iterable")
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise
+        except Exception:
+            log.exception("error in response body for %s", request_line)
+            # The head is out: the only honest signal left is to close.
+            raise trio.BrokenResourceError("response body failed") from None
+        finally:
+            close = getattr(body, "aclose", None) or getattr(body, "close", None)
+            if close is not None:
+                result = close()
+                if hasattr(result, "__await__"):
+                    await result
+        core.end_response()
+        return sent
+
+    async def _send_chunk(self, chunk: Any) -> int:
+        data = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
+        self.core.send_body(data)
+        await self._flush()
+        return len(data)
+
+    # -- push ---------------------------------------------------------------
+
+    async def _serve_push(self) -> None:
+        server = self.server
+        self._opened_at = trio.current_time()
+        server.push_connections.add(self)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._callbacks.append(("on_open", ()))
+                nursery.start_soon(self._dispatch)
+                nursery.start_soon(self._write)
+                with self._reader_scope:
+                    await self._read()
+        finally:
+            server.push_connections.discard(self)
+            assert self.client is not None
+            server.pubsub.unsubscribe_all(self.client)
+            access_log.info(
+                "%s - %s %s closed after %.1fs, %d in, %d out",
+                self.peer,
+                self.client.protocol,
+                self.client.env.get("PATH_INFO", ""),
+                trio.current_time() - self._opened_at,
+                self._messages_in,
+                self._messages_out,
+            )
+
+    async def _read(self) -> None:
+        core = self.core
+        while not self._over:
+            event = core.next_event()
+            if event is None:
+                if core.finished:
+                    self._writer_lot.unpark_all()
+                    return
+                while len(self._callbacks) > _MAX_QUEUED_CALLBACKS and not self._over:
+                    await self._reader_lot.park()
+                core.receive_data(await self._receive())
+                self._writer_lot.unpark_all()
+            elif isinstance(event, sp.Message):
+                self._messages_in += 1
+                self._queue_callback("on_message", (event.data,))
+            elif isinstance(event, sp.Closed):
+                self._writer_lot.unpark_all()
+
+    async def _write(self) -> None:
+        core = self.core
+        options = self.server.options
+        stream = self.stream
+        try:
+            while True:
+                data = core.data_to_send()
+                if data:
+                    with trio.move_on_after(options.write_timeout) as scope:
+                        await stream.send_all(data)
+                    if scope.cancelled_caught:
+                        log.warning(
+                            "%s: no write progress for %ss, aborting",
+                            self.peer,
+                            options.write_timeout,
+                        )
+                        return
+                    if core.sent(len(data)) is not None:
+                        self._queue_callback("on_drained", ())
+                    continue
+                if core.finished:
+                    return
+                if core.open:
+                    timeout = (
+                        options.ping_interval
+                        if core.protocol == "websocket"
+                        else options.sse_keepalive
+                    )
+                    with trio.move_on_after(timeout) as scope:
+                        await self._writer_lot.park()
+                    if scope.cancelled_caught:
+                        core.send_keepalive()
+                else:
+                    # We sent a close frame: wait (bounded) for the peer's.
+                    with trio.move_on_at(self._close_deadline) as scope:
+                        await self._writer_lot.park()
+                    if scope.cancelled_caught:
+                        return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        """The transport is done: no more writes, stop reading, on_close last."""
+        if self._over:
+            return
+        self._over = True
+        self._reader_scope.cancel()
+        self._queue_callback("on_close", ())
+
+    def _queue_callback(self, name: str, args: tuple[Any, ...]) -> None:
+        self._callbacks.append((name, args))
+        self._callbacks_lot.unpark_all()
+
+    async def _dispatch(self) -> None:
+        callbacks = self._callbacks
+        while True:
+            while not callbacks:
+                await self._callbacks_lot.park()
+            name, args = callbacks.popleft()
+            self._reader_lot.unpark_all()
+            if name == "on_close":
+                await self._run_callback(name, args)
+                return
+            await self._run_callback(name, args)
+            if name == "on_shutdown":
+                self.close(sp.GOING_AWAY, "server shutting down")
+
+    async def _run_callback(self, name: str, args: tuple[Any, ...]) -> None:
+        if name == "on_close":
+            if self._close_called:
+                return
+            self._close_called = True
+        fn = getattr(self.handler, name, None)
+        if fn is None:
+            return
+        try:
+            await call(fn, self.client, *args, limiter=self.server.limiter)
+        except Exception:
+            log.exception("error in %s.%s", type(self.handler).__name__, name)
+            self.close(sp.INTERNAL_ERROR, "internal error")
+
+    # -- used by Client -------------------------------------------------------
+
+    def write(
+        self,
+        message: str | bytes,
+        event: str | None | _Default,
+        id: str | None,
+        retry: int | None,
+    ) -> bool:
+        was_open = self.core.open
+        if self.core.send_message(message, event=event, id=id, retry=retry):
+            return self._queued()
+        return self._refused(was_open)
+
+    def write_prepared(self, prepared: sp.Prepared) -> bool:
+        was_open = self.core.open
+        if self.core.send_prepared(prepared):
+            return self._queued()
+        return self._refused(was_open)
+
+    def _queued(self) -> bool:
+        self._messages_out += 1
+        self._writer_lot.unpark_all()
+        return True
+
+    def _refused(self, was_open: bool) -> bool:
+        if was_open and not self.core.open:
+            # The queue bound closed it (overflow policy 'close').
+            log.warning(
+                "%s: send queue full (%d messages, %d bytes pending), closing",
+                self.peer,
+                self.core.pending,
+                self.core.pending_bytes,
+            )
+            self._close_deadline = trio.current_time() + self.server.options.close_timeout
+            self._writer_lot.unpark_all()
+        return False
+
+    def close(self, code: int = sp.NORMAL, reason: str = "") -> None:
+        if self.core.open:
+            self.core.close(code, reason)
+            self._close_deadline = trio.current_time() + self.server.options.close_timeout
+        self._writer_lot.unpark_all()
+
+    def shutdown(self) -> None:
+        """Graceful server stop: on_shutdown, then close 1001."""
+        self._queue_callback("on_shutdown", ())

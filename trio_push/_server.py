@@ -1,0 +1,372 @@
+"""The server: listeners, connections, graceful shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import ssl
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import trio
+
+import sansio_push as sp
+
+from ._calls import app_callable
+from ._connection import Connection
+from ._pubsub import MemoryPubSub
+from ._router import Router
+from ._static import StaticFiles
+
+log = logging.getLogger("trio_push")
+
+_NOT_FOUND = (404, [("content-type", "text/plain; charset=utf-8")], b"Not Found\n")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Server options (all times in seconds).
+
+    - ``threads``: 0 runs plain (non-async) apps and callbacks on the event
+      loop; N > 0 runs them in a pool of N worker threads.
+    - ``idle_timeout``: an HTTP keep-alive connection idle this long is closed.
+    - ``write_timeout``: a socket that takes no bytes this long is aborted.
+    - ``close_timeout``: how long to wait for the peer's close frame, and for
+      ``on_close`` when the server is cancelled.
+    - ``ping_interval``: an idle WebSocket gets a ping this often.
+    - ``sse_keepalive``: an idle SSE stream gets a comment line this often.
+    - ``drain_timeout``: graceful shutdown waits this long for clients to
+      take their close before aborting them.
+    - ``protocol``: the protocol core's limits (:class:`sansio_push.Config`).
+    """
+
+    threads: int = 0
+    idle_timeout: float = 5.0
+    write_timeout: float = 30.0
+    close_timeout: float = 5.0
+    ping_interval: float = 20.0
+    sse_keepalive: float = 15.0
+    drain_timeout: float = 10.0
+    protocol: sp.Config = field(default_factory=sp.Config)
+
+
+class Server:
+    """A trio-push server for one app.
+
+    From async code, ``await server.serve()`` (or ``nursery.start(server.serve)``,
+    which reports the server once it listens). From a script that is not async,
+    ``server.start()`` runs it on a thread of its own and returns once it
+    listens, and ``server.stop()`` stops it gracefully.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        port: int = 9292,
+        *,
+        host: str | None = "127.0.0.1",
+        root: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        options: Options | None = None,
+        pubsub: MemoryPubSub | None = None,
+        background: Callable[[], Awaitable[Any]] | None = None,
+        **option_values: Any,
+    ) -> None:
+        options = options or Options()
+        protocol_fields = sp.Config.__dataclass_fields__
+        proto = {k: option_values.pop(k) for k in list(option_values) if k in protocol_fields}
+        if ssl_context is not None:
+            proto.setdefault("scheme", "https")
+        if proto:
+            options = replace(options, protocol=replace(options.protocol, **proto))
+        if option_values:
+            options = replace(options, **option_values)
+        self.options = options
+        self.app = app
+        self.router = app if isinstance(app, Router) else None
+        self._app_fn = None if self.router is not None else app_callable(app)
+        self.static = StaticFiles(root) if root is not None else None
+        self.host = host
+        self.requested_port = port
+        self.ssl_context = ssl_context
+        self.background = background if background is not None else getattr(app, "background", None)
+        self.pubsub = pubsub or MemoryPubSub()
+        self.limiter = trio.CapacityLimiter(options.threads) if options.threads > 0 else None
+        self.ports: list[int] = []
+        self.push_connections: set[Connection] = set()
+        self.connections: set[Connection] = set()
+        self.stopping = False
+        self.thread_id: int | None = None
+        self.token: trio.lowlevel.TrioToken = None  # type: ignore[assignment]
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._drain_scope: trio.CancelScope | None = None
+
+    @property
+    def port(self) -> int:
+        """The first port listened on (useful with port 0)."""
+        return self.ports[0]
+
+    # -- dispatch -----------------------------------------------------------
+
+    def dispatch(self, env: dict[str, Any]) -> Callable[..., Any]:
+        """The callable that answers this request."""
+        if self.router is not None:
+            target = self.router.match(env)
+            if target is not None:
+                return app_callable(target)
+        elif self.static is None:
+            assert self._app_fn is not None
+            return self._app_fn
+        if self.static is not None:
+            path = self.static.find(env)
+            if path is not None:
+                static = self.static
+
+                async def serve_file(env: dict[str, Any]) -> Any:
+                    return await static.serve(env, path)
+
+                return serve_file
+        if self._app_fn is not None:
+            return self._app_fn
+        return _not_found
+
+    # -- running ------------------------------------------------------------
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and serve until cancelled or stopped.
+
+        Reports this server to ``nursery.start`` once every listener is bound.
+        On cancellation or :meth:`stop` the shutdown is graceful: stop
+        accepting, let in-flight requests finish, ``on_shutdown`` for every
+        push client, close 1001 (SSE: end of stream), wait up to
+        ``drain_timeout`` for them to go, then abort what is left; ``on_close``
+        runs for every push client.
+        """
+        listeners = await trio.open_tcp_listeners(self.requested_port, host=self.host)
+        if self.ssl_context is not None:
+            listeners = [
+                trio.SSLListener(listener, self.ssl_context, https_compatible=True)
+                for listener in listeners
+            ]
+        self.ports = [_port_of(listener) for listener in listeners]
+        self.token = trio.lowlevel.current_trio_token()
+        self.thread_id = threading.get_ident()
+        self._stop_event = trio.Event()
+        self._empty = trio.Event()
+        self._empty.set()
+        async with trio.open_nursery() as nursery:
+            conn_nursery, conn_scope = await nursery.start(_shielded_nursery)
+            accept_scope = trio.CancelScope()
+            nursery.start_soon(self._accept_all, listeners, conn_nursery, accept_scope)
+            if self.background is not None:
+                conn_nursery.start_soon(self._run_background)
+            log.info(
+                "trio-push listening on %s",
+                ", ".join(f"{_scheme(self)}://{self.host or '0.0.0.0'}:{p}" for p in self.ports),
+            )
+            task_status.started(self)
+            _running.add(self)
+            try:
+                await self._stop_event.wait()
+            finally:
+                _running.discard(self)
+                with trio.CancelScope(shield=True):
+                    accept_scope.cancel()
+                    await self._shutdown()
+                    conn_scope.cancel()
+                nursery.cancel_scope.cancel()
+
+    async def _run_background(self) -> None:
+        assert self.background is not None
+        try:
+            await self.background()
+        except Exception:
+            log.exception("error in the app's background task")
+
+    async def _accept_all(
+        self, listeners: list[Any], conn_nursery: trio.Nursery, scope: trio.CancelScope
+    ) -> None:
+        with scope:
+            try:
+                async with trio.open_nursery() as nursery:
+                    for listener in listeners:
+                        nursery.start_soon(self._accept, listener, conn_nursery)
+            finally:
+                with trio.CancelScope(shield=True):
+                    for listener in listeners:
+                        await listener.aclose()
+
+    async def _accept(self, listener: Any, conn_nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("accept: %s; retrying in 0.1 s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            conn_nursery.start_soon(self._handle, stream)
+
+    async def _handle(self, stream: Any) -> None:
+        sock = (
+            stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+        )
+        try:
+            peer = sock.getpeername()[:2]
+            local = sock.getsockname()[:2]
+        except OSError:
+            await trio.aclose_forcefully(stream)
+            return
+        core = sp.ServerConnection(self.options.protocol, client=peer, server=local)
+        conn = Connection(self, stream, core)
+        self.connections.add(conn)
+        self._empty = trio.Event() if self._empty.is_set() else self._empty
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+            if not self.connections:
+                self._empty.set()
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        log.info(
+            "shutting down: %d connections (%d push)",
+            len(self.connections),
+            len(self.push_connections),
+        )
+        for conn in list(self.connections):
+            if conn.client is not None:
+                conn.shutdown()
+            elif conn.idle and conn.scope is not None:
+                conn.scope.cancel()
+        with trio.move_on_after(self.options.drain_timeout) as self._drain_scope:
+            await self._empty.wait()
+        if self.connections:
+            log.warning(
+                "%d connections did not close in time; aborting them", len(self.connections)
+            )
+
+    def abort(self) -> None:
+        """Stop now: end a graceful shutdown's drain early. Event loop thread only."""
+        self.stop()
+        if self._drain_scope is not None:
+            self._drain_scope.cancel()
+
+    def stop(self) -> None:
+        """Stop gracefully. Safe from any thread; returns at once."""
+        if self.thread_id is None:
+            return
+        if threading.get_ident() == self.thread_id:
+            self._stop_event.set()
+        else:
+            with contextlib.suppress(trio.RunFinishedError):
+                self.token.run_sync_soon(self._stop_event.set)
+
+    # -- for scripts that are not async -----------------------------------------
+
+    def run(self) -> None:
+        """Serve on this thread until stopped (blocks)."""
+        trio.run(self._run_reporting)
+
+    async def _run_reporting(self) -> None:
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(self.serve)
+            except BaseException as exc:
+                self._start_error = exc
+                raise
+            finally:
+                self._started.set()
+
+    def start(self) -> None:
+        """Run the server on a thread of its own; return once it listens.
+
+        Raises what stopped it from listening (a port in use, say).
+        """
+        self._thread = threading.Thread(target=self._thread_main, name="trio-push", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    def _thread_main(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # reported to start() or logged
+            if not self._started.is_set() or self._start_error is None:
+                self._start_error = exc
+            self._started.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for a server started with :meth:`start` to end."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+async def _shielded_nursery(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    # Connections live here, shielded from the cancellation that starts a
+    # graceful shutdown; serve() cancels this scope when the drain is over.
+    with trio.CancelScope(shield=True) as scope:
+        async with trio.open_nursery() as nursery:
+            task_status.started((nursery, scope))
+            await trio.sleep_forever()
+
+
+#: Servers serving in this process, for :func:`publish`.
+_running: set[Server] = set()
+
+
+def publish(channel: str, message: str | bytes) -> int:
+    """Publish ``message`` on ``channel`` to the subscribers of every server
+    running in this process. Safe from any task and any thread; never blocks.
+    The message is encoded once. Returns how many servers it was handed to.
+    """
+    prepared = sp.prepare(message)
+    count = 0
+    for server in list(_running):
+        if threading.get_ident() == server.thread_id:
+            server.pubsub.publish(channel, prepared)
+        else:
+            try:
+                server.token.run_sync_soon(server.pubsub.publish, channel, prepared)
+            except trio.RunFinishedError:
+                continue
+        count += 1
+    return count
+
+
+def _not_found(env: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    return _NOT_FOUND
+
+
+def _port_of(listener: Any) -> int:
+    if isinstance(listener, trio.SSLListener):
+        listener = listener.transport_listener
+    return int(listener.socket.getsockname()[1])
+
+
+def _scheme(server: Server) -> str:
+    return "https" if server.ssl_context is not None else "http"
+
+
+async def serve(
+    app: Any,
+    port: int = 9292,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+    **kwargs: Any,
+) -> None:
+    """Serve ``app`` on ``port`` until cancelled: ``trio.run(serve, app, 9292)``.
+
+    With ``await nursery.start(serve, app, 0)`` it returns the listening
+    :class:`Server` (``server.port`` is the bound port). Keyword arguments are
+    those of :class:`Server`.
+    """
+    await Server(app, port, **kwargs).serve(task_status=task_status)
