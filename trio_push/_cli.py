@@ -58,6 +58,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=0, help="worker threads for plain callables (default 0)"
     )
     parser.add_argument(
+        "--interface",
+        default="auto",
+        choices=["auto", "push", "wsgi"],
+        help="push-style app(env) or WSGI app(environ, start_response) (default: detect)",
+    )
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart when a .py file under the current folder changes (needs watchfiles)",
+    )
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="no log line per request or push connection"
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -86,18 +100,55 @@ async def _watch_signals(server: Server) -> None:
                 server.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _reload(argv: list[str]) -> None:
     try:
+        import watchfiles
+    except ImportError:
+        raise CLIError("--reload needs watchfiles: pip install 'trio-push[reload]'") from None
+    argv = [a for a in argv if a != "--reload"]
+    logging.getLogger("trio_push").info("watching %s for changes", os.getcwd())
+    watchfiles.run_process(
+        os.getcwd(),
+        target=main,
+        args=(argv,),
+        watch_filter=watchfiles.PythonFilter(),
+        callback=lambda changes: logging.getLogger("trio_push").info(
+            "%d change(s) detected: restarting", len(changes)
+        ),
+    )
+
+
+def _pad_level(record: logging.LogRecord) -> bool:
+    record.pad = " " * max(1, 9 - len(record.levelname))
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    # The same shape as uvicorn's lines: "INFO:     message".
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(levelname)s:%(pad)s%(message)s", stream=sys.stderr
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_pad_level)
+    if args.no_access_log:
+        logging.getLogger("trio_push.access").setLevel(logging.WARNING)
+    try:
+        if args.reload:
+            _reload(argv)
+            return
         if args.root is not None and not os.path.isdir(args.root):
             raise CLIError(f"--root {args.root!r} is not a folder")
         app = load_app(args.app)
-        server = Server(app, args.port, host=args.host, root=args.root, threads=args.threads)
+        server = Server(
+            app,
+            args.port,
+            host=args.host,
+            root=args.root,
+            threads=args.threads,
+            interface=args.interface,
+        )
         trio.run(_serve_with_signals, server)
     except CLIError as exc:
         sys.exit(f"trio-push: {exc}")

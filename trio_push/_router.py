@@ -38,7 +38,9 @@ class Router:
         method = env["REQUEST_METHOD"]
         path = env["SCRIPT_NAME"] + env["PATH_INFO"]
         for route_method, regex, app in self._routes:
-            if route_method in ("*", method) or (route_method == "GET" and method == "HEAD"):
-                if regex.fullmatch(path):
-                    return app
+            method_matches = route_method in ("*", method) or (
+                route_method == "GET" and method == "HEAD"
+            )
+            if method_matches and regex.fullmatch(path):
+                return app
         return None

@@ -20,8 +20,12 @@ from ._connection import Connection
 from ._pubsub import MemoryPubSub
 from ._router import Router
 from ._static import StaticFiles
+from ._wsgi import WSGIAdapter, is_wsgi
 
 log = logging.getLogger("trio_push")
+
+#: Worker threads for a WSGI app when ``threads`` is 0.
+WSGI_THREADS = 8
 
 _NOT_FOUND = (404, [("content-type", "text/plain; charset=utf-8")], b"Not Found\n")
 
@@ -73,6 +77,7 @@ class Server:
         options: Options | None = None,
         pubsub: MemoryPubSub | None = None,
         background: Callable[[], Awaitable[Any]] | None = None,
+        interface: str = "auto",
         **option_values: Any,
     ) -> None:
         options = options or Options()
@@ -87,14 +92,26 @@ class Server:
         self.options = options
         self.app = app
         self.router = app if isinstance(app, Router) else None
-        self._app_fn = None if self.router is not None else app_callable(app)
+        self.limiter = trio.CapacityLimiter(options.threads) if options.threads > 0 else None
+        if interface not in ("auto", "push", "wsgi"):
+            raise ValueError(f"interface must be 'auto', 'push' or 'wsgi', not {interface!r}")
+        self.interface = "push" if self.router is not None else interface
+        if self.interface == "auto":
+            self.interface = "wsgi" if is_wsgi(app) else "push"
+        self._app_fn: Callable[..., Any] | None
+        if self.router is not None:
+            self._app_fn = None
+        elif self.interface == "wsgi":
+            wsgi_limiter = self.limiter or trio.CapacityLimiter(WSGI_THREADS)
+            self._app_fn = WSGIAdapter(app, wsgi_limiter)
+        else:
+            self._app_fn = app_callable(app)
         self.static = StaticFiles(root) if root is not None else None
         self.host = host
         self.requested_port = port
         self.ssl_context = ssl_context
         self.background = background if background is not None else getattr(app, "background", None)
         self.pubsub = pubsub or MemoryPubSub()
-        self.limiter = trio.CapacityLimiter(options.threads) if options.threads > 0 else None
         self.ports: list[int] = []
         self.push_connections: set[Connection] = set()
         self.connections: set[Connection] = set()
