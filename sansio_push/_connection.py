@@ -382,8 +382,11 @@ class ServerConnection:
                         accepted = deflate.accept(item.strip())
                     except ValueError:  # a malformed parameter: no compression
                         accepted = None
-                    if accepted:
-                        agreed = deflate.name if accepted is True else accepted
+                    if accepted is not None and accepted is not False:
+                        # wsproto returns only the parameters ("" for none).
+                        agreed = deflate.name
+                        if isinstance(accepted, str) and accepted:
+                            agreed += "; " + accepted
                         response.append((b"sec-websocket-extensions", agreed.encode()))
                         extensions.append(deflate)
                         self._compressed = True
@@ -410,9 +413,11 @@ class ServerConnection:
         conn = self._h11
         assert conn is not None
         names = {n for n, _ in pairs}
-        headers = [(n, v) for n, v in pairs if n not in (b"content-length", b"connection")]
-        if b"content-type" not in names:
-            headers.append((b"content-type", b"text/event-stream"))
+        # The stream's framing and type are ours: a WSGI framework's default
+        # "text/html" or "Content-Length: 0" must not reach the browser.
+        skip = (b"content-length", b"connection", b"content-type", b"transfer-encoding")
+        headers = [(n, v) for n, v in pairs if n not in skip]
+        headers.append((b"content-type", b"text/event-stream"))
         if b"cache-control" not in names:
             headers.append((b"cache-control", b"no-cache"))
         # Tell nginx not to buffer the stream.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import sys
 from collections import deque
 from collections.abc import AsyncIterable, Iterable
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -27,6 +29,13 @@ _RECEIVE_SIZE = 65536
 # Incoming WebSocket messages waiting for on_message before we stop reading.
 _MAX_QUEUED_CALLBACKS = 64
 _ERROR_BODY = b"Internal Server Error\n"
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 class AppError(Exception):
@@ -199,24 +208,22 @@ class Connection:
         except Exception:
             log.exception("error in app for %s", request_line)
             self._respond_error()
-            access_log.info('%s - "%s" 500', self.peer, request_line)
+            access_log.info('%s - "%s" 500 Internal Server Error', self.peer, request_line)
             return False
         if kind is not None:
             self.handler = handler
             self.client = Client(self, env, kind)
-            access_log.info('%s - "%s" %s open', self.peer, request_line, kind)
+            access_log.info('%s - "%s" %d %s open', self.peer, request_line, status or 200, kind)
             return True
-        length = await self._send_body(result_body, request_line)
-        access_log.info('%s - "%s" %d %s', self.peer, request_line, status, length)
+        await self._send_body(result_body, request_line)
+        access_log.info('%s - "%s" %d %s', self.peer, request_line, status, _phrase(status))
         return False
 
     def _respond_error(self) -> None:
         headers = [("content-type", "text/plain; charset=utf-8"), ("connection", "close")]
-        try:
+        # If a response had already started, all we can do is close.
+        with contextlib.suppress(ValueError, RuntimeError):
             self.core.respond(500, headers, _ERROR_BODY)
-        except (ValueError, RuntimeError):
-            # A response had already started: all we can do is close.
-            pass
 
     async def _send_body(self, body: Any, request_line: str) -> int:
         core = self.core
