@@ -13,6 +13,7 @@ from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState as WSState
 from wsproto.connection import ConnectionType
 from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 from wsproto.utilities import LocalProtocolError as WSLocalProtocolError
 from wsproto.utilities import generate_accept_token
 
@@ -99,6 +100,41 @@ def _error_response(status: int, reason: str, extra: list[tuple[bytes, bytes]]) 
         b"connection: close",
     ]
     return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+class _PerMessageDeflate(PerMessageDeflate):
+    """wsproto's permessage-deflate, except that a control frame (a ping,
+    say) between the fragments of a compressed message leaves the message's
+    compression state alone. wsproto 1.3 resets it there, then hands over
+    the rest of the message still deflated (python-hyper/wsproto PR 205)."""
+
+    _control: bool = False
+
+    def frame_inbound_header(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> CloseReason | RsvBits:
+        self._control = opcode.iscontrol()
+        if self._control:
+            return CloseReason.PROTOCOL_ERROR if rsv.rsv1 else RsvBits(False, False, False)
+        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if self._control:
+            return data
+        return super().frame_inbound_payload_data(proto, data)
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        if self._control:
+            return None
+        return super().frame_inbound_complete(proto, fin)
 
 
 class ServerConnection:
@@ -375,7 +411,7 @@ class ServerConnection:
         ]
         offer = b", ".join(v for n, v in request.headers if n == b"sec-websocket-extensions")
         if self.config.compression and offer:
-            deflate = PerMessageDeflate()
+            deflate = _PerMessageDeflate()
             for item in offer.decode("latin-1").split(","):
                 if item.split(";")[0].strip() == deflate.name:
                     try:
@@ -420,6 +456,8 @@ class ServerConnection:
         headers.append((b"content-type", b"text/event-stream"))
         if b"cache-control" not in names:
             headers.append((b"cache-control", b"no-cache"))
+        # The connection ends with the stream: no client may reuse it after.
+        headers.append((b"connection", b"close"))
         # Tell nginx not to buffer the stream.
         headers.append((b"x-accel-buffering", b"no"))
         try:

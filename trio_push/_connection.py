@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import sys
 from collections import deque
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,63 @@ def _fixed_body(body: Any) -> bytes | None:
     return None
 
 
+async def _close_body(body: Any) -> None:
+    """Close a response body that has ``aclose()`` or ``close()`` (PEP 3333)."""
+    close = getattr(body, "aclose", None) or getattr(body, "close", None)
+    if close is not None:
+        result = close()
+        if inspect.isawaitable(result):
+            await result
+
+
+class BodyReader:
+    """``wsgi.input`` for an app running in a worker thread: reads the
+    request body from the connection as the app asks for it."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._buffer = b""
+        self._eof = False
+
+    def _fill(self, size: int) -> None:
+        while not self._eof and (size < 0 or len(self._buffer) < size):
+            chunk = trio.from_thread.run(self._conn.body_chunk)
+            if chunk:
+                self._buffer += chunk
+            else:
+                self._eof = True
+
+    def _take(self, n: int) -> bytes:
+        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        size = -1 if size is None else size
+        self._fill(size)
+        return self._take(len(self._buffer) if size < 0 else size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        size = -1 if size is None else size
+        while b"\n" not in self._buffer and not self._eof and not 0 <= size <= len(self._buffer):
+            self._fill(len(self._buffer) + 1)
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        return self._take(end if size < 0 else min(end, size))
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+
 class Connection:
     """Drives a :class:`sansio_push.ServerConnection` over a Trio stream.
 
@@ -101,6 +159,8 @@ class Connection:
         self._messages_in = 0
         self._messages_out = 0
         self._reader_scope = trio.CancelScope()
+        self._body_done = False
+        self._rejected = False
 
     @property
     def peer(self) -> str:
@@ -164,45 +224,65 @@ class Connection:
                 continue
             self.idle = False
             if isinstance(event, sp.Request):
-                body = await self._read_body()
-                if body is None:
-                    continue
-                if await self._answer(event.env, body):
+                self._body_done = self._rejected = False
+                if await self._answer(event.env):
                     await self._serve_push()
                     return
+                await self._discard_body()
             elif isinstance(event, sp.Rejected):
                 access_log.info('%s - "-" %d (%s)', self.peer, event.status, event.reason)
 
-    async def _read_body(self) -> bytes | None:
+    async def body_chunk(self) -> bytes:
+        """The next piece of the request body; ``b""`` at its end."""
         core = self.core
-        await self._flush()  # a 100 Continue, if the client waits for it
-        chunks = []
-        while True:
+        if not self._body_done:
+            await self._flush()  # a 100 Continue, if the client waits for it
+        while not self._body_done:
             event = core.next_event()
             if event is None:
                 if core.finished:
-                    return None
-                core.receive_data(await self._receive())
+                    self._body_done = True
+                else:
+                    core.receive_data(await self._receive())
             elif isinstance(event, sp.Body):
-                chunks.append(event.data)
+                return event.data
             elif isinstance(event, sp.EndOfRequest):
-                return b"".join(chunks)
+                self._body_done = True
             elif isinstance(event, sp.Rejected):
+                # 413 (or 400) is queued; whatever the app answers is dropped.
                 access_log.info('%s - "-" %d (%s)', self.peer, event.status, event.reason)
-                return None
+                self._body_done = self._rejected = True
+        return b""
 
-    async def _answer(self, env: dict[str, Any], body: bytes) -> bool:
+    async def _discard_body(self) -> None:
+        # What the app did not read must still be consumed to find the next
+        # request; the core bounds it with max_body_size.
+        while await self.body_chunk():
+            pass
+
+    async def _answer(self, env: dict[str, Any]) -> bool:
         """Call the app and send its answer; True if the connection upgraded."""
         server = self.server
-        env["wsgi.input"] = io.BytesIO(body)
+        if server.interface == "wsgi":
+            env["wsgi.input"] = BodyReader(self)
+        else:
+            chunks = []
+            while chunk := await self.body_chunk():
+                chunks.append(chunk)
+            env["wsgi.input"] = io.BytesIO(b"".join(chunks))
         env["wsgi.errors"] = sys.stderr
         env["trio_push.server"] = server
+        if self._rejected:
+            return False
         request_line = f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"
         try:
             target = server.dispatch(env)
             status, headers, result_body = _normalize(
                 await call(target, env, limiter=server.limiter)
             )
+            if self._rejected:
+                await _close_body(result_body)
+                return False
             handler = env.get("rack.upgrade")
             kind = self.core.start_response(status, headers, upgrade=handler is not None)
         except Exception:
@@ -211,6 +291,7 @@ class Connection:
             access_log.info('%s - "%s" 500 Internal Server Error', self.peer, request_line)
             return False
         if kind is not None:
+            await _close_body(result_body)
             self.handler = handler
             self.client = Client(self, env, kind)
             access_log.info('%s - "%s" %d %s open', self.peer, request_line, status or 200, kind)
@@ -249,11 +330,7 @@ class Connection:
             # The head is out: the only honest signal left is to close.
             raise trio.BrokenResourceError("response body failed") from None
         finally:
-            close = getattr(body, "aclose", None) or getattr(body, "close", None)
-            if close is not None:
-                result = close()
-                if hasattr(result, "__await__"):
-                    await result
+            await _close_body(body)
         core.end_response()
         return sent
 
