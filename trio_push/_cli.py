@@ -9,6 +9,7 @@ import inspect
 import logging
 import os
 import signal
+import ssl
 import sys
 from typing import Any
 
@@ -63,6 +64,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["auto", "push", "wsgi"],
         help="push-style app(env) or WSGI app(environ, start_response) (default: detect)",
     )
+    parser.add_argument("--certfile", help="TLS certificate chain (PEM): serve https and wss")
+    parser.add_argument("--keyfile", help="TLS private key (PEM), with --certfile")
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="accept WebSocket/SSE only from this Origin (repeat for more; default: any)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a graceful shutdown waits for clients (default 10)",
+    )
     parser.add_argument(
         "--reload",
         action="store_true",
@@ -81,10 +96,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _serve_with_signals(server: Server) -> None:
+    error: OSError | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, server)
-        await server.serve()
+        try:
+            await server.serve()
+        except OSError as exc:
+            # Raised below, outside the nursery: inside it, it would come out
+            # wrapped in an ExceptionGroup that main() does not catch (a port
+            # in use would print a traceback instead of one line).
+            error = exc
         nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
 
 
 async def _watch_signals(server: Server) -> None:
@@ -118,6 +142,19 @@ def _reload(argv: list[str]) -> None:
     )
 
 
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.certfile is None and args.keyfile is None:
+        return None
+    if args.certfile is None:
+        raise CLIError("--keyfile needs --certfile")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.certfile, args.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise CLIError(f"cannot load TLS certificate {args.certfile!r}: {exc}") from None
+    return context
+
+
 def _pad_level(record: logging.LogRecord) -> bool:
     record.pad = " " * max(1, 9 - len(record.levelname))
     return True
@@ -148,6 +185,9 @@ def main(argv: list[str] | None = None) -> None:
             root=args.root,
             threads=args.threads,
             interface=args.interface,
+            ssl_context=_ssl_context(args),
+            allow_origins=tuple(args.allow_origin) if args.allow_origin else None,
+            drain_timeout=args.drain_timeout,
         )
         trio.run(_serve_with_signals, server)
     except CLIError as exc:

@@ -47,6 +47,11 @@ class Client:
         """Messages queued and not yet handed to the OS."""
         return self._conn.core.pending
 
+    @property
+    def dropped(self) -> int:
+        """Messages refused because the queue was full (``overflow='drop'``)."""
+        return self._conn.core.dropped
+
     def write(
         self,
         message: str | bytes,

@@ -30,6 +30,7 @@ _RECEIVE_SIZE = 65536
 # Incoming WebSocket messages waiting for on_message before we stop reading.
 _MAX_QUEUED_CALLBACKS = 64
 _ERROR_BODY = b"Internal Server Error\n"
+_NEVER = float("inf")
 
 
 def _phrase(status: int) -> str:
@@ -154,7 +155,9 @@ class Connection:
         self._reader_lot = trio.lowlevel.ParkingLot()
         self._close_called = False
         self._over = False
-        self._close_deadline = float("inf")
+        self._close_deadline = _NEVER
+        self._next_keepalive = _NEVER
+        self._pong_deadline = _NEVER
         self._opened_at = 0.0
         self._messages_in = 0
         self._messages_out = 0
@@ -208,21 +211,37 @@ class Connection:
     async def _serve_http(self) -> None:
         core = self.core
         options = self.server.options
+        head_started: float | None = None
         while True:
             event = core.next_event()
             if event is None:
                 await self._flush()
                 if core.finished or self.server.stopping:
                     return
-                self.idle = True
-                with trio.move_on_after(options.idle_timeout) as scope:
+                # Between requests the idle bound applies; once a request's
+                # first bytes are in, its whole head must follow in time.
+                self.idle = head_started is None
+                if head_started is None:
+                    deadline = trio.current_time() + options.idle_timeout
+                else:
+                    deadline = head_started + options.header_timeout
+                with trio.move_on_at(deadline) as scope:
                     data = await self._receive()
-                self.idle = False
                 if scope.cancelled_caught:
+                    if not self.idle:
+                        log.info(
+                            "%s: request head incomplete after %ss, closing",
+                            self.peer,
+                            options.header_timeout,
+                        )
                     return
+                self.idle = False
+                if head_started is None:
+                    head_started = trio.current_time()
                 core.receive_data(data)
                 continue
             self.idle = False
+            head_started = None
             if isinstance(event, sp.Request):
                 self._body_done = self._rejected = False
                 if await self._answer(event.env):
@@ -275,10 +294,21 @@ class Connection:
         if self._rejected:
             return False
         request_line = f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"
+        origins = server.options.allow_origins
+        origin = env.get("HTTP_ORIGIN")
+        if (
+            env["rack.upgrade?"]
+            and origins is not None
+            and origin is not None
+            and origin not in origins
+        ):
+            self.core.respond(403, [("content-type", "text/plain")], b"Origin not allowed\n")
+            access_log.info('%s - "%s" 403 Forbidden (origin)', self.peer, request_line)
+            return False
         try:
             target = server.dispatch(env)
             status, headers, result_body = _normalize(
-                await call(target, env, limiter=server.limiter)
+                await call(target, env, limiter=server.limiter, slow=server.options.slow_callback)
             )
             if self._rejected:
                 await _close_body(result_body)
@@ -345,6 +375,11 @@ class Connection:
     async def _serve_push(self) -> None:
         server = self.server
         self._opened_at = trio.current_time()
+        options = server.options
+        interval = (
+            options.ping_interval if self.core.protocol == "websocket" else options.sse_keepalive
+        )
+        self._next_keepalive = self._opened_at + interval
         server.push_connections.add(self)
         try:
             async with trio.open_nursery() as nursery:
@@ -382,6 +417,8 @@ class Connection:
             elif isinstance(event, sp.Message):
                 self._messages_in += 1
                 self._queue_callback("on_message", (event.data,))
+            elif isinstance(event, sp.Pong):
+                self._pong_deadline = _NEVER
             elif isinstance(event, sp.Closed):
                 self._writer_lot.unpark_all()
 
@@ -408,15 +445,18 @@ class Connection:
                 if core.finished:
                     return
                 if core.open:
-                    timeout = (
-                        options.ping_interval
-                        if core.protocol == "websocket"
-                        else options.sse_keepalive
-                    )
-                    with trio.move_on_after(timeout) as scope:
+                    with trio.move_on_at(min(self._next_keepalive, self._pong_deadline)) as scope:
                         await self._writer_lot.park()
                     if scope.cancelled_caught:
-                        core.send_keepalive()
+                        now = trio.current_time()
+                        if now >= self._pong_deadline:
+                            log.warning(
+                                "%s: no pong %ss after a ping, aborting",
+                                self.peer,
+                                options.pong_timeout,
+                            )
+                            return
+                        self._keepalive(now)
                 else:
                     # We sent a close frame: wait (bounded) for the peer's.
                     with trio.move_on_at(self._close_deadline) as scope:
@@ -427,6 +467,18 @@ class Connection:
             pass
         finally:
             self._end()
+
+    def _keepalive(self, now: float) -> None:
+        options = self.server.options
+        self.core.send_keepalive()
+        if self.core.protocol == "websocket":
+            self._next_keepalive = now + options.ping_interval
+            if self._pong_deadline == _NEVER:
+                # Counted from when the ping is queued, not sent: a peer that
+                # does not read cannot stretch it.
+                self._pong_deadline = now + options.pong_timeout
+        else:
+            self._next_keepalive = now + options.sse_keepalive
 
     def _end(self) -> None:
         """The transport is done: no more writes, stop reading, on_close last."""
@@ -463,7 +515,13 @@ class Connection:
         if fn is None:
             return
         try:
-            await call(fn, self.client, *args, limiter=self.server.limiter)
+            await call(
+                fn,
+                self.client,
+                *args,
+                limiter=self.server.limiter,
+                slow=self.server.options.slow_callback,
+            )
         except Exception:
             log.exception("error in %s.%s", type(self.handler).__name__, name)
             self.close(sp.INTERNAL_ERROR, "internal error")

@@ -37,6 +37,17 @@ class Options:
     - ``threads``: 0 runs plain (non-async) apps and callbacks on the event
       loop; N > 0 runs them in a pool of N worker threads.
     - ``idle_timeout``: an HTTP keep-alive connection idle this long is closed.
+    - ``header_timeout``: a request head must be complete this long after its
+      first byte (slowloris).
+    - ``pong_timeout``: a WebSocket that has not answered a ping this long
+      after it was queued is aborted (a half-open peer).
+    - ``max_connections``: past this many open connections, a new one is
+      answered 503 and closed.
+    - ``allow_origins``: if set, WebSocket and SSE requests whose ``Origin``
+      is not in it get 403 (requests without ``Origin`` are not browsers'
+      cross-site requests and pass).
+    - ``slow_callback``: a plain callable that holds the event loop longer
+      than this is logged (once per callable).
     - ``write_timeout``: a socket that takes no bytes this long is aborted.
     - ``close_timeout``: how long to wait for the peer's close frame, and for
       ``on_close`` when the server is cancelled.
@@ -49,6 +60,11 @@ class Options:
 
     threads: int = 0
     idle_timeout: float = 5.0
+    header_timeout: float = 10.0
+    pong_timeout: float = 20.0
+    max_connections: int = 10000
+    allow_origins: tuple[str, ...] | None = None
+    slow_callback: float = 0.25
     write_timeout: float = 30.0
     close_timeout: float = 5.0
     ping_interval: float = 20.0
@@ -85,6 +101,8 @@ class Server:
         proto = {k: option_values.pop(k) for k in list(option_values) if k in protocol_fields}
         if ssl_context is not None:
             proto.setdefault("scheme", "https")
+            # WebSocket and SSE here are HTTP/1.1: say so in ALPN.
+            ssl_context.set_alpn_protocols(["http/1.1"])
         if proto:
             options = replace(options, protocol=replace(options.protocol, **proto))
         if option_values:
@@ -228,7 +246,10 @@ class Server:
                     await trio.sleep(0.1)
                     continue
                 raise
-            conn_nursery.start_soon(self._handle, stream)
+            if len(self.connections) >= self.options.max_connections:
+                conn_nursery.start_soon(_refuse, stream)
+            else:
+                conn_nursery.start_soon(self._handle, stream)
 
     async def _handle(self, stream: Any) -> None:
         sock = (
@@ -357,6 +378,22 @@ def publish(channel: str, message: str | bytes) -> int:
                 continue
         count += 1
     return count
+
+
+_UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
+    b"content-length: 20\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+    b"Too many connections"
+)
+
+
+async def _refuse(stream: Any) -> None:
+    """Past max_connections: 503 at once, then close (bounded in time)."""
+    log.warning("max_connections reached: answering 503")
+    with trio.move_on_after(1):
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(_UNAVAILABLE)
+    await trio.aclose_forcefully(stream)
 
 
 def _not_found(env: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
