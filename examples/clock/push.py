@@ -1,5 +1,5 @@
 """The seed's push.rb, in Python: a router, /hello, a static root, and the
-clock on the main thread while the server runs on its own.
+clock as background work on the server's event loop.
 
 Run it from this folder:
 
@@ -12,6 +12,8 @@ then open http://localhost:6464/websocket.html or http://localhost:6464/sse.html
 import os
 import time
 from pathlib import Path
+
+import trio
 
 import trio_push
 
@@ -44,13 +46,17 @@ class Clock:
         print(f"--- on_message {data}")
         client.write(f"echo: {data}")
 
-    def start(self):
-        """Every second, write the time to every client (from this thread)."""
+    async def run(self):
+        """Every second, write the time to every client.
+
+        It runs on the server's event loop, like the callbacks, so the set
+        of clients needs no lock.
+        """
         while True:
             msg = time.strftime("%H:%M:%S")
-            for c in list(self.clients):
+            for c in self.clients:
                 c.write(msg)
-            time.sleep(1)
+            await trio.sleep(1)
 
 
 clock = Clock()
@@ -71,10 +77,17 @@ router.handle("GET", "/hello", HelloHandler())
 router.handle("GET", "/listen", Listen())
 router.handle("GET", "/sse", Listen())
 
-# The server runs on a thread of its own; start() returns once it listens,
-# as Agoo::Server.start does with thread_count: 1.
-server = trio_push.Server(router, int(os.environ.get("PORT", "6464")), root=str(HERE))
-server.start()
+# The clock runs on the server's event loop, started once it listens and
+# cancelled when it stops.
+server = trio_push.Server(
+    router, int(os.environ.get("PORT", "6464")), root=str(HERE), background=clock.run
+)
 
-# The clock runs on this thread.
-clock.start()
+# The server runs on a thread of its own: start() returns once it listens, as
+# Agoo::Server.start does with thread_count: 1, leaving this thread free.
+server.start()
+try:
+    server.join()
+except KeyboardInterrupt:
+    server.stop()
+    server.join(15)
