@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -109,6 +110,8 @@ class _PerMessageDeflate(PerMessageDeflate):
     the rest of the message still deflated (python-hyper/wsproto PR 205)."""
 
     _control: bool = False
+    #: The largest message accepted (``Config.max_message_size``).
+    max_size: int = 1024 * 1024
 
     def frame_inbound_header(
         self,
@@ -127,7 +130,18 @@ class _PerMessageDeflate(PerMessageDeflate):
     ) -> bytes | CloseReason:
         if self._control:
             return data
-        return super().frame_inbound_payload_data(proto, data)
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        assert self._decompressor is not None
+        # Inflate no more than a whole message may hold: a few kB of deflate
+        # bomb would otherwise inflate to hundreds of MB before any check.
+        try:
+            out = self._decompressor.decompress(bytes(data), self.max_size + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        if len(out) > self.max_size:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
 
     def frame_inbound_complete(
         self, proto: FrameDecoder | FrameProtocol, fin: bool
@@ -276,6 +290,12 @@ class ServerConnection:
         size += sum(len(n) + len(v) + 4 for n, v in request.headers.raw_items())
         if size > self.config.max_head_size:
             return self._reject(431, _HEAD_TOO_LARGE)
+        if not request.http_version.startswith(b"1."):
+            # h11 parses any d.d version and would answer "HTTP/2.0" as 1.1.
+            return self._reject(505, "only HTTP/1.x is served")
+        if request.method == b"CONNECT":
+            # h11 would turn any 2xx answer into a tunnel: not ours to serve.
+            return self._reject(501, "CONNECT is not supported")
         try:
             kind = upgrade_kind(request)
         except UpgradeRefused as exc:
@@ -412,6 +432,7 @@ class ServerConnection:
         offer = b", ".join(v for n, v in request.headers if n == b"sec-websocket-extensions")
         if self.config.compression and offer:
             deflate = _PerMessageDeflate()
+            deflate.max_size = self.config.max_message_size
             for item in offer.decode("latin-1").split(","):
                 if item.split(";")[0].strip() == deflate.name:
                     try:
@@ -564,6 +585,13 @@ class ServerConnection:
             if self._sse_chunked:
                 self._out.put(b"0\r\n\r\n", message=False)
             self._finish()
+
+    def abort(self) -> None:
+        """The driver gave up on the transport (a write or pong timeout, a
+        reset): refuse further writes at once. Nothing more will be sent."""
+        self._writable = False
+        self._read_done = True
+        self._finish()
 
     def _ws_send(self, event: ws.Event) -> bytes:
         assert self._ws is not None

@@ -31,6 +31,9 @@ _RECEIVE_SIZE = 65536
 _MAX_QUEUED_CALLBACKS = 64
 _ERROR_BODY = b"Internal Server Error\n"
 _NEVER = float("inf")
+# How long, and how much, to read from a peer after we decided to close.
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 1024 * 1024
 
 
 def _phrase(status: int) -> str:
@@ -73,6 +76,31 @@ def _fixed_body(body: Any) -> bytes | None:
     if isinstance(body, (list, tuple)):
         return b"".join(p.encode("utf-8") if isinstance(p, str) else bytes(p) for p in body)
     return None
+
+
+# Statuses whose responses have no body (RFC 9110 6.4.1).
+_NO_BODY = (204, 304)
+
+
+def _with_length(headers: list[tuple[str, str]], length: int) -> list[tuple[str, str]]:
+    """``headers`` with ``Content-Length``, checked against the body if the
+    app set one (a mismatch is the app's error, answered 500 while we can)."""
+    for name, value in headers:
+        lower = name.lower() if isinstance(name, str) else name.decode("latin-1").lower()
+        if lower == "transfer-encoding":
+            return headers
+        if lower == "content-length":
+            if int(value) != length:
+                raise AppError(f"Content-Length {value} but the body has {length} bytes")
+            return headers
+    return [*headers, ("content-length", str(length))]
+
+
+def _is_body(body: Any) -> bool:
+    """Whether ``body`` is something :meth:`Connection._send_body` can send."""
+    return body is None or isinstance(
+        body, (bytes, str, bytearray, memoryview, Iterable, AsyncIterable)
+    )
 
 
 async def _close_body(body: Any) -> None:
@@ -191,6 +219,26 @@ class Connection:
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(self.stream)
 
+    async def _linger(self) -> None:
+        """Close our side first and drop what the peer still sends, briefly.
+
+        Closing a socket with unread bytes makes the kernel send a reset,
+        which can destroy our last response (a 413 to a client still sending
+        its body) before the client reads it; nginx's lingering_close does
+        the same for the same reason.
+        """
+        send_eof = getattr(self.stream, "send_eof", None)
+        if send_eof is None:  # TLS streams cannot half-close
+            return
+        with trio.move_on_after(_LINGER_SECONDS):
+            try:
+                await send_eof()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            budget = _LINGER_BYTES
+            while budget > 0 and (data := await self._receive()):
+                budget -= len(data)
+
     async def _receive(self) -> bytes:
         try:
             return await self.stream.receive_some(_RECEIVE_SIZE)
@@ -216,7 +264,10 @@ class Connection:
             event = core.next_event()
             if event is None:
                 await self._flush()
-                if core.finished or self.server.stopping:
+                if core.finished:
+                    await self._linger()
+                    return
+                if self.server.stopping:
                     return
                 # Between requests the idle bound applies; once a request's
                 # first bytes are in, its whole head must follow in time.
@@ -247,7 +298,6 @@ class Connection:
                 if await self._answer(event.env):
                     await self._serve_push()
                     return
-                await self._discard_body()
             elif isinstance(event, sp.Rejected):
                 access_log.info('%s - "-" %d (%s)', self.peer, event.status, event.reason)
 
@@ -262,7 +312,15 @@ class Connection:
                 if core.finished:
                     self._body_done = True
                 else:
-                    core.receive_data(await self._receive())
+                    # A body that stops coming would hold the connection
+                    # forever (slowloris on the body): bound each wait.
+                    timeout = self.server.options.header_timeout
+                    with trio.move_on_after(timeout) as scope:
+                        data = await self._receive()
+                    if scope.cancelled_caught:
+                        log.info("%s: request body stalled for %ss, closing", self.peer, timeout)
+                        raise trio.BrokenResourceError("request body stalled")
+                    core.receive_data(data)
             elif isinstance(event, sp.Body):
                 return event.data
             elif isinstance(event, sp.EndOfRequest):
@@ -274,8 +332,6 @@ class Connection:
         return b""
 
     async def _discard_body(self) -> None:
-        # What the app did not read must still be consumed to find the next
-        # request; the core bounds it with max_body_size.
         while await self.body_chunk():
             pass
 
@@ -310,10 +366,25 @@ class Connection:
             status, headers, result_body = _normalize(
                 await call(target, env, limiter=server.limiter, slow=server.options.slow_callback)
             )
+            # What the app did not read must be consumed before the answer
+            # ends, to find the next request (the core bounds it with
+            # max_body_size; past that the 413 replaces the app's answer).
+            await self._discard_body()
             if self._rejected:
                 await _close_body(result_body)
                 return False
             handler = env.get("rack.upgrade")
+            upgrading = handler is not None and env["rack.upgrade?"] is not None and status < 300
+            if not upgrading and not _is_body(result_body):
+                # Found now, a 500 can still be sent; once the head is out,
+                # all that is left is to cut the connection.
+                raise AppError(f"response body {result_body!r} is not bytes, str or iterable")
+            fixed = None if upgrading else _fixed_body(result_body)
+            if fixed is not None:
+                if status in _NO_BODY or 100 <= status < 200:
+                    fixed = b""
+                elif env["REQUEST_METHOD"] != "HEAD":  # HEAD's length is the app's word
+                    headers = _with_length(headers, len(fixed))
             kind = self.core.start_response(status, headers, upgrade=handler is not None)
         except Exception:
             log.exception("error in app for %s", request_line)
@@ -326,7 +397,7 @@ class Connection:
             self.client = Client(self, env, kind)
             access_log.info('%s - "%s" %d %s open', self.peer, request_line, status or 200, kind)
             return True
-        await self._send_body(result_body, request_line)
+        await self._send_body(result_body, fixed, request_line)
         access_log.info('%s - "%s" %d %s', self.peer, request_line, status, _phrase(status))
         return False
 
@@ -336,21 +407,19 @@ class Connection:
         with contextlib.suppress(ValueError, RuntimeError):
             self.core.respond(500, headers, _ERROR_BODY)
 
-    async def _send_body(self, body: Any, request_line: str) -> int:
+    async def _send_body(self, body: Any, fixed: bytes | None, request_line: str) -> None:
         core = self.core
-        fixed = _fixed_body(body)
         if fixed is not None:
             core.send_body(fixed)
             core.end_response()
-            return len(fixed)
-        sent = 0
+            return
         try:
             if isinstance(body, AsyncIterable):
                 async for chunk in body:
-                    sent += await self._send_chunk(chunk)
+                    await self._send_chunk(chunk)
             elif isinstance(body, Iterable):
                 for chunk in body:
-                    sent += await self._send_chunk(chunk)
+                    await self._send_chunk(chunk)
             else:
                 raise AppError(f"response body {body!r} is not bytes, str or iterable")
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -362,13 +431,11 @@ class Connection:
         finally:
             await _close_body(body)
         core.end_response()
-        return sent
 
-    async def _send_chunk(self, chunk: Any) -> int:
+    async def _send_chunk(self, chunk: Any) -> None:
         data = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
         self.core.send_body(data)
         await self._flush()
-        return len(data)
 
     # -- push ---------------------------------------------------------------
 
@@ -384,6 +451,11 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._callbacks.append(("on_open", ()))
+                if server.stopping:
+                    # Upgraded while a graceful stop was under way (the app
+                    # was still deciding when it began): shut it down too,
+                    # rather than leave it open until the drain times out.
+                    self.shutdown()
                 nursery.start_soon(self._dispatch)
                 nursery.start_soon(self._write)
                 with self._reader_scope:
@@ -410,7 +482,13 @@ class Connection:
                 if core.finished:
                     self._writer_lot.unpark_all()
                     return
-                while len(self._callbacks) > _MAX_QUEUED_CALLBACKS and not self._over:
+                # Stop reading while callbacks pile up, or while our own
+                # answers do (pongs to a ping flood from a peer that does
+                # not read are not messages, so no queue bound refuses them).
+                while (
+                    len(self._callbacks) > _MAX_QUEUED_CALLBACKS
+                    or core.pending_bytes > core.config.max_queue_bytes
+                ) and not self._over:
                     await self._reader_lot.park()
                 core.receive_data(await self._receive())
                 self._writer_lot.unpark_all()
@@ -441,6 +519,7 @@ class Connection:
                         return
                     if core.sent(len(data)) is not None:
                         self._queue_callback("on_drained", ())
+                    self._reader_lot.unpark_all()
                     continue
                 if core.finished:
                     return
@@ -485,6 +564,9 @@ class Connection:
         if self._over:
             return
         self._over = True
+        # Writes from now on return False, and client.open is False, even
+        # when it ended by a timeout rather than a close.
+        self.core.abort()
         self._reader_scope.cancel()
         self._queue_callback("on_close", ())
 
