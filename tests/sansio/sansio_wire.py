@@ -248,3 +248,25 @@ def responses(data: bytes, methods: Sequence[str] = ("GET",)) -> list[Response]:
         if client.our_state is h11.DONE and client.their_state is h11.DONE:
             client.start_next_cycle()
     return out
+
+
+def dechunk(data: bytes, *, complete: bool = False) -> bytes:
+    """The payload of a chunked body read so far (``complete``: ends with 0)."""
+    out = b""
+    while data:
+        size_line, sep, data = data.partition(b"\r\n")
+        assert sep, "truncated chunk size line"
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            assert data == b"\r\n", "bytes after the last chunk"
+            return out
+        assert data[size : size + 2] == b"\r\n", "chunk not followed by CRLF"
+        out += data[:size]
+        data = data[size + 2 :]
+    assert not complete, "no last chunk"
+    return out
+
+
+def sse_body(conn: ServerConnection) -> bytes:
+    """The event-stream bytes an SSE connection has queued (chunk framing removed)."""
+    return dechunk(flush(conn))

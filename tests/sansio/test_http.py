@@ -62,7 +62,9 @@ def test_keep_alive_serves_a_second_request_on_the_same_connection() -> None:
 
 def test_pipelined_requests_are_answered_in_order() -> None:
     conn = new()
-    conn.receive_data(request("GET", "/1") + request("POST", "/2", body=b"xy") + request("GET", "/3"))
+    conn.receive_data(
+        request("GET", "/1") + request("POST", "/2", body=b"xy") + request("GET", "/3")
+    )
     paths = []
     while True:
         events = drain(conn)
