@@ -84,6 +84,11 @@ def _bytes(value: str | bytes) -> bytes:
     return value.encode("latin-1") if isinstance(value, str) else bytes(value)
 
 
+def _sendable_close_code(code: int) -> bool:
+    """1000-1014 less the codes only for reports (1004-1006), and 3000-4999."""
+    return 1000 <= code <= 1014 and code not in (1004, 1005, 1006) or 3000 <= code <= 4999
+
+
 def _phrase(status: int) -> bytes:
     try:
         return HTTPStatus(status).phrase.encode()
@@ -361,7 +366,9 @@ class ServerConnection:
             if self._kind == WEBSOCKET:
                 self._accept_websocket(pairs)
             else:
-                self._accept_sse(status, pairs)
+                # An event stream is a 200 whatever 2xx the app chose: a 204
+                # would tell the browser there is no body to stream.
+                self._accept_sse(200, pairs)
             return self.protocol
         try:
             response = h11.Response(status_code=status, headers=pairs, reason=_phrase(status))
@@ -574,6 +581,8 @@ class ServerConnection:
         On a WebSocket the peer's close frame is awaited next
         (:class:`Closed` follows); the driver bounds that wait.
         """
+        if self._ws is not None and not _sendable_close_code(code):
+            raise ValueError(f"{code} is not a close code an endpoint may send (RFC 6455 7.4)")
         if not self._writable:
             return
         self._writable = False

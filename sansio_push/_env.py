@@ -116,6 +116,10 @@ def build_env(
         if name == b"content-length":
             env["CONTENT_LENGTH"] = value.decode("latin-1")
             continue
+        if b"_" in name:
+            # X_Foo would become HTTP_X_FOO like X-Foo: drop it, so a client
+            # cannot pass off a header a proxy in front of us has set.
+            continue
         key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
         text = value.decode("latin-1")
         old = env.get(key)

@@ -47,7 +47,12 @@ def encode_event(
 
 
 def encode_comment(text: str = "") -> bytes:
-    """Encode a comment line (ignored by clients; used as a keepalive)."""
+    """Encode a comment line (ignored by clients; used as a keepalive).
+
+    It is one line, with no blank line after it: sent between events, a
+    blank line would dispatch nothing by the spec, yet some clients
+    (httpx-sse) report it as an empty event once an id has been seen.
+    """
     if "\r" in text or "\n" in text:
         raise ValueError(f"SSE comment must not contain a line break: {text!r}")
-    return f":{text}\n\n".encode()
+    return f":{text}\n".encode()
