@@ -1,0 +1,96 @@
+"""Autobahn|Testsuite's fuzzing client against a trio-push echo server.
+
+By default cases 1-11 (framing, pings, fragmentation, UTF-8, close, limits:
+about 15 s once wstest's virtualenv exists). With ``AUTOBAHN_ALL=1`` also
+12-13 (permessage-deflate) against a server with compression on (several
+minutes). wstest lives in a Python 2.7 virtualenv, built on first use (see
+tests/autobahn/wstest_venv.py); if it cannot be built the test fails and says
+why. See docs/autobahn.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "autobahn"))
+import echo  # noqa: E402  (tests/autobahn/echo.py)
+import wstest_venv  # noqa: E402  (tests/autobahn/wstest_venv.py)
+
+AGENT = "trio-push"
+PASSING = {"OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED"}
+
+# name: (compression on the server, cases, excluded cases, case count, timeout in s)
+SUITES = {
+    "1-11": (False, ["*"], ["12.*", "13.*"], 301, 600),
+    "12-13-compression": (True, ["12.*", "13.*"], [], 216, 3600),
+}
+RUN = ["1-11"] + (["12-13-compression"] if os.environ.get("AUTOBAHN_ALL") == "1" else [])
+
+
+def _wstest() -> Path:
+    """wstest's path; fails the test (never skips it) if it cannot be built."""
+    try:
+        return wstest_venv.ensure()
+    except wstest_venv.BuildError as exc:
+        problem = str(exc)
+    pytest.fail(f"Autobahn|Testsuite is not available: {problem}", pytrace=False)
+
+
+@pytest.mark.parametrize("suite", RUN)
+def test_autobahn(suite: str, tmp_path: Path) -> None:
+    compression, cases, excluded, count, timeout = SUITES[suite]
+    wstest = _wstest()
+    server = echo.make_server(0, compression=compression)
+    server.start()
+    try:
+        spec = {
+            "options": {"failByDrop": False},
+            "outdir": str(tmp_path / "reports"),
+            "servers": [{"agent": AGENT, "url": f"ws://127.0.0.1:{server.port}"}],
+            "cases": cases,
+            "exclude-cases": excluded,
+            "exclude-agent-cases": {},
+        }
+        (tmp_path / "spec.json").write_text(json.dumps(spec))
+        log = tmp_path / "wstest.log"
+        with open(log, "wb") as out:
+            try:
+                subprocess.run(
+                    [str(wstest), "-m", "fuzzingclient", "-s", "spec.json"],
+                    cwd=tmp_path,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=timeout,
+                    check=True,
+                )
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+                pytest.fail(f"wstest did not finish: {exc}\n{tail}", pytrace=False)
+    finally:
+        server.stop()
+        server.join(30)
+
+    # wstest exits 0 whatever the results: they are in the report index.
+    results = json.loads((tmp_path / "reports" / "index.json").read_text())[AGENT]
+    counts = Counter(r["behavior"] for r in results.values())
+    print(f"Autobahn {suite}: {len(results)} cases, {dict(counts)}; reports in {tmp_path}")
+    failing = {
+        case: (r["behavior"], r["behaviorClose"])
+        for case, r in results.items()
+        if r["behavior"] not in PASSING or r["behaviorClose"] not in PASSING
+    }
+    if failing:
+        lines = [f"  {case}: behavior {b}, close {c}" for case, (b, c) in sorted(failing.items())]
+        pytest.fail(
+            f"{len(failing)} of {len(results)} Autobahn cases fail"
+            f" (reports in {tmp_path / 'reports'}):\n" + "\n".join(lines),
+            pytrace=False,
+        )
+    assert len(results) == count, f"expected {count} cases, wstest ran {len(results)}"
