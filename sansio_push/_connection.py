@@ -455,7 +455,17 @@ class ServerConnection:
                         extensions.append(deflate)
                         self._compressed = True
                     break
-        skip = {b"upgrade", b"connection", b"sec-websocket-accept", b"sec-websocket-extensions"}
+        # The handshake headers are ours; a 1xx has no body, so a framework's
+        # Content-Type / Content-Length (Flask sends both) is dropped too.
+        skip = {
+            b"upgrade",
+            b"connection",
+            b"sec-websocket-accept",
+            b"sec-websocket-extensions",
+            b"content-type",
+            b"content-length",
+            b"transfer-encoding",
+        }
         response += [(n, v) for n, v in pairs if n not in skip]
         try:
             data = conn.send(

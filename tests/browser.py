@@ -30,9 +30,7 @@ _FLAGS = (
 
 def chromium_available() -> bool:
     """Return True if Debian's chromium and chromedriver are installed."""
-    return all(
-        os.path.isfile(p) and os.access(p, os.X_OK) for p in (CHROMIUM, CHROMEDRIVER)
-    )
+    return all(os.path.isfile(p) and os.access(p, os.X_OK) for p in (CHROMIUM, CHROMEDRIVER))
 
 
 @contextmanager
@@ -46,9 +44,7 @@ def browser() -> Iterator[webdriver.Chrome]:
         for flag in _FLAGS:
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={profile}")
-        driver = webdriver.Chrome(
-            options=options, service=Service(executable_path=CHROMEDRIVER)
-        )
+        driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
         try:
             yield driver
         finally:

@@ -10,9 +10,10 @@ pushes to the browser.
 from sansio_push import Config
 
 from ._client import Client
-from ._pubsub import MemoryPubSub
+from ._pubsub import MemoryPubSub, PubSub
+from ._redis import PublishError, RedisPubSub
 from ._router import Router
-from ._server import Options, Server, publish, serve
+from ._server import Options, Server, publish, serve, subscriber_count
 from ._static import StaticFiles
 
 __all__ = [
@@ -20,9 +21,13 @@ __all__ = [
     "Config",
     "MemoryPubSub",
     "Options",
+    "PubSub",
+    "PublishError",
+    "RedisPubSub",
     "Router",
     "Server",
     "StaticFiles",
     "publish",
     "serve",
+    "subscriber_count",
 ]

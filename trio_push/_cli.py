@@ -15,7 +15,10 @@ from typing import Any
 
 import trio
 
+from ._pubsub import PubSub
+from ._redis import RedisPubSub
 from ._server import Server
+from ._workers import serve_as_worker, supervise
 
 
 class CLIError(Exception):
@@ -72,6 +75,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="ORIGIN",
         help="accept WebSocket/SSE only from this Origin (repeat for more; default: any)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (SO_REUSEPORT); more than 1 needs --redis",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="pub/sub through Redis (redis://host:port/db) to reach every process and machine",
+    )
+    # Internal: this process is one of --workers N (SO_REUSEPORT, parent watch).
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--drain-timeout",
         type=float,
@@ -142,6 +158,22 @@ def _reload(argv: list[str]) -> None:
     )
 
 
+def _pubsub_engine(args: argparse.Namespace) -> PubSub | None:
+    if args.workers < 1:
+        raise CLIError("--workers must be at least 1")
+    if args.redis is None:
+        if args.workers > 1:
+            raise CLIError(
+                f"--workers {args.workers} needs --redis URL: without it a publish would"
+                " reach the clients of one worker only"
+            )
+        return None
+    try:
+        return RedisPubSub(args.redis)
+    except ValueError as exc:
+        raise CLIError(f"--redis: {exc}") from None
+
+
 def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     if args.certfile is None and args.keyfile is None:
         return None
@@ -164,8 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     # The same shape as uvicorn's lines: "INFO:     message".
+    # With several processes, each line says which one.
+    pid = "[%(process)d] " if args.workers > 1 or args.worker else ""
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(levelname)s:%(pad)s%(message)s", stream=sys.stderr
+        level=args.log_level.upper(),
+        format=f"%(levelname)s:%(pad)s{pid}%(message)s",
+        stream=sys.stderr,
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_pad_level)
@@ -177,6 +213,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.root is not None and not os.path.isdir(args.root):
             raise CLIError(f"--root {args.root!r} is not a folder")
+        pubsub = _pubsub_engine(args)
+        if args.workers > 1 and not args.worker:
+            sys.exit(supervise(argv, args.workers, args.host, args.port, args.drain_timeout + 5))
         app = load_app(args.app)
         server = Server(
             app,
@@ -188,8 +227,13 @@ def main(argv: list[str] | None = None) -> None:
             ssl_context=_ssl_context(args),
             allow_origins=tuple(args.allow_origin) if args.allow_origin else None,
             drain_timeout=args.drain_timeout,
+            pubsub=pubsub,
+            reuse_port=args.worker,
         )
-        trio.run(_serve_with_signals, server)
+        if args.worker:
+            trio.run(serve_as_worker, server, _serve_with_signals)
+        else:
+            trio.run(_serve_with_signals, server)
     except CLIError as exc:
         sys.exit(f"trio-push: {exc}")
     except OSError as exc:

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from sansio_push import DEFAULT_EVENT, NORMAL, prepare
+from sansio_push._connection import _sendable_close_code
 from sansio_push._frames import _Default
+
+from ._pubsub import backlog
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -45,7 +48,9 @@ class Client:
     @property
     def pending(self) -> int:
         """Messages queued and not yet handed to the OS."""
-        return self._conn.core.pending
+        conn = self._conn
+        # Published messages not yet taken from their topics count too.
+        return conn.core.pending + (backlog(conn) if conn.cursors else 0)
 
     @property
     def dropped(self) -> int:
@@ -65,8 +70,12 @@ class Client:
         the default event name is the server's ``sse_event``, ``msg``).
 
         Returns True if queued, False if the client is closed (or, with the
-        ``drop`` overflow policy, its queue is full). Raises ``ValueError`` for
-        SSE fields that cannot be sent (a line break in ``event`` or ``id``).
+        ``drop`` overflow policy, its queue is full). From another thread,
+        True means handed to the event loop, in call order: if the client
+        closes (or its queue fills) first, the message goes where any message
+        to a closed client goes. Raises ``ValueError`` for what cannot be sent
+        (a line break in an SSE ``event`` or ``id``, bytes that are not UTF-8
+        on SSE), in the calling thread.
         """
         conn = self._conn
         if threading.get_ident() == conn.server.thread_id:
@@ -74,6 +83,12 @@ class Client:
         if not conn.core.open:
             return False
         prepared = prepare(message, event=event, id=id, retry=retry)
+        # Encode here, in the caller's thread: an error is the caller's, and
+        # the event loop is spared the work.
+        if self.protocol == "sse":
+            prepared.sse_block(None)
+        else:
+            prepared.ws_frame  # noqa: B018 - computed and kept for the loop
         try:
             conn.server.token.run_sync_soon(conn.write_prepared, prepared)
         except trio.RunFinishedError:
@@ -82,8 +97,11 @@ class Client:
 
     def close(self, code: int = NORMAL, reason: str = "") -> None:
         """Flush what is queued, then close (WebSocket ``code``; SSE ends the
-        stream). Idempotent; safe from any thread."""
+        stream). Idempotent; safe from any thread. Raises ``ValueError`` for
+        a code an endpoint may not send (RFC 6455 7.4), in the calling thread."""
         conn = self._conn
+        if self.protocol == "websocket" and not _sendable_close_code(code):
+            raise ValueError(f"{code} is not a close code an endpoint may send (RFC 6455 7.4)")
         if threading.get_ident() == conn.server.thread_id:
             conn.close(code, reason)
             return
@@ -91,14 +109,34 @@ class Client:
             conn.server.token.run_sync_soon(conn.close, code, reason)
 
     def subscribe(self, channel: str) -> None:
-        """Receive every message published to ``channel`` (a glob pattern
-        such as ``chat.*`` matches as Redis ``PSUBSCRIBE`` does)."""
-        self._conn.server.pubsub.subscribe(self, channel)
+        """Receive every message published to ``channel``. A glob pattern
+        (``chat.*``, ``room.?``, ``[ab]``) matches channels as Redis
+        ``PSUBSCRIBE`` does. Subscribing twice is subscribing once; a closed
+        client is not subscribed; closing unsubscribes from everything.
+        Safe from any thread (applied on the event loop, in call order)."""
+        self._on_loop(self._subscribe, channel)
 
     def unsubscribe(self, channel: str) -> None:
-        """Stop receiving ``channel`` (the same string given to subscribe)."""
-        self._conn.server.pubsub.unsubscribe(self, channel)
+        """Stop receiving ``channel`` (the same string given to subscribe).
+        Safe from any thread."""
+        self._on_loop(self._conn.server.pubsub.unsubscribe, self, channel)
 
     def publish(self, channel: str, message: str | bytes) -> bool:
-        """Publish ``message`` to every subscriber of ``channel``."""
+        """Publish ``message`` to every subscriber of ``channel``, on every
+        process sharing the server's pub/sub engine (this client too, if
+        subscribed). Never blocks; safe from any thread. Returns what the
+        engine's ``publish`` returns: False if it could not take the message
+        (Redis unreachable)."""
         return self._conn.server.pubsub.publish(channel, message)
+
+    def _subscribe(self, channel: str) -> None:
+        if self._conn.core.open:
+            self._conn.server.pubsub.subscribe(self, channel)
+
+    def _on_loop(self, fn: Any, *args: Any) -> None:
+        server = self._conn.server
+        if threading.get_ident() == server.thread_id:
+            fn(*args)
+        else:
+            with contextlib.suppress(trio.RunFinishedError):
+                server.token.run_sync_soon(fn, *args)

@@ -19,6 +19,7 @@ from sansio_push._frames import _Default
 
 from ._calls import call
 from ._client import Client
+from ._pubsub import Cursor, backlog, pull
 
 if TYPE_CHECKING:
     from ._server import Server
@@ -27,6 +28,8 @@ log = logging.getLogger("trio_push")
 access_log = logging.getLogger("trio_push.access")
 
 _RECEIVE_SIZE = 65536
+# Writes go out in pieces of this size; write_timeout bounds each piece.
+_SEND_PIECE = 65536
 # Incoming WebSocket messages waiting for on_message before we stop reading.
 _MAX_QUEUED_CALLBACKS = 64
 _ERROR_BODY = b"Internal Server Error\n"
@@ -190,6 +193,9 @@ class Connection:
         self._messages_in = 0
         self._messages_out = 0
         self._reader_scope = trio.CancelScope()
+        #: Pub/sub subscriptions: what was published is taken from each
+        #: topic's shared log right before a send (see _pubsub.Topic).
+        self.cursors: list[Cursor] = []
         self._body_done = False
         self._rejected = False
 
@@ -247,12 +253,26 @@ class Connection:
 
     async def _flush(self) -> None:
         data = self.core.data_to_send()
-        if data:
-            with trio.move_on_after(self.server.options.write_timeout) as scope:
-                await self.stream.send_all(data)
+        if data and not await self._send(data):
+            raise trio.BrokenResourceError("write timeout")
+
+    async def _send(self, data: bytes) -> bool:
+        """Send ``data``, reporting each piece to the core as it goes. False
+        if the socket took nothing for ``write_timeout``: the bound is on
+        progress, so a slow reader that keeps reading is not cut off."""
+        core = self.core
+        timeout = self.server.options.write_timeout
+        view = memoryview(data)
+        for start in range(0, len(view), _SEND_PIECE):
+            piece = view[start : start + _SEND_PIECE]
+            with trio.move_on_after(timeout) as scope:
+                await self.stream.send_all(piece)
             if scope.cancelled_caught:
-                raise trio.BrokenResourceError("write timeout")
-            self.core.sent(len(data))
+                return False
+            if core.sent(len(piece)) is not None and not (self.cursors and backlog(self)):
+                self._queue_callback("on_drained", ())
+            self._reader_lot.unpark_all()
+        return True
 
     # -- HTTP ---------------------------------------------------------------
 
@@ -395,7 +415,8 @@ class Connection:
             await _close_body(result_body)
             self.handler = handler
             self.client = Client(self, env, kind)
-            access_log.info('%s - "%s" %d %s open', self.peer, request_line, status or 200, kind)
+            sent = 101 if kind == "websocket" else 200
+            access_log.info('%s - "%s" %d %s open', self.peer, request_line, sent, kind)
             return True
         await self._send_body(result_body, fixed, request_line)
         access_log.info('%s - "%s" %d %s', self.peer, request_line, status, _phrase(status))
@@ -503,27 +524,28 @@ class Connection:
     async def _write(self) -> None:
         core = self.core
         options = self.server.options
-        stream = self.stream
         try:
             while True:
+                if self.cursors:
+                    pull(self)
                 data = core.data_to_send()
                 if data:
-                    with trio.move_on_after(options.write_timeout) as scope:
-                        await stream.send_all(data)
-                    if scope.cancelled_caught:
+                    if not await self._send(data):
                         log.warning(
                             "%s: no write progress for %ss, aborting",
                             self.peer,
                             options.write_timeout,
                         )
                         return
-                    if core.sent(len(data)) is not None:
-                        self._queue_callback("on_drained", ())
-                    self._reader_lot.unpark_all()
                     continue
                 if core.finished:
                     return
                 if core.open:
+                    for cursor in self.cursors:
+                        # A publish wakes us.
+                        if not cursor.idle:
+                            cursor.idle = True
+                            cursor.topic.idle[cursor] = None
                     with trio.move_on_at(min(self._next_keepalive, self._pong_deadline)) as scope:
                         await self._writer_lot.park()
                     if scope.cancelled_caught:
@@ -617,16 +639,43 @@ class Connection:
         id: str | None,
         retry: int | None,
     ) -> bool:
+        if self.cursors:
+            pull(self)  # what was published before goes first
         was_open = self.core.open
         if self.core.send_message(message, event=event, id=id, retry=retry):
             return self._queued()
         return self._refused(was_open)
 
     def write_prepared(self, prepared: sp.Prepared) -> bool:
+        if self.cursors:
+            pull(self)
         was_open = self.core.open
         if self.core.send_prepared(prepared):
             return self._queued()
         return self._refused(was_open)
+
+    def queue_published(self, batch: list[sp.Prepared]) -> None:
+        """Queue messages taken from pub/sub topics (see _pubsub.pull)."""
+        core = self.core
+        was_open = core.open
+        send = core.send_prepared
+        queued = 0
+        for prepared in batch:
+            try:
+                if send(prepared):
+                    queued += 1
+                elif not core.open:
+                    break
+            except ValueError:
+                # Bytes that are not UTF-8 cannot be an SSE event.
+                log.warning("%s: a published message cannot be sent as SSE; skipped", self.peer)
+        self._messages_out += queued
+        if not core.open:
+            self._refused(was_open)
+        self._writer_lot.unpark_all()
+
+    def wake(self) -> None:
+        self._writer_lot.unpark_all()
 
     def _queued(self) -> bool:
         self._messages_out += 1
@@ -647,6 +696,8 @@ class Connection:
         return False
 
     def close(self, code: int = sp.NORMAL, reason: str = "") -> None:
+        if self.cursors and self.core.open:
+            pull(self)  # what was published before the close goes out
         if self.core.open:
             self.core.close(code, reason)
             self._close_deadline = trio.current_time() + self.server.options.close_timeout

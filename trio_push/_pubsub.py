@@ -1,107 +1,424 @@
-"""Publish/subscribe: one publish reaches every subscriber, encoded once."""
+"""Publish/subscribe: one publish reaches every subscriber, encoded once.
+
+Two engines share one interface (:class:`PubSub`) and one local table of
+subscriptions (:class:`Subscriptions`):
+
+- :class:`MemoryPubSub` (the default) delivers within this process.
+- :class:`trio_push.RedisPubSub` goes through Redis, so a publish reaches the
+  subscribers of every process and machine connected to the same Redis.
+
+Delivery follows Redis: a publish to ``channel`` reaches each subscription
+that matches it, the exact channel and every glob pattern
+(``PSUBSCRIBE`` rules), so a client subscribed to both ``chat.1`` and
+``chat.*`` receives a message to ``chat.1`` twice, as a Redis client would.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
-from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
 
 from sansio_push import Prepared, prepare
 
 if TYPE_CHECKING:
     from ._client import Client
+    from ._connection import Connection
+
+log = logging.getLogger("trio_push.pubsub")
+
+_SPECIAL = frozenset("*?[")
 
 
-def _is_pattern(channel: str) -> bool:
-    return any(c in channel for c in "*?[")
+def is_pattern(channel: str) -> bool:
+    """Whether ``subscribe(channel)`` is a glob pattern (has ``*``, ``?`` or ``[``)."""
+    return not _SPECIAL.isdisjoint(channel)
 
 
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a Redis ``PSUBSCRIBE`` glob: ``*``, ``?``, ``[abc]``,
-    ``[^a]``, ``[a-z]`` and ``\\`` escaping."""
-    out = []
-    i, n = 0, len(pattern)
+def glob_to_regex(pattern: str) -> re.Pattern[bytes]:
+    """Compile a Redis ``PSUBSCRIBE`` glob into a regex on UTF-8 bytes.
+
+    A port of Redis's ``stringmatchlen``: ``*`` any bytes, ``?`` one byte,
+    ``[abc]``, ``[^abc]``, ``[a-z]`` (reversed ranges allowed, an unclosed
+    ``[`` takes the rest of the pattern as its set), and ``\\`` escaping,
+    inside brackets too. Match the result with ``fullmatch``; see
+    :func:`glob_match` for the one case a regex cannot express (the empty
+    channel).
+    """
+    p = pattern.encode("utf-8", "surrogateescape")
+    out: list[bytes] = []
+    i, n = 0, len(p)
     while i < n:
-        c = pattern[i]
-        if c == "\\" and i + 1 < n:
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        if c == "*":
-            out.append(".*")
-        elif c == "?":
-            out.append(".")
-        elif c == "[":
-            j = pattern.find("]", i + 2)
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : j]
-                negate = body.startswith("^")
-                if negate:
-                    body = body[1:]
-                body = body.replace("\\", "\\\\")
-                out.append(f"[{'^' if negate else ''}{body}]")
-                i = j + 1
-                continue
+        c = p[i]
+        if c == 0x2A:  # *
+            while i + 1 < n and p[i + 1] == 0x2A:
+                i += 1
+            out.append(b".*")
+        elif c == 0x3F:  # ?
+            out.append(b".")
+        elif c == 0x5B:  # [
+            i += 1
+            negate = i < n and p[i] == 0x5E  # ^
+            if negate:
+                i += 1
+            members: set[int] = set()
+            while True:
+                if i < n and p[i] == 0x5C and n - i >= 2:  # backslash
+                    i += 1
+                    members.add(p[i])
+                elif i >= n or p[i] == 0x5D:  # ] or an unclosed [
+                    break
+                elif n - i >= 3 and p[i + 1] == 0x2D:  # a-z
+                    lo, hi = sorted((p[i], p[i + 2]))
+                    members.update(range(lo, hi + 1))
+                    i += 2
+                else:
+                    members.add(p[i])
+                i += 1
+            out.append(_byte_class(members, negate))
+        elif c == 0x5C and i + 1 < n:  # backslash
+            i += 1
+            out.append(re.escape(p[i : i + 1]))
         else:
-            out.append(re.escape(c))
+            out.append(re.escape(p[i : i + 1]))
         i += 1
-    return re.compile("".join(out), re.DOTALL)
+    return re.compile(b"".join(out), re.DOTALL)
+
+
+def _byte_class(members: set[int], negate: bool) -> bytes:
+    if not members:
+        return b"." if negate else b"(?!)"
+    body = b"".join(re.escape(bytes((m,))) for m in sorted(members))
+    return b"[" + (b"^" if negate else b"") + body + b"]"
+
+
+def glob_match(pattern: str, channel: str) -> bool:
+    """Whether Redis would deliver a publish on ``channel`` to ``PSUBSCRIBE pattern``."""
+    if not channel:
+        return not pattern
+    return glob_to_regex(pattern).fullmatch(channel.encode("utf-8", "surrogateescape")) is not None
+
+
+# A topic's log is trimmed when it holds this many messages or bytes: the
+# subscribers that have not taken the older half get it queued (where their
+# own queue bound applies), then what everyone has taken is dropped.
+TRIM_MESSAGES = 512
+TRIM_BYTES = 1024 * 1024
+
+
+class Cursor:
+    """One subscription of one connection: how far into its topic's log
+    the connection has taken messages."""
+
+    __slots__ = ("topic", "conn", "pos", "idle")
+
+    def __init__(self, topic: Topic, conn: Connection) -> None:
+        self.topic = topic
+        self.conn = conn
+        self.pos = topic.base + len(topic.log)
+        # Registered in topic.idle: the writer sleeps, wake it on publish.
+        self.idle = False
+
+
+class Topic:
+    """A channel or pattern with subscribers here, and its recent messages.
+
+    A publish appends the prepared message to the log, once, whatever the
+    number of subscribers, and wakes the writers that sleep; each
+    connection's writer takes what is new for it (its :class:`Cursor`)
+    right before it sends, so a burst of messages leaves in one ``send``.
+    """
+
+    __slots__ = ("key", "regex", "log", "seqs", "base", "size", "cursors", "idle")
+
+    def __init__(self, key: str, pattern: bool = False) -> None:
+        self.key = key
+        self.regex = glob_to_regex(key) if pattern else None
+        self.log: list[Prepared] = []
+        # Publish order across topics, for connections on several.
+        self.seqs: list[int] = []
+        self.base = 0
+        self.size = 0
+        self.cursors: dict[Client, Cursor] = {}
+        # Cursors whose writer sleeps (a dict: ordered, O(1) removal).
+        self.idle: dict[Cursor, None] = {}
+
+    def matches(self, channel: str) -> bool:
+        assert self.regex is not None
+        return bool(channel) and (
+            self.regex.fullmatch(channel.encode("utf-8", "surrogateescape")) is not None
+        )
+
+    def publish(self, prepared: Prepared, seq: int) -> int:
+        """Make ``prepared`` the next message of every subscriber; never waits."""
+        if not self.cursors:
+            return 0
+        self.log.append(prepared)
+        self.seqs.append(seq)
+        self.size += len(prepared.message)
+        if self.idle:
+            idle, self.idle = self.idle, {}
+            for cursor in idle:
+                cursor.idle = False
+                cursor.conn.wake()
+        if len(self.log) > TRIM_MESSAGES or self.size > TRIM_BYTES:
+            self.trim()
+        return len(self.cursors)
+
+    def trim(self) -> None:
+        half = self.base + len(self.log) // 2
+        for cursor in list(self.cursors.values()):
+            if cursor.pos < half:
+                pull(cursor.conn)
+        lowest = min((c.pos for c in self.cursors.values()), default=self.base + len(self.log))
+        drop = lowest - self.base
+        if drop > 0:
+            del self.log[:drop]
+            del self.seqs[:drop]
+            self.base = lowest
+            self.size = sum(len(p.message) for p in self.log)
+
+
+def pull(conn: Connection) -> None:
+    """Queue on ``conn`` what its subscriptions published since it last
+    looked, in publish order (where its queue bound and overflow policy
+    apply, as for any write)."""
+    cursors = conn.cursors
+    if len(cursors) == 1:
+        cursor = cursors[0]
+        topic = cursor.topic
+        start = cursor.pos - topic.base
+        log = topic.log
+        if start >= len(log):
+            return
+        batch = log[start:] if start else log.copy()
+        cursor.pos = topic.base + len(log)
+    else:
+        entries: list[tuple[int, Prepared]] = []
+        for cursor in cursors:
+            topic = cursor.topic
+            start = cursor.pos - topic.base
+            if start < len(topic.log):
+                entries += zip(topic.seqs[start:], topic.log[start:], strict=True)
+                cursor.pos = topic.base + len(topic.log)
+        if not entries:
+            return
+        entries.sort(key=_first)
+        batch = [p for _, p in entries]
+    conn.queue_published(batch)
+
+
+def _first(entry: tuple[int, Prepared]) -> int:
+    return entry[0]
+
+
+def backlog(conn: Connection) -> int:
+    """Messages published to ``conn``'s subscriptions that it has not taken."""
+    return sum(c.topic.base + len(c.topic.log) - c.pos for c in conn.cursors)
+
+
+_MATCH_CACHE_SIZE = 4096
+
+
+class Subscriptions:
+    """The subscriptions of this process's clients, as tables both ways.
+
+    ``channel -> topic`` and ``pattern -> topic`` for delivery (a topic
+    holds its subscribers' cursors), and ``client -> its channels and
+    patterns`` so that a closing client leaves in time proportional to its
+    own subscriptions. Event loop thread only.
+    """
+
+    __slots__ = ("exact", "patterns", "by_client", "_matches", "seq")
+
+    def __init__(self) -> None:
+        self.exact: dict[str, Topic] = {}
+        self.patterns: dict[str, Topic] = {}
+        self.by_client: dict[Client, set[str]] = {}
+        # channel -> the patterns that match it; cleared when patterns change.
+        self._matches: dict[str, tuple[Topic, ...]] = {}
+        self.seq = 0
+
+    def add(self, client: Client, channel: str) -> bool:
+        """Subscribe; True if ``channel`` had no subscriber here before."""
+        mine = self.by_client.get(client)
+        if mine is None:
+            mine = self.by_client[client] = set()
+        elif channel in mine:
+            return False
+        mine.add(channel)
+        pattern = is_pattern(channel)
+        table = self.patterns if pattern else self.exact
+        topic = table.get(channel)
+        first = topic is None
+        if topic is None:
+            topic = table[channel] = Topic(channel, pattern)
+            if pattern:
+                self._matches.clear()
+        conn = client._conn
+        cursor = topic.cursors[client] = Cursor(topic, conn)
+        conn.cursors.append(cursor)
+        return first
+
+    def remove(self, client: Client, channel: str) -> bool:
+        """Unsubscribe; True if ``channel`` has no subscriber here any more.
+        What was published before still reaches the client."""
+        mine = self.by_client.get(client)
+        if mine is None or channel not in mine:
+            return False
+        pull(client._conn)
+        mine.discard(channel)
+        if not mine:
+            del self.by_client[client]
+        return self._drop(client, channel)
+
+    def remove_all(self, client: Client) -> list[str]:
+        """Unsubscribe ``client`` (which has closed) from everything; the
+        channels and patterns left with no subscriber here."""
+        mine = self.by_client.pop(client, None)
+        if not mine:
+            return []
+        return [channel for channel in mine if self._drop(client, channel)]
+
+    def _drop(self, client: Client, channel: str) -> bool:
+        pattern = is_pattern(channel)
+        table = self.patterns if pattern else self.exact
+        topic = table.get(channel)
+        if topic is None:
+            return False
+        cursor = topic.cursors.pop(client, None)
+        if cursor is not None:
+            client._conn.cursors.remove(cursor)
+            if cursor.idle:
+                del topic.idle[cursor]
+        if topic.cursors:
+            return False
+        del table[channel]
+        if pattern:
+            self._matches.clear()
+        return True
+
+    def publish(self, channel: str, prepared: Prepared) -> int:
+        """Deliver to the exact subscribers of ``channel`` and to every
+        pattern that matches it; the number of subscriptions reached."""
+        n = 0
+        topic = self.exact.get(channel)
+        if topic is not None:
+            self.seq += 1
+            n += topic.publish(prepared, self.seq)
+        if self.patterns:
+            for topic in self.matching(channel):
+                self.seq += 1
+                n += topic.publish(prepared, self.seq)
+        return n
+
+    def publish_to(self, topic: Topic | None, prepared: Prepared) -> int:
+        """Deliver to one topic (Redis tells which)."""
+        if topic is None:
+            return 0
+        self.seq += 1
+        return topic.publish(prepared, self.seq)
+
+    def matching(self, channel: str) -> tuple[Topic, ...]:
+        """The pattern subscriptions that a publish on ``channel`` reaches."""
+        found = self._matches.get(channel)
+        if found is None:
+            found = tuple(p for p in self.patterns.values() if p.matches(channel))
+            if len(self._matches) >= _MATCH_CACHE_SIZE:
+                self._matches.clear()
+            self._matches[channel] = found
+        return found
+
+    def count(self, channel: str) -> int:
+        """How many clients here a publish on ``channel`` reaches (a client
+        counts once, however many of its subscriptions match)."""
+        exact = self.exact.get(channel)
+        patterns = self.matching(channel)
+        if not patterns:
+            return len(exact.cursors) if exact is not None else 0
+        found = set(exact.cursors) if exact is not None else set()
+        for p in patterns:
+            found.update(p.cursors)
+        return len(found)
+
+
+def as_prepared(message: str | bytes | Prepared) -> Prepared:
+    return message if isinstance(message, Prepared) else prepare(message)
+
+
+class PubSub(Protocol):
+    """What :class:`trio_push.Server` needs of a pub/sub engine.
+
+    ``subscribe``, ``unsubscribe``, ``unsubscribe_all`` and ``count`` run on
+    the server's event loop thread (:class:`Client` hops there). ``publish``
+    may be called from any task and any thread and never blocks.
+    ``run`` is started by the server in its own nursery, reports readiness
+    through ``task_status``, and is cancelled after the connections are gone.
+    """
+
+    def subscribe(self, client: Client, channel: str) -> None: ...
+
+    def unsubscribe(self, client: Client, channel: str) -> None: ...
+
+    def unsubscribe_all(self, client: Client) -> None: ...
+
+    def publish(self, channel: str, message: str | bytes | Prepared) -> bool: ...
+
+    def count(self, channel: str) -> int: ...
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None: ...
 
 
 class MemoryPubSub:
-    """The in-process engine: channel and pattern tables in this process.
+    """The in-process engine: subscriptions and delivery in this process.
 
-    ``publish`` must run on the server's event loop thread; the public
-    ``trio_push.publish`` hops there from other threads.
+    ``publish`` from the event loop thread delivers before it returns; from
+    another thread it hands the message (already encoded) to the event loop
+    in call order. It returns True, or False if the server has stopped.
     """
 
     def __init__(self) -> None:
-        self._channels: dict[str, set[Client]] = defaultdict(set)
-        self._patterns: dict[str, tuple[re.Pattern[str], set[Client]]] = {}
-        self._lock = threading.Lock()
+        self.subscriptions = Subscriptions()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._thread: int | None = None
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._thread = threading.get_ident()
+        task_status.started()
+
+    @property
+    def bus(self) -> object:
+        """Engines with the same bus reach the same subscribers: a
+        process-wide :func:`trio_push.publish` publishes once per bus."""
+        return self
 
     def subscribe(self, client: Client, channel: str) -> None:
-        if _is_pattern(channel):
-            entry = self._patterns.get(channel)
-            if entry is None:
-                entry = self._patterns[channel] = (glob_to_regex(channel), set())
-            entry[1].add(client)
-        else:
-            self._channels[channel].add(client)
+        self.subscriptions.add(client, channel)
 
     def unsubscribe(self, client: Client, channel: str) -> None:
-        if _is_pattern(channel):
-            entry = self._patterns.get(channel)
-            if entry is not None:
-                entry[1].discard(client)
-                if not entry[1]:
-                    del self._patterns[channel]
-        else:
-            subs = self._channels.get(channel)
-            if subs is not None:
-                subs.discard(client)
-                if not subs:
-                    del self._channels[channel]
+        self.subscriptions.remove(client, channel)
 
     def unsubscribe_all(self, client: Client) -> None:
-        for channel in [c for c, subs in self._channels.items() if client in subs]:
-            self.unsubscribe(client, channel)
-        for pattern in [p for p, (_, subs) in self._patterns.items() if client in subs]:
-            self.unsubscribe(client, pattern)
+        self.subscriptions.remove_all(client)
 
-    def subscribers(self, channel: str) -> set[Client]:
-        """Every client that a publish to ``channel`` reaches."""
-        found = set(self._channels.get(channel, ()))
-        for regex, subs in self._patterns.values():
-            if regex.fullmatch(channel):
-                found |= subs
-        return found
+    def count(self, channel: str) -> int:
+        return self.subscriptions.count(channel)
 
     def publish(self, channel: str, message: str | bytes | Prepared) -> bool:
-        prepared = message if isinstance(message, Prepared) else prepare(message)
-        for client in self.subscribers(channel):
-            client._conn.write_prepared(prepared)
+        prepared = as_prepared(message)
+        if self._thread is None or threading.get_ident() == self._thread:
+            self._deliver(channel, prepared)
+            return True
+        assert self._token is not None
+        try:
+            self._token.run_sync_soon(self._deliver, channel, prepared)
+        except trio.RunFinishedError:
+            return False
         return True
+
+    def _deliver(self, channel: str, prepared: Prepared) -> int:
+        return self.subscriptions.publish(channel, prepared)

@@ -11,6 +11,13 @@ from typing import Any
 import trio
 
 _CHUNK = 64 * 1024
+_ARCHIVE_TYPES = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "br": "application/x-brotli",
+    "compress": "application/x-compress",
+}
 
 
 class StaticFiles:
@@ -56,13 +63,15 @@ class StaticFiles:
         if _not_modified(env, etag, st.st_mtime):
             return 304, headers, b""
         ctype, encoding = mimetypes.guess_type(posixpath.basename(path))
-        if ctype is None:
+        if encoding is not None:
+            # A .tar.gz is a gzip file to download, not a tar to be unpacked
+            # by the browser: no Content-Encoding.
+            ctype = _ARCHIVE_TYPES.get(encoding, "application/octet-stream")
+        elif ctype is None:
             ctype = "application/octet-stream"
         elif ctype.startswith("text/") or ctype in ("application/javascript", "application/json"):
             ctype += "; charset=utf-8"
         headers.append(("content-type", ctype))
-        if encoding:
-            headers.append(("content-encoding", encoding))
         headers.append(("content-length", str(st.st_size)))
         if env["REQUEST_METHOD"] == "HEAD":
             return 200, headers, b""

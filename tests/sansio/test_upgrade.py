@@ -96,6 +96,14 @@ def test_app_headers_go_out_on_the_101() -> None:
     assert headers["x-server"] == "push" and headers["set-cookie"] == "a=1"
 
 
+def test_body_headers_of_the_app_are_not_sent_on_the_101() -> None:
+    app_headers = [("Content-Type", "text/html"), ("Content-Length", "0"), ("X-Kept", "1")]
+    _, data = connect_ws(app_headers=app_headers)
+    _, headers, _ = split_head(data)
+    assert "content-type" not in headers and "content-length" not in headers
+    assert headers["x-kept"] == "1"
+
+
 def test_app_cannot_override_the_handshake_headers() -> None:
     _, data = connect_ws(app_headers=[("Sec-WebSocket-Accept", "forged"), ("Upgrade", "h2c")])
     _, headers, _ = split_head(data)

@@ -1,0 +1,63 @@
+"""Fixtures for the trio_push server tests (tests/test_server_*.py).
+
+The server runs in the test's own Trio run (pytest-trio's ``nursery``
+fixture) on 127.0.0.1, port 0. Helpers live in ``server_helpers``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+from server_helpers import FAST, TIMEOUT
+
+import trio_push
+
+StartServer = Callable[..., Awaitable[trio_push.Server]]
+
+
+@pytest.fixture
+async def start_server(nursery: trio.Nursery) -> StartServer:
+    """``await start_server(app, **kwargs)``: serve ``app`` on 127.0.0.1:0
+    until the test ends; returns the :class:`trio_push.Server`."""
+
+    async def start(app: Any, **kwargs: Any) -> trio_push.Server:
+        for key, value in FAST.items():
+            kwargs.setdefault(key, value)
+        kwargs.setdefault("host", "127.0.0.1")
+        with trio.fail_after(TIMEOUT):
+            serve = functools.partial(trio_push.serve, app, 0, **kwargs)
+            return await nursery.start(serve)  # type: ignore[no-any-return]
+
+    return start
+
+
+@pytest.fixture
+async def serve_scope(nursery: trio.Nursery) -> Callable[..., Awaitable[Any]]:
+    """``server, scope = await serve_scope(app, **kw)``: like ``start_server``
+    but serve runs in a cancel scope of its own, so a test can cancel it and
+    wait for serve to return (``await done.wait()``)."""
+
+    async def start(
+        app: Any, **kwargs: Any
+    ) -> tuple[trio_push.Server, trio.CancelScope, trio.Event]:
+        for key, value in FAST.items():
+            kwargs.setdefault(key, value)
+        done = trio.Event()
+        scope = trio.CancelScope()
+
+        async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with scope:
+                    await trio_push.serve(app, 0, task_status=task_status, **kwargs)
+            finally:
+                done.set()
+
+        with trio.fail_after(TIMEOUT):
+            server = await nursery.start(run)
+        return server, scope, done
+
+    return start

@@ -1,0 +1,183 @@
+"""TLS with certificates from trustme: https, wss and SSE with real clients,
+ALPN, and the CLI's --certfile/--keyfile."""
+
+from __future__ import annotations
+
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trustme
+from hardening_helpers import exchange
+from httpx_sse import aconnect_sse
+from procs import free_port, running
+from server_helpers import TIMEOUT, in_thread, ws_connect
+from trio_websocket import open_websocket_url
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+class Handler:
+    def on_open(self, client: Any) -> None:
+        if client.protocol == "sse":
+            for i in range(3):
+                client.write(f"event {i}", id=str(i))
+            client.close()
+
+    def on_message(self, client: Any, data: Any) -> None:
+        client.write(data)
+
+
+def app(env: dict[str, Any]) -> Any:
+    if env["rack.upgrade?"] is not None:
+        env["rack.upgrade"] = Handler()
+        return 200, {}, b""
+    body = f"{env['wsgi.url_scheme']} {env['SERVER_PROTOCOL']}".encode()
+    return 200, {"content-type": "text/plain", "content-length": str(len(body))}, body
+
+
+@pytest.fixture
+async def tls_port(start_server: Any, server_context: ssl.SSLContext) -> int:
+    server = await start_server(app, ssl_context=server_context, idle_timeout=1.0)
+    return int(server.port)
+
+
+async def test_https_get_with_httpx(tls_port: int, client_context: ssl.SSLContext) -> None:
+    async with httpx.AsyncClient(verify=client_context, trust_env=False, timeout=TIMEOUT) as http:
+        for _ in range(3):  # keep-alive over TLS
+            response = await http.get(f"https://127.0.0.1:{tls_port}/")
+            assert response.status_code == 200
+            assert response.text == "https HTTP/1.1"
+            assert response.http_version == "HTTP/1.1"
+
+
+async def test_https_refused_by_a_client_that_does_not_trust_the_ca(tls_port: int) -> None:
+    # The certificate is really checked: without the CA, no connection.
+    async with httpx.AsyncClient(trust_env=False, timeout=TIMEOUT) as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"https://127.0.0.1:{tls_port}/")
+
+
+async def test_wss_with_websockets(tls_port: int, client_context: ssl.SSLContext) -> None:
+    def talk() -> list[Any]:
+        with ws_connect(f"wss://127.0.0.1:{tls_port}/ws", ssl=client_context) as ws:
+            out = []
+            for message in ("hello", b"\x00\x01 binary", "x" * 100_000):
+                ws.send(message)
+                out.append(ws.recv())
+            return out
+
+    assert await in_thread(talk) == ["hello", b"\x00\x01 binary", "x" * 100_000]
+
+
+async def test_wss_with_trio_websocket(tls_port: int, client_context: ssl.SSLContext) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_websocket_url(
+            f"wss://127.0.0.1:{tls_port}/ws", ssl_context=client_context
+        ) as ws:
+            await ws.send_message("over tls")
+            assert await ws.get_message() == "over tls"
+
+
+async def test_sse_over_tls_with_httpx_sse(tls_port: int, client_context: ssl.SSLContext) -> None:
+    url = f"https://127.0.0.1:{tls_port}/events"
+    async with (
+        httpx.AsyncClient(verify=client_context, trust_env=False, timeout=TIMEOUT) as http,
+        aconnect_sse(http, "GET", url) as source,
+    ):
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        events = [event async for event in source.aiter_sse()]
+    assert [(e.event, e.data, e.id) for e in events] == [
+        ("msg", f"event {i}", str(i)) for i in range(3)
+    ]
+
+
+async def test_alpn_chooses_http_1_1(tls_port: int, ca: trustme.CA) -> None:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with trio.fail_after(TIMEOUT):
+        stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", tls_port, ssl_context=context)
+        await stream.do_handshake()
+        assert stream.selected_alpn_protocol() == "http/1.1"
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        try:
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+        except trio.BrokenResourceError:
+            pass  # a close without TLS close_notify, after the whole answer
+        await trio.aclose_forcefully(stream)
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"https HTTP/1.1"), data
+
+
+async def test_plain_http_on_the_tls_port_is_closed_and_harms_nothing(
+    tls_port: int, client_context: ssl.SSLContext
+) -> None:
+    response = await exchange(
+        tls_port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=5
+    )
+    assert not response.startswith(b"HTTP/1.1 200")
+    async with httpx.AsyncClient(verify=client_context, trust_env=False, timeout=TIMEOUT) as http:
+        assert (await http.get(f"https://127.0.0.1:{tls_port}/")).status_code == 200
+
+
+async def test_tls_client_that_never_handshakes_is_closed(tls_port: int) -> None:
+    # A TCP connection that sends nothing: the idle bound (1 s here) ends it.
+    stream = await trio.open_tcp_stream("127.0.0.1", tls_port)
+    started = trio.current_time()
+    with trio.fail_after(5):
+        try:
+            data = await stream.receive_some(100)
+        except trio.BrokenResourceError:
+            data = b""
+    assert data == b""
+    assert trio.current_time() - started < 3.0
+    await stream.aclose()
+
+
+def test_cli_serves_https_with_certfile_and_keyfile(tmp_path: Path, ca: trustme.CA) -> None:
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    (tmp_path / "tlsapp.py").write_text(
+        "def app(env):\n"
+        "    body = env['wsgi.url_scheme'].encode()\n"
+        "    return 200, {'content-length': str(len(body))}, body\n"
+    )
+    port = free_port()
+    args = [sys.executable, "-m", "trio_push", "tlsapp:app", "--port", str(port)]
+    args += ["--certfile", "cert.pem", "--keyfile", "key.pem"]
+    with running(args, cwd=tmp_path, port=port):
+        context = ssl.create_default_context(cafile=str(ca_file))
+        response = httpx.get(
+            f"https://127.0.0.1:{port}/", verify=context, trust_env=False, timeout=TIMEOUT
+        )
+        assert response.status_code == 200
+        assert response.text == "https"
+        # Plain http on that port gets no answer.
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/", trust_env=False, timeout=TIMEOUT)

@@ -1,0 +1,197 @@
+"""Bounded send queues, keepalives, and frames that arrive early or too big."""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from typing import Any
+
+import pytest
+import trio
+from server_helpers import (
+    TIMEOUT,
+    RawWebSocket,
+    Recorder,
+    connect,
+    in_thread,
+    push_app,
+    read_until,
+    wait_for,
+    ws_connect,
+    ws_handshake,
+)
+from websockets.exceptions import ConnectionClosed as WSClosed
+
+
+async def test_client_that_does_not_read_is_closed_1008_past_the_queue_bound(
+    start_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = Recorder()
+    server = await start_server(push_app(rec), max_queue_messages=10)
+    with trio.fail_after(TIMEOUT):
+        ws = await RawWebSocket.open(server.port)
+        await rec.opened.wait()
+        client = rec.clients[0]
+        # No checkpoint: nothing is sent yet, so the 11th write is over the bound.
+        accepted = [client.write(f"m{i}") for i in range(15)]
+        assert client.open is False
+        code = await ws.close_code()
+        await rec.closed.wait()
+    assert accepted == [True] * 10 + [False] * 5
+    assert code == 1008
+    assert rec.names()[-1] == "close"
+    assert any("queue full" in r.getMessage() for r in caplog.records), caplog.text
+    await ws.aclose()
+
+
+async def test_queue_bound_in_bytes(start_server: Any) -> None:
+    rec = Recorder()
+    server = await start_server(push_app(rec), max_queue_bytes=100_000)
+    with trio.fail_after(TIMEOUT):
+        ws = await RawWebSocket.open(server.port)
+        await rec.opened.wait()
+        client = rec.clients[0]
+        assert client.write(b"x" * 60_000) is True
+        assert client.write(b"x" * 60_000) is False
+        assert await ws.close_code() == 1008
+        await rec.closed.wait()
+    await ws.aclose()
+
+
+async def test_drop_policy_refuses_writes_but_keeps_the_client(start_server: Any) -> None:
+    rec = Recorder()
+    server = await start_server(push_app(rec), max_queue_messages=3, overflow="drop")
+    with trio.fail_after(TIMEOUT):
+        ws = await RawWebSocket.open(server.port)
+        await rec.opened.wait()
+        client = rec.clients[0]
+        accepted = [client.write(f"m{i}") for i in range(5)]
+        assert client.open
+        assert await ws.messages(3) == ["m0", "m1", "m2"]
+        await wait_for(lambda: client.pending == 0)
+        assert client.write("after") is True
+        assert await ws.messages(1) == ["after"]
+    assert accepted == [True, True, True, False, False]
+    await ws.aclose()
+
+
+async def test_idle_websocket_gets_pings(start_server: Any) -> None:
+    rec = Recorder()
+    server = await start_server(push_app(rec), ping_interval=0.05)
+    with trio.fail_after(TIMEOUT):
+        ws = await RawWebSocket.open(server.port)
+        with trio.move_on_after(0.4):
+            while True:
+                await ws._pump()
+    assert ws.pings >= 2
+    assert rec.names() == ["open"]  # answered pings keep it open
+    await ws.aclose()
+
+
+async def test_peer_that_never_pongs_is_aborted_and_on_close_runs(start_server: Any) -> None:
+    rec = Recorder()
+    server = await start_server(push_app(rec), ping_interval=0.05, pong_timeout=0.2)
+    with trio.fail_after(TIMEOUT):
+        ws = await RawWebSocket.open(server.port)
+        ws.auto_pong = False
+        async with trio.open_nursery() as nursery:
+
+            async def read() -> None:
+                while await ws._pump():
+                    pass
+
+            nursery.start_soon(read)
+            await rec.closed.wait()
+    assert ws.pings >= 1
+    assert rec.names() == ["open", "close"]
+    await ws.aclose()
+
+
+async def test_server_answers_client_pings(start_server: Any) -> None:
+    server = await start_server(push_app(Recorder()))
+
+    def client() -> bool:
+        with ws_connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            return ws.ping(b"are you there").wait(TIMEOUT)  # type: ignore[no-any-return]
+
+    with trio.fail_after(TIMEOUT):
+        assert await in_thread(client) is True
+
+
+async def test_idle_sse_stream_gets_keepalive_comments(start_server: Any) -> None:
+    rec = Recorder()
+    server = await start_server(push_app(rec), sse_keepalive=0.05)
+    with trio.fail_after(TIMEOUT):
+        stream = await connect(server.port)
+        async with stream:
+            await stream.send_all(
+                b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            buf = bytearray()
+            head = await read_until(stream, b"\r\n\r\n", buf)
+            # Two comment lines, each its own chunk.
+            await read_until(stream, b"2\r\n:\n\r\n", buf)
+            await read_until(stream, b"2\r\n:\n\r\n", buf)
+    assert head.startswith(b"HTTP/1.1 200 ")
+
+
+def masked_text_frame(text: str) -> bytes:
+    payload = text.encode()
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert len(payload) < 126
+    return struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked
+
+
+async def test_frame_sent_with_the_handshake_is_not_lost(start_server: Any) -> None:
+    rec = Recorder()
+    server = await start_server(push_app(rec))
+    request, _key = ws_handshake("/")
+    with trio.fail_after(TIMEOUT):
+        stream = await connect(server.port)
+        async with stream:
+            await stream.send_all(request + masked_text_frame("eager"))
+            buf = bytearray()
+            head = await read_until(stream, b"\r\n\r\n", buf)
+            await wait_for(lambda: "message" in rec.names())
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert [d for n, d in rec.events if n == "message"] == ["eager"]
+
+
+async def test_message_over_the_size_limit_closes_1009(start_server: Any) -> None:
+    rec = Recorder()
+    server = await start_server(push_app(rec), max_message_size=1000)
+
+    def client() -> int | None:
+        with ws_connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            ws.send("x" * 2000)
+            try:
+                ws.recv(timeout=TIMEOUT)
+            except WSClosed as exc:
+                return exc.rcvd.code if exc.rcvd else None
+        return None
+
+    with trio.fail_after(TIMEOUT):
+        assert await in_thread(client) == 1009
+        await rec.closed.wait()
+    assert "message" not in rec.names()
+
+
+async def test_slow_plain_callback_is_logged(
+    start_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import time
+
+    class Slow:
+        def on_open(self, client: Any) -> None:
+            time.sleep(0.1)
+            client.close()
+
+    server = await start_server(push_app(Slow()), slow_callback=0.05)
+    caplog.set_level(logging.WARNING, logger="trio_push")
+    with trio.fail_after(TIMEOUT):
+        ws = await RawWebSocket.open(server.port)
+        assert await ws.close_code() == 1000
+    assert "on_open" in caplog.text
+    await ws.aclose()

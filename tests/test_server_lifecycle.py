@@ -1,0 +1,309 @@
+"""Starting and stopping the server; plain and async apps; worker threads."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from httpx_sse import aconnect_sse
+from server_helpers import (
+    TIMEOUT,
+    Recorder,
+    http_client,
+    in_thread,
+    push_app,
+    read_all,
+    wait_for,
+    ws_connect,
+)
+from trio_websocket import ConnectionClosed, open_websocket_url
+from websockets.exceptions import ConnectionClosed as WSClosed
+
+import trio_push
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_serve_on_port_0_reports_the_listening_server(start_server: Any) -> None:
+    server = await start_server(push_app(Recorder()))
+    assert isinstance(server, trio_push.Server)
+    assert server.port > 0
+    async with http_client() as client:
+        response = await client.get(f"http://127.0.0.1:{server.port}/")
+    assert response.status_code == 200
+    assert response.text == "hello"
+
+
+async def test_trio_run_serve_app_port_serves_until_interrupted(tmp_path: Any) -> None:
+    # The documented one-liner, in a process of its own so SIGINT can stop it.
+    script = tmp_path / "run.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, trio, trio_push
+            def app(env):
+                return 200, {"content-type": "text/plain"}, b"one-liner"
+            trio.run(trio_push.serve, app, int(sys.argv[1]))
+            """
+        )
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with trio.fail_after(TIMEOUT):
+            while True:
+                try:
+                    async with http_client() as client:
+                        response = await client.get(f"http://127.0.0.1:{port}/")
+                    break
+                except httpx.ConnectError:
+                    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                    await trio.sleep(0.05)
+        assert response.text == "one-liner"
+        proc.send_signal(signal.SIGINT)
+        with trio.fail_after(5):
+            while proc.poll() is None:
+                await trio.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+async def test_cancelling_serve_closes_every_connection(serve_scope: Any) -> None:
+    rec = Recorder()
+    server, scope, done = await serve_scope(push_app(rec))
+    url = f"ws://127.0.0.1:{server.port}/ws"
+    seen: dict[str, Any] = {}
+
+    async def trio_websocket_client() -> None:
+        async with open_websocket_url(url) as ws:
+            try:
+                await ws.get_message()
+            except ConnectionClosed as exc:
+                seen["trio-websocket"] = exc.reason.code
+
+    def websockets_client() -> None:
+        with ws_connect(url) as ws:
+            try:
+                ws.recv(timeout=TIMEOUT)
+            except WSClosed as exc:
+                seen["websockets"] = exc.rcvd.code if exc.rcvd else None
+
+    async def sse_client() -> None:
+        async with (
+            http_client() as client,
+            aconnect_sse(client, "GET", f"http://127.0.0.1:{server.port}/sse") as es,
+        ):
+            async for _ in es.aiter_sse():
+                pass
+            seen["sse"] = "ended"
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio_websocket_client)
+            nursery.start_soon(in_thread, websockets_client)
+            nursery.start_soon(sse_client)
+            await wait_for(lambda: len(rec.clients) == 3)
+            scope.cancel()
+            await done.wait()
+    assert seen == {"trio-websocket": 1001, "websockets": 1001, "sse": "ended"}
+
+
+async def test_cancelling_serve_runs_on_close_for_every_client(serve_scope: Any) -> None:
+    rec = Recorder()
+    server, scope, done = await serve_scope(push_app(rec))
+
+    async def client() -> None:
+        async with open_websocket_url(f"ws://127.0.0.1:{server.port}/") as ws:
+            with pytest.raises(ConnectionClosed):
+                await ws.get_message()
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(client)
+            await wait_for(lambda: len(rec.clients) == 5)
+            scope.cancel()
+            await done.wait()
+    assert rec.names().count("open") == 5
+    assert rec.names().count("close") == 5
+    assert all(not c.open for c in rec.clients)
+
+
+async def test_cancelled_serve_stops_listening(serve_scope: Any) -> None:
+    server, scope, done = await serve_scope(push_app(Recorder()))
+    port = server.port
+    scope.cancel()
+    with trio.fail_after(TIMEOUT):
+        await done.wait()
+    with pytest.raises(OSError):
+        await trio.open_tcp_stream("127.0.0.1", port)
+
+
+# -- plain and async apps ------------------------------------------------------
+
+
+def plain_function(env: dict[str, Any]) -> Any:
+    return 200, {}, b"plain function"
+
+
+async def async_function(env: dict[str, Any]) -> Any:
+    await trio.sleep(0)
+    return 200, {}, b"async function"
+
+
+class PlainCall:
+    def call(self, env: dict[str, Any]) -> Any:
+        return 200, {}, b"plain call"
+
+
+class AsyncCall:
+    async def call(self, env: dict[str, Any]) -> Any:
+        await trio.sleep(0)
+        return 200, {}, b"async call"
+
+
+@pytest.mark.parametrize(
+    ("app", "text"),
+    [
+        (plain_function, "plain function"),
+        (async_function, "async function"),
+        (PlainCall(), "plain call"),
+        (AsyncCall(), "async call"),
+    ],
+    ids=["plain-function", "async-function", "plain-call", "async-call"],
+)
+async def test_plain_and_async_apps_answer(start_server: Any, app: Any, text: str) -> None:
+    server = await start_server(app)
+    async with http_client() as client:
+        response = await client.get(f"http://127.0.0.1:{server.port}/")
+    assert response.status_code == 200
+    assert response.text == text
+
+
+class AsyncRecorder:
+    """A handler whose callbacks are all ``async def``."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.closed = trio.Event()
+
+    async def on_open(self, client: Any) -> None:
+        await trio.sleep(0)
+        self.events.append("open")
+        client.write("welcome")
+
+    async def on_message(self, client: Any, data: Any) -> None:
+        await trio.sleep(0)
+        self.events.append(("message", data))
+        client.write(f"echo {data}")
+
+    async def on_close(self, client: Any) -> None:
+        await trio.sleep(0)
+        self.events.append("close")
+        self.closed.set()
+
+
+async def test_async_callbacks_run(start_server: Any) -> None:
+    handler = AsyncRecorder()
+    server = await start_server(push_app(handler))
+    with trio.fail_after(TIMEOUT):
+        async with open_websocket_url(f"ws://127.0.0.1:{server.port}/") as ws:
+            assert await ws.get_message() == "welcome"
+            await ws.send_message("hi")
+            assert await ws.get_message() == "echo hi"
+        await handler.closed.wait()
+    assert handler.events == ["open", ("message", "hi"), "close"]
+
+
+async def test_threads_run_plain_apps_in_worker_threads(start_server: Any) -> None:
+    loop_thread = threading.current_thread()
+    threads: list[threading.Thread] = []
+
+    def app(env: dict[str, Any]) -> Any:
+        threads.append(threading.current_thread())
+        return 200, {}, b"ok"
+
+    server = await start_server(app, threads=2)
+    async with http_client() as client:
+        response = await client.get(f"http://127.0.0.1:{server.port}/")
+    assert response.text == "ok"
+    assert threads and threads[0] is not loop_thread
+
+
+async def test_threads_run_plain_callbacks_in_worker_threads(start_server: Any) -> None:
+    loop_thread = threading.current_thread()
+    where: dict[str, threading.Thread] = {}
+    closed = threading.Event()
+
+    class Handler:
+        def on_open(self, client: Any) -> None:
+            where["on_open"] = threading.current_thread()
+
+        def on_message(self, client: Any, data: Any) -> None:
+            where["on_message"] = threading.current_thread()
+            client.write(data)
+
+        def on_close(self, client: Any) -> None:
+            where["on_close"] = threading.current_thread()
+            closed.set()
+
+    server = await start_server(push_app(Handler()), threads=2)
+    with trio.fail_after(TIMEOUT):
+        async with open_websocket_url(f"ws://127.0.0.1:{server.port}/") as ws:
+            await ws.send_message("x")
+            assert await ws.get_message() == "x"
+        await wait_for(closed.is_set)
+    assert set(where) == {"on_open", "on_message", "on_close"}
+    assert all(t is not loop_thread for t in where.values())
+
+
+async def test_threads_still_run_async_callbacks_on_the_event_loop(start_server: Any) -> None:
+    loop_thread = threading.current_thread()
+    where: list[threading.Thread] = []
+
+    class Handler:
+        async def on_open(self, client: Any) -> None:
+            where.append(threading.current_thread())
+            client.close()
+
+    server = await start_server(push_app(Handler()), threads=2)
+    with trio.fail_after(TIMEOUT):
+        async with open_websocket_url(f"ws://127.0.0.1:{server.port}/") as ws:
+            with pytest.raises(ConnectionClosed):
+                await ws.get_message()
+    assert where == [loop_thread]
+
+
+async def test_cancelling_serve_closes_idle_keep_alive_connections(serve_scope: Any) -> None:
+    server, scope, done = await serve_scope(push_app(Recorder()), idle_timeout=30)
+    with trio.fail_after(TIMEOUT):
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = await stream.receive_some(65536)
+            scope.cancel()
+            with trio.fail_after(1.0):  # not the 30 s idle timeout, nor the drain
+                rest = await read_all(stream)
+                await done.wait()
+    assert first.startswith(b"HTTP/1.1 200 ")
+    assert rest == b""
