@@ -80,6 +80,10 @@ async def test_trio_run_serve_app_port_serves_until_interrupted(tmp_path: Any) -
         with trio.fail_after(5):
             while proc.poll() is None:
                 await trio.sleep(0.02)
+        # A graceful stop, as with the CLI: no KeyboardInterrupt traceback.
+        assert proc.returncode == 0
+        assert proc.stderr is not None
+        assert b"Traceback" not in proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()

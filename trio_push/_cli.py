@@ -8,7 +8,6 @@ import importlib
 import inspect
 import logging
 import os
-import signal
 import ssl
 import sys
 from typing import Any
@@ -111,35 +110,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def _serve_with_signals(server: Server) -> None:
-    error: OSError | None = None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_watch_signals, server)
-        try:
-            await server.serve()
-        except OSError as exc:
-            # Raised below, outside the nursery: inside it, it would come out
-            # wrapped in an ExceptionGroup that main() does not catch (a port
-            # in use would print a traceback instead of one line).
-            error = exc
-        nursery.cancel_scope.cancel()
-    if error is not None:
-        raise error
-
-
-async def _watch_signals(server: Server) -> None:
-    """First SIGINT/SIGTERM: graceful shutdown. Another one: stop now."""
-    log = logging.getLogger("trio_push")
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            if server.stopping:
-                log.warning("%s again: stopping now", signal.Signals(signum).name)
-                server.abort()
-            else:
-                log.info("%s: graceful shutdown", signal.Signals(signum).name)
-                server.stop()
-
-
 def _reload(argv: list[str]) -> None:
     try:
         import watchfiles
@@ -231,9 +201,9 @@ def main(argv: list[str] | None = None) -> None:
             reuse_port=args.worker,
         )
         if args.worker:
-            trio.run(serve_as_worker, server, _serve_with_signals)
+            trio.run(serve_as_worker, server, Server.serve_until_signalled)
         else:
-            trio.run(_serve_with_signals, server)
+            trio.run(server.serve_until_signalled)
     except CLIError as exc:
         sys.exit(f"trio-push: {exc}")
     except OSError as exc:

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import gc
 import logging
+import signal
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
@@ -238,6 +239,33 @@ class Server:
                     await self._shutdown()
                     conn_scope.cancel()
                 nursery.cancel_scope.cancel()
+
+    async def serve_until_signalled(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """:meth:`serve`, stopping on SIGINT or SIGTERM: the first one stops
+        gracefully, another one stops at once. Main thread only."""
+        error: OSError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_signals)
+            try:
+                await self.serve(task_status=task_status)
+            except OSError as exc:
+                # Raised below, outside the nursery: inside it, it would come
+                # out wrapped in an ExceptionGroup (a port in use would show a
+                # traceback where the CLI prints one line).
+                error = exc
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if self.stopping:
+                    log.warning("%s again: stopping now", signal.Signals(signum).name)
+                    self.abort()
+                else:
+                    log.info("%s: graceful shutdown", signal.Signals(signum).name)
+                    self.stop()
 
     async def _run_background(self) -> None:
         assert self.background is not None
@@ -509,6 +537,17 @@ async def serve(
 
     With ``await nursery.start(serve, app, 0)`` it returns the listening
     :class:`Server` (``server.port`` is the bound port). Keyword arguments are
-    those of :class:`Server`.
+    those of :class:`Server`. Run as the main task of ``trio.run`` on the
+    main thread, it also stops on SIGINT/SIGTERM as the CLI does (gracefully,
+    then at once on a second signal).
     """
-    await Server(app, port, **kwargs).serve(task_status=task_status)
+    server = Server(app, port, **kwargs)
+    if _is_main_task() and threading.current_thread() is threading.main_thread():
+        await server.serve_until_signalled(task_status=task_status)
+    else:
+        await server.serve(task_status=task_status)
+
+
+def _is_main_task() -> bool:
+    nursery = trio.lowlevel.current_task().parent_nursery
+    return nursery is not None and nursery.parent_task is trio.lowlevel.current_root_task()
