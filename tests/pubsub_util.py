@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import hiredis
-import pytest
 import trio
 
 HERE = Path(__file__).resolve().parent
@@ -231,6 +230,11 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        if not os.path.exists(REDIS_SERVER):
+            raise RuntimeError(
+                f"{REDIS_SERVER} is missing: scripts/setup installs it"
+                " (apt-get install redis-server)"
+            )
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER,
@@ -286,15 +290,6 @@ class RedisServer:
 
     def numpat(self) -> int:
         return int(self.call("PUBSUB", "NUMPAT"))
-
-
-def redis_available() -> bool:
-    return os.path.exists(REDIS_SERVER)
-
-
-needs_redis = pytest.mark.skipif(
-    not redis_available(), reason="redis-server is not installed (apt-get install redis-server)"
-)
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:

@@ -14,10 +14,7 @@ from pubsub_util import (
     RedisServer,
     ServerProcess,
     http_get,
-    needs_redis,
 )
-
-pytestmark = needs_redis
 
 
 @pytest.fixture

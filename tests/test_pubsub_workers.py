@@ -20,11 +20,8 @@ from pubsub_util import (
     RedisServer,
     ServerProcess,
     http_get,
-    needs_redis,
     wait_until,
 )
-
-pytestmark = needs_redis
 
 
 @pytest.fixture

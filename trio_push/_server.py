@@ -196,6 +196,7 @@ class Server:
         ``drain_timeout`` for them to go, then abort what is left; ``on_close``
         runs for every push client.
         """
+        listeners: list[Any]
         if self.reuse_port:
             from ._workers import open_reuse_port_listeners
 

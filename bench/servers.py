@@ -1,0 +1,251 @@
+"""The servers under test, each with the same broadcast app.
+
+    python bench/servers.py NAME PORT
+
+NAME is one of ``trio-push``, ``hypercorn``, ``uvicorn``, ``websockets``.
+Every app answers:
+
+- ``/ws`` (WebSocket) and ``/sse`` (Server-Sent Events; not websockets): a
+  subscriber of the one channel;
+- ``/count``: how many subscribers there are;
+- ``/publish?n=N&size=S&round=R``: publishes N messages of S bytes to every
+  subscriber, in a burst, the way each server is meant to be used (trio-push:
+  ``publish``; ASGI: a queue per connection; websockets: ``broadcast``).
+
+Keepalive pings are off everywhere (the load client does not answer them).
+Each message is ASCII, starts with its number and ends with ``~`` (the byte
+the load client counts).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+
+def message(round_: int, i: int, size: int) -> str:
+    head = f"{round_}:{i}:"
+    return head + "x" * (size - len(head) - 1) + "~"
+
+
+def messages(query: str) -> list[str]:
+    q = parse_qs(query)
+    n, size, round_ = int(q["n"][0]), int(q["size"][0]), int(q.get("round", ["0"])[0])
+    return [message(round_, i, size) for i in range(n)]
+
+
+def peer_gc() -> None:
+    """BENCH_PEER_GC=tuned: the peers get trio-push's collector settings."""
+    if os.environ.get("BENCH_PEER_GC") == "tuned":
+        import gc
+
+        from trio_push._server import TUNED_GC_THRESHOLD
+
+        gc.set_threshold(*TUNED_GC_THRESHOLD)
+        gc.freeze()
+
+
+# -- trio-push -----------------------------------------------------------------------
+
+
+def run_trio_push(port: int) -> None:
+    import trio
+
+    import trio_push
+
+    class Subscriber:
+        def on_open(self, client: trio_push.Client) -> None:
+            client.subscribe("bench")
+
+    subscriber = Subscriber()
+
+    def app(env: dict[str, Any]) -> Any:
+        if env["rack.upgrade?"] is not None:
+            env["rack.upgrade"] = subscriber
+            return 200, {}, b""
+        path = env["PATH_INFO"]
+        if path == "/count":
+            return 200, {}, str(trio_push.subscriber_count("bench"))
+        if path == "/publish":
+            for msg in messages(env["QUERY_STRING"]):
+                trio_push.publish("bench", msg)
+            return 200, {}, b"ok"
+        return 404, {}, b""
+
+    # BENCH_GC=default: Python's default collector thresholds (no tune_gc).
+    tune = os.environ.get("BENCH_GC") != "default"
+    server = trio_push.Server(app, port, host="127.0.0.1", tune_gc=tune, ping_interval=3600)
+    trio.run(server.serve)
+
+
+# -- ASGI: one app for hypercorn (on Trio) and uvicorn (on asyncio) ---------------------------
+
+
+def asgi_app(make_queue: Callable[[], Any], put: Callable[[Any, str], None]) -> Any:
+    """A broadcast ASGI app: a queue per subscriber, a publish puts the
+    message on every queue, each connection's task sends what its queue
+    holds."""
+    subscribers: set[Any] = set()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                event = await receive()
+                if event["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path = scope["path"]
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            queue = make_queue()
+            subscribers.add(queue)
+            try:
+                while True:
+                    msg = await queue.get()
+                    await send({"type": "websocket.send", "text": msg})
+            finally:
+                subscribers.discard(queue)
+        elif path == "/sse":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")],
+                }
+            )
+            queue = make_queue()
+            subscribers.add(queue)
+            try:
+                while True:
+                    msg = await queue.get()
+                    body = f"data: {msg}\n\n".encode()
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+            finally:
+                subscribers.discard(queue)
+        else:
+            if path == "/count":
+                body = str(len(subscribers)).encode()
+            elif path == "/publish":
+                for msg in messages(scope["query_string"].decode()):
+                    for queue in subscribers:
+                        put(queue, msg)
+                body = b"ok"
+            else:
+                body = b""
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+class TrioQueue:
+    """An unbounded queue on Trio primitives (for hypercorn's trio worker)."""
+
+    def __init__(self) -> None:
+        import trio
+
+        self.send, self.receive = trio.open_memory_channel[str](float("inf"))
+
+    async def get(self) -> str:
+        return await self.receive.receive()
+
+
+def run_hypercorn(port: int) -> None:
+    peer_gc()
+    import trio
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    app = asgi_app(TrioQueue, lambda q, m: q.send.send_nowait(m))
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.loglevel = "WARNING"
+    config.backlog = 4096
+    trio.run(serve, app, config)
+
+
+def run_uvicorn(port: int) -> None:
+    peer_gc()
+    import asyncio
+
+    import uvicorn
+
+    app = asgi_app(asyncio.Queue, lambda q, m: q.put_nowait(m))
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+        ws_ping_interval=None,
+        lifespan="on",
+    )
+
+
+# -- websockets (its Trio server) ---------------------------------------------------------
+
+
+def run_websockets(port: int) -> None:
+    peer_gc()
+    import trio
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
+    from websockets.trio.connection import broadcast
+    from websockets.trio.server import serve
+
+    subscribers: set[Any] = set()
+
+    async def handler(ws: Any) -> None:
+        subscribers.add(ws)
+        try:
+            await ws.wait_closed()
+        finally:
+            subscribers.discard(ws)
+
+    async def publish(msgs: list[str]) -> None:
+        for msg in msgs:
+            await broadcast(subscribers, msg)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def process_request(connection: Any, request: Any) -> Any:
+                path, _, query = request.path.partition("?")
+                if path == "/count":
+                    return Response(200, "OK", Headers(), str(len(subscribers)).encode())
+                if path == "/publish":
+                    # In the background: process_request is bounded by open_timeout.
+                    nursery.start_soon(publish, messages(query))
+                    return Response(200, "OK", Headers(), b"ok")
+                return None
+
+            await serve(
+                handler,
+                port,
+                host="127.0.0.1",
+                process_request=process_request,
+                compression=None,
+                backlog=4096,
+                ping_interval=None,
+            )
+
+    trio.run(main)
+
+
+SERVERS = {
+    "trio-push": run_trio_push,
+    "hypercorn": run_hypercorn,
+    "uvicorn": run_uvicorn,
+    "websockets": run_websockets,
+}
+
+if __name__ == "__main__":
+    SERVERS[sys.argv[1]](int(sys.argv[2]))
