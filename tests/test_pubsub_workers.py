@@ -104,18 +104,34 @@ async def test_the_supervisor_restarts_a_worker_that_dies(
     assert workers.alive()
 
 
-async def test_sigterm_stops_the_supervisor_and_every_worker(
-    nursery: trio.Nursery, redis: RedisServer, workers: ServerProcess
+async def stops_gracefully_on(
+    signum: signal.Signals, nursery: trio.Nursery, workers: ServerProcess
 ) -> None:
+    """Send ``signum`` to the supervisor alone (workers have sessions of their
+    own, so it must pass the stop on): it and every worker end, gracefully."""
     clients = await one_client_per_worker(nursery, workers.port, "bye")
     pids = worker_pids(workers)
-    workers.process.send_signal(signal.SIGTERM)
+    workers.process.send_signal(signum)
     status = await trio.to_thread.run_sync(workers.process.wait, TIMEOUT)
-    assert status == 0
+    assert status == 0, workers.log()
     assert not any(alive(pid) for pid in pids)
     for client in clients.values():
         await client.wait_for(lambda c: c.closed)
         assert client.close_code == 1001  # going away: a graceful shutdown
+    # (The log is read by a thread: it may lag the exit a little.)
+    await wait_until(lambda: "supervisor: all workers stopped" in workers.log())
+
+
+async def test_sigterm_stops_the_supervisor_and_every_worker(
+    nursery: trio.Nursery, redis: RedisServer, workers: ServerProcess
+) -> None:
+    await stops_gracefully_on(signal.SIGTERM, nursery, workers)
+
+
+async def test_sigint_stops_the_supervisor_and_every_worker(
+    nursery: trio.Nursery, redis: RedisServer, workers: ServerProcess
+) -> None:
+    await stops_gracefully_on(signal.SIGINT, nursery, workers)
 
 
 async def test_workers_stop_when_the_supervisor_is_killed(

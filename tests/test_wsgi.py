@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.validate import validator
 
@@ -11,6 +11,7 @@ import httpx
 import pytest
 import trio
 from httpx_sse import aconnect_sse
+from server_helpers import TIMEOUT, connect, parse_responses, read_all, read_until
 
 import trio_push
 
@@ -104,6 +105,47 @@ async def test_write_callable_and_generator_stream_in_order(nursery: trio.Nurser
     assert got.text == "abc"
     assert got.headers["transfer-encoding"] == "chunked"
     assert closed.is_set()
+
+
+async def test_wsgi_iterable_is_sent_as_produced(start_server: Any) -> None:
+    """The twin of test_server_http's test_streamed_body_is_flushed_as_produced
+    for a WSGI generator: its second chunk is produced only once the client
+    has received the first one over the socket."""
+    received = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body() -> Iterator[bytes]:
+            yield b"first"
+            if received.wait(5):
+                yield b"second"
+            else:
+                yield b"|the client never got the first chunk"
+
+        return body()
+
+    server = await start_server(app)
+    try:
+        with trio.fail_after(TIMEOUT):
+            stream = await connect(server.port)
+        async with stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            buf = bytearray()
+            head = b""
+            with trio.move_on_after(3):
+                head = await read_until(stream, b"first", buf)
+            got_first = head.endswith(b"first")
+            received.set()
+            with trio.fail_after(TIMEOUT):
+                data = head + bytes(buf) + await read_all(stream)
+    finally:
+        received.set()  # never leave the app's thread waiting
+    assert got_first, f"the first chunk did not arrive before the app produced more: {data!r}"
+    ((status, headers, content),) = parse_responses(data)
+    assert status == 200
+    assert headers["transfer-encoding"] == "chunked"
+    assert content == b"firstsecond"
 
 
 async def test_error_in_wsgi_app_is_a_500_and_the_server_goes_on(nursery: trio.Nursery) -> None:

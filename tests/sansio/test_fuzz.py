@@ -8,13 +8,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
+# A plain import, not importorskip: atheris is in the test extra, and a missing
+# one must fail this module, never skip it quietly.
+import atheris  # noqa: F401
 
 FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
 HARNESS = FUZZ / "fuzz_connection.py"
 CRASH = 77  # libFuzzer's exit code for a crash (an uncaught exception)
-
-pytest.importorskip("atheris")
 
 
 def run(args: list[str], cwd: Path, script: Path = HARNESS) -> subprocess.CompletedProcess[str]:
