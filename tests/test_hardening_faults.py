@@ -290,6 +290,40 @@ async def test_reset_during_the_handshake(start_server: Any) -> None:
 # -- a half-open client ------------------------------------------------------------
 
 
+async def test_keepalive_finds_a_peer_that_stopped_reading_while_data_is_queued(
+    start_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer is stuck in a send (the peer's buffers are full), yet the
+    ping is queued on time and the pong deadline, counted from then, ends it:
+    long before the write timeout would."""
+    tracker = Tracker()
+    ping_interval, pong_timeout = 0.3, 0.6
+    server = await start_server(
+        echo_app(tracker),
+        ping_interval=ping_interval,
+        pong_timeout=pong_timeout,
+        write_timeout=30.0,
+        max_queue_bytes=64 * 1024 * 1024,
+    )
+    silent = await RawWS.open(server.port, "/silent")
+    await wait_for(lambda: len(tracker.clients) == 1)
+    client = tracker.clients[0]
+    opened = trio.current_time()
+    with caplog.at_level(logging.WARNING, logger="trio_push"):
+        # Far more than the socket buffers hold: the writer blocks in send.
+        for _ in range(64):
+            assert client.write(b"x" * 256 * 1024)
+        with trio.fail_after(5):
+            while not tracker.closed_at:
+                await trio.sleep(0.01)
+    detected = tracker.closed_at[0] - opened
+    assert detected <= ping_interval + pong_timeout + 1.0
+    assert any("no pong" in r.getMessage() for r in caplog.records)
+    assert not any("no write progress" in r.getMessage() for r in caplog.records)
+    assert not client.open
+    await silent.aclose()
+
+
 async def test_half_open_client_is_found_by_the_keepalive(
     start_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

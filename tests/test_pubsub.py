@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
 import threading
 import time
@@ -155,6 +157,27 @@ async def test_a_channel_and_a_pattern_that_match_deliver_once_each(nursery: tri
     assert await client.wait_messages(3) == ["twice", "twice", "once"]
 
 
+class Announce:
+    """Subscribes on open, then publishes its own arrival to the channel."""
+
+    def on_open(self, client: trio_push.Client) -> None:
+        client.subscribe("room")
+        client.publish("room", f"joined {client.env['QUERY_STRING']}")
+
+
+async def test_a_subscription_made_while_the_writer_sleeps_still_wakes_it(
+    nursery: trio.Nursery,
+) -> None:
+    # Each visitor's writer may be asleep before on_open subscribes it: the
+    # publish that follows must still wake it (examples/chat's join).
+    server = await start(nursery, Announce())
+    for n in range(4):
+        (client,) = await connect(nursery, server.port, 1, path=f"/?{n}")
+        with trio.fail_after(TIMEOUT):
+            await client.wait_for(lambda c, n=n: f"joined {n}" in c.messages)
+        await client.aclose()
+
+
 async def test_unsubscribe_stops_delivery(nursery: trio.Nursery) -> None:
     server = await start(nursery, Subscribe("a", "b", "p.*"))
     (client,) = await connect(nursery, server.port, 1)
@@ -251,12 +274,32 @@ async def test_publish_with_no_server_running_returns_false() -> None:
 
 
 async def test_a_client_that_never_reads_is_closed_and_does_not_slow_the_others(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
     bound = 256 * 1024
-    handler = Subscribe("flood")
+    # write_timeout far longer than the test: if the stuck client is closed,
+    # the queue bound closed it, not the write timeout.
+    write_timeout = 30.0
+    close_timeout = 2.0
+
+    class TimedSubscribe(Subscribe):
+        def __init__(self, *channels: str) -> None:
+            super().__init__(*channels)
+            self.closed_at: list[float] = []
+
+        def on_close(self, client: trio_push.Client) -> None:
+            self.closed_at.append(time.monotonic())
+            super().on_close(client)
+
+    handler = TimedSubscribe("flood")
+    caplog.set_level(logging.WARNING, logger="trio_push")
     server = await start(
-        nursery, handler, max_queue_bytes=bound, max_queue_messages=10_000, write_timeout=1.0
+        nursery,
+        handler,
+        max_queue_bytes=bound,
+        max_queue_messages=10_000,
+        write_timeout=write_timeout,
+        close_timeout=close_timeout,
     )
     readers = await connect(nursery, server.port, 10)
 
@@ -279,6 +322,7 @@ async def test_a_client_that_never_reads_is_closed_and_does_not_slow_the_others(
     topic = server.pubsub.subscriptions.exact["flood"]  # type: ignore[attr-defined]
     peak = longest_log = 0
     slowest_publish = 0.0
+    flood_started = time.monotonic()
     for i in range(n):
         before = trio.current_time()
         assert trio_push.publish("flood", f"{i} {payload}")
@@ -299,7 +343,23 @@ async def test_a_client_that_never_reads_is_closed_and_does_not_slow_the_others(
         assert len(messages) == n
     # The stuck one was closed by the queue policy, and on_close ran.
     assert not stuck_conn.core.open
-    await wait_until(lambda: len(handler.closed) == 1)
+    full = [r for r in caplog.records if "send queue full" in r.getMessage()]
+    assert len(full) == 1, caplog.text
+    assert "no write progress" not in caplog.text
+    # on_close comes within close_timeout (plus margin) of the 1008 close, far
+    # sooner than write_timeout; bounded so that a failure does not wait 30 s.
+    limit = 4 * close_timeout + 2
+    with contextlib.suppress(trio.TooSlowError):
+        await wait_until(lambda: len(handler.closed) == 1, timeout=limit)
+    since_full = time.time() - full[0].created
+    assert handler.closed_at, (
+        f"BUG (trio_push/_connection.py, _write/_send): the queue bound closed the stuck"
+        f" client (1008, 'send queue full') {since_full:.1f} s ago, but its on_close has"
+        f" not run: the 1008 close frame is queued behind the data the client never reads,"
+        f" the writer stays blocked in _send, and close_timeout ({close_timeout} s) is not"
+        f" applied while it is; only write_timeout ({write_timeout} s) ends the connection"
+    )
+    assert handler.closed_at[0] - flood_started < write_timeout / 3
     assert server.pubsub.count("flood") == 10
     await stuck.aclose()
 

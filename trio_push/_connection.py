@@ -6,6 +6,7 @@ import contextlib
 import inspect
 import io
 import logging
+import os
 import sys
 from collections import deque
 from collections.abc import AsyncIterable, Iterable, Iterator
@@ -34,6 +35,9 @@ _SEND_PIECE = 65536
 _MAX_QUEUED_CALLBACKS = 64
 _ERROR_BODY = b"Internal Server Error\n"
 _NEVER = float("inf")
+# Callbacks that are nothing but the handler's (on_shutdown is followed by a
+# close, on_close by the end): not queued when the handler has no such method.
+_SKIPPABLE = frozenset(("on_message", "on_drained", "on_open"))
 # How long, and how much, to read from a peer after we decided to close.
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 1024 * 1024
@@ -182,7 +186,18 @@ class Connection:
         self.scope: trio.CancelScope | None = None
         self._writer_lot = trio.lowlevel.ParkingLot()
         self._callbacks: deque[tuple[str, tuple[Any, ...]]] = deque()
-        self._callbacks_lot = trio.lowlevel.ParkingLot()
+        # A dispatcher task runs only while callbacks are queued (or while a
+        # plain one runs inline in the reader): an idle connection has none.
+        self._dispatching = False
+        self._close_queued = False
+        self._nursery: trio.Nursery | None = None
+        # True while the writer sleeps: the reader may then send by itself.
+        self._writer_parked = False
+        # True while a callback runs inline in the reader: what it writes is
+        # sent when it returns, in one send.
+        self._inline = False
+        # Plain TCP: the socket's descriptor, to send without a task switch.
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._reader_lot = trio.lowlevel.ParkingLot()
         self._close_called = False
         self._over = False
@@ -193,6 +208,7 @@ class Connection:
         self._messages_in = 0
         self._messages_out = 0
         self._reader_scope = trio.CancelScope()
+        self._writer_scope = trio.CancelScope()
         #: Pub/sub subscriptions: what was published is taken from each
         #: topic's shared log right before a send (see _pubsub.Topic).
         self.cursors: list[Cursor] = []
@@ -222,6 +238,7 @@ class Connection:
                     with trio.CancelScope(shield=True) as shield:
                         shield.deadline = trio.current_time() + self.server.options.close_timeout
                         await self._run_callback("on_close", ())
+                self._fd = -1
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(self.stream)
 
@@ -246,9 +263,19 @@ class Connection:
                 budget -= len(data)
 
     async def _receive(self) -> bytes:
+        fd = self._fd
         try:
-            return await self.stream.receive_some(_RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if fd < 0:
+                return await self.stream.receive_some(_RECEIVE_SIZE)
+            # Plain TCP: wait, then read. We read whenever we have handled all
+            # that came, so trying first would mostly be a failed system call.
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    return os.read(fd, _RECEIVE_SIZE)
+                except BlockingIOError:
+                    continue
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             return b""
 
     async def _flush(self) -> None:
@@ -260,7 +287,13 @@ class Connection:
         """Send ``data``, reporting each piece to the core as it goes. False
         if the socket took nothing for ``write_timeout``: the bound is on
         progress, so a slow reader that keeps reading is not cut off."""
-        core = self.core
+        if self._fd >= 0:
+            # Most sends fit the socket's buffer: one system call, without
+            # trio's checkpoints (the caller's next wait is one).
+            sent = self._write_now(data)
+            if sent == len(data):
+                return True
+            data = data[sent:]
         timeout = self.server.options.write_timeout
         view = memoryview(data)
         for start in range(0, len(view), _SEND_PIECE):
@@ -269,10 +302,34 @@ class Connection:
                 await self.stream.send_all(piece)
             if scope.cancelled_caught:
                 return False
-            if core.sent(len(piece)) is not None and not (self.cursors and backlog(self)):
-                self._queue_callback("on_drained", ())
-            self._reader_lot.unpark_all()
+            self._sent(len(piece))
         return True
+
+    def _sent(self, n: int) -> None:
+        if self.core.sent(n) is not None and not (self.cursors and backlog(self)):
+            self._queue_callback("on_drained", ())
+        self._reader_lot.unpark_all()
+
+    def _write_now(self, data: bytes) -> int:
+        """Send what the socket takes now, without blocking; how much that was."""
+        try:
+            n = os.write(self._fd, data)
+        except OSError:  # full (BlockingIOError), or broken: trio's send says which
+            return 0
+        if n:
+            self._sent(n)
+        return n
+
+    def _flush_now(self) -> None:
+        """What the push core has queued: sent right here if the writer
+        sleeps and the socket takes it all (no task switch), else the
+        writer is woken to send it."""
+        core = self.core
+        if self._writer_parked and self._fd >= 0 and core.open and not self.cursors:
+            data = core.data_to_send()
+            if data and self._write_now(data) == len(data):
+                return
+        self._writer_lot.unpark_all()
 
     # -- HTTP ---------------------------------------------------------------
 
@@ -280,6 +337,7 @@ class Connection:
         core = self.core
         options = self.server.options
         head_started: float | None = None
+        fresh = False
         while True:
             event = core.next_event()
             if event is None:
@@ -307,6 +365,7 @@ class Connection:
                         )
                     return
                 self.idle = False
+                fresh = True
                 if head_started is None:
                     head_started = trio.current_time()
                 core.receive_data(data)
@@ -314,6 +373,10 @@ class Connection:
             self.idle = False
             head_started = None
             if isinstance(event, sp.Request):
+                if not fresh:
+                    # Pipelined: let other connections run between requests.
+                    await trio.lowlevel.checkpoint()
+                fresh = False
                 self._body_done = self._rejected = False
                 if await self._answer(event.env):
                     await self._serve_push()
@@ -457,6 +520,7 @@ class Connection:
         data = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
         self.core.send_body(data)
         await self._flush()
+        await trio.lowlevel.checkpoint()  # a send may not have been one
 
     # -- push ---------------------------------------------------------------
 
@@ -471,17 +535,18 @@ class Connection:
         server.push_connections.add(self)
         try:
             async with trio.open_nursery() as nursery:
-                self._callbacks.append(("on_open", ()))
+                self._nursery = nursery
+                self._queue_callback("on_open", ())
                 if server.stopping:
                     # Upgraded while a graceful stop was under way (the app
                     # was still deciding when it began): shut it down too,
                     # rather than leave it open until the drain times out.
                     self.shutdown()
-                nursery.start_soon(self._dispatch)
                 nursery.start_soon(self._write)
                 with self._reader_scope:
                     await self._read()
         finally:
+            self._nursery = None
             server.push_connections.discard(self)
             assert self.client is not None
             server.pubsub.unsubscribe_all(self.client)
@@ -503,6 +568,10 @@ class Connection:
                 if core.finished:
                     self._writer_lot.unpark_all()
                     return
+                if core.pending_bytes or not core.open:
+                    # Answers to what was read (callbacks' writes, pongs,
+                    # a close frame): once per read, not per message.
+                    self._flush_now()
                 # Stop reading while callbacks pile up, or while our own
                 # answers do (pongs to a ping flood from a peer that does
                 # not read are not messages, so no queue bound refuses them).
@@ -512,10 +581,12 @@ class Connection:
                 ) and not self._over:
                     await self._reader_lot.park()
                 core.receive_data(await self._receive())
-                self._writer_lot.unpark_all()
             elif isinstance(event, sp.Message):
                 self._messages_in += 1
-                self._queue_callback("on_message", (event.data,))
+                if not self._dispatching and self._plain("on_message"):
+                    await self._inline_callback("on_message", (event.data,))
+                else:
+                    self._queue_callback("on_message", (event.data,))
             elif isinstance(event, sp.Pong):
                 self._pong_deadline = _NEVER
             elif isinstance(event, sp.Closed):
@@ -525,49 +596,59 @@ class Connection:
         core = self.core
         options = self.server.options
         try:
-            while True:
-                if self.cursors:
-                    pull(self)
-                data = core.data_to_send()
-                if data:
-                    if not await self._send(data):
-                        log.warning(
-                            "%s: no write progress for %ss, aborting",
-                            self.peer,
-                            options.write_timeout,
-                        )
-                        return
-                    continue
-                if core.finished:
-                    return
-                if core.open:
-                    for cursor in self.cursors:
-                        # A publish wakes us.
-                        if not cursor.idle:
-                            cursor.idle = True
-                            cursor.topic.idle[cursor] = None
-                    with trio.move_on_at(min(self._next_keepalive, self._pong_deadline)) as scope:
-                        await self._writer_lot.park()
-                    if scope.cancelled_caught:
-                        now = trio.current_time()
-                        if now >= self._pong_deadline:
+            # tick() cancels this scope to abort a connection past a deadline.
+            with self._writer_scope:
+                while True:
+                    if self.cursors:
+                        pull(self)
+                    data = core.data_to_send()
+                    if data:
+                        if not await self._send(data):
                             log.warning(
-                                "%s: no pong %ss after a ping, aborting",
+                                "%s: no write progress for %ss, aborting",
                                 self.peer,
-                                options.pong_timeout,
+                                options.write_timeout,
                             )
                             return
-                        self._keepalive(now)
-                else:
-                    # We sent a close frame: wait (bounded) for the peer's.
-                    with trio.move_on_at(self._close_deadline) as scope:
-                        await self._writer_lot.park()
-                    if scope.cancelled_caught:
+                        continue
+                    if core.finished:
                         return
+                    if core.open:
+                        for cursor in self.cursors:
+                            # A publish wakes us.
+                            if not cursor.idle:
+                                cursor.idle = True
+                                cursor.topic.idle[cursor] = None
+                    # Keepalives and deadlines are the server's timer's (tick):
+                    # it wakes us, or ends us, also while a send is stuck.
+                    self._writer_parked = True
+                    try:
+                        await self._writer_lot.park()
+                    finally:
+                        self._writer_parked = False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             self._end()
+
+    def tick(self, now: float) -> None:
+        """Called by the server's timer: queue a keepalive when one is due,
+        and abort a connection past its pong or close deadline, whatever its
+        writer is doing (a send stuck on a peer that does not read included)."""
+        if self._over:
+            return
+        options = self.server.options
+        if now >= self._pong_deadline:
+            reason = f"no pong {options.pong_timeout}s after a ping"
+        elif now >= self._close_deadline:
+            reason = f"close not completed within {options.close_timeout}s"
+        else:
+            if self.core.open and now >= self._next_keepalive:
+                self._keepalive(now)
+                self._writer_lot.unpark_all()
+            return
+        log.warning("%s: %s, aborting", self.peer, reason)
+        self._writer_scope.cancel()
 
     def _keepalive(self, now: float) -> None:
         options = self.server.options
@@ -593,22 +674,56 @@ class Connection:
         self._queue_callback("on_close", ())
 
     def _queue_callback(self, name: str, args: tuple[Any, ...]) -> None:
+        if self._close_queued:
+            return  # nothing runs after on_close
+        if name in _SKIPPABLE and getattr(self.handler, name, None) is None:
+            return  # a callback the handler lacks: no task to start for it
+        if name == "on_close":
+            self._close_queued = True
         self._callbacks.append((name, args))
-        self._callbacks_lot.unpark_all()
+        if not self._dispatching:
+            self._start_dispatcher()
+
+    def _start_dispatcher(self) -> None:
+        if self._nursery is None:
+            return
+        self._dispatching = True
+        try:
+            self._nursery.start_soon(self._dispatch)
+        except RuntimeError:  # the nursery closed: run() runs on_close
+            self._dispatching = False
 
     async def _dispatch(self) -> None:
+        """Run queued callbacks one at a time, in order; end when none is left."""
         callbacks = self._callbacks
-        while True:
-            while not callbacks:
-                await self._callbacks_lot.park()
-            name, args = callbacks.popleft()
-            self._reader_lot.unpark_all()
-            if name == "on_close":
+        try:
+            while callbacks:
+                name, args = callbacks.popleft()
+                self._reader_lot.unpark_all()
                 await self._run_callback(name, args)
-                return
+                if name == "on_close":
+                    return
+                if name == "on_shutdown":
+                    self.close(sp.GOING_AWAY, "server shutting down")
+        finally:
+            self._dispatching = False
+
+    def _plain(self, name: str) -> bool:
+        """Whether callback ``name`` runs on the event loop as a plain call."""
+        return self.server.limiter is None and not inspect.iscoroutinefunction(
+            getattr(self.handler, name, None)
+        )
+
+    async def _inline_callback(self, name: str, args: tuple[Any, ...]) -> None:
+        """Run a plain callback here, in the reader, with no task switch: only
+        when no other callback is queued or running, so the order holds."""
+        self._dispatching = self._inline = True
+        try:
             await self._run_callback(name, args)
-            if name == "on_shutdown":
-                self.close(sp.GOING_AWAY, "server shutting down")
+        finally:
+            self._dispatching = self._inline = False
+            if self._callbacks:
+                self._start_dispatcher()
 
     async def _run_callback(self, name: str, args: tuple[Any, ...]) -> None:
         if name == "on_close":
@@ -679,7 +794,8 @@ class Connection:
 
     def _queued(self) -> bool:
         self._messages_out += 1
-        self._writer_lot.unpark_all()
+        if not self._inline:  # else the reader sends it once the callback returns
+            self._writer_lot.unpark_all()
         return True
 
     def _refused(self, was_open: bool) -> bool:

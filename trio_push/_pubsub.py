@@ -120,7 +120,11 @@ class Cursor:
         self.conn = conn
         self.pos = topic.base + len(topic.log)
         # Registered in topic.idle: the writer sleeps, wake it on publish.
-        self.idle = False
+        # A new cursor starts registered: its writer may be asleep already
+        # (it registers its cursors only as it goes to sleep), and waking a
+        # writer that is awake costs nothing.
+        self.idle = True
+        topic.idle[self] = None
 
 
 class Topic:

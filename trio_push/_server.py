@@ -223,6 +223,7 @@ class Server:
             await conn_nursery.start(self.pubsub.run)
             accept_scope = trio.CancelScope()
             nursery.start_soon(self._accept_all, listeners, conn_nursery, accept_scope)
+            conn_nursery.start_soon(self._tick)
             if self.background is not None:
                 conn_nursery.start_soon(self._run_background)
             log.info(
@@ -267,6 +268,19 @@ class Server:
                 else:
                     log.info("%s: graceful shutdown", signal.Signals(signum).name)
                     self.stop()
+
+    async def _tick(self) -> None:
+        """One timer for every push connection: keepalives, pong and close
+        deadlines. One task instead of a timer per connection, and it acts
+        while a connection's writer is stuck in a send."""
+        o = self.options
+        period = min(o.ping_interval, o.sse_keepalive, o.pong_timeout, o.close_timeout) / 4
+        period = min(max(period, 0.01), 1.0)
+        while True:
+            await trio.sleep(period)
+            now = trio.current_time()
+            for conn in list(self.push_connections):
+                conn.tick(now)
 
     async def _run_background(self) -> None:
         assert self.background is not None
