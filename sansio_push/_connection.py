@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opc
 from wsproto.utilities import LocalProtocolError as WSLocalProtocolError
 from wsproto.utilities import generate_accept_token
 
+from . import _fast
 from ._env import SSE, WEBSOCKET, UpgradeRefused, build_env, upgrade_kind
 from ._events import (
     Body,
@@ -78,6 +80,9 @@ class Config:
 DEFAULT_CONFIG = Config()
 
 _HEAD_TOO_LARGE = "request head too large"
+# _next_fast_event: this request is h11's to read.
+_TO_H11 = object()
+_LF_END = re.compile(rb"\n\r?\n")
 
 
 def _bytes(value: str | bytes) -> bytes:
@@ -202,6 +207,13 @@ class ServerConnection:
         self._closed_event_sent = False
         self._peer_eof = False
         self._sse_chunked = False
+        # The fast path (see _fast): bytes not yet handed to h11, and the state
+        # of a fast request: 0 none, 1 head read, 2 body (none) read, 3 answering.
+        self._raw = b""
+        self._via_h11 = False
+        self._eof = False
+        self._fast_state = 0
+        self._framing: _fast.Framing | None = None
 
     # -- state ------------------------------------------------------------
 
@@ -242,7 +254,12 @@ class ServerConnection:
                 # 1006 ahead of them, so the end is fed once they are read.
                 self._peer_eof = True
         elif self._h11 is not None:
-            self._h11.receive_data(data)
+            if self._via_h11:
+                self._h11.receive_data(data)
+            elif data:
+                self._raw += data
+            else:
+                self._eof = True
         elif not data:
             # SSE: the only thing we read is the end.
             self._read_done = True
@@ -265,6 +282,15 @@ class ServerConnection:
         conn = self._h11
         if conn is None or self._finished:
             return None
+        if not self._via_h11:
+            fast = self._next_fast_event()
+            if fast is not _TO_H11:
+                return fast  # type: ignore[return-value]
+            self._via_h11 = True
+            conn.receive_data(self._raw)
+            self._raw = b""
+            if self._eof:
+                conn.receive_data(b"")
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
@@ -287,6 +313,41 @@ class ServerConnection:
                 self._finish()
             return None
         return None  # pragma: no cover - h11 has no other server-side events
+
+    def _next_fast_event(self) -> Event | None | object:
+        """The next event of a simple request (see _fast), or _TO_H11 to hand
+        what was received to h11."""
+        state = self._fast_state
+        if state == 1:
+            self._fast_state = 2
+            return EndOfRequest()
+        if state:
+            return None  # waiting for the answer, as h11 does
+        raw = self._raw
+        end = raw.find(b"\r\n\r\n")
+        if end < 0:
+            if self._eof or len(raw) > self.config.max_head_size or _LF_END.search(raw):
+                return _TO_H11  # h11 also ends a head at a blank line after a bare LF
+            return None
+        if end + 4 > self.config.max_head_size:
+            return _TO_H11
+        request = _fast.parse_simple(raw[:end])
+        if request is None:
+            return _TO_H11
+        self._raw = raw[end + 4 :]
+        self._fast_state = 1
+        self._kind = None
+        self._head_request = request.method == b"HEAD"
+        self._body_left = self.config.max_body_size
+        return Request(
+            build_env(
+                request,  # type: ignore[arg-type]
+                kind=None,
+                server=self.server,
+                client=self.client,
+                scheme=self.config.scheme,
+            )
+        )
 
     def _on_request(self, request: h11.Request) -> Event:
         # h11 bounds only a head still incomplete; one that arrived whole in
@@ -362,6 +423,15 @@ class ServerConnection:
         conn = self._h11
         if conn is None:
             raise RuntimeError("start_response() after the connection upgraded")
+        if self._fast_state:
+            if self._fast_state == 3:
+                raise ValueError("a response has already started")
+            head, self._framing = _fast.start_response(
+                status, pairs, _phrase(status), self._head_request
+            )
+            self._fast_state = 3
+            self._out.put(head, message=False)
+            return None
         if upgrade and self._kind is not None and status < 300:
             if self._kind == WEBSOCKET:
                 self._accept_websocket(pairs)
@@ -380,17 +450,37 @@ class ServerConnection:
     def send_body(self, data: bytes) -> None:
         """A piece of the response body (dropped for HEAD)."""
         if data and not self._head_request:
+            if self._fast_state:
+                if self._framing is None:
+                    raise ValueError("no response has started")
+                self._out.put(self._framing.body(data), message=False)
+                return
             self._send_h11(h11.Data(data=data))
 
     def end_response(self) -> None:
         """Finish the response; the next pipelined request may follow."""
         conn = self._h11
         assert conn is not None
+        if self._fast_state:
+            framing = self._framing
+            if framing is None:
+                raise ValueError("no response has started")
+            end = framing.end()
+            if end:
+                self._out.put(end, message=False)
+            self._fast_state = 0
+            self._framing = None
+            if not framing.keep_alive or (self._eof and not self._raw):
+                self._finish()
+            return
         self._send_h11(h11.EndOfMessage())
         if conn.our_state is h11.MUST_CLOSE:
             self._finish()
         elif conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
+            data, closed = conn.trailing_data
+            if not data and not closed:
+                self._via_h11 = False  # h11 is as new: the next request may be simple
         elif conn.their_state is not h11.DONE:
             # The app answered without reading the whole body: we cannot
             # tell where the next request starts, so close.

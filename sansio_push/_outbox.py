@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_right
 
 
 class Outbox:
@@ -18,8 +18,9 @@ class Outbox:
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        # Absolute offsets (in bytes ever queued) at which a message ends.
-        self._ends: deque[int] = deque()
+        # Absolute offsets (in bytes ever queued) at which a message ends,
+        # ascending (a list: an empty deque costs 600 bytes per connection).
+        self._ends: list[int] = []
         self._queued = 0
         self._taken = 0
 
@@ -57,6 +58,5 @@ class Outbox:
         ends = self._ends
         if not ends or ends[0] > self._taken:
             return False
-        while ends and ends[0] <= self._taken:
-            ends.popleft()
+        del ends[: bisect_right(ends, self._taken)]
         return not ends
