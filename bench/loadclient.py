@@ -177,6 +177,9 @@ def cli() -> None:
         "--slow", type=float, default=10.0, help="no more rounds after one this long"
     )
     args = parser.parse_args()
+    # Up to the hard limit on open files (bench/compare.py's conns_max).
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         import uvloop
     except ImportError:

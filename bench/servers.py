@@ -2,15 +2,18 @@
 
     python bench/servers.py NAME PORT
 
-NAME is one of ``trio-push``, ``hypercorn``, ``uvicorn``, ``websockets``.
-Every app answers:
+NAME is one of ``trio-push``, ``hypercorn``, ``uvicorn``, ``uvicorn-h11``,
+``websockets``. Every app answers:
 
 - ``/ws`` (WebSocket) and ``/sse`` (Server-Sent Events; not websockets): a
   subscriber of the one channel;
 - ``/count``: how many subscribers there are;
 - ``/publish?n=N&size=S&round=R``: publishes N messages of S bytes to every
   subscriber, in a burst, the way each server is meant to be used (trio-push:
-  ``publish``; ASGI: a queue per connection; websockets: ``broadcast``).
+  ``publish``; ASGI: a queue per connection; websockets: ``broadcast``);
+- ``/hello``: a plain ``Hello, world!`` (bench/compare.py's ``http_rps``);
+- ``/echo`` (WebSocket): sends back every message it receives; as SSE (not
+  websockets), an event stream that stays open and idle (``mem_sse``).
 
 Keepalive pings are off everywhere (the load client does not answer them).
 Each message is ASCII, starts with its number and ends with ``~`` (the byte
@@ -37,6 +40,17 @@ def messages(query: str) -> list[str]:
     return [message(round_, i, size) for i in range(n)]
 
 
+HELLO = b"Hello, world!"
+
+
+def raise_fd_limit() -> None:
+    """The soft limit on open files up to the hard one (conns_max)."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def peer_gc() -> None:
     """BENCH_PEER_GC=tuned: the peers get trio-push's collector settings."""
     if os.environ.get("BENCH_PEER_GC") == "tuned":
@@ -60,13 +74,21 @@ def run_trio_push(port: int) -> None:
         def on_open(self, client: trio_push.Client) -> None:
             client.subscribe("bench")
 
+    class Echo:
+        def on_message(self, client: trio_push.Client, message: str | bytes) -> None:
+            client.write(message)
+
     subscriber = Subscriber()
+    echo = Echo()
+    hello = (200, [("content-type", "text/plain")], HELLO)
 
     def app(env: dict[str, Any]) -> Any:
-        if env["rack.upgrade?"] is not None:
-            env["rack.upgrade"] = subscriber
-            return 200, {}, b""
         path = env["PATH_INFO"]
+        if path == "/hello":
+            return hello
+        if env["rack.upgrade?"] is not None:
+            env["rack.upgrade"] = echo if path == "/echo" else subscriber
+            return 200, {}, b""
         if path == "/count":
             return 200, {}, str(trio_push.subscriber_count("bench"))
         if path == "/publish":
@@ -77,7 +99,9 @@ def run_trio_push(port: int) -> None:
 
     # BENCH_GC=default: Python's default collector thresholds (no tune_gc).
     tune = os.environ.get("BENCH_GC") != "default"
-    server = trio_push.Server(app, port, host="127.0.0.1", tune_gc=tune, ping_interval=3600)
+    server = trio_push.Server(
+        app, port, host="127.0.0.1", tune_gc=tune, ping_interval=3600, max_connections=20000
+    )
     trio.run(server.serve)
 
 
@@ -100,6 +124,27 @@ def asgi_app(make_queue: Callable[[], Any], put: Callable[[Any, str], None]) -> 
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         path = scope["path"]
+        if path == "/hello":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/plain")],
+                }
+            )
+            await send({"type": "http.response.body", "body": HELLO})
+            return
+        if scope["type"] == "websocket" and path == "/echo":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            while True:
+                event = await receive()
+                if event["type"] != "websocket.receive":
+                    return
+                if event.get("text") is not None:
+                    await send({"type": "websocket.send", "text": event["text"]})
+                else:
+                    await send({"type": "websocket.send", "bytes": event["bytes"]})
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.accept"})
@@ -111,6 +156,18 @@ def asgi_app(make_queue: Callable[[], Any], put: Callable[[Any, str], None]) -> 
                     await send({"type": "websocket.send", "text": msg})
             finally:
                 subscribers.discard(queue)
+        elif path == "/echo":  # an idle event stream: open until the client goes
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")],
+                }
+            )
+            # A comment, so that the head goes out now (ASGI servers may hold it).
+            await send({"type": "http.response.body", "body": b": open\n\n", "more_body": True})
+            while (await receive())["type"] != "http.disconnect":
+                pass  # the (empty) request body comes first
         elif path == "/sse":
             await send(
                 {
@@ -171,7 +228,7 @@ def run_hypercorn(port: int) -> None:
     trio.run(serve, app, config)
 
 
-def run_uvicorn(port: int) -> None:
+def run_uvicorn(port: int, http: str = "httptools") -> None:
     peer_gc()
     import asyncio
 
@@ -187,7 +244,12 @@ def run_uvicorn(port: int) -> None:
         backlog=4096,
         ws_ping_interval=None,
         lifespan="on",
+        http=http,
     )
+
+
+def run_uvicorn_h11(port: int) -> None:
+    run_uvicorn(port, http="h11")
 
 
 # -- websockets (its Trio server) ---------------------------------------------------------
@@ -204,6 +266,10 @@ def run_websockets(port: int) -> None:
     subscribers: set[Any] = set()
 
     async def handler(ws: Any) -> None:
+        if ws.request.path == "/echo":
+            async for msg in ws:
+                await ws.send(msg)
+            return
         subscribers.add(ws)
         try:
             await ws.wait_closed()
@@ -219,6 +285,9 @@ def run_websockets(port: int) -> None:
 
             async def process_request(connection: Any, request: Any) -> Any:
                 path, _, query = request.path.partition("?")
+                if path == "/hello":
+                    # websockets answers HTTP only this way, then closes.
+                    return connection.respond(200, HELLO.decode())
                 if path == "/count":
                     return Response(200, "OK", Headers(), str(len(subscribers)).encode())
                 if path == "/publish":
@@ -244,8 +313,10 @@ SERVERS = {
     "trio-push": run_trio_push,
     "hypercorn": run_hypercorn,
     "uvicorn": run_uvicorn,
+    "uvicorn-h11": run_uvicorn_h11,
     "websockets": run_websockets,
 }
 
 if __name__ == "__main__":
+    raise_fd_limit()
     SERVERS[sys.argv[1]](int(sys.argv[2]))
