@@ -501,14 +501,13 @@ class Connection:
             core.end_response()
             return
         try:
+            # _answer checked it is one or the other (_is_body).
             if isinstance(body, AsyncIterable):
                 async for chunk in body:
                     await self._send_chunk(chunk)
-            elif isinstance(body, Iterable):
+            else:
                 for chunk in body:
                     await self._send_chunk(chunk)
-            else:
-                raise AppError(f"response body {body!r} is not bytes, str or iterable")
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise
         except Exception:
