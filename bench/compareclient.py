@@ -24,17 +24,8 @@ import resource
 import sys
 import time
 
-REQUESTS = {
-    "ws": (
-        b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        b" 101 ",
-    ),
-    "sse": (
-        b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
-        b" 200 ",
-    ),
-}
+from loadclient import Handshaking, handshake
+
 MASK = b"\x37\xfa\x21\x3d"
 
 
@@ -45,38 +36,18 @@ def masked_text_frame(payload: bytes) -> bytes:
     return bytes((0x81, 0x80 | len(payload))) + MASK + masked
 
 
-class Conn(asyncio.Protocol):
+class Conn(Handshaking):
     """Opens with ``request``; then, if ``frame`` is set, echoes round trips."""
 
     def __init__(self, request: bytes, status: bytes, frame: bytes = b"", expect: int = 0) -> None:
-        loop = asyncio.get_running_loop()
-        self.request = request
-        self.status = status
+        super().__init__(request, status)
         self.frame = frame
         self.expect = expect
-        self.head = b""
-        self.opened = loop.create_future()
-        self.done = loop.create_future()
+        self.done = asyncio.get_running_loop().create_future()
         self.left = 0
         self.got = 0
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        if not self.opened.done():
-            self.head += data
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if self.status not in self.head[:16]:
-                self.opened.set_exception(RuntimeError(self.head[:200].decode("latin-1")))
-                return
-            data = self.head[end + 4 :]
-            self.head = b""
-            self.opened.set_result(None)
+    def received(self, data: bytes) -> None:
         if not self.expect:
             return
         self.got += len(data)
@@ -95,8 +66,7 @@ class Conn(asyncio.Protocol):
         self.transport.write(self.frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError("closed during the handshake"))
+        super().connection_lost(exc)
         if not self.done.done() and self.left:
             self.done.set_exception(ConnectionError(f"closed with {self.left} round trips left"))
 
@@ -117,7 +87,7 @@ async def open_all(n: int, make: type[Conn] | object, port: int) -> list[Conn]:
 
 
 async def echo(args: argparse.Namespace) -> dict[str, object]:
-    request, status = REQUESTS["ws"]
+    request, status = handshake("ws", "/echo")
     payload = b"x" * (args.size - 1) + b"~"
     frame = masked_text_frame(payload)
     expect = 2 + len(payload)
@@ -139,7 +109,7 @@ async def echo(args: argparse.Namespace) -> dict[str, object]:
 
 
 async def idle(args: argparse.Namespace) -> dict[str, object]:
-    request, status = REQUESTS[args.protocol]
+    request, status = handshake(args.protocol, "/echo")
     t0 = time.perf_counter()
     conns = await open_all(args.n, lambda: Conn(request, status), args.port)
     print("ready", flush=True)

@@ -19,30 +19,35 @@ import sys
 import time
 
 MARK = ord("~")
-HANDSHAKES = {
-    "ws": (
-        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        b" 101 ",
-    ),
-    "sse": (
-        b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
+
+
+def handshake(protocol: str, path: str) -> tuple[bytes, bytes]:
+    """The request that opens a ``protocol`` (``ws`` or ``sse``) connection
+    to ``path``, and the status its answer must carry."""
+    if protocol == "ws":
+        return (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode(),
+            b" 101 ",
+        )
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode(),
         b" 200 ",
-    ),
-}
+    )
 
 
-class Counter(asyncio.Protocol):
-    __slots__ = ("request", "status", "head", "opened", "count", "target", "bench", "transport")
+class Handshaking(asyncio.Protocol):
+    """Sends ``request``; once the response head (with ``status``) is in,
+    ``opened`` is done and every byte after it goes to :meth:`received`."""
 
-    def __init__(self, bench: Bench, request: bytes, status: bytes) -> None:
-        self.bench = bench
+    __slots__ = ("request", "status", "head", "opened", "transport")
+
+    def __init__(self, request: bytes, status: bytes) -> None:
         self.request = request
         self.status = status
         self.head = b""
         self.opened = asyncio.get_running_loop().create_future()
-        self.count = 0
-        self.target = 0
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -61,16 +66,35 @@ class Counter(asyncio.Protocol):
             data = self.head[end + 4 :]
             self.head = b""
             self.opened.set_result(None)
+        self.received(data)
+
+    def received(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError("closed during the handshake"))
+
+
+class Counter(Handshaking):
+    __slots__ = ("count", "target", "bench")
+
+    def __init__(self, bench: Bench, request: bytes, status: bytes) -> None:
+        super().__init__(request, status)
+        self.bench = bench
+        self.count = 0
+        self.target = 0
+
+    def received(self, data: bytes) -> None:
         count = self.count + data.count(MARK)
         if self.count < self.target <= count:
             self.bench.arrived()
         self.count = count
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError("closed during the handshake"))
-        elif self.count < self.target:
+        if self.opened.done() and self.count < self.target:
             self.bench.lost += 1
+        super().connection_lost(exc)
 
 
 class Bench:
@@ -99,7 +123,7 @@ async def http_get(port: int, path: str) -> bytes:
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
     loop = asyncio.get_running_loop()
-    request, status = HANDSHAKES[args.protocol]
+    request, status = handshake(args.protocol, f"/{args.protocol}")
     bench = Bench()
     clients: list[Counter] = []
     limit = asyncio.Semaphore(200)
