@@ -118,6 +118,30 @@ async def _close_body(body: Any) -> None:
             await result
 
 
+class _EmptyInput(io.BytesIO):
+    """``wsgi.input`` of a push-style request without a body: one empty,
+    read-only ``BytesIO`` shared by all of them (a ``BytesIO`` of its own
+    would cost every idle push connection 0.8 KiB, kept in its env)."""
+
+    def writable(self) -> bool:
+        return False
+
+    def write(self, data: Any) -> int:
+        raise io.UnsupportedOperation("wsgi.input is not writable")
+
+    def writelines(self, lines: Any) -> None:
+        raise io.UnsupportedOperation("wsgi.input is not writable")
+
+    def truncate(self, size: int | None = None) -> int:
+        raise io.UnsupportedOperation("wsgi.input is not writable")
+
+    def close(self) -> None:
+        """Shared: closing it would close it for every request."""
+
+
+_EMPTY_INPUT = _EmptyInput()
+
+
 class BodyReader:
     """``wsgi.input`` for an app running in a worker thread: reads the
     request body from the connection as the app asks for it."""
@@ -170,23 +194,33 @@ class Connection:
     """Drives a :class:`sansio_push.ServerConnection` over a Trio stream.
 
     HTTP requests are answered by the task that reads them, in order. After
-    an upgrade the connection runs in its own nursery a reader, a writer that
-    sends whatever the core has queued in one send, and, only while callbacks
-    are queued, a dispatcher that runs them one at a time, in order. A plain
-    ``on_message`` (``threads=0``) with nothing queued before it runs inline
-    in the reader, and what it writes is sent by the reader when the writer
-    sleeps: no task switch per message.
+    an upgrade the connection runs in its own nursery a reader and, only
+    while needed, two more tasks: a writer while the socket does not take at
+    once what the core has queued, and a dispatcher while callbacks are
+    queued (it runs them one at a time, in order). What is queued is sent
+    without a task of its own when the socket takes it all: by the reader
+    after each read, else by the server's flusher (see :meth:`push_out`). A
+    plain ``on_message`` (``threads=0``) with nothing queued before it runs
+    inline in the reader: no task switch per message. An idle connection is
+    one task.
     """
 
-    def __init__(self, server: Server, stream: trio.abc.Stream, core: sp.ServerConnection) -> None:
+    def __init__(
+        self,
+        server: Server,
+        stream: trio.abc.Stream,
+        socket: trio.socket.SocketType,
+        core: sp.ServerConnection,
+    ) -> None:
         self.server = server
         self.stream = stream
+        #: The TCP socket under ``stream`` (which may be TLS).
+        self.socket = socket
         self.core = core
         self.client: Client | None = None
         self.handler: Any = None
         self.idle = True
         self.scope: trio.CancelScope | None = None
-        self._writer_lot = trio.lowlevel.ParkingLot()
         # A list, not a deque: an empty deque costs 600 bytes per connection.
         self._callbacks: list[tuple[str, tuple[Any, ...]]] = []
         # A dispatcher task runs only while callbacks are queued (or while a
@@ -194,13 +228,15 @@ class Connection:
         self._dispatching = False
         self._close_queued = False
         self._nursery: trio.Nursery | None = None
-        # True while the writer sleeps: the reader may then send by itself.
-        self._writer_parked = False
+        # A writer task runs only while a send waits for the socket.
+        self._writing = False
+        # On the server's flush list, or being flushed (see push_out).
+        self._flush_queued = False
         # True while a callback runs inline in the reader: what it writes is
         # sent when it returns, in one send.
         self._inline = False
         # Plain TCP: the socket's descriptor, to send without a task switch.
-        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._fd = socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._reader_lot = trio.lowlevel.ParkingLot()
         self._close_called = False
         self._over = False
@@ -210,8 +246,7 @@ class Connection:
         self._opened_at = 0.0
         self._messages_in = 0
         self._messages_out = 0
-        self._reader_scope = trio.CancelScope()
-        self._writer_scope = trio.CancelScope()
+        self._writer_scope: trio.CancelScope | None = None
         #: Pub/sub subscriptions: what was published is taken from each
         #: topic's shared log right before a send (see _pubsub.Topic).
         self.cursors: list[Cursor] = []
@@ -226,24 +261,33 @@ class Connection:
     # -- the connection's life --------------------------------------------
 
     async def run(self) -> None:
-        with trio.CancelScope() as self.scope:
-            try:
-                await self._serve_http()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            except Exception:
-                # A bug of ours must cost one connection, never the server.
-                log.exception("%s: internal error, closing the connection", self.peer)
-            finally:
-                if self.client is not None and not self._close_called:
-                    # Cancelled before the dispatcher got to it: on_close
-                    # still runs, exactly once.
-                    with trio.CancelScope(shield=True) as shield:
-                        shield.deadline = trio.current_time() + self.server.options.close_timeout
-                        await self._run_callback("on_close", ())
-                self._fd = -1
-                with trio.CancelScope(shield=True):
-                    await trio.aclose_forcefully(self.stream)
+        try:
+            upgraded = False
+            # The server's graceful stop cancels this scope to end an idle
+            # HTTP connection; a push connection is stopped by its handler
+            # (on_shutdown), so it does without one.
+            with trio.CancelScope() as self.scope:
+                upgraded = await self._serve_http()
+            self.scope = None
+            if upgraded:
+                # Called here, not from _serve_http: what its frame holds
+                # (the last read, a timeout's scope) is freed.
+                await self._serve_push()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception:
+            # A bug of ours must cost one connection, never the server.
+            log.exception("%s: internal error, closing the connection", self.peer)
+        finally:
+            if self.client is not None and not self._close_called:
+                # Cancelled before the dispatcher got to it: on_close
+                # still runs, exactly once.
+                with trio.CancelScope(shield=True) as shield:
+                    shield.deadline = trio.current_time() + self.server.options.close_timeout
+                    await self._run_callback("on_close", ())
+            self._fd = -1
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)
 
     async def _linger(self) -> None:
         """Close our side first and drop what the peer still sends, briefly.
@@ -323,20 +367,60 @@ class Connection:
             self._sent(n)
         return n
 
-    def _flush_now(self) -> None:
-        """What the push core has queued: sent right here if the writer
-        sleeps and the socket takes it all (no task switch), else the
-        writer is woken to send it."""
+    def push_out(self) -> None:
+        """Send what the push core has queued, right here, if the socket
+        takes it all (no task switch); else start the writer to wait for
+        the socket. Called by the reader after each read, and by the
+        server's flusher for a connection woken from outside (a publish,
+        another connection's write, a keepalive, a thread)."""
+        if self._writing or self._over:
+            self._flush_queued = False
+            return
         core = self.core
-        if self._writer_parked and self._fd >= 0 and core.open and not self.cursors:
+        self._flush_queued = True  # pull() below must not queue us again
+        try:
+            if self.cursors:
+                pull(self)
             data = core.data_to_send()
-            if data and self._write_now(data) == len(data):
-                return
-        self._writer_lot.unpark_all()
+            if data and (self._fd < 0 or self._write_now(data) < len(data)):
+                self._start_writer()
+            elif core.finished:
+                self.end()
+            elif core.open:
+                self._cursors_idle()
+        finally:
+            self._flush_queued = False
+
+    def _kick(self) -> None:
+        """Something was queued from outside this connection's tasks: the
+        server's flusher sends it soon, with whatever else is queued by then."""
+        if self._writing or self._flush_queued or self._nursery is None:
+            return
+        self._flush_queued = True
+        self.server.flush_soon(self)
+
+    def _cursors_idle(self) -> None:
+        for cursor in self.cursors:
+            # A publish wakes us.
+            if not cursor.idle:
+                cursor.idle = True
+                cursor.topic.idle[cursor] = None
+
+    def _start_writer(self) -> None:
+        if self._nursery is None:
+            return
+        self._writing = True
+        self._writer_scope = trio.CancelScope()
+        try:
+            self._nursery.start_soon(self._write)
+        except RuntimeError:  # the nursery closed: the connection is over
+            self._writing = False
+            self._writer_scope = None
 
     # -- HTTP ---------------------------------------------------------------
 
-    async def _serve_http(self) -> None:
+    async def _serve_http(self) -> bool:
+        """Answer requests until the connection ends (False) or upgrades (True)."""
         core = self.core
         options = self.server.options
         head_started: float | None = None
@@ -347,9 +431,9 @@ class Connection:
                 await self._flush()
                 if core.finished:
                     await self._linger()
-                    return
+                    return False
                 if self.server.stopping:
-                    return
+                    return False
                 # Between requests the idle bound applies; once a request's
                 # first bytes are in, its whole head must follow in time.
                 self.idle = head_started is None
@@ -366,7 +450,7 @@ class Connection:
                             self.peer,
                             options.header_timeout,
                         )
-                    return
+                    return False
                 self.idle = False
                 fresh = True
                 if head_started is None:
@@ -382,8 +466,7 @@ class Connection:
                 fresh = False
                 self._body_done = self._rejected = False
                 if await self._answer(event.env):
-                    await self._serve_push()
-                    return
+                    return True
             elif isinstance(event, sp.Rejected):
                 access_log.info('%s - "-" %d (%s)', self.peer, event.status, event.reason)
 
@@ -430,7 +513,7 @@ class Connection:
             chunks = []
             while chunk := await self.body_chunk():
                 chunks.append(chunk)
-            env["wsgi.input"] = io.BytesIO(b"".join(chunks))
+            env["wsgi.input"] = io.BytesIO(b"".join(chunks)) if chunks else _EMPTY_INPUT
         env["wsgi.errors"] = sys.stderr
         env["trio_push.server"] = server
         if self._rejected:
@@ -544,9 +627,7 @@ class Connection:
                     # was still deciding when it began): shut it down too,
                     # rather than leave it open until the drain times out.
                     self.shutdown()
-                nursery.start_soon(self._write)
-                with self._reader_scope:
-                    await self._read()
+                await self._read()
         finally:
             self._nursery = None
             server.push_connections.discard(self)
@@ -567,13 +648,12 @@ class Connection:
         while not self._over:
             event = core.next_event()
             if event is None:
-                if core.finished:
-                    self._writer_lot.unpark_all()
-                    return
                 if core.pending_bytes or not core.open:
                     # Answers to what was read (callbacks' writes, pongs,
                     # a close frame): once per read, not per message.
-                    self._flush_now()
+                    self.push_out()
+                if core.finished:
+                    return
                 # Stop reading while callbacks pile up, or while our own
                 # answers do (pongs to a ping flood from a peer that does
                 # not read are not messages, so no queue bound refuses them).
@@ -582,6 +662,8 @@ class Connection:
                     or core.pending_bytes > core.config.max_queue_bytes
                 ) and not self._over:
                     await self._reader_lot.park()
+                if self._over:
+                    return  # the socket must not be waited for again
                 core.receive_data(await self._receive())
             elif isinstance(event, sp.Message):
                 self._messages_in += 1
@@ -591,47 +673,44 @@ class Connection:
                     self._queue_callback("on_message", (event.data,))
             elif isinstance(event, sp.Pong):
                 self._pong_deadline = _NEVER
-            elif isinstance(event, sp.Closed):
-                self._writer_lot.unpark_all()
 
     async def _write(self) -> None:
-        core = self.core
-        options = self.server.options
+        """Send until nothing is queued (then end, the connection idle), or
+        until the connection is over (then end it)."""
+        over = True
         try:
+            assert self._writer_scope is not None
             # tick() cancels this scope to abort a connection past a deadline.
             with self._writer_scope:
-                while True:
-                    if self.cursors:
-                        pull(self)
-                    data = core.data_to_send()
-                    if data:
-                        if not await self._send(data):
-                            log.warning(
-                                "%s: no write progress for %ss, aborting",
-                                self.peer,
-                                options.write_timeout,
-                            )
-                            return
-                        continue
-                    if core.finished:
-                        return
-                    if core.open:
-                        for cursor in self.cursors:
-                            # A publish wakes us.
-                            if not cursor.idle:
-                                cursor.idle = True
-                                cursor.topic.idle[cursor] = None
-                    # Keepalives and deadlines are the server's timer's (tick):
-                    # it wakes us, or ends us, also while a send is stuck.
-                    self._writer_parked = True
-                    try:
-                        await self._writer_lot.park()
-                    finally:
-                        self._writer_parked = False
+                over = await self._write_all()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            self._end()
+            self._writing = False
+            self._writer_scope = None
+            if over:
+                self.end()
+
+    async def _write_all(self) -> bool:
+        core = self.core
+        while True:
+            if self.cursors:
+                pull(self)
+            data = core.data_to_send()
+            if not data:
+                break
+            if not await self._send(data):
+                log.warning(
+                    "%s: no write progress for %ss, aborting",
+                    self.peer,
+                    self.server.options.write_timeout,
+                )
+                return True
+        if core.finished:
+            return True
+        if core.open:
+            self._cursors_idle()
+        return False
 
     def tick(self, now: float) -> None:
         """Called by the server's timer: queue a keepalive when one is due,
@@ -647,10 +726,13 @@ class Connection:
         else:
             if self.core.open and now >= self._next_keepalive:
                 self._keepalive(now)
-                self._writer_lot.unpark_all()
+                self._kick()
             return
         log.warning("%s: %s, aborting", self.peer, reason)
-        self._writer_scope.cancel()
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()  # the writer ends the connection
+        else:
+            self.end()
 
     def _keepalive(self, now: float) -> None:
         options = self.server.options
@@ -664,7 +746,7 @@ class Connection:
         else:
             self._next_keepalive = now + options.sse_keepalive
 
-    def _end(self) -> None:
+    def end(self) -> None:
         """The transport is done: no more writes, stop reading, on_close last."""
         if self._over:
             return
@@ -672,8 +754,19 @@ class Connection:
         # Writes from now on return False, and client.open is False, even
         # when it ended by a timeout rather than a close.
         self.core.abort()
-        self._reader_scope.cancel()
+        self._stop_reading()
+        if self.client is not None:
+            # Out of pub/sub before on_close runs: nothing is delivered to
+            # it any more (_serve_push also does this, for a cancelled one).
+            self.server.pubsub.unsubscribe_all(self.client)
         self._queue_callback("on_close", ())
+
+    def _stop_reading(self) -> None:
+        """Wake the reader to end: a wait for the socket ends as if it had
+        closed, a wait for callbacks to drain ends too (without a cancel
+        scope of the reader's own: it would cost every connection one)."""
+        trio.lowlevel.notify_closing(self.socket)
+        self._reader_lot.unpark_all()
 
     def _queue_callback(self, name: str, args: tuple[Any, ...]) -> None:
         if self._close_queued:
@@ -789,15 +882,15 @@ class Connection:
         self._messages_out += queued
         if not core.open:
             self._refused(was_open)
-        self._writer_lot.unpark_all()
+        self._kick()
 
     def wake(self) -> None:
-        self._writer_lot.unpark_all()
+        self._kick()
 
     def _queued(self) -> bool:
         self._messages_out += 1
         if not self._inline:  # else the reader sends it once the callback returns
-            self._writer_lot.unpark_all()
+            self._kick()
         return True
 
     def _refused(self, was_open: bool) -> bool:
@@ -810,7 +903,7 @@ class Connection:
                 self.core.pending_bytes,
             )
             self._close_deadline = trio.current_time() + self.server.options.close_timeout
-            self._writer_lot.unpark_all()
+            self._kick()
         return False
 
     def close(self, code: int = sp.NORMAL, reason: str = "") -> None:
@@ -819,7 +912,7 @@ class Connection:
         if self.core.open:
             self.core.close(code, reason)
             self._close_deadline = trio.current_time() + self.server.options.close_timeout
-        self._writer_lot.unpark_all()
+        self._kick()
 
     def shutdown(self) -> None:
         """Graceful server stop: on_shutdown, then close 1001."""

@@ -147,6 +147,10 @@ class Server:
         self.connections: set[Connection] = set()
         # Connections accepted and not yet ended (max_connections counts these).
         self._admitted = 0
+        # Push connections with something queued from outside their own
+        # tasks, for the flusher (see Connection.push_out).
+        self._to_flush: list[Connection] = []
+        self._flush_lot = trio.lowlevel.ParkingLot()
         self.stopping = False
         self.thread_id: int | None = None
         self.token: trio.lowlevel.TrioToken = None  # type: ignore[assignment]
@@ -224,6 +228,7 @@ class Server:
             accept_scope = trio.CancelScope()
             nursery.start_soon(self._accept_all, listeners, conn_nursery, accept_scope)
             conn_nursery.start_soon(self._tick)
+            conn_nursery.start_soon(self._flush)
             if self.background is not None:
                 conn_nursery.start_soon(self._run_background)
             log.info(
@@ -282,6 +287,29 @@ class Server:
             for conn in list(self.push_connections):
                 conn.tick(now)
 
+    def flush_soon(self, conn: Connection) -> None:
+        """Have the flusher send what ``conn`` has queued."""
+        self._to_flush.append(conn)
+        if len(self._to_flush) == 1:
+            self._flush_lot.unpark_all()
+
+    async def _flush(self) -> None:
+        """One task sends for every connection woken from outside its own
+        tasks, in the next turn of the event loop: a burst of publishes
+        leaves in one send per connection, and a connection needs a writer
+        task of its own only while the socket does not take what it has."""
+        while True:
+            if not self._to_flush:
+                await self._flush_lot.park()
+            batch, self._to_flush = self._to_flush, []
+            for conn in batch:
+                try:
+                    conn.push_out()
+                except Exception:
+                    log.exception("%s: internal error while sending, closing", conn.peer)
+                    conn.end()
+            await trio.lowlevel.checkpoint()
+
     async def _run_background(self) -> None:
         assert self.background is not None
         try:
@@ -337,7 +365,7 @@ class Server:
             await trio.aclose_forcefully(stream)
             return
         core = sp.ServerConnection(self.options.protocol, client=peer, server=local)
-        conn = Connection(self, stream, core)
+        conn = Connection(self, stream, sock, core)
         self.connections.add(conn)
         self._empty = trio.Event() if self._empty.is_set() else self._empty
         try:
