@@ -8,7 +8,7 @@ import io
 import logging
 import os
 import sys
-from collections.abc import AsyncIterable, Iterable, Iterator
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -205,6 +205,41 @@ class Connection:
     one task.
     """
 
+    # Slots: thousands of these live at once, and past 30 attributes an
+    # instance would get a dict of its own (1.5 KiB).
+    __slots__ = (
+        "server",
+        "stream",
+        "socket",
+        "core",
+        "client",
+        "handler",
+        "idle",
+        "scope",
+        "_callbacks",
+        "_dispatching",
+        "_close_queued",
+        "_pushing",
+        "_helpers",
+        "_writing",
+        "_flush_queued",
+        "_inline",
+        "_fd",
+        "_lot",
+        "_close_called",
+        "_over",
+        "_close_deadline",
+        "_next_keepalive",
+        "_pong_deadline",
+        "_opened_at",
+        "_messages_in",
+        "_messages_out",
+        "_writer_scope",
+        "cursors",
+        "_body_done",
+        "_rejected",
+    )
+
     def __init__(
         self,
         server: Server,
@@ -227,7 +262,12 @@ class Connection:
         # plain one runs inline in the reader): an idle connection has none.
         self._dispatching = False
         self._close_queued = False
-        self._nursery: trio.Nursery | None = None
+        # True while the connection may start helper tasks (a writer, a
+        # dispatcher); how many run. They live in the server's connection
+        # nursery, and the connection waits for them before it closes: a
+        # nursery of its own would cost every idle connection 1.3 KiB.
+        self._pushing = False
+        self._helpers = 0
         # A writer task runs only while a send waits for the socket.
         self._writing = False
         # On the server's flush list, or being flushed (see push_out).
@@ -237,7 +277,9 @@ class Connection:
         self._inline = False
         # Plain TCP: the socket's descriptor, to send without a task switch.
         self._fd = socket.fileno() if isinstance(stream, trio.SocketStream) else -1
-        self._reader_lot = trio.lowlevel.ParkingLot()
+        # Where the connection's task waits (for callbacks to drain while it
+        # reads, for its helpers at the end); made when first needed.
+        self._lot: trio.lowlevel.ParkingLot | None = None
         self._close_called = False
         self._over = False
         self._close_deadline = _NEVER
@@ -355,7 +397,7 @@ class Connection:
     def _sent(self, n: int) -> None:
         if self.core.sent(n) is not None and not (self.cursors and backlog(self)):
             self._queue_callback("on_drained", ())
-        self._reader_lot.unpark_all()
+        self._unpark()
 
     def _write_now(self, data: bytes) -> int:
         """Send what the socket takes now, without blocking; how much that was."""
@@ -394,7 +436,7 @@ class Connection:
     def _kick(self) -> None:
         """Something was queued from outside this connection's tasks: the
         server's flusher sends it soon, with whatever else is queued by then."""
-        if self._writing or self._flush_queued or self._nursery is None:
+        if self._writing or self._flush_queued or not self._pushing:
             return
         self._flush_queued = True
         self.server.flush_soon(self)
@@ -407,15 +449,28 @@ class Connection:
                 cursor.topic.idle[cursor] = None
 
     def _start_writer(self) -> None:
-        if self._nursery is None:
-            return
-        self._writing = True
-        self._writer_scope = trio.CancelScope()
+        if self._start_helper(self._write):
+            self._writing = True
+            self._writer_scope = trio.CancelScope()
+
+    def _start_helper(self, fn: Callable[[], Awaitable[None]]) -> bool:
+        if not self._pushing:
+            return False
+        self._helpers += 1
+        self.server.conn_nursery.start_soon(self._helper, fn)
+        return True
+
+    async def _helper(self, fn: Callable[[], Awaitable[None]]) -> None:
         try:
-            self._nursery.start_soon(self._write)
-        except RuntimeError:  # the nursery closed: the connection is over
-            self._writing = False
-            self._writer_scope = None
+            await fn()
+        except Exception:
+            # A bug of ours must cost one connection, never the server.
+            log.exception("%s: internal error, closing the connection", self.peer)
+            self.end()
+        finally:
+            self._helpers -= 1
+            if not self._helpers:
+                self._unpark()
 
     # -- HTTP ---------------------------------------------------------------
 
@@ -618,18 +673,51 @@ class Connection:
         )
         self._next_keepalive = self._opened_at + interval
         server.push_connections.add(self)
+        self._pushing = True
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                self._queue_callback("on_open", ())
-                if server.stopping:
-                    # Upgraded while a graceful stop was under way (the app
-                    # was still deciding when it began): shut it down too,
-                    # rather than leave it open until the drain times out.
-                    self.shutdown()
-                await self._read()
+            self._queue_callback("on_open", ())
+            if server.stopping:
+                # Upgraded while a graceful stop was under way (the app was
+                # still deciding when it began): shut it down too, rather
+                # than leave it open until the drain times out.
+                self.shutdown()
+            core = self.core
+            while not self._over:
+                event = core.next_event()
+                if event is None:
+                    if core.pending_bytes or not core.open:
+                        # Answers to what was read (callbacks' writes, pongs,
+                        # a close frame): once per read, not per message.
+                        self.push_out()
+                    if core.finished:
+                        return
+                    # Stop reading while callbacks pile up, or while our
+                    # own answers do (pongs to a ping flood from a peer
+                    # that does not read are not messages, so no queue
+                    # bound refuses them).
+                    while (
+                        len(self._callbacks) > _MAX_QUEUED_CALLBACKS
+                        or core.pending_bytes > core.config.max_queue_bytes
+                    ) and not self._over:
+                        await self._park()
+                    if self._over:
+                        return  # the socket must not be waited for again
+                    core.receive_data(await self._receive())
+                elif isinstance(event, sp.Message):
+                    self._messages_in += 1
+                    if not self._dispatching and self._plain("on_message"):
+                        await self._inline_callback("on_message", (event.data,))
+                    else:
+                        self._queue_callback("on_message", (event.data,))
+                elif isinstance(event, sp.Pong):
+                    self._pong_deadline = _NEVER
         finally:
-            self._nursery = None
+            # As a nursery would: the helpers end first (when cancelled,
+            # they are too), then the socket may close.
+            with trio.CancelScope(shield=True):
+                while self._helpers:
+                    await self._park()
+            self._pushing = False
             server.push_connections.discard(self)
             assert self.client is not None
             server.pubsub.unsubscribe_all(self.client)
@@ -642,37 +730,6 @@ class Connection:
                 self._messages_in,
                 self._messages_out,
             )
-
-    async def _read(self) -> None:
-        core = self.core
-        while not self._over:
-            event = core.next_event()
-            if event is None:
-                if core.pending_bytes or not core.open:
-                    # Answers to what was read (callbacks' writes, pongs,
-                    # a close frame): once per read, not per message.
-                    self.push_out()
-                if core.finished:
-                    return
-                # Stop reading while callbacks pile up, or while our own
-                # answers do (pongs to a ping flood from a peer that does
-                # not read are not messages, so no queue bound refuses them).
-                while (
-                    len(self._callbacks) > _MAX_QUEUED_CALLBACKS
-                    or core.pending_bytes > core.config.max_queue_bytes
-                ) and not self._over:
-                    await self._reader_lot.park()
-                if self._over:
-                    return  # the socket must not be waited for again
-                core.receive_data(await self._receive())
-            elif isinstance(event, sp.Message):
-                self._messages_in += 1
-                if not self._dispatching and self._plain("on_message"):
-                    await self._inline_callback("on_message", (event.data,))
-                else:
-                    self._queue_callback("on_message", (event.data,))
-            elif isinstance(event, sp.Pong):
-                self._pong_deadline = _NEVER
 
     async def _write(self) -> None:
         """Send until nothing is queued (then end, the connection idle), or
@@ -761,12 +818,22 @@ class Connection:
             self.server.pubsub.unsubscribe_all(self.client)
         self._queue_callback("on_close", ())
 
+    def _unpark(self) -> None:
+        if self._lot is not None:
+            self._lot.unpark_all()
+
+    async def _park(self) -> None:
+        """Until :meth:`_unpark` (the caller checks what it waits for)."""
+        if self._lot is None:
+            self._lot = trio.lowlevel.ParkingLot()
+        await self._lot.park()
+
     def _stop_reading(self) -> None:
         """Wake the reader to end: a wait for the socket ends as if it had
         closed, a wait for callbacks to drain ends too (without a cancel
         scope of the reader's own: it would cost every connection one)."""
         trio.lowlevel.notify_closing(self.socket)
-        self._reader_lot.unpark_all()
+        self._unpark()
 
     def _queue_callback(self, name: str, args: tuple[Any, ...]) -> None:
         if self._close_queued:
@@ -780,13 +847,8 @@ class Connection:
             self._start_dispatcher()
 
     def _start_dispatcher(self) -> None:
-        if self._nursery is None:
-            return
-        self._dispatching = True
-        try:
-            self._nursery.start_soon(self._dispatch)
-        except RuntimeError:  # the nursery closed: run() runs on_close
-            self._dispatching = False
+        # Once the connection is over, run() runs on_close.
+        self._dispatching = self._start_helper(self._dispatch)
 
     async def _dispatch(self) -> None:
         """Run queued callbacks one at a time, in order; end when none is left."""
@@ -794,7 +856,7 @@ class Connection:
         try:
             while callbacks:
                 name, args = callbacks.pop(0)
-                self._reader_lot.unpark_all()
+                self._unpark()
                 await self._run_callback(name, args)
                 if name == "on_close":
                     return

@@ -222,6 +222,8 @@ class Server:
         self._empty.set()
         async with trio.open_nursery() as nursery:
             conn_nursery, conn_scope = await nursery.start(_shielded_nursery)
+            #: Where connections and their helper tasks run.
+            self.conn_nursery: trio.Nursery = conn_nursery
             # The engine outlives the connections (on_close may unsubscribe or
             # publish); it is cancelled with them, after the drain.
             await conn_nursery.start(self.pubsub.run)
@@ -349,31 +351,31 @@ class Server:
                 conn_nursery.start_soon(self._handle, stream)
 
     async def _handle(self, stream: Any) -> None:
+        # One coroutine, not two: its frame lives as long as the connection.
+        conn = None
         try:
-            await self._handle_admitted(stream)
-        finally:
-            self._admitted -= 1
-
-    async def _handle_admitted(self, stream: Any) -> None:
-        sock = (
-            stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
-        )
-        try:
-            peer = sock.getpeername()[:2]
-            local = sock.getsockname()[:2]
-        except OSError:
-            await trio.aclose_forcefully(stream)
-            return
-        core = sp.ServerConnection(self.options.protocol, client=peer, server=local)
-        conn = Connection(self, stream, sock, core)
-        self.connections.add(conn)
-        self._empty = trio.Event() if self._empty.is_set() else self._empty
-        try:
+            sock = (
+                stream.transport_stream.socket
+                if isinstance(stream, trio.SSLStream)
+                else stream.socket
+            )
+            try:
+                peer = sock.getpeername()[:2]
+                local = sock.getsockname()[:2]
+            except OSError:
+                await trio.aclose_forcefully(stream)
+                return
+            core = sp.ServerConnection(self.options.protocol, client=peer, server=local)
+            conn = Connection(self, stream, sock, core)
+            self.connections.add(conn)
+            self._empty = trio.Event() if self._empty.is_set() else self._empty
             await conn.run()
         finally:
-            self.connections.discard(conn)
-            if not self.connections:
-                self._empty.set()
+            self._admitted -= 1
+            if conn is not None:
+                self.connections.discard(conn)
+                if not self.connections:
+                    self._empty.set()
 
     async def _shutdown(self) -> None:
         self.stopping = True
