@@ -19,7 +19,7 @@ from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opc
 from wsproto.utilities import LocalProtocolError as WSLocalProtocolError
 from wsproto.utilities import generate_accept_token
 
-from . import _fast
+from . import _fast, _wsfast
 from ._env import SSE, WEBSOCKET, UpgradeRefused, build_env, upgrade_kind
 from ._events import (
     Body,
@@ -32,7 +32,7 @@ from ._events import (
     Rejected,
     Request,
 )
-from ._frames import DEFAULT_EVENT, Prepared, _Default, chunk, encode_message
+from ._frames import DEFAULT_EVENT, Prepared, _Default, chunk, encode_frame, encode_message
 from ._outbox import Outbox
 from ._sse import encode_comment, encode_event
 
@@ -191,6 +191,11 @@ class ServerConnection:
             h11.SERVER, max_incomplete_event_size=config.max_head_size
         )
         self._ws: WSConnection | None = None
+        # WebSocket bytes received and not yet read, and where reading is in
+        # them, while frames are read without wsproto (see _wsfast); None
+        # once wsproto reads them.
+        self._ws_in: bytes | None = None
+        self._ws_pos = 0
         self._compressed = False
         self._out = Outbox()
         self._kind: str | None = None
@@ -246,7 +251,16 @@ class ServerConnection:
             if not data:
                 self._finish()
             return
-        if self._ws is not None:
+        if self._ws_in is not None:
+            if not data:
+                self._peer_eof = True
+            elif self._ws_pos < len(self._ws_in):
+                self._ws_in = self._ws_in[self._ws_pos :] + data
+                self._ws_pos = 0
+            else:
+                self._ws_in = data
+                self._ws_pos = 0
+        elif self._ws is not None:
             if data:
                 self._ws.receive_data(data)
             else:
@@ -268,7 +282,11 @@ class ServerConnection:
         """The next event, or ``None`` when more bytes (or an answer) are needed."""
         if self._closed_event_sent:
             return None
-        if self._ws is not None:
+        if self.protocol == WEBSOCKET:
+            if self._ws_in is not None:
+                event = self._next_small_frame()
+                if event is not _wsfast.TO_WSPROTO:
+                    return event  # type: ignore[return-value]
             return self._next_ws_event()
         if self.protocol == SSE:
             if self._read_done:
@@ -569,7 +587,12 @@ class ServerConnection:
         trailing, _closed = conn.trailing_data
         self._h11 = None
         self._request = None  # type: ignore[assignment]
-        self._ws = WSConnection(ConnectionType.SERVER, extensions, trailing_data=bytes(trailing))
+        if extensions:
+            self._ws = WSConnection(
+                ConnectionType.SERVER, extensions, trailing_data=bytes(trailing)
+            )
+        else:
+            self._ws_in = bytes(trailing)
         self.protocol = WEBSOCKET
         self._writable = True
 
@@ -668,8 +691,10 @@ class ServerConnection:
         line (ignored by clients; keeps proxies and NATs from timing out)."""
         if not self._writable:
             return
-        if self._ws is not None:
-            self._out.put(self._ws_send(ws.Ping(payload=payload)), message=False)
+        if self.protocol == WEBSOCKET:
+            if len(payload) > 125:
+                raise ValueError("a ping's payload is at most 125 bytes")
+            self._out.put(encode_frame(_wsfast.OP_PING, payload), message=False)
         else:
             comment = encode_comment()
             self._out.put(chunk(comment) if self._sse_chunked else comment, message=False)
@@ -681,12 +706,14 @@ class ServerConnection:
         On a WebSocket the peer's close frame is awaited next
         (:class:`Closed` follows); the driver bounds that wait.
         """
-        if self._ws is not None and not _sendable_close_code(code):
+        websocket = self.protocol == WEBSOCKET
+        if websocket and not _sendable_close_code(code):
             raise ValueError(f"{code} is not a close code an endpoint may send (RFC 6455 7.4)")
         if not self._writable:
             return
         self._writable = False
-        if self._ws is not None:
+        if websocket:
+            self._to_wsproto()
             self._out.put(
                 self._ws_send(ws.CloseConnection(code=code, reason=reason)), message=False
             )
@@ -708,6 +735,36 @@ class ServerConnection:
             return self._ws.send(event)
         except WSLocalProtocolError as exc:  # pragma: no cover - guarded by _writable
             raise RuntimeError(str(exc)) from exc
+
+    def _next_small_frame(self) -> Event | None | object:
+        """The next event while frames are read without wsproto; or
+        ``TO_WSPROTO`` once wsproto reads them (see _wsfast)."""
+        assert self._ws_in is not None
+        while True:
+            buf = self._ws_in
+            got = _wsfast.read_frame(buf, self._ws_pos, self.config.max_message_size)
+            if got is None and not self._peer_eof:
+                if self._ws_pos == len(buf):
+                    self._ws_in, self._ws_pos = b"", 0  # what was read is let go
+                return None
+            if not isinstance(got, tuple):  # a frame wsproto must judge, or the end
+                self._to_wsproto()
+                return _wsfast.TO_WSPROTO
+            opcode, payload, self._ws_pos = got
+            if opcode == _wsfast.OP_PING:
+                self._out.put(encode_frame(_wsfast.OP_PONG, payload), message=False)
+            elif opcode == _wsfast.OP_PONG:
+                return Pong(payload)
+            else:
+                return Message(payload)
+
+    def _to_wsproto(self) -> None:
+        """From here on wsproto reads the connection, from the first byte
+        not yet read."""
+        if self._ws_in is not None:
+            rest = self._ws_in[self._ws_pos :]
+            self._ws_in, self._ws_pos = None, 0
+            self._ws = WSConnection(ConnectionType.SERVER, [], trailing_data=rest)
 
     def _next_ws_event(self) -> Event | None:
         conn = self._ws
