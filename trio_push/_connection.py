@@ -194,15 +194,15 @@ class Connection:
     """Drives a :class:`sansio_push.ServerConnection` over a Trio stream.
 
     HTTP requests are answered by the task that reads them, in order. After
-    an upgrade the connection runs in its own nursery a reader and, only
-    while needed, two more tasks: a writer while the socket does not take at
-    once what the core has queued, and a dispatcher while callbacks are
-    queued (it runs them one at a time, in order). What is queued is sent
-    without a task of its own when the socket takes it all: by the reader
-    after each read, else by the server's flusher (see :meth:`push_out`). A
-    plain ``on_message`` (``threads=0``) with nothing queued before it runs
-    inline in the reader: no task switch per message. An idle connection is
-    one task.
+    an upgrade that task reads frames, and two helper tasks run only while
+    needed, in the server's connection nursery: a writer while the socket
+    does not take at once what the core has queued, and a dispatcher while
+    callbacks are queued (it runs them one at a time, in order). What is
+    queued is sent without a task of its own when the socket takes it all:
+    by the reader after each read, else by the server's flusher (see
+    :meth:`push_out`). A plain ``on_message`` (``threads=0``) with nothing
+    queued before it runs inline in the reader: no task switch per message.
+    An idle connection is one task.
     """
 
     # Slots: thousands of these live at once, and past 30 attributes an
