@@ -3,6 +3,7 @@ second client keeps getting answers throughout."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -317,8 +318,11 @@ async def test_max_connections_answers_503_past_it(start_server: Any) -> None:
         await ws.aclose()
 
 
-async def test_max_connections_holds_for_a_burst(start_server: Any) -> None:
+async def test_max_connections_holds_for_a_burst(
+    start_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     # Twenty connections at once: no more than max_connections get in.
+    caplog.set_level(logging.WARNING, logger="trio_push")
     server = await start_server(echo_app(Echo()), max_connections=5, idle_timeout=30)
     port = server.port
     socks = []
@@ -343,5 +347,11 @@ async def test_max_connections_holds_for_a_burst(start_server: Any) -> None:
                 nursery.start_soon(ask, stream)
     assert sorted(statuses).count(200) == 5, statuses
     assert sorted(statuses).count(503) == 15, statuses
+    # A flood of refusals is one warning, not one per connection.
+    warnings = [r.getMessage() for r in caplog.records if "max_connections" in r.getMessage()]
+    assert warnings == [
+        "max_connections (5) reached: answering 503 (further refusals are logged at most"
+        " every 10 s)"
+    ]
     for stream in socks:
         await stream.aclose()

@@ -147,6 +147,10 @@ class Server:
         self.connections: set[Connection] = set()
         # Connections accepted and not yet ended (max_connections counts these).
         self._admitted = 0
+        # Refusals past max_connections not yet logged, and when the last
+        # warning was: a flood of them logs once per _REFUSALS_LOG_PERIOD.
+        self._refusals = 0
+        self._refusals_logged_at = float("-inf")
         # Push connections with something queued from outside their own
         # tasks, for the flusher (see Connection.push_out).
         self._to_flush: list[Connection] = []
@@ -343,12 +347,35 @@ class Server:
                     continue
                 raise
             if self._admitted >= self.options.max_connections:
+                self._log_refusal()
                 conn_nursery.start_soon(_refuse, stream)
             else:
                 # Counted here, not once _handle runs: otherwise a burst of
                 # accepts all pass the check before any of them is counted.
                 self._admitted += 1
                 conn_nursery.start_soon(self._handle, stream)
+
+    def _log_refusal(self) -> None:
+        self._refusals += 1
+        now = trio.current_time()
+        if now - self._refusals_logged_at < _REFUSALS_LOG_PERIOD:
+            return
+        limit = self.options.max_connections
+        if self._refusals == 1:
+            log.warning(
+                "max_connections (%d) reached: answering 503 (further refusals are logged"
+                " at most every %d s)",
+                limit,
+                _REFUSALS_LOG_PERIOD,
+            )
+        else:
+            log.warning(
+                "max_connections (%d) reached: %d connections answered 503 since the last warning",
+                limit,
+                self._refusals,
+            )
+        self._refusals = 0
+        self._refusals_logged_at = now
 
     async def _handle(self, stream: Any) -> None:
         # One coroutine, not two: its frame lives as long as the connection.
@@ -540,9 +567,12 @@ _UNAVAILABLE = (
 )
 
 
+#: Seconds between two warnings about connections refused past max_connections.
+_REFUSALS_LOG_PERIOD = 10
+
+
 async def _refuse(stream: Any) -> None:
     """Past max_connections: 503 at once, then close (bounded in time)."""
-    log.warning("max_connections reached: answering 503")
     with trio.move_on_after(1):
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(_UNAVAILABLE)
