@@ -1,6 +1,6 @@
 """More of the command line, each run as a user runs it: ``--reload``,
-``--interface``, ``--threads``, an app's ``background``, and the access log's
-exact shape and switches."""
+``--interface``, ``--threads``, an app's ``background``, the access log's
+exact shape and switches, and the limit flags."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import httpx
 import pytest
 import trio
 from procs import free_port, wait_listening
-from server_helpers import TIMEOUT, http_client
-from test_server_cli import MODULE, SCRIPT, cli, get_text
+from server_helpers import TIMEOUT, RawWebSocket, http_client, in_thread, ws_connect
+from test_server_cli import APP_SOURCE, MODULE, SCRIPT, cli, get_text
 from trio_websocket import open_websocket_url
+from websockets.exceptions import InvalidStatus
 
 # -- --reload -------------------------------------------------------------------
 
@@ -353,3 +354,45 @@ async def test_no_access_log_hides_the_access_log(tmp_path: Path) -> None:
     # The server's own info lines still show: only the access log is off.
     assert re.search(r"^INFO: +trio-push listening on http://127\.0\.0\.1:\d+$", stderr, re.M)
     assert re.search(r"^WARNING: +the app warns$", stderr, re.M), stderr
+
+
+# -- limit flags ------------------------------------------------------------------
+
+
+async def test_limit_flags_reach_the_server(tmp_path: Path) -> None:
+    (tmp_path / "pushapp.py").write_text(APP_SOURCE)
+    flags = ["--max-connections", "2", "--ping-interval", "0.2", "--max-message-size", "16"]
+    async with cli(MODULE, tmp_path, "pushapp:Listen", *flags, "--compression") as running:
+        with trio.fail_after(TIMEOUT):
+            first = await RawWebSocket.open(running.port)
+            second = await RawWebSocket.open(running.port)
+        # --max-connections 2: a third connection gets 503.
+        async with http_client() as http:
+            assert (await http.get(running.url)).status_code == 503
+        # --ping-interval 0.2: an idle WebSocket gets pings.
+        with trio.fail_after(TIMEOUT):
+            while first.pings < 2:
+                await first._pump()
+            # --max-message-size 16: 16 bytes are a message, 17 close with 1009.
+            await first.send("x" * 16)
+            assert await first.messages(1) == ["x" * 16]
+            await first.send("x" * 17)
+            assert await first.close_code() == 1009
+        await first.aclose()
+        await second.aclose()
+
+        # --compression: websockets' client offers permessage-deflate, and gets it.
+        def agreed() -> list[str]:
+            with ws_connect(f"ws://127.0.0.1:{running.port}/") as ws:
+                ws.send("hello")
+                assert ws.recv(timeout=TIMEOUT) == "hello"
+                return [extension.name for extension in ws.protocol.extensions]
+
+        with trio.fail_after(TIMEOUT):
+            while True:
+                try:
+                    names = await in_thread(agreed)
+                    break
+                except InvalidStatus:  # the closed ones are not let go yet: 503
+                    await trio.sleep(0.05)
+    assert names == ["permessage-deflate"]

@@ -94,6 +94,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds a graceful shutdown waits for clients (default 10)",
     )
     parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=10000,
+        metavar="N",
+        help="open connections past which a new one gets 503 (default 10000)",
+    )
+    parser.add_argument(
+        "--ping-interval",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="an idle WebSocket gets a ping this often (default 20)",
+    )
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=1024 * 1024,
+        metavar="BYTES",
+        help="largest incoming WebSocket message; larger ones close with 1009 (default 1048576)",
+    )
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="offer permessage-deflate to WebSocket clients (default off)",
+    )
+    parser.add_argument(
         "--reload",
         action="store_true",
         help="restart when a .py file under the current folder changes (needs watchfiles)",
@@ -197,6 +223,10 @@ def main(argv: list[str] | None = None) -> None:
             ssl_context=_ssl_context(args),
             allow_origins=tuple(args.allow_origin) if args.allow_origin else None,
             drain_timeout=args.drain_timeout,
+            max_connections=args.max_connections,
+            ping_interval=args.ping_interval,
+            max_message_size=args.max_message_size,
+            compression=args.compression,
             pubsub=pubsub,
             reuse_port=args.worker,
         )
