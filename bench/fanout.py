@@ -2,9 +2,12 @@
 
     .venv/bin/python bench/fanout.py                 # everything (a few minutes)
     .venv/bin/python bench/fanout.py --n 1000 --servers trio-push,uvicorn
+    .venv/bin/python bench/fanout.py --servers trio-push,trio-push-redis
 
 For each server (``servers.py``: trio-push, hypercorn with its Trio worker,
-uvicorn, websockets' Trio server), each client count and each protocol (SSE
+uvicorn, websockets' Trio server; on request ``trio-push-redis``, trio-push
+with pub/sub through a redis-server started for the run), each client count
+and each protocol (SSE
 where the server can do it), it starts the server on 127.0.0.1, runs the
 load client (``loadclient.py``: asyncio + uvloop, counting bytes) in another
 process, and has the server publish ``--messages`` messages of ``--size``
@@ -21,6 +24,7 @@ Loopback only; every wait is bounded (``--timeout``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -29,13 +33,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SERVERS = ["trio-push", "hypercorn", "uvicorn", "websockets"]
 # websockets serves WebSocket only.
-SSE_CAPABLE = {"trio-push", "hypercorn", "uvicorn"}
+SSE_CAPABLE = {"trio-push", "trio-push-redis", "hypercorn", "uvicorn"}
 
 
 def free_port() -> int:
@@ -67,11 +72,36 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(5)
 
 
-def run_one(server: str, n: int, protocol: str, args: argparse.Namespace) -> dict[str, object]:
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A redis-server of its own on 127.0.0.1 (no persistence); its URL."""
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), BENCH_PEER_GC=args.peer_gc)
-    if args.trio_push_gc == "default":
-        env["BENCH_GC"] = "default"
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_listening(port, process, 15)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(process)
+
+
+def run_one(server: str, n: int, protocol: str, args: argparse.Namespace) -> dict[str, object]:
+    with contextlib.ExitStack() as stack:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), BENCH_PEER_GC=args.peer_gc)
+        if args.trio_push_gc == "default":
+            env["BENCH_GC"] = "default"
+        if server == "trio-push-redis":
+            env["BENCH_REDIS_URL"] = stack.enter_context(redis_server())
+        return run_server(server, n, protocol, args, env)
+
+
+def run_server(
+    server: str, n: int, protocol: str, args: argparse.Namespace, env: dict[str, str]
+) -> dict[str, object]:
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(HERE / "servers.py"), server, str(port)],
         env=env,
@@ -138,7 +168,7 @@ def main() -> None:
     args = parser.parse_args()
 
     results = []
-    header = f"{'server':<11} {'proto':<5} {'clients':>7} {'time (s)':>9} "
+    header = f"{'server':<15} {'proto':<5} {'clients':>7} {'time (s)':>9} "
     header += f"{'deliveries/s':>13} {'vs best peer':>12} {'client CPU':>10} {'connect (s)':>11}"
     rows: list[tuple[str, str, int, dict[str, object]]] = []
     for n in [int(x) for x in args.n.split(",")]:
@@ -162,16 +192,18 @@ def main() -> None:
                 if "rounds" in result:
                     median = statistics.median(result["rounds"])  # type: ignore[arg-type]
                     rates[server] = n * args.messages / median
-            best_peer = max((v for k, v in rates.items() if k != "trio-push"), default=None)
+            best_peer = max(
+                (v for k, v in rates.items() if not k.startswith("trio-push")), default=None
+            )
             for server, _, _, result in group:
                 if "error" in result:
-                    print(f"{server:<11} {protocol:<5} {n:>7}   error: {result['error']}")
+                    print(f"{server:<15} {protocol:<5} {n:>7}   error: {result['error']}")
                     continue
                 median = statistics.median(result["rounds"])  # type: ignore[arg-type]
                 cpu = max(result["client_cpu"])  # type: ignore[type-var]
                 ratio = f"{rates[server] / best_peer:.1f}x" if best_peer else "-"
                 print(
-                    f"{server:<11} {protocol:<5} {n:>7} {median:>9.3f} {rates[server]:>13,.0f} "
+                    f"{server:<15} {protocol:<5} {n:>7} {median:>9.3f} {rates[server]:>13,.0f} "
                     f"{ratio:>12} {cpu:>10.0%} {result['connect']:>11.1f}"
                 )
     if args.json:

@@ -2,7 +2,8 @@
 
     python bench/servers.py NAME PORT
 
-NAME is one of ``trio-push``, ``hypercorn``, ``uvicorn``, ``uvicorn-h11``,
+NAME is one of ``trio-push``, ``trio-push-redis`` (pub/sub through the Redis
+at ``BENCH_REDIS_URL``), ``hypercorn``, ``uvicorn``, ``uvicorn-h11``,
 ``websockets``. Every app answers:
 
 - ``/ws`` (WebSocket) and ``/sse`` (Server-Sent Events; not websockets): a
@@ -65,7 +66,7 @@ def peer_gc() -> None:
 # -- trio-push -----------------------------------------------------------------------
 
 
-def run_trio_push(port: int) -> None:
+def run_trio_push(port: int, pubsub: Any = None) -> None:
     import trio
 
     import trio_push
@@ -100,9 +101,23 @@ def run_trio_push(port: int) -> None:
     # BENCH_GC=default: Python's default collector thresholds (no tune_gc).
     tune = os.environ.get("BENCH_GC") != "default"
     server = trio_push.Server(
-        app, port, host="127.0.0.1", tune_gc=tune, ping_interval=3600, max_connections=20000
+        app,
+        port,
+        host="127.0.0.1",
+        tune_gc=tune,
+        ping_interval=3600,
+        max_connections=20000,
+        pubsub=pubsub,
     )
     trio.run(server.serve)
+
+
+def run_trio_push_redis(port: int) -> None:
+    """trio-push with pub/sub through Redis (BENCH_REDIS_URL): each publish
+    goes to Redis and comes back before the same local fan-out."""
+    import trio_push
+
+    run_trio_push(port, trio_push.RedisPubSub(os.environ["BENCH_REDIS_URL"]))
 
 
 # -- ASGI: one app for hypercorn (on Trio) and uvicorn (on asyncio) ---------------------------
@@ -311,6 +326,7 @@ def run_websockets(port: int) -> None:
 
 SERVERS = {
     "trio-push": run_trio_push,
+    "trio-push-redis": run_trio_push_redis,
     "hypercorn": run_hypercorn,
     "uvicorn": run_uvicorn,
     "uvicorn-h11": run_uvicorn_h11,
