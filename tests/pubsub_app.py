@@ -6,6 +6,7 @@
   ``False``.
 - ``/count?ch=NAME``: ``trio_push.subscriber_count``.
 - ``/pid``: this process's id.
+- ``/multiprocess``: the env's ``wsgi.multiprocess``.
 """
 
 from __future__ import annotations
@@ -40,4 +41,6 @@ def app(env: dict[str, Any]) -> Any:
         return 200, {"content-type": "text/plain"}, str(trio_push.subscriber_count(query["ch"][0]))
     if path == "/pid":
         return 200, {"content-type": "text/plain"}, str(os.getpid())
+    if path == "/multiprocess":
+        return 200, {"content-type": "text/plain"}, str(env["wsgi.multiprocess"])
     return 404, {}, b"not found"

@@ -88,6 +88,8 @@ async def test_a_client_on_each_worker_gets_a_message(
     assert await http_get(workers.port, "/publish?ch=everyone&msg=hi+all") == "True"
     for client in clients.values():
         assert (await client.wait_messages(2))[1] == "hi all"
+    # The app runs in several processes, and the env says so (PEP 3333).
+    assert await http_get(workers.port, "/multiprocess") == "True"
 
 
 async def test_the_supervisor_restarts_a_worker_that_dies(

@@ -62,6 +62,17 @@ async def test_request_body_reaches_the_app(start_server: Any) -> None:
     assert response.text.endswith(" payload")
 
 
+async def test_one_process_says_so_in_the_env(start_server: Any) -> None:
+    def app(env: dict[str, Any]) -> Any:
+        return 200, {}, f"{env['wsgi.multiprocess']} {env['wsgi.multithread']}"
+
+    server = await start_server(app)
+    async with http_client() as http:
+        response = await http.get(f"http://127.0.0.1:{server.port}/")
+    # One process (--workers makes it True); threads may call the app.
+    assert response.text == "False True"
+
+
 async def test_sync_generator_body_is_chunked_and_whole(start_server: Any) -> None:
     def app(env: dict[str, Any]) -> Any:
         def body() -> Any:

@@ -571,6 +571,10 @@ class Connection:
             env["wsgi.input"] = io.BytesIO(b"".join(chunks)) if chunks else _EMPTY_INPUT
         env["wsgi.errors"] = sys.stderr
         env["trio_push.server"] = server
+        if server.reuse_port:
+            # One of several processes on the port (--workers): the same app
+            # object may be running in another process (PEP 3333).
+            env["wsgi.multiprocess"] = True
         if self._rejected:
             return False
         request_line = f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"
