@@ -8,10 +8,10 @@ costs every idle connection 1.7 KiB. So a connection reads such frames here
 until the first frame that is not one of them: a fragment, a close, RSV
 bits, an unmasked frame, a reserved opcode, text that is not UTF-8 or that
 arrives in pieces, a length not in its shortest form, a frame over 64 KiB or
-over ``max_message_size``.
-From that frame on, wsproto reads the connection, for good, starting with
-that frame's bytes: it judges everything this reader does not take. What
-this reader takes, wsproto would read the same way (tests/sansio pins that).
+over ``max_message_size``. From that frame on, wsproto reads the connection,
+for good, starting with that frame's bytes: it judges everything this reader
+does not take. What this reader takes, wsproto would read the same way
+(tests/sansio/test_ws_small_frames.py pins that).
 """
 
 from __future__ import annotations
