@@ -7,9 +7,8 @@
 For each server (``servers.py``: trio-push, hypercorn with its Trio worker,
 uvicorn, websockets' Trio server; on request ``trio-push-redis``, trio-push
 with pub/sub through a redis-server started for the run), each client count
-and each protocol (SSE
-where the server can do it), it starts the server on 127.0.0.1, runs the
-load client (``loadclient.py``: asyncio + uvloop, counting bytes) in another
+and each protocol (SSE where the server can do it), it starts the server on
+127.0.0.1, runs the load client (``loadclient.py``: asyncio + uvloop, counting bytes) in another
 process, and has the server publish ``--messages`` messages of ``--size``
 bytes to every client, ``--rounds`` times on the same connections. It
 reports the median round (a server whose round takes over 10 s gets one round
