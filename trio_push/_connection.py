@@ -221,7 +221,6 @@ class Connection:
         "_close_queued",
         "_pushing",
         "_helpers",
-        "_writing",
         "_flush_queued",
         "_inline",
         "_fd",
@@ -268,8 +267,6 @@ class Connection:
         # nursery of its own would cost every idle connection 1.3 KiB.
         self._pushing = False
         self._helpers = 0
-        # A writer task runs only while a send waits for the socket.
-        self._writing = False
         # On the server's flush list, or being flushed (see push_out).
         self._flush_queued = False
         # True while a callback runs inline in the reader: what it writes is
@@ -288,6 +285,8 @@ class Connection:
         self._opened_at = 0.0
         self._messages_in = 0
         self._messages_out = 0
+        # The writer's scope: a writer task runs (only while a send waits for
+        # the socket) exactly while this is set.
         self._writer_scope: trio.CancelScope | None = None
         #: Pub/sub subscriptions: what was published is taken from each
         #: topic's shared log right before a send (see _pubsub.Topic).
@@ -415,7 +414,7 @@ class Connection:
         the socket. Called by the reader after each read, and by the
         server's flusher for a connection woken from outside (a publish,
         another connection's write, a keepalive, a thread)."""
-        if self._writing or self._over:
+        if self._writer_scope is not None or self._over:
             self._flush_queued = False
             return
         core = self.core
@@ -436,7 +435,7 @@ class Connection:
     def _kick(self) -> None:
         """Something was queued from outside this connection's tasks: the
         server's flusher sends it soon, with whatever else is queued by then."""
-        if self._writing or self._flush_queued or not self._pushing:
+        if self._writer_scope is not None or self._flush_queued or not self._pushing:
             return
         self._flush_queued = True
         self.server.flush_soon(self)
@@ -450,7 +449,6 @@ class Connection:
 
     def _start_writer(self) -> None:
         if self._start_helper(self._write):
-            self._writing = True
             self._writer_scope = trio.CancelScope()
 
     def _start_helper(self, fn: Callable[[], Awaitable[None]]) -> bool:
@@ -747,7 +745,6 @@ class Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            self._writing = False
             self._writer_scope = None
             if over:
                 self.end()
