@@ -432,8 +432,9 @@ class Connection:
         finally:
             self._flush_queued = False
 
-    def _kick(self) -> None:
-        """Something was queued from outside this connection's tasks: the
+    def wake(self) -> None:
+        """Something was queued from outside this connection's tasks (a
+        publish, another connection's write, a keepalive, a thread): the
         server's flusher sends it soon, with whatever else is queued by then."""
         if self._writer_scope is not None or self._flush_queued or not self._pushing:
             return
@@ -784,7 +785,7 @@ class Connection:
         else:
             if self.core.open and now >= self._next_keepalive:
                 self._keepalive(now)
-                self._kick()
+                self.wake()
             return
         log.warning("%s: %s, aborting", self.peer, reason)
         if self._writer_scope is not None:
@@ -945,15 +946,12 @@ class Connection:
         self._messages_out += queued
         if not core.open:
             self._refused(was_open)
-        self._kick()
-
-    def wake(self) -> None:
-        self._kick()
+        self.wake()
 
     def _queued(self) -> bool:
         self._messages_out += 1
         if not self._inline:  # else the reader sends it once the callback returns
-            self._kick()
+            self.wake()
         return True
 
     def _refused(self, was_open: bool) -> bool:
@@ -966,7 +964,7 @@ class Connection:
                 self.core.pending_bytes,
             )
             self._close_deadline = trio.current_time() + self.server.options.close_timeout
-            self._kick()
+            self.wake()
         return False
 
     def close(self, code: int = sp.NORMAL, reason: str = "") -> None:
@@ -975,7 +973,7 @@ class Connection:
         if self.core.open:
             self.core.close(code, reason)
             self._close_deadline = trio.current_time() + self.server.options.close_timeout
-        self._kick()
+        self.wake()
 
     def shutdown(self) -> None:
         """Graceful server stop: on_shutdown, then close 1001."""
