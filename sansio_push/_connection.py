@@ -32,7 +32,16 @@ from ._events import (
     Rejected,
     Request,
 )
-from ._frames import DEFAULT_EVENT, Prepared, _Default, chunk, encode_frame, encode_message
+from ._frames import (
+    DEFAULT_EVENT,
+    OP_PING,
+    OP_PONG,
+    Prepared,
+    _Default,
+    chunk,
+    encode_frame,
+    encode_message,
+)
 from ._outbox import Outbox
 from ._sse import encode_comment, encode_event
 
@@ -694,7 +703,7 @@ class ServerConnection:
         if self.protocol == WEBSOCKET:
             if len(payload) > 125:
                 raise ValueError("a ping's payload is at most 125 bytes")
-            self._out.put(encode_frame(_wsfast.OP_PING, payload), message=False)
+            self._out.put(encode_frame(OP_PING, payload), message=False)
         else:
             comment = encode_comment()
             self._out.put(chunk(comment) if self._sse_chunked else comment, message=False)
@@ -751,9 +760,9 @@ class ServerConnection:
                 self._to_wsproto()
                 return _wsfast.TO_WSPROTO
             opcode, payload, self._ws_pos = got
-            if opcode == _wsfast.OP_PING:
-                self._out.put(encode_frame(_wsfast.OP_PONG, payload), message=False)
-            elif opcode == _wsfast.OP_PONG:
+            if opcode == OP_PING:
+                self._out.put(encode_frame(OP_PONG, payload), message=False)
+            elif opcode == OP_PONG:
                 return Pong(payload)
             else:
                 return Message(payload)

@@ -8,6 +8,8 @@ from ._sse import encode_event
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
+OP_PING = 0x9
+OP_PONG = 0xA
 
 
 def encode_frame(opcode: int, payload: bytes) -> bytes:

@@ -16,10 +16,8 @@ does not take. What this reader takes, wsproto would read the same way
 
 from __future__ import annotations
 
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_PING = 0x9
-OP_PONG = 0xA
+from ._frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT
+
 # First bytes taken: FIN set, no RSV bits, one of the four opcodes above.
 _TAKEN = frozenset((0x80 | OP_TEXT, 0x80 | OP_BINARY, 0x80 | OP_PING, 0x80 | OP_PONG))
 
