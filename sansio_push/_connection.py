@@ -263,11 +263,10 @@ class ServerConnection:
         if self._ws_in is not None:
             if not data:
                 self._peer_eof = True
-            elif self._ws_pos < len(self._ws_in):
-                self._ws_in = self._ws_in[self._ws_pos :] + data
-                self._ws_pos = 0
             else:
-                self._ws_in = data
+                # What is left of a frame not yet whole, then the new bytes.
+                rest = self._ws_in[self._ws_pos :]
+                self._ws_in = rest + data if rest else data
                 self._ws_pos = 0
         elif self._ws is not None:
             if data:
