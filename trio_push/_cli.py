@@ -16,7 +16,7 @@ import trio
 
 from ._pubsub import PubSub
 from ._redis import RedisPubSub
-from ._server import Server
+from ._server import Options, Server
 from ._workers import serve_as_worker, supervise
 
 
@@ -49,6 +49,8 @@ def load_app(spec: str) -> Any:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    # The flags' defaults are the server's own.
+    defaults = Options()
     parser = argparse.ArgumentParser(
         prog="trio-push",
         description="Serve a push-style app (env['rack.upgrade']) over HTTP, WebSocket and SSE.",
@@ -58,7 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=9292, help="port (default 9292)")
     parser.add_argument("--root", help="folder of static files")
     parser.add_argument(
-        "--threads", type=int, default=0, help="worker threads for plain callables (default 0)"
+        "--threads",
+        type=int,
+        default=defaults.threads,
+        help="worker threads for plain callables (default %(default)d)",
     )
     parser.add_argument(
         "--interface",
@@ -90,29 +95,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--drain-timeout",
         type=float,
-        default=10.0,
-        help="seconds a graceful shutdown waits for clients (default 10)",
+        default=defaults.drain_timeout,
+        help="seconds a graceful shutdown waits for clients (default %(default)g)",
     )
     parser.add_argument(
         "--max-connections",
         type=int,
-        default=10000,
+        default=defaults.max_connections,
         metavar="N",
-        help="open connections past which a new one gets 503 (default 10000)",
+        help="open connections past which a new one gets 503 (default %(default)d)",
     )
     parser.add_argument(
         "--ping-interval",
         type=float,
-        default=20.0,
+        default=defaults.ping_interval,
         metavar="SECONDS",
-        help="an idle WebSocket gets a ping this often (default 20)",
+        help="an idle WebSocket gets a ping this often (default %(default)g)",
     )
     parser.add_argument(
         "--max-message-size",
         type=int,
-        default=1024 * 1024,
+        default=defaults.protocol.max_message_size,
         metavar="BYTES",
-        help="largest incoming WebSocket message; larger ones close with 1009 (default 1048576)",
+        help="largest incoming WebSocket message; larger ones close 1009 (default %(default)d)",
     )
     parser.add_argument(
         "--compression",
