@@ -66,9 +66,11 @@ class Config:
     - ``max_body_size``: request body; over it the answer is 413.
     - ``max_message_size``: incoming WebSocket message; over it, close 1009.
     - ``max_queue_messages`` / ``max_queue_bytes``: the send queue of a push
-      connection; over either, ``overflow`` applies: ``'close'`` closes with
-      1008 (SSE: ends the stream), ``'drop'`` refuses the new message and
-      counts it in :attr:`ServerConnection.dropped`.
+      connection, counting what was queued since the socket refused bytes
+      (:meth:`ServerConnection.refused`): a peer that reads is never cut off
+      by what the app writes in one go. Over either, ``overflow`` applies:
+      ``'close'`` closes with 1008 (SSE: ends the stream), ``'drop'`` refuses
+      the new message and counts it in :attr:`ServerConnection.dropped`.
     - ``sse_event``: the SSE event name for messages written without one
       (``'msg'``, as Agoo sends; ``None`` for the browser's ``message``).
     - ``compression``: offer permessage-deflate to WebSocket clients.
@@ -681,18 +683,30 @@ class ServerConnection:
 
     def _queue(self, data: bytes) -> bool:
         out = self._out
-        cfg = self.config
-        if (
-            out.pending >= cfg.max_queue_messages
-            or out.pending_bytes + len(data) > cfg.max_queue_bytes
-        ):
-            if cfg.overflow == "drop":
-                self.dropped += 1
-                return False
-            self.close(POLICY_VIOLATION, "send queue full: the client does not read")
+        if out.refusing and self.would_overflow(1, len(data)):
+            self.overflow()
             return False
         out.put(data, message=True)
         return True
+
+    def would_overflow(self, messages: int, nbytes: int) -> bool:
+        """Whether ``messages`` more messages of ``nbytes`` in all, queued
+        now, would pass the queue bounds. Only what is queued while the
+        socket refuses counts (see :meth:`refused`): False while it does not."""
+        if not self._out.refusing:
+            return False
+        cfg = self.config
+        queued, size = self._out.backlog()
+        return queued + messages > cfg.max_queue_messages or size + nbytes > cfg.max_queue_bytes
+
+    def overflow(self, messages: int = 1) -> None:
+        """Apply the overflow policy to ``messages`` refused messages:
+        ``'drop'`` counts them in :attr:`dropped`; ``'close'`` closes with
+        1008 (SSE: ends the stream)."""
+        if self.config.overflow == "drop":
+            self.dropped += messages
+        else:
+            self.close(POLICY_VIOLATION, "send queue full: the client does not read")
 
     def send_keepalive(self, payload: bytes = b"") -> None:
         """WebSocket: queue a ping carrying ``payload``. SSE: queue a comment
@@ -850,6 +864,29 @@ class ServerConnection:
     def data_to_send(self) -> bytes:
         """Every byte waiting for the socket (without taking them: see :meth:`sent`)."""
         return self._out.peek()
+
+    def refused(self) -> None:
+        """The driver offered the socket bytes of :meth:`data_to_send` and it
+        did not take them all. From now until everything queued is taken,
+        the queue bounds count what is queued (what was queued before is
+        the app's burst, sent whatever its size)."""
+        self._out.refused()
+
+    @property
+    def refusing(self) -> bool:
+        """True from :meth:`refused` until everything queued is taken."""
+        return self._out.refusing
+
+    @property
+    def bytes_queued(self) -> int:
+        """Bytes ever queued for the socket (an offset :attr:`bytes_sent`
+        reaches once they are all taken)."""
+        return self._out.queued_total
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes ever reported taken with :meth:`sent`."""
+        return self._out.taken_total
 
     def sent(self, n: int) -> Drained | None:
         """The driver handed the first ``n`` bytes of :meth:`data_to_send` to

@@ -12,9 +12,14 @@ class Outbox:
     through :meth:`taken`, that its last byte went to the socket. Bytes that
     are not messages (handshakes, pings, close frames) count in
     :attr:`pending_bytes` but not in :attr:`pending`.
+
+    The queue bounds measure the peer, not the app: what was queued before
+    the socket first refused bytes is the app's burst and goes out whatever
+    its size; from the driver's :meth:`refused` until the outbox is empty
+    again, what is queued counts in :attr:`backlog` (see docs/contract.md).
     """
 
-    __slots__ = ("_buf", "_ends", "_queued", "_taken")
+    __slots__ = ("_buf", "_ends", "_queued", "_taken", "_refused_at")
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -23,6 +28,9 @@ class Outbox:
         self._ends: list[int] = []
         self._queued = 0
         self._taken = 0
+        # Bytes ever queued when the socket first refused some of them; -1
+        # while it has taken everything offered since the outbox was empty.
+        self._refused_at = -1
 
     @property
     def pending(self) -> int:
@@ -33,6 +41,32 @@ class Outbox:
     def pending_bytes(self) -> int:
         """Bytes queued and not yet taken."""
         return self._queued - self._taken
+
+    @property
+    def queued_total(self) -> int:
+        """Bytes ever queued."""
+        return self._queued
+
+    @property
+    def taken_total(self) -> int:
+        """Bytes ever taken."""
+        return self._taken
+
+    @property
+    def refusing(self) -> bool:
+        """True from :meth:`refused` until everything queued is taken."""
+        return self._refused_at >= 0
+
+    def backlog(self) -> tuple[int, int]:
+        """Messages and bytes queued since the socket refused, not yet taken
+        (``(0, 0)`` unless :attr:`refusing`)."""
+        mark = self._refused_at
+        if mark < 0:
+            return 0, 0
+        return (
+            len(self._ends) - bisect_right(self._ends, mark),
+            self._queued - max(mark, self._taken),
+        )
 
     def put(self, data: bytes, *, message: bool) -> None:
         """Queue ``data``; ``message`` says whether it is one whole message."""
@@ -45,6 +79,12 @@ class Outbox:
         """Every byte not yet taken, without taking them."""
         return bytes(self._buf)
 
+    def refused(self) -> None:
+        """The socket did not take everything offered: from now until the
+        outbox is empty, what is queued counts in :meth:`backlog`."""
+        if self._refused_at < 0 and self._buf:
+            self._refused_at = self._queued
+
     def taken(self, n: int) -> bool:
         """Mark the first ``n`` bytes as handed to the socket.
 
@@ -55,6 +95,8 @@ class Outbox:
             raise ValueError(f"taken({n}) with {len(self._buf)} bytes queued")
         del self._buf[:n]
         self._taken += n
+        if not self._buf:
+            self._refused_at = -1
         ends = self._ends
         if not ends or ends[0] > self._taken:
             return False

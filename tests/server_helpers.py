@@ -243,6 +243,19 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> N
             await trio.sleep(0.005)
 
 
+async def fill_until_refused(client: Any) -> int:
+    """Write 64 KiB messages on ``client``, a turn of the loop apart, until its
+    socket stops taking them (``pending`` is above 0 a turn later): from then
+    on the queue bounds count what is written. How many were written."""
+    n = 0
+    while True:
+        assert client.write(b"f" * 65536)
+        n += 1
+        await trio.sleep(0.01)
+        if client.pending:
+            return n
+
+
 def parse_responses(data: bytes, methods: list[str] | None = None) -> list[Any]:
     """Split raw bytes from the server into ``(status, headers, body)``
     responses, with h11 as the client side (``headers`` a dict, lower-case

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from procs import free_port, running
 
 sys.path.insert(0, str(Path(__file__).parent / "autobahn"))
 import echo  # noqa: E402  (tests/autobahn/echo.py)
@@ -83,13 +84,16 @@ def test_unimplemented_fails_only_the_compression_run() -> None:
 def test_autobahn(suite: str, tmp_path: Path) -> None:
     compression, cases, excluded, count, timeout = SUITES[suite]
     wstest = _wstest()
-    server = echo.make_server(0, compression=compression)
-    server.start()
-    try:
+    port = free_port()
+    # As a user runs it: the CLI, the default queue bounds.
+    command = ["trio-push", "echo:app", "--port", str(port), "--log-level", "warning"]
+    command += ["--max-message-size", str(echo.MAX_MESSAGE_SIZE)]
+    command += ["--compression"] if compression else []
+    with running(command, cwd=Path(echo.__file__).parent, port=port):
         spec = {
             "options": {"failByDrop": False},
             "outdir": str(tmp_path / "reports"),
-            "servers": [{"agent": AGENT, "url": f"ws://127.0.0.1:{server.port}"}],
+            "servers": [{"agent": AGENT, "url": f"ws://127.0.0.1:{port}"}],
             "cases": cases,
             "exclude-cases": excluded,
             "exclude-agent-cases": {},
@@ -109,9 +113,6 @@ def test_autobahn(suite: str, tmp_path: Path) -> None:
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
                 pytest.fail(f"wstest did not finish: {exc}\n{tail}", pytrace=False)
-    finally:
-        server.stop()
-        server.join(30)
 
     # wstest exits 0 whatever the results: they are in the report index.
     results = json.loads((tmp_path / "reports" / "index.json").read_text())[AGENT]

@@ -396,3 +396,52 @@ async def test_limit_flags_reach_the_server(tmp_path: Path) -> None:
                 except InvalidStatus:  # the closed ones are not let go yet: 503
                     await trio.sleep(0.05)
     assert names == ["permessage-deflate"]
+
+
+QUEUE_APP = """
+import trio
+
+
+class Fill:
+    # Fills the queue of a client that does not read, then writes past the
+    # bounds (100 kB messages, then small ones) and reports what was taken.
+
+    def __init__(self):
+        self.report = None
+
+    async def on_open(self, client):
+        while True:
+            client.write(b"f" * 65536)
+            await trio.sleep(0.01)
+            if client.pending:
+                break
+        big = sum(client.write(b"b" * 100_000) for _ in range(10))
+        small = sum(client.write(f"m{i}") for i in range(10))
+        self.report = f"accepted {big} {small} dropped {client.dropped}"
+
+    def on_drained(self, client):
+        if self.report:
+            client.write(self.report)
+            self.report = None
+
+
+def app(env):
+    env["rack.upgrade"] = Fill()
+    return 200, {}, b""
+"""
+
+
+async def test_queue_flags_reach_the_server(tmp_path: Path) -> None:
+    (tmp_path / "queueapp.py").write_text(QUEUE_APP)
+    flags = ["--max-queue-messages", "5", "--max-queue-bytes", "300000", "--overflow", "drop"]
+    async with cli(MODULE, tmp_path, "queueapp:app", *flags) as running:
+        with trio.fail_after(TIMEOUT):
+            ws = await RawWebSocket.open(running.port, rcvbuf=4096)
+            await trio.sleep(1)  # not reading: the app fills the queue
+            while True:
+                [last] = await ws.messages(1)
+                if isinstance(last, str) and last.startswith("accepted"):
+                    break
+    # 2 of the 100 kB ones fit the byte bound, then 3 small ones the message bound.
+    assert last == "accepted 2 3 dropped 15"
+    await ws.aclose()

@@ -25,7 +25,7 @@ from hardening_helpers import (
     vm_rss_kib,
 )
 from procs import free_port, running
-from server_helpers import connect, read_until, wait_for, ws_handshake
+from server_helpers import connect, fill_until_refused, read_until, wait_for, ws_handshake
 
 MB = 1024 * 1024
 
@@ -412,36 +412,45 @@ class Burst:
         self.closed = True
 
 
-async def test_overflow_drop_refuses_past_the_bound_and_counts(start_server: Any) -> None:
-    burst = Burst(300, 1000)
-    server = await start_server(echo_app(burst), overflow="drop", max_queue_messages=50)
-    ws = await RawWS.open(server.port, rcvbuf=16384)
-    await wait_for(lambda: burst.client is not None)
-    client = burst.client
-    # Queued in one go, before a byte could leave: exactly the bound fits.
-    assert burst.results == [True] * 50 + [False] * 250
-    assert client.dropped == 250
-    assert client.open
-    # The client reads: it gets the 50, in order, and the connection stays.
-    for i in range(50):
-        opcode, data = await ws.message()
-        assert (opcode, data[:4]) == (BINARY, i.to_bytes(4, "big"))
-    await wait_for(lambda: client.pending == 0)
-    assert client.write(b"more") is True
-    assert await ws.message() == (BINARY, b"more")
-    assert client.dropped == 250
-    assert not burst.closed
-    await ws.aclose()
+async def test_a_burst_in_one_go_is_queued_whole_under_either_policy(start_server: Any) -> None:
+    for overflow in ("drop", "close"):
+        burst = Burst(300, 1000)
+        server = await start_server(echo_app(burst), overflow=overflow, max_queue_messages=50)
+        ws = await RawWS.open(server.port, rcvbuf=16384)
+        await wait_for(lambda b=burst: b.client is not None)
+        # Queued before the socket could refuse a byte: the app's burst.
+        assert burst.results == [True] * 300
+        for i in range(300):
+            opcode, data = await ws.message()
+            assert (opcode, data[:4]) == (BINARY, i.to_bytes(4, "big"))
+        assert burst.client.dropped == 0 and burst.client.open
+        await ws.aclose()
+
+
+class Held:
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.closed = False
+
+    def on_open(self, client: Any) -> None:
+        self.client = client
+
+    def on_close(self, client: Any) -> None:
+        self.closed = True
 
 
 async def test_overflow_drop_by_bytes(start_server: Any) -> None:
-    burst = Burst(100, 10_000)
-    server = await start_server(echo_app(burst), overflow="drop", max_queue_bytes=100_000)
-    ws = await RawWS.open(server.port)
-    await wait_for(lambda: burst.client is not None)
+    held = Held()
+    server = await start_server(echo_app(held), overflow="drop", max_queue_bytes=100_000)
+    ws = await RawWS.open(server.port, rcvbuf=4096)
+    await wait_for(lambda: held.client is not None)
+    filled = await fill_until_refused(held.client)
+    results = [held.client.write(i.to_bytes(4, "big") + b"\0" * 9996) for i in range(100)]
     # Each message is a 10,004-byte frame: 9 fit in 100,000 bytes.
-    assert burst.results == [True] * 9 + [False] * 91
-    assert burst.client.dropped == 91
+    assert results == [True] * 9 + [False] * 91
+    assert held.client.dropped == 91
+    for _ in range(filled):
+        await ws.message()
     for i in range(9):
         assert (await ws.message())[1][:4] == i.to_bytes(4, "big")
     await ws.aclose()
@@ -450,36 +459,46 @@ async def test_overflow_drop_by_bytes(start_server: Any) -> None:
 async def test_overflow_close_closes_with_1008_and_logs_it(
     start_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    burst = Burst(300, 1000)
+    held = Held()
     with caplog.at_level(logging.WARNING, logger="trio_push"):
-        server = await start_server(echo_app(burst), max_queue_messages=50)
-        ws = await RawWS.open(server.port)
-        await wait_for(lambda: burst.client is not None)
-        client = burst.client
-        assert burst.results == [True] * 50 + [False] * 250
+        server = await start_server(echo_app(held), max_queue_messages=50)
+        ws = await RawWS.open(server.port, rcvbuf=4096)
+        await wait_for(lambda: held.client is not None)
+        client = held.client
+        filled = await fill_until_refused(client)
+        results = [client.write(i.to_bytes(4, "big") + b"\0" * 996) for i in range(300)]
+        assert results == [True] * 50 + [False] * 250
         assert client.dropped == 0
         assert not client.open
         # What was queued goes first, then the close.
+        for _ in range(filled):
+            await ws.message()
         for i in range(50):
             assert (await ws.message())[1][:4] == i.to_bytes(4, "big")
         assert await ws.close_code(answer=True) == 1008
         await ws.wait_eof()
-        await wait_for(lambda: burst.closed)
+        await wait_for(lambda: held.closed)
     assert any("queue full" in r.getMessage() for r in caplog.records), caplog.text
     await ws.aclose()
 
 
 async def test_overflow_close_on_sse_ends_the_stream(start_server: Any) -> None:
-    burst = Burst(300, 50, text=True)
-    server = await start_server(echo_app(burst), max_queue_messages=50)
-    stream = await connect(server.port)
+    held = Held()
+    server = await start_server(echo_app(held), max_queue_messages=50)
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", server.port))
+    stream = trio.SocketStream(sock)
     await stream.send_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    await wait_for(lambda: held.client is not None)
+    filled = await fill_until_refused(held.client)
+    results = [held.client.write(f"m{i}") for i in range(300)]
+    assert results.count(True) == 50 and not held.client.open
     with trio.fail_after(5):
         data = b""
         while chunk := await stream.receive_some(65536):
             data += chunk
-    assert data.count(b"event: msg") == 50
+    assert data.count(b"event: msg") == filled + 50
     assert data.endswith(b"0\r\n\r\n")
-    await wait_for(lambda: burst.closed)
-    assert burst.results.count(True) == 50
+    await wait_for(lambda: held.closed)
     await stream.aclose()

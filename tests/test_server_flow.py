@@ -24,58 +24,6 @@ from server_helpers import (
 from websockets.exceptions import ConnectionClosed as WSClosed
 
 
-async def test_client_that_does_not_read_is_closed_1008_past_the_queue_bound(
-    start_server: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    rec = Recorder()
-    server = await start_server(push_app(rec), max_queue_messages=10)
-    with trio.fail_after(TIMEOUT):
-        ws = await RawWebSocket.open(server.port)
-        await rec.opened.wait()
-        client = rec.clients[0]
-        # No checkpoint: nothing is sent yet, so the 11th write is over the bound.
-        accepted = [client.write(f"m{i}") for i in range(15)]
-        assert client.open is False
-        code = await ws.close_code()
-        await rec.closed.wait()
-    assert accepted == [True] * 10 + [False] * 5
-    assert code == 1008
-    assert rec.names()[-1] == "close"
-    assert any("queue full" in r.getMessage() for r in caplog.records), caplog.text
-    await ws.aclose()
-
-
-async def test_queue_bound_in_bytes(start_server: Any) -> None:
-    rec = Recorder()
-    server = await start_server(push_app(rec), max_queue_bytes=100_000)
-    with trio.fail_after(TIMEOUT):
-        ws = await RawWebSocket.open(server.port)
-        await rec.opened.wait()
-        client = rec.clients[0]
-        assert client.write(b"x" * 60_000) is True
-        assert client.write(b"x" * 60_000) is False
-        assert await ws.close_code() == 1008
-        await rec.closed.wait()
-    await ws.aclose()
-
-
-async def test_drop_policy_refuses_writes_but_keeps_the_client(start_server: Any) -> None:
-    rec = Recorder()
-    server = await start_server(push_app(rec), max_queue_messages=3, overflow="drop")
-    with trio.fail_after(TIMEOUT):
-        ws = await RawWebSocket.open(server.port)
-        await rec.opened.wait()
-        client = rec.clients[0]
-        accepted = [client.write(f"m{i}") for i in range(5)]
-        assert client.open
-        assert await ws.messages(3) == ["m0", "m1", "m2"]
-        await wait_for(lambda: client.pending == 0)
-        assert client.write("after") is True
-        assert await ws.messages(1) == ["after"]
-    assert accepted == [True, True, True, False, False]
-    await ws.aclose()
-
-
 async def test_idle_websocket_gets_pings(start_server: Any) -> None:
     rec = Recorder()
     server = await start_server(push_app(rec), ping_interval=0.05)

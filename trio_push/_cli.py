@@ -120,6 +120,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="largest incoming WebSocket message; larger ones close 1009 (default %(default)d)",
     )
     parser.add_argument(
+        "--max-queue-messages",
+        type=int,
+        default=defaults.protocol.max_queue_messages,
+        metavar="N",
+        help="messages a push client's queue holds while its socket refuses them"
+        " (default %(default)d)",
+    )
+    parser.add_argument(
+        "--max-queue-bytes",
+        type=int,
+        default=defaults.protocol.max_queue_bytes,
+        metavar="BYTES",
+        help="bytes a push client's queue holds while its socket refuses them"
+        " (default %(default)d)",
+    )
+    parser.add_argument(
+        "--overflow",
+        choices=["close", "drop"],
+        default=defaults.protocol.overflow,
+        help="past a queue bound: close the client (1008) or drop the write (default %(default)s)",
+    )
+    parser.add_argument(
         "--compression",
         action="store_true",
         help="offer permessage-deflate to WebSocket clients (default off)",
@@ -231,6 +253,9 @@ def main(argv: list[str] | None = None) -> None:
             max_connections=args.max_connections,
             ping_interval=args.ping_interval,
             max_message_size=args.max_message_size,
+            max_queue_messages=args.max_queue_messages,
+            max_queue_bytes=args.max_queue_bytes,
+            overflow=args.overflow,
             compression=args.compression,
             pubsub=pubsub,
             reuse_port=args.worker,

@@ -19,7 +19,7 @@ from sansio_push._frames import _Default
 
 from ._calls import call
 from ._client import Client
-from ._pubsub import Cursor, backlog, pull
+from ._pubsub import PULL_BYTES, Cursor, backlog, pull
 
 if TYPE_CHECKING:
     from ._server import Server
@@ -30,8 +30,11 @@ access_log = logging.getLogger("trio_push.access")
 _RECEIVE_SIZE = 65536
 # Writes go out in pieces of this size; write_timeout bounds each piece.
 _SEND_PIECE = 65536
-# Incoming WebSocket messages waiting for on_message before we stop reading.
+# Incoming WebSocket messages waiting for on_message, and their bytes,
+# past which we stop reading (one message is always taken: see
+# docs/limits-and-timeouts.md for the arithmetic).
 _MAX_QUEUED_CALLBACKS = 64
+_MAX_QUEUED_INBOUND_BYTES = 1024 * 1024
 _ERROR_BODY = b"Internal Server Error\n"
 _NEVER = float("inf")
 # Callbacks that are nothing but the handler's (on_shutdown is followed by a
@@ -230,6 +233,8 @@ class Connection:
         "_close_deadline",
         "_next_keepalive",
         "_pong_deadline",
+        "_ping_end",
+        "_inbound_bytes",
         "_opened_at",
         "_messages_in",
         "_messages_out",
@@ -282,6 +287,11 @@ class Connection:
         self._close_deadline = _NEVER
         self._next_keepalive = _NEVER
         self._pong_deadline = _NEVER
+        # Where the last ping ends in the bytes queued while the socket has
+        # not taken it yet (0: none waits): see _sent.
+        self._ping_end = 0
+        # Bytes of the messages queued for on_message.
+        self._inbound_bytes = 0
         self._opened_at = 0.0
         self._messages_in = 0
         self._messages_out = 0
@@ -382,6 +392,9 @@ class Connection:
             if sent == len(data):
                 return True
             data = data[sent:]
+        # The socket did not take it all at once (TLS: may not; we cannot
+        # tell): from here the queue bounds count what is queued.
+        self.refused()
         timeout = self.server.options.write_timeout
         view = memoryview(data)
         for start in range(0, len(view), _SEND_PIECE):
@@ -394,9 +407,29 @@ class Connection:
         return True
 
     def _sent(self, n: int) -> None:
-        if self.core.sent(n) is not None and not (self.cursors and backlog(self)):
+        core = self.core
+        if core.sent(n) is not None and not (self.cursors and backlog(self)):
             self._queue_callback("on_drained", ())
+        if self._ping_end:
+            # The socket takes bytes: the peer reads. Until the ping is out it
+            # is behind what was queued before it, and once it is out, the
+            # peer has pong_timeout to answer.
+            if core.bytes_sent >= self._ping_end:
+                self._ping_end = 0
+            self._pong_deadline = trio.current_time() + self.server.options.pong_timeout
         self._unpark()
+
+    def refused(self) -> None:
+        """The socket did not take everything offered: from now until the
+        queue is empty, what is written or published counts in its bounds."""
+        self.core.refused()
+
+    def overflow(self) -> None:
+        """More was published to this connection while its socket refused
+        than its queue bounds allow (the 'close' policy)."""
+        was_open = self.core.open
+        self.core.overflow()
+        self._refused(was_open)
 
     def _write_now(self, data: bytes) -> int:
         """Send what the socket takes now, without blocking; how much that was."""
@@ -420,12 +453,17 @@ class Connection:
         core = self.core
         self._flush_queued = True  # pull() below must not queue us again
         try:
-            if self.cursors:
-                pull(self)
-            data = core.data_to_send()
-            if data and (self._fd < 0 or self._write_now(data) < len(data)):
-                self._start_writer()
-            elif core.finished:
+            while True:
+                if self.cursors:
+                    pull(self, PULL_BYTES)
+                data = core.data_to_send()
+                if data and (self._fd < 0 or self._write_now(data) < len(data)):
+                    self.refused()
+                    self._start_writer()
+                    return
+                if not (self.cursors and backlog(self) and core.open):
+                    break
+            if core.finished:
                 self.end()
             elif core.open:
                 self._cursors_idle()
@@ -700,6 +738,7 @@ class Connection:
                     # bound refuses them).
                     while (
                         len(self._callbacks) > _MAX_QUEUED_CALLBACKS
+                        or self._inbound_bytes > _MAX_QUEUED_INBOUND_BYTES
                         or core.pending_bytes > core.config.max_queue_bytes
                     ) and not self._over:
                         await self._park()
@@ -714,6 +753,7 @@ class Connection:
                         self._queue_callback("on_message", (event.data,))
                 elif isinstance(event, sp.Pong):
                     self._pong_deadline = _NEVER
+                    self._ping_end = 0
         finally:
             # As a nursery would: the helpers end first (when cancelled,
             # they are too), then the socket may close.
@@ -754,7 +794,7 @@ class Connection:
         core = self.core
         while True:
             if self.cursors:
-                pull(self)
+                pull(self, PULL_BYTES)
             data = core.data_to_send()
             if not data:
                 break
@@ -799,9 +839,11 @@ class Connection:
         if self.core.protocol == "websocket":
             self._next_keepalive = now + options.ping_interval
             if self._pong_deadline == _NEVER:
-                # Counted from when the ping is queued, not sent: a peer that
-                # does not read cannot stretch it.
+                # A peer that neither answers nor reads for pong_timeout is
+                # gone; one that reads what was queued before the ping, however
+                # slowly, gets pong_timeout from when the ping is out (_sent).
                 self._pong_deadline = now + options.pong_timeout
+                self._ping_end = self.core.bytes_queued
         else:
             self._next_keepalive = now + options.sse_keepalive
 
@@ -844,6 +886,8 @@ class Connection:
             return  # a callback the handler lacks: no task to start for it
         if name == "on_close":
             self._close_queued = True
+        elif name == "on_message":
+            self._inbound_bytes += len(args[0])
         self._callbacks.append((name, args))
         if not self._dispatching:
             self._start_dispatcher()
@@ -858,6 +902,8 @@ class Connection:
         try:
             while callbacks:
                 name, args = callbacks.pop(0)
+                if name == "on_message":
+                    self._inbound_bytes -= len(args[0])
                 self._unpark()
                 await self._run_callback(name, args)
                 if name == "on_close":
@@ -964,6 +1010,7 @@ class Connection:
                 self.core.pending_bytes,
             )
             self._close_deadline = trio.current_time() + self.server.options.close_timeout
+            self._leave_pubsub()
             self.wake()
         return False
 
@@ -973,7 +1020,15 @@ class Connection:
         if self.core.open:
             self.core.close(code, reason)
             self._close_deadline = trio.current_time() + self.server.options.close_timeout
+            self._leave_pubsub()
         self.wake()
+
+    def _leave_pubsub(self) -> None:
+        """Closing: nothing published from now on can be sent, so the
+        connection leaves its subscriptions (and holds nothing in the logs)."""
+        if self.cursors:
+            assert self.client is not None
+            self.server.pubsub.unsubscribe_all(self.client)
 
     def shutdown(self) -> None:
         """Graceful server stop: on_shutdown, then close 1001."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -102,11 +103,19 @@ def glob_match(pattern: str, channel: str) -> bool:
     return glob_to_regex(pattern).fullmatch(channel.encode("utf-8", "surrogateescape")) is not None
 
 
-# A topic's log is trimmed when it holds this many messages or bytes: the
-# subscribers that have not taken the older half get it queued (where their
-# own queue bound applies), then what everyone has taken is dropped.
+# A topic's log is looked at for trimming once it holds this many messages
+# or bytes, and again each time as much again is published: what every
+# subscriber has taken is dropped, and a subscriber too slow for the logs
+# (see enforce_bounds) gets its overflow policy.
 TRIM_MESSAGES = 512
 TRIM_BYTES = 1024 * 1024
+# What one pull takes from the logs for a connection, in message bytes: the
+# rest waits in the shared log until the socket has taken this much.
+PULL_BYTES = 256 * 1024
+# A subscriber whose socket refuses bytes and that has more than this many
+# times its queue bounds waiting for it in the logs is too slow: a burst up
+# to that size waits in the shared log for the readers that take it.
+LAG_FACTOR = 4
 
 
 class Cursor:
@@ -133,10 +142,24 @@ class Topic:
     A publish appends the prepared message to the log, once, whatever the
     number of subscribers, and wakes the writers that sleep; each
     connection's writer takes what is new for it (its :class:`Cursor`)
-    right before it sends, so a burst of messages leaves in one ``send``.
+    right before it sends, as much as its socket takes, so a burst of
+    messages leaves in few sends and waits in one shared log, not in a
+    queue per subscriber.
     """
 
-    __slots__ = ("key", "regex", "log", "seqs", "base", "size", "cursors", "idle")
+    __slots__ = (
+        "key",
+        "regex",
+        "log",
+        "seqs",
+        "ends",
+        "base",
+        "base_bytes",
+        "trim_messages",
+        "trim_bytes",
+        "cursors",
+        "idle",
+    )
 
     def __init__(self, key: str, pattern: bool = False) -> None:
         self.key = key
@@ -144,8 +167,13 @@ class Topic:
         self.log: list[Prepared] = []
         # Publish order across topics, for connections on several.
         self.seqs: list[int] = []
+        # Message bytes ever published here, as of the end of each message
+        # in the log; base_bytes as of the log's start.
+        self.ends: list[int] = []
         self.base = 0
-        self.size = 0
+        self.base_bytes = 0
+        self.trim_messages = TRIM_MESSAGES
+        self.trim_bytes = TRIM_BYTES
         self.cursors: dict[Client, Cursor] = {}
         # Cursors whose writer sleeps (a dict: ordered, O(1) removal).
         self.idle: dict[Cursor, None] = {}
@@ -156,40 +184,74 @@ class Topic:
             self.regex.fullmatch(channel.encode("utf-8", "surrogateescape")) is not None
         )
 
+    def bytes_from(self, start: int) -> int:
+        """Message bytes in the log from index ``start`` to its end."""
+        if start >= len(self.log):
+            return 0
+        return self.ends[-1] - (self.ends[start - 1] if start else self.base_bytes)
+
     def publish(self, prepared: Prepared, seq: int) -> int:
         """Make ``prepared`` the next message of every subscriber; never waits."""
         if not self.cursors:
             return 0
         self.log.append(prepared)
         self.seqs.append(seq)
-        self.size += len(prepared.message)
+        self.ends.append((self.ends[-1] if self.ends else self.base_bytes) + len(prepared.message))
         if self.idle:
             idle, self.idle = self.idle, {}
             for cursor in idle:
                 cursor.idle = False
                 cursor.conn.wake()
-        if len(self.log) > TRIM_MESSAGES or self.size > TRIM_BYTES:
+        if len(self.log) > self.trim_messages or self.bytes_from(0) > self.trim_bytes:
             self.trim()
         return len(self.cursors)
 
     def trim(self) -> None:
-        half = self.base + len(self.log) // 2
+        end = self.base + len(self.log)
         for cursor in list(self.cursors.values()):
-            if cursor.pos < half:
-                pull(cursor.conn)
-        lowest = min((c.pos for c in self.cursors.values()), default=self.base + len(self.log))
+            if cursor.pos < end and cursor.conn.core.refusing:
+                enforce_bounds(cursor.conn)
+        lowest = min((c.pos for c in self.cursors.values()), default=end)
         drop = lowest - self.base
         if drop > 0:
+            self.base_bytes = self.ends[drop - 1]
             del self.log[:drop]
             del self.seqs[:drop]
+            del self.ends[:drop]
             self.base = lowest
-            self.size = sum(len(p.message) for p in self.log)
+        # Subscribers that are behind but whose sockets take what they are
+        # given keep their messages here; look again once as much again has
+        # been published, so a trim costs its walk over the cursors once
+        # per TRIM_MESSAGES publishes (or TRIM_BYTES), not once per publish.
+        self.trim_messages = len(self.log) + TRIM_MESSAGES
+        self.trim_bytes = self.bytes_from(0) + TRIM_BYTES
 
 
-def pull(conn: Connection) -> None:
+def enforce_bounds(conn: Connection) -> None:
+    """Apply ``conn``'s overflow policy if its socket refuses bytes and
+    more waits for it in the logs than LAG_FACTOR times its queue bounds."""
+    messages = nbytes = 0
+    for cursor in conn.cursors:
+        topic = cursor.topic
+        start = cursor.pos - topic.base
+        messages += len(topic.log) - start
+        nbytes += topic.bytes_from(start)
+    config = conn.core.config
+    if (
+        messages > LAG_FACTOR * config.max_queue_messages
+        or nbytes > LAG_FACTOR * config.max_queue_bytes
+    ):
+        if config.overflow == "drop":
+            pull(conn)  # each message past the queue bound is dropped, and counted
+        else:
+            conn.overflow()
+
+
+def pull(conn: Connection, limit: int | None = None) -> None:
     """Queue on ``conn`` what its subscriptions published since it last
     looked, in publish order (where its queue bound and overflow policy
-    apply, as for any write)."""
+    apply, as for any write): everything, or with ``limit`` about that
+    many message bytes (at least one message)."""
     cursors = conn.cursors
     if len(cursors) == 1:
         cursor = cursors[0]
@@ -198,21 +260,42 @@ def pull(conn: Connection) -> None:
         log = topic.log
         if start >= len(log):
             return
-        batch = log[start:] if start else log.copy()
-        cursor.pos = topic.base + len(log)
+        end = len(log) if limit is None else _limited_end(topic, start, limit)
+        batch = log[start:end] if start or end < len(log) else log.copy()
+        cursor.pos = topic.base + end
     else:
         entries: list[tuple[int, Prepared]] = []
+        # With a limit, a cursor that stops early stops every other one at
+        # the same point of the publish order.
+        cut = None
+        spans = []
         for cursor in cursors:
             topic = cursor.topic
             start = cursor.pos - topic.base
             if start < len(topic.log):
-                entries += zip(topic.seqs[start:], topic.log[start:], strict=True)
-                cursor.pos = topic.base + len(topic.log)
-        if not entries:
+                end = len(topic.log) if limit is None else _limited_end(topic, start, limit)
+                if end < len(topic.log):
+                    last = topic.seqs[end - 1]
+                    cut = last if cut is None else min(cut, last)
+                spans.append((cursor, start, end))
+        if not spans:
             return
+        for cursor, start, end in spans:
+            topic = cursor.topic
+            if cut is not None:
+                end = bisect_right(topic.seqs, cut, start, end)
+            entries += zip(topic.seqs[start:end], topic.log[start:end], strict=True)
+            cursor.pos = topic.base + end
         entries.sort(key=_first)
         batch = [p for _, p in entries]
     conn.queue_published(batch)
+
+
+def _limited_end(topic: Topic, start: int, limit: int) -> int:
+    """Where a pull from ``start`` taking about ``limit`` bytes ends: past
+    the message that reaches the limit, at least one message."""
+    first = topic.ends[start - 1] if start else topic.base_bytes
+    return min(bisect_left(topic.ends, first + limit, start) + 1, len(topic.log))
 
 
 def _first(entry: tuple[int, Prepared]) -> int:

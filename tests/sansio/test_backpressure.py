@@ -21,7 +21,7 @@ from sansio_wire import (
 
 import sansio_push._connection
 import sansio_push._frames
-from sansio_push import Config, Drained, Prepared, prepare
+from sansio_push import Config, Drained, Prepared, ServerConnection, prepare
 
 
 def test_pending_counts_queued_messages_and_pending_bytes_their_bytes() -> None:
@@ -122,55 +122,95 @@ def test_sse_messages_are_counted_the_same_way() -> None:
     assert conn.sent(conn.pending_bytes) == Drained()
 
 
+def refusing(conn: ServerConnection) -> ServerConnection:
+    """``conn`` with one message queued that its socket refused to take."""
+    assert conn.send_message("0")
+    conn.refused()
+    assert conn.refusing
+    return conn
+
+
+def test_a_burst_before_the_socket_refuses_is_queued_whatever_its_size() -> None:
+    conn, _ = connect_ws(Config(max_queue_messages=10, max_queue_bytes=1000))
+    assert all(conn.send_message(f"m{i}") for i in range(5000))
+    assert conn.send_message(b"x" * 100_000)
+    assert conn.open and conn.pending == 5001
+
+
+def test_one_message_larger_than_the_byte_bound_goes_out() -> None:
+    conn, _ = connect_ws(Config(max_queue_bytes=1000))
+    assert conn.send_message(b"x" * 16 * 1024 * 1024)
+    # The socket takes part of it: a small message behind it is still in bounds.
+    head = conn.data_to_send()[:65536]
+    conn.sent(65536)
+    conn.refused()
+    assert conn.send_message("after")
+    frames = parse_frames(head + flush(conn))
+    assert [len(f.payload) for f in frames] == [16 * 1024 * 1024, 5]
+
+
+def test_refused_with_nothing_queued_changes_nothing() -> None:
+    conn, _ = connect_ws(Config(max_queue_messages=1))
+    flush(conn)
+    conn.refused()
+    assert not conn.refusing
+    assert conn.send_message("1") and conn.send_message("2")
+
+
 def test_message_queue_bound_closes_1008_with_a_clear_reason() -> None:
-    conn, _ = connect_ws(Config(max_queue_messages=2))
+    conn = refusing(connect_ws(Config(max_queue_messages=2))[0])
     assert conn.send_message("1") and conn.send_message("2")
     assert conn.send_message("3") is False
     assert not conn.open
     frames = parse_frames(flush(conn))
-    assert [f.opcode for f in frames] == [OP_TEXT, OP_TEXT, OP_CLOSE]
+    assert [f.opcode for f in frames] == [OP_TEXT, OP_TEXT, OP_TEXT, OP_CLOSE]
     assert frames[-1].close_code == 1008
     assert "queue" in frames[-1].close_reason
 
 
 def test_byte_queue_bound_closes_1008() -> None:
-    conn, _ = connect_ws(Config(max_queue_bytes=100))
+    conn = refusing(connect_ws(Config(max_queue_bytes=100))[0])
     assert conn.send_message(b"x" * 90)
     assert conn.send_message(b"x" * 10) is False
     frames = parse_frames(flush(conn))
-    assert [f.opcode for f in frames] == [OP_BINARY, OP_CLOSE]
+    assert [f.opcode for f in frames] == [OP_TEXT, OP_BINARY, OP_CLOSE]
     assert frames[-1].close_code == 1008
 
 
 def test_message_exactly_filling_the_byte_bound_is_queued() -> None:
-    conn, _ = connect_ws(Config(max_queue_bytes=100))
+    conn = refusing(connect_ws(Config(max_queue_bytes=100))[0])
     assert conn.send_message(b"x" * 98)  # 2-byte header
-    assert conn.pending_bytes == 100
+    assert conn.open
 
 
-def test_queue_bound_counts_only_what_was_not_taken() -> None:
-    conn, _ = connect_ws(Config(max_queue_messages=1))
+def test_the_bound_counts_what_was_queued_after_the_refusal_and_not_taken() -> None:
+    conn = refusing(connect_ws(Config(max_queue_messages=1))[0])
     assert conn.send_message("1")
+    assert conn.send_message("2") is False
+    conn = refusing(connect_ws(Config(max_queue_messages=1))[0])
+    assert conn.send_message("1")
+    # Everything taken: the socket refuses nothing any more.
     conn.sent(conn.pending_bytes)
-    assert conn.send_message("2")
+    assert not conn.refusing
+    assert conn.send_message("2") and conn.send_message("3")
 
 
 def test_sse_queue_overflow_ends_the_stream() -> None:
-    conn, _ = connect_sse(Config(max_queue_messages=1))
+    conn = refusing(connect_sse(Config(max_queue_messages=1))[0])
     assert conn.send_message("1")
     assert conn.send_message("2") is False
     assert conn.finished and not conn.open
-    assert dechunk(flush(conn), complete=True) == b"event: msg\ndata: 1\n\n"
+    assert dechunk(flush(conn), complete=True) == b"event: msg\ndata: 0\n\nevent: msg\ndata: 1\n\n"
 
 
 def test_drop_overflow_refuses_the_message_and_counts_it() -> None:
-    conn, _ = connect_ws(Config(max_queue_messages=1, overflow="drop"))
+    conn = refusing(connect_ws(Config(max_queue_messages=1, overflow="drop"))[0])
     assert conn.send_message("1")
     assert conn.send_message("2") is False
     assert conn.send_message("3") is False
     assert conn.dropped == 2
-    assert conn.open and conn.pending == 1
-    assert [f.payload for f in parse_frames(flush(conn))] == [b"1"]
+    assert conn.open and conn.pending == 2
+    assert [f.payload for f in parse_frames(flush(conn))] == [b"0", b"1"]
     assert conn.send_message("4")
 
 
@@ -241,7 +281,7 @@ def test_prepare_with_a_bad_field_raises_value_error_at_once() -> None:
 
 
 def test_prepared_message_respects_the_queue_bound() -> None:
-    conn, _ = connect_ws(Config(max_queue_messages=1, overflow="drop"))
+    conn = refusing(connect_ws(Config(max_queue_messages=1, overflow="drop"))[0])
     p = prepare("x")
     assert conn.send_prepared(p)
     assert conn.send_prepared(p) is False

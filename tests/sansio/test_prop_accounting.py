@@ -28,8 +28,10 @@ MACHINE_SETTINGS = settings(
 
 
 class Accounting(RuleBasedStateMachine):
-    """The model: every byte ever queued, the offsets where messages end, and
-    how many bytes were taken. pending = message ends not yet taken."""
+    """The model: every byte ever queued, the offsets where messages end, how
+    many bytes were taken, and how many were queued when the socket first
+    refused (the queue bounds count only what was queued after that, until
+    everything is taken). pending = message ends not yet taken."""
 
     conn: ServerConnection
 
@@ -53,6 +55,7 @@ class Accounting(RuleBasedStateMachine):
         self.stream = b""
         self.dropped = 0
         self.open = True
+        self.refused_at = -1
 
     @property
     def pending(self) -> int:
@@ -74,10 +77,24 @@ class Accounting(RuleBasedStateMachine):
         self.stream += added
 
     def _fits(self, size: int) -> bool:
+        if self.refused_at < 0:
+            return True
+        since = max(self.refused_at, self.taken)
         return (
-            self.pending < self.config.max_queue_messages
-            and self.queued - self.taken + size <= self.config.max_queue_bytes
+            sum(1 for end in self.ends if end > since) < self.config.max_queue_messages
+            and self.queued - since + size <= self.config.max_queue_bytes
         )
+
+    def _taken(self, n: int) -> None:
+        self.taken += n
+        if self.taken == self.queued:
+            self.refused_at = -1
+
+    @rule()
+    def refuse(self) -> None:
+        self.conn.refused()
+        if self.refused_at < 0 and self.queued > self.taken:
+            self.refused_at = self.queued
 
     @rule(msg=messages, use_prepare=st.booleans())
     def queue_message(self, msg: str | bytes, use_prepare: bool) -> None:
@@ -115,7 +132,7 @@ class Accounting(RuleBasedStateMachine):
         n = round(waiting * fraction)
         before = self.pending
         result = self.conn.sent(n)
-        self.taken += n
+        self._taken(n)
         assert (result == Drained()) == (before > 0 and self.pending == 0)
         assert result is None or result == Drained()
 
@@ -124,7 +141,7 @@ class Accounting(RuleBasedStateMachine):
     def take_one_byte(self) -> None:
         before = self.pending
         result = self.conn.sent(1)
-        self.taken += 1
+        self._taken(1)
         assert (result is not None) == (before > 0 and self.pending == 0)
 
     @rule()
@@ -135,7 +152,7 @@ class Accounting(RuleBasedStateMachine):
         before = self.pending
         n = ends[0] - self.taken
         result = self.conn.sent(n)
-        self.taken += n
+        self._taken(n)
         assert self.pending == before - 1
         assert (result is not None) == (self.pending == 0)
 
@@ -164,6 +181,7 @@ class Accounting(RuleBasedStateMachine):
         if hasattr(self, "conn"):
             assert self.conn.open == self.open
             assert self.conn.dropped == self.dropped
+            assert self.conn.refusing == (self.refused_at >= 0)
 
 
 Accounting.TestCase.settings = MACHINE_SETTINGS

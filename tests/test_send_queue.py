@@ -1,0 +1,262 @@
+"""The send queue measures the peer, not the app.
+
+A client that reads is never cut off, whatever the app writes in one go: a
+burst of thousands of writes, one message larger than the bound, a burst of
+large publishes. A client that does not read is still closed (or its writes
+dropped), with memory bounded. Real clients on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import trio
+from httpx_sse import aconnect_sse
+from server_helpers import (
+    TIMEOUT,
+    RawWebSocket,
+    fill_until_refused,
+    http_client,
+    in_thread,
+    push_app,
+    wait_for,
+    ws_connect,
+)
+
+import trio_push
+
+BURST = 2000
+BIG = 8 * 1024 * 1024  # twice the default max_queue_bytes
+
+
+class Snapshot:
+    """Writes a page's initial snapshot in on_open, then closes."""
+
+    def __init__(self, messages: list[str]) -> None:
+        self.messages = messages
+        self.accepted: list[bool] = []
+        self.closed = 0
+
+    def on_open(self, client: trio_push.Client) -> None:
+        self.accepted = [client.write(m) for m in self.messages]
+        client.close()
+
+    def on_close(self, client: trio_push.Client) -> None:
+        self.closed += 1
+
+
+def ws_read_all(port: int) -> tuple[list[Any], int | None]:
+    """Every message until the close, with the websockets client; and the code."""
+    from websockets.exceptions import ConnectionClosed
+
+    got: list[Any] = []
+    with ws_connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        try:
+            while True:
+                got.append(ws.recv(timeout=TIMEOUT))
+        except ConnectionClosed as exc:
+            return got, exc.rcvd.code if exc.rcvd else None
+
+
+async def sse_read_all(port: int) -> list[str]:
+    """Every event's data until the stream ends, with httpx-sse."""
+    got = []
+    async with http_client() as http, aconnect_sse(http, "GET", f"http://127.0.0.1:{port}/") as es:
+        async for event in es.aiter_sse():
+            got.append(event.data)
+    return got
+
+
+async def test_a_burst_of_writes_then_close_reaches_a_websocket_reader(start_server: Any) -> None:
+    handler = Snapshot([f"row {i} " + "x" * 100 for i in range(BURST)])
+    server = await start_server(push_app(handler))
+    got, code = await in_thread(ws_read_all, server.port)
+    assert got == handler.messages
+    assert code == 1000
+    assert handler.accepted == [True] * BURST
+    await wait_for(lambda: handler.closed == 1)
+
+
+async def test_a_burst_of_writes_then_close_reaches_an_sse_reader(start_server: Any) -> None:
+    handler = Snapshot([f"row {i} " + "x" * 100 for i in range(BURST)])
+    server = await start_server(push_app(handler))
+    with trio.fail_after(TIMEOUT):
+        got = await sse_read_all(server.port)
+    assert got == handler.messages
+    await wait_for(lambda: handler.closed == 1)
+
+
+async def test_one_message_larger_than_the_queue_bound_is_delivered(start_server: Any) -> None:
+    big = "y" * BIG
+    handler = Snapshot([big, "after"])
+    server = await start_server(push_app(handler))
+    got, code = await in_thread(ws_read_all, server.port)
+    assert [len(m) for m in got] == [BIG, 5] and got[0] == big
+    assert code == 1000
+    with trio.fail_after(TIMEOUT):
+        events = await sse_read_all(server.port)
+    assert [len(m) for m in events] == [BIG, 5]
+
+
+class Subscriber:
+    def __init__(self) -> None:
+        self.clients: list[trio_push.Client] = []
+
+    def on_open(self, client: trio_push.Client) -> None:
+        client.subscribe("prices")
+        self.clients.append(client)
+
+
+async def test_a_burst_of_large_publishes_reaches_every_reader(start_server: Any) -> None:
+    handler = Subscriber()
+    server = await start_server(push_app(handler))
+    n, size, readers = 200, 64 * 1024, 8  # 12.5 MiB a reader, 3x the default bound
+    results: list[Any] = []
+
+    def read(ws: Any) -> None:
+        results.append([ws.recv(timeout=TIMEOUT) for _ in range(n)])
+
+    def open_one() -> Any:
+        return ws_connect(f"ws://127.0.0.1:{server.port}/", max_size=None).__enter__()
+
+    sockets = [await in_thread(open_one) for _ in range(readers)]
+    await wait_for(lambda: trio_push.subscriber_count("prices") == readers)
+    async with trio.open_nursery() as nursery:
+        for ws in sockets:
+            nursery.start_soon(in_thread, read, ws)
+        # From the event loop in one go, then from a thread in a loop.
+        accepted = [trio_push.publish("prices", f"{i:05d}" + "p" * size) for i in range(n // 2)]
+
+        def publish_rest() -> list[bool]:
+            return [trio_push.publish("prices", f"{i:05d}" + "p" * size) for i in range(n // 2, n)]
+
+        accepted += await in_thread(publish_rest)
+    assert accepted == [True] * n
+    for got in results:
+        assert [m[:5] for m in got] == [f"{i:05d}" for i in range(n)]
+    assert all(c.open for c in handler.clients)
+    for ws in sockets:
+        await in_thread(ws.close)
+
+
+async def nonreader(port: int) -> RawWebSocket:
+    """A WebSocket client with a tiny receive window that does not read."""
+    return await RawWebSocket.open(port, rcvbuf=4096)
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.client: trio_push.Client | None = None
+        self.opened = trio.Event()
+
+    def on_open(self, client: trio_push.Client) -> None:
+        self.client = client
+        self.opened.set()
+
+
+async def test_a_client_that_does_not_read_is_closed_past_the_bound(start_server: Any) -> None:
+    handler = Writer()
+    server = await start_server(push_app(handler), max_queue_messages=10)
+    with trio.fail_after(TIMEOUT):
+        ws = await nonreader(server.port)
+        await handler.opened.wait()
+        client = handler.client
+        assert client is not None
+        filled = await fill_until_refused(client)
+        accepted = [client.write(f"m{i}") for i in range(20)]
+        assert not client.open
+        # It reads now: what was accepted, then the 1008.
+        ws.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        messages = await ws.messages(filled)
+        code = await ws.close_code()
+    assert len(messages) == filled
+    assert 0 < accepted.count(True) <= 10 and accepted[-1] is False
+    assert code == 1008
+    await ws.aclose()
+
+
+async def test_the_byte_bound_counts_what_waits_behind_a_refusing_socket(
+    start_server: Any,
+) -> None:
+    handler = Writer()
+    server = await start_server(push_app(handler), max_queue_bytes=200_000)
+    with trio.fail_after(TIMEOUT):
+        ws = await nonreader(server.port)
+        await handler.opened.wait()
+        client = handler.client
+        assert client is not None
+        await fill_until_refused(client)
+        assert [client.write(b"x" * 60_000) for _ in range(4)] == [True, True, True, False]
+        assert await ws.close_code() == 1008
+    await ws.aclose()
+
+
+async def test_drop_policy_refuses_writes_but_keeps_the_client(start_server: Any) -> None:
+    handler = Writer()
+    server = await start_server(push_app(handler), max_queue_messages=3, overflow="drop")
+    with trio.fail_after(TIMEOUT):
+        ws = await nonreader(server.port)
+        await handler.opened.wait()
+        client = handler.client
+        assert client is not None
+        filled = await fill_until_refused(client)
+        accepted = [client.write(f"m{i}") for i in range(5)]
+        assert client.open and client.dropped == 2
+        messages = await ws.messages(filled + 3)
+        await wait_for(lambda: client.pending == 0)
+        assert client.write("after") is True
+        assert await ws.messages(1) == ["after"]
+    assert accepted == [True, True, True, False, False]
+    assert messages[filled:] == ["m0", "m1", "m2"]
+    await ws.aclose()
+
+
+class KeepsTheQueueFull:
+    """The documented pattern: write more whenever the queue drains."""
+
+    def __init__(self, per_drain: int) -> None:
+        self.per_drain = per_drain
+        self.sent = 0
+        self.closed = trio.Event()
+
+    def _more(self, client: trio_push.Client) -> None:
+        for _ in range(self.per_drain):
+            client.write(f"{self.sent:08d}" + "d" * 65528)
+            self.sent += 1
+
+    def on_open(self, client: trio_push.Client) -> None:
+        self._more(client)
+
+    def on_drained(self, client: trio_push.Client) -> None:
+        self._more(client)
+
+    def on_close(self, client: trio_push.Client) -> None:
+        self.closed.set()
+
+
+async def test_a_slow_reader_behind_a_full_queue_is_not_taken_for_half_open(
+    start_server: Any,
+) -> None:
+    # 2 MiB queued ahead of each ping, read at about 320 KB/s: a ping waits
+    # about 6 s behind it, longer than pong_timeout.
+    handler = KeepsTheQueueFull(per_drain=32)
+    server = await start_server(push_app(handler), ping_interval=0.5, pong_timeout=2.0)
+    ws = await RawWebSocket.open(server.port, rcvbuf=32 * 1024)
+    got: list[Any] = []
+    with trio.move_on_after(9):
+        while True:
+            data = await ws.stream.receive_some(32 * 1024)
+            assert data, f"the server closed a reading client after {len(got)} messages"
+            ws.ws.receive_data(data)
+            for event in ws.ws.events():
+                if type(event).__name__ == "Ping":
+                    ws.pings += 1
+                    await ws.stream.send_all(ws.ws.send(event.response()))
+                elif getattr(event, "message_finished", False):
+                    got.append(event)
+            await trio.sleep(0.1)
+    assert not handler.closed.is_set()
+    assert ws.pings >= 2
+    assert len(got) > 32
+    await ws.aclose()
