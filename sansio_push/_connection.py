@@ -196,9 +196,7 @@ class ServerConnection:
         self.protocol: str = "http"
         #: Messages refused by the ``'drop'`` overflow policy.
         self.dropped = 0
-        self._h11: h11.Connection | None = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=config.max_head_size
-        )
+        self._h11: h11.Connection | None = self._new_h11()
         self._ws: WSConnection | None = None
         # WebSocket bytes received and not yet read, and where reading is in
         # them, while frames are read without wsproto (see _wsfast); None
@@ -228,6 +226,9 @@ class ServerConnection:
         self._eof = False
         self._fast_state = 0
         self._framing: _fast.Framing | None = None
+
+    def _new_h11(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_head_size)
 
     # -- state ------------------------------------------------------------
 
@@ -349,7 +350,10 @@ class ServerConnection:
             return EndOfRequest()
         if state:
             return None  # waiting for the answer, as h11 does
-        raw = self._raw
+        # Empty lines before a request line are ignored (RFC 9112 2.2: old
+        # clients send a CRLF after a POST body), CR or LF alone as nginx and
+        # llhttp do; h11 would answer 400.
+        raw = self._raw = self._raw.lstrip(b"\r\n")
         end = raw.find(b"\r\n\r\n")
         if end < 0:
             if self._eof or len(raw) > self.config.max_head_size or _LF_END.search(raw):
@@ -503,10 +507,13 @@ class ServerConnection:
         if conn.our_state is h11.MUST_CLOSE:
             self._finish()
         elif conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
+            # What came after this request goes back to where every request
+            # head starts (empty lines skipped, the fast path first), and a
+            # new h11 reads the next one if the fast path does not.
             data, closed = conn.trailing_data
-            if not data and not closed:
-                self._via_h11 = False  # h11 is as new: the next request may be simple
+            self._h11 = self._new_h11()
+            self._raw, self._eof = bytes(data), closed
+            self._via_h11 = False
         elif conn.their_state is not h11.DONE:
             # The app answered without reading the whole body: we cannot
             # tell where the next request starts, so close.

@@ -89,6 +89,28 @@ def test_pipelined_request_waits_until_the_previous_response_ends() -> None:
     assert drain(conn)[0].env["PATH_INFO"] == "/2"
 
 
+@pytest.mark.parametrize("empty", [b"\r\n", b"\n", b"\r\n\n\r\n"])
+@pytest.mark.parametrize(
+    "first", [request("GET", "/1"), request("POST", "/1", body=b"xy")], ids=["fast", "h11"]
+)
+def test_empty_lines_before_a_request_line_are_skipped(empty: bytes, first: bytes) -> None:
+    conn = new()
+    conn.receive_data(empty + first + empty + request("GET", "/2", [("Connection", "close")]))
+    paths = []
+    while events := drain(conn):
+        paths.append(events[0].env["PATH_INFO"])
+        conn.respond(200, [], b"")
+    assert paths == ["/1", "/2"]
+    assert [r.status for r in responses(flush(conn), ["GET", "GET"])] == [200, 200]
+
+
+def test_peer_eof_after_only_empty_lines_closes_without_an_answer() -> None:
+    conn = new()
+    assert receive(conn, b"\r\n\r\n") == []
+    assert receive(conn, b"") == []
+    assert conn.finished and flush(conn) == b""
+
+
 def test_content_length_body_is_delivered() -> None:
     conn = new()
     events = receive(conn, request("POST", "/", body=b"0123456789"))

@@ -1,0 +1,87 @@
+"""HTTP/1.1 framing a proxy or an old client relies on, against a running
+server: ambiguous or folded heads refused, stray empty lines ignored, HEAD
+framed as GET, the absolute form's host, fragments, and static files that
+change while they are downloaded.
+
+Raw sockets where a client would normalize the bytes away; curl and httpx
+where a real client sends them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import trio
+from hardening_helpers import Echo
+from server_helpers import (
+    TIMEOUT,
+    connect,
+    parse_responses,
+    read_all,
+)
+
+LAST = b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+@pytest.fixture
+async def app_calls(start_server: Any) -> tuple[int, list[dict[str, Any]]]:
+    """A server whose app answers with what it saw, as JSON; and the envs of
+    its calls."""
+    calls: list[dict[str, Any]] = []
+
+    def app(env: dict[str, Any]) -> Any:
+        if env["rack.upgrade?"] is not None:
+            env["rack.upgrade"] = Echo()
+            return 200, {}, b""
+        calls.append(env)
+        keys = ("PATH_INFO", "QUERY_STRING", "HTTP_HOST", "CONTENT_LENGTH")
+        seen = {k: env.get(k) for k in keys}
+        seen["body"] = env["wsgi.input"].read().decode()
+        return 200, {"content-type": "application/json"}, json.dumps(seen)
+
+    server = await start_server(app)
+    return server.port, calls
+
+
+# -- 1. empty lines before a request line ---------------------------------------
+
+GET_A = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+POST_A = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+STRAY = {
+    "fresh, simple get": [b"\r\n" + GET_A, LAST],
+    "fresh, several, bare lf": [b"\n\r\n\n" + GET_A, LAST],
+    "fresh, h11": [b"\r\n" + LAST],
+    "after a simple get": [GET_A + b"\r\n", LAST],
+    "after a simple get, alone": [GET_A, b"\r\n", LAST],
+    "after a post body": [POST_A + b"\r\n", LAST],
+    "after a post body, alone": [POST_A, b"\r\n", LAST],
+    "after a post body, bare lf": [POST_A + b"\n", LAST],
+}
+
+
+@pytest.mark.parametrize("pipelined", [False, True], ids=["one by one", "pipelined"])
+@pytest.mark.parametrize("pieces", STRAY.values(), ids=STRAY.keys())
+async def test_empty_lines_before_a_request_line_are_ignored(
+    app_calls: Any, pieces: list[bytes], pipelined: bool
+) -> None:
+    """RFC 9112 2.2: a server SHOULD ignore at least one empty line before a
+    request line (old clients send a CRLF after a POST body); nginx and
+    llhttp ignore any number of them. Both the fast path (a simple GET) and
+    h11 (a POST, Connection: close) read the request after them."""
+    port, _calls = app_calls
+    with trio.fail_after(TIMEOUT):
+        stream = await connect(port)
+        async with stream:
+            if pipelined:
+                await stream.send_all(b"".join(pieces))
+            else:
+                for piece in pieces:
+                    await stream.send_all(piece)
+                    await trio.sleep(0.05)  # a read of its own on the server's side
+            data = await read_all(stream)
+    answers = parse_responses(data)
+    expected = ["/a"] * sum(b"/a " in p for p in pieces) + ["/last"]
+    assert [status for status, _, _ in answers] == [200] * len(expected), data
+    assert [json.loads(body)["PATH_INFO"] for _, _, body in answers] == expected
