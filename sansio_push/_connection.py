@@ -92,10 +92,19 @@ _HEAD_TOO_LARGE = "request head too large"
 # _next_fast_event: this request is h11's to read.
 _TO_H11 = object()
 _LF_END = re.compile(rb"\n\r?\n")
+# A header line that starts with a space or tab: obs-fold (RFC 9112 5.2).
+_OBS_FOLD = re.compile(rb"\n[ \t]")
 
 
 def _bytes(value: str | bytes) -> bytes:
     return value.encode("latin-1") if isinstance(value, str) else bytes(value)
+
+
+def _has_obs_fold(raw: bytes) -> bool:
+    """Whether the request head at the start of ``raw`` has an obs-fold (a
+    bare LF ends lines and the head too, as for h11; the body is not looked at)."""
+    end = _LF_END.search(raw)
+    return _OBS_FOLD.search(raw, 0, len(raw) if end is None else end.start()) is not None
 
 
 def _sendable_close_code(code: int) -> bool:
@@ -314,6 +323,11 @@ class ServerConnection:
             if fast is not _TO_H11:
                 return fast  # type: ignore[return-value]
             self._via_h11 = True
+            if _has_obs_fold(self._raw):
+                # h11 would unfold it, reading the head otherwise than a proxy
+                # that does not ("Transfer-Encoding:\r\n chunked"): refused,
+                # as RFC 9112 5.2 allows.
+                return self._reject(400, "obsolete line folding in the request head")
             conn.receive_data(self._raw)
             self._raw = b""
             if self._eof:
@@ -396,7 +410,12 @@ class ServerConnection:
             kind = upgrade_kind(request)
         except UpgradeRefused as exc:
             return self._reject(exc.status, exc.reason, exc.headers)
-        length = dict(request.headers).get(b"content-length")
+        headers = dict(request.headers)
+        if b"transfer-encoding" in headers and b"content-length" in headers:
+            # RFC 9112 6.1: h11 would frame by Transfer-Encoding, a proxy in
+            # front might by Content-Length (request smuggling): refuse, close.
+            return self._reject(400, "both Content-Length and Transfer-Encoding")
+        length = headers.get(b"content-length")
         if length is not None and int(length) > self.config.max_body_size:
             return self._reject(413, "request body too large")
         self._kind = kind

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import trio
-from hardening_helpers import Echo
+from hardening_helpers import Echo, exchange, head_lines, status_line
 from server_helpers import (
     TIMEOUT,
     connect,
@@ -85,3 +85,56 @@ async def test_empty_lines_before_a_request_line_are_ignored(
     expected = ["/a"] * sum(b"/a " in p for p in pieces) + ["/last"]
     assert [status for status, _, _ in answers] == [200] * len(expected), data
     assert [json.loads(body)["PATH_INFO"] for _, _, body in answers] == expected
+
+
+# -- 2. ambiguous or folded heads ----------------------------------------------
+
+BOTH = {
+    "content-length first": (
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"
+    ),
+    "transfer-encoding first": (
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("head", BOTH.values(), ids=BOTH.keys())
+async def test_content_length_with_transfer_encoding_gets_400_and_close(
+    app_calls: Any, head: bytes
+) -> None:
+    """RFC 9112 6.1: a request with both may be an attempt at smuggling a
+    request past a proxy that reads the other one; it is refused and the
+    connection closed, so the bytes after it are never read as a request."""
+    port, calls = app_calls
+    response = await exchange(port, head + b"\r\n5\r\nhello\r\n0\r\n\r\n" + LAST)
+    assert status_line(response) == 400, response
+    assert b"connection: close" in head_lines(response)
+    assert response.count(b"HTTP/1.1 ") == 1, response
+    assert calls == []
+
+
+FOLDED = {
+    # A proxy that does not unfold sees an empty Transfer-Encoding and frames
+    # the body by Content-Length; h11 would unfold it to "chunked".
+    "transfer-encoding": (
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n"
+    ),
+    "simple get, tab": b"GET /x HTTP/1.1\r\nHost: x\r\nX-A: a\r\n\tb\r\n\r\n",
+    "simple get, bare lf": b"GET /x HTTP/1.1\nHost: x\nX-A: a\n  b\n\n",
+    "host": b"GET /x HTTP/1.1\r\nHost:\r\n x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("before", [b"", POST_A], ids=["fresh", "after a post"])
+@pytest.mark.parametrize("request_bytes", FOLDED.values(), ids=FOLDED.keys())
+async def test_obs_fold_gets_400(app_calls: Any, request_bytes: bytes, before: bytes) -> None:
+    """RFC 9112 5.2 lets a server refuse any obs-fold with 400: unfolding it
+    (as h11 does) reads the head otherwise than a proxy that does not. Also
+    when it is pipelined after a request h11 read."""
+    port, calls = app_calls
+    response = await exchange(port, before + request_bytes + LAST)
+    statuses = [status for status, _, _ in parse_responses(response)]
+    assert statuses == [200] * len(calls) + [400], response
+    assert len(calls) == (1 if before else 0)
