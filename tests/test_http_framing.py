@@ -18,6 +18,7 @@ from hardening_helpers import Echo, exchange, head_lines, status_line
 from server_helpers import (
     TIMEOUT,
     connect,
+    http_client,
     parse_responses,
     read_all,
 )
@@ -138,3 +139,44 @@ async def test_obs_fold_gets_400(app_calls: Any, request_bytes: bytes, before: b
     statuses = [status for status, _, _ in parse_responses(response)]
     assert statuses == [200] * len(calls) + [400], response
     assert len(calls) == (1 if before else 0)
+
+
+# -- 3. HEAD framed as GET --------------------------------------------------------
+
+BODIES: dict[str, Any] = {"bytes": b"hello", "str": "hello", "list": [b"hel", "lo"]}
+
+
+@pytest.mark.parametrize("connection", ["keep-alive", "close"])
+@pytest.mark.parametrize("kind", BODIES.keys())
+async def test_head_of_a_fixed_body_has_the_get_headers(
+    start_server: Any, kind: str, connection: str
+) -> None:
+    """RFC 9110 9.3.2: HEAD gets the header fields GET would, so a fixed
+    body's Content-Length, not chunked framing (the app returns the same
+    body for both; the server drops it for HEAD). Keep-alive requests take
+    the fast path, "Connection: close" ones h11."""
+    body = BODIES[kind]
+    server = await start_server(lambda env: (200, {"content-type": "text/plain"}, body))
+    url = f"http://127.0.0.1:{server.port}/"
+    async with http_client() as http:
+        get = await http.get(url, headers={"connection": connection})
+        head = await http.head(url, headers={"connection": connection})
+    assert get.content == b"hello" and head.content == b""
+    assert head.headers["content-length"] == "5"
+    assert "transfer-encoding" not in head.headers
+    assert head.headers.multi_items() == get.headers.multi_items()
+
+
+async def test_head_keeps_the_apps_content_length_with_an_empty_body(start_server: Any) -> None:
+    """An app may answer HEAD without building the body: the Content-Length
+    it gives is GET's, and is kept (not checked against the empty body)."""
+
+    def app(env: dict[str, Any]) -> Any:
+        body = b"" if env["REQUEST_METHOD"] == "HEAD" else b"hello"
+        return 200, {"content-length": "5"}, body
+
+    server = await start_server(app)
+    async with http_client() as http:
+        head = await http.head(f"http://127.0.0.1:{server.port}/")
+    assert head.status_code == 200
+    assert head.headers["content-length"] == "5"
