@@ -92,9 +92,12 @@ def build_env(
     """
     target = request.target
     path, _, query = target.partition(b"?")
+    authority = None
     if path.startswith(b"http://") or path.startswith(b"https://"):
-        # Absolute form (RFC 9112 3.2.2): keep only the path.
-        path = b"/" + path.split(b"/", 3)[3] if path.count(b"/") >= 3 else b"/"
+        # Absolute form (RFC 9112 3.2.2): keep only the path; the host is the
+        # target's, whatever the Host header says (set after the headers).
+        authority, _, path = path.partition(b"//")[2].partition(b"/")
+        path = b"/" + path
     env: dict[str, Any] = {
         "REQUEST_METHOD": request.method.decode("ascii"),
         "SCRIPT_NAME": "",
@@ -127,6 +130,8 @@ def build_env(
             env[key] = text
         else:
             env[key] = old + ("; " if key == "HTTP_COOKIE" else ", ") + text
+    if authority is not None:
+        env["HTTP_HOST"] = authority.decode("latin-1")
     if server is not None:
         env["SERVER_NAME"], env["SERVER_PORT"] = server[0], str(server[1])
     else:

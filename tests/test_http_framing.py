@@ -180,3 +180,25 @@ async def test_head_keeps_the_apps_content_length_with_an_empty_body(start_serve
         head = await http.head(f"http://127.0.0.1:{server.port}/")
     assert head.status_code == 200
     assert head.headers["content-length"] == "5"
+
+
+# -- 4. the absolute form ---------------------------------------------------------
+
+
+async def test_absolute_form_host_wins_over_the_host_header(app_calls: Any) -> None:
+    """RFC 9112 3.2.2: for an absolute-form target the server uses the
+    target's authority and ignores Host. curl sends that form to a proxy."""
+    port, _calls = app_calls
+    with trio.fail_after(TIMEOUT):
+        done = await trio.run_process(
+            [
+                "curl", "-sS", "--max-time", str(TIMEOUT),
+                "-x", f"http://127.0.0.1:{port}",
+                "-H", "Host: other.example",
+                "http://example.com:8080/x?q=1",
+            ],
+            capture_stdout=True,
+        )  # fmt: skip
+    seen = json.loads(done.stdout)
+    assert seen["HTTP_HOST"] == "example.com:8080"
+    assert (seen["PATH_INFO"], seen["QUERY_STRING"]) == ("/x", "q=1")

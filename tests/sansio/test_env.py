@@ -56,6 +56,21 @@ def test_absolute_form_target_keeps_only_the_path() -> None:
     assert env["PATH_INFO"] == "/p/q" and env["QUERY_STRING"] == "z=1"
 
 
+@pytest.mark.parametrize(
+    ("target", "host", "path", "query"),
+    [
+        ("http://other.example:8080/p?z=1", "other.example:8080", "/p", "z=1"),
+        ("https://other.example", "other.example", "/", ""),
+        ("http://other.example?z=1", "other.example", "/", "z=1"),
+    ],
+)
+def test_absolute_form_host_wins_over_the_host_header(
+    target: str, host: str, path: str, query: str
+) -> None:
+    env = env_of(request("GET", target))  # Host: example.com
+    assert (env["HTTP_HOST"], env["PATH_INFO"], env["QUERY_STRING"]) == (host, path, query)
+
+
 def test_url_scheme_comes_from_config() -> None:
     assert env_of(request(), Config(scheme="https"))["wsgi.url_scheme"] == "https"
 
