@@ -68,7 +68,9 @@ def validate_websocket(request: h11.Request, connection: bytes) -> None:
             "unsupported Sec-WebSocket-Version (only 13)",
             [(b"sec-websocket-version", b"13")],
         )
-    key = headers.get(b"sec-websocket-key", b"").strip()
+    # RFC 6455 11.3.1: one key, never two (a dict would keep the last).
+    keys = [v for n, v in request.headers if n == b"sec-websocket-key"]
+    key = keys[0].strip() if len(keys) == 1 else b""
     try:
         if len(base64.b64decode(key, validate=True)) != 16:
             raise ValueError(key)

@@ -21,6 +21,8 @@ from server_helpers import (
     http_client,
     parse_responses,
     read_all,
+    read_until,
+    ws_handshake,
 )
 
 LAST = b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -202,3 +204,18 @@ async def test_absolute_form_host_wins_over_the_host_header(app_calls: Any) -> N
     seen = json.loads(done.stdout)
     assert seen["HTTP_HOST"] == "example.com:8080"
     assert (seen["PATH_INFO"], seen["QUERY_STRING"]) == ("/x", "q=1")
+
+
+# -- 5. two WebSocket keys ----------------------------------------------------------
+
+
+async def test_two_websocket_keys_get_400(app_calls: Any) -> None:
+    """RFC 6455 11.3.1: Sec-WebSocket-Key must not appear more than once."""
+    port, _calls = app_calls
+    request, _key = ws_handshake("/", "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n")
+    with trio.fail_after(TIMEOUT):
+        stream = await connect(port)
+        async with stream:
+            await stream.send_all(request)
+            head = await read_until(stream, b"\r\n\r\n", bytearray())
+    assert status_line(head) == 400, head

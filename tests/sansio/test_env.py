@@ -152,6 +152,14 @@ def test_bad_websocket_key_is_answered_400(key: str | None) -> None:
     assert finished
 
 
+@pytest.mark.parametrize("second", [KEY, "AAAAAAAAAAAAAAAAAAAAAA=="], ids=["same", "other"])
+def test_two_websocket_keys_are_answered_400(second: str) -> None:
+    event, data, finished = rejected(ws_request([("Sec-WebSocket-Key", second)]))
+    assert event.status == 400
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert finished
+
+
 @pytest.mark.parametrize("version", ["8", "12", "14", "", None])
 def test_wrong_websocket_version_is_answered_426_naming_13(version: str | None) -> None:
     event, data, finished = rejected(ws_request(version=version))
