@@ -93,7 +93,9 @@ def build_env(
     asks.
     """
     target = request.target
-    path, _, query = target.partition(b"?")
+    # A fragment is the client's own (RFC 9110 4.2.5), not part of the path
+    # or query; a client should not send one, a raw one may.
+    path, _, query = target.partition(b"#")[0].partition(b"?")
     authority = None
     if path.startswith(b"http://") or path.startswith(b"https://"):
         # Absolute form (RFC 9112 3.2.2): keep only the path; the host is the

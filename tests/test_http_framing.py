@@ -219,3 +219,27 @@ async def test_two_websocket_keys_get_400(app_calls: Any) -> None:
             await stream.send_all(request)
             head = await read_until(stream, b"\r\n\r\n", bytearray())
     assert status_line(head) == 400, head
+
+
+# -- 6. fragments ------------------------------------------------------------------
+
+FRAGMENTS = {
+    "/a%20b#frag": ("/a b", ""),
+    "/p?q=1#f": ("/p", "q=1"),
+    "/p#f?q=1": ("/p", ""),
+    "/p#": ("/p", ""),
+}
+
+
+@pytest.mark.parametrize("extra", [b"", b"Connection: close\r\n"], ids=["fast", "h11"])
+@pytest.mark.parametrize("target", FRAGMENTS.keys())
+async def test_fragment_is_not_part_of_path_or_query(
+    app_calls: Any, target: str, extra: bytes
+) -> None:
+    """A fragment is the client's (RFC 9110 4.2.5): not in PATH_INFO, not in
+    QUERY_STRING. Clients strip it, so a raw socket sends it."""
+    port, _calls = app_calls
+    head = b"GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (target.encode(), extra)
+    response = await exchange(port, head + (b"" if extra else LAST))
+    seen = json.loads(parse_responses(response)[0][2])
+    assert (seen["PATH_INFO"], seen["QUERY_STRING"]) == FRAGMENTS[target]

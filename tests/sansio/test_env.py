@@ -57,6 +57,20 @@ def test_absolute_form_target_keeps_only_the_path() -> None:
 
 
 @pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        ("/a%20b#frag", "/a b", ""),
+        ("/p?q=1#f", "/p", "q=1"),
+        ("/p#f?q=1", "/p", ""),
+        ("http://h/p?q#f", "/p", "q"),
+    ],
+)
+def test_fragment_is_not_part_of_path_or_query(target: str, path: str, query: str) -> None:
+    env = env_of(request("GET", target))
+    assert (env["PATH_INFO"], env["QUERY_STRING"], env["RAW_URI"]) == (path, query, target)
+
+
+@pytest.mark.parametrize(
     ("target", "host", "path", "query"),
     [
         ("http://other.example:8080/p?z=1", "other.example:8080", "/p", "z=1"),
