@@ -94,10 +94,19 @@ _HEAD_TOO_LARGE = "request head too large"
 # _next_fast_event: this request is h11's to read.
 _TO_H11 = object()
 _LF_END = re.compile(rb"\n\r?\n")
+# A header line that starts with a space or tab: obs-fold (RFC 9112 5.2).
+_OBS_FOLD = re.compile(rb"\n[ \t]")
 
 
 def _bytes(value: str | bytes) -> bytes:
     return value.encode("latin-1") if isinstance(value, str) else bytes(value)
+
+
+def _has_obs_fold(raw: bytes) -> bool:
+    """Whether the request head at the start of ``raw`` has an obs-fold (a
+    bare LF ends lines and the head too, as for h11; the body is not looked at)."""
+    end = _LF_END.search(raw)
+    return _OBS_FOLD.search(raw, 0, len(raw) if end is None else end.start()) is not None
 
 
 def _sendable_close_code(code: int) -> bool:
@@ -198,9 +207,7 @@ class ServerConnection:
         self.protocol: str = "http"
         #: Messages refused by the ``'drop'`` overflow policy.
         self.dropped = 0
-        self._h11: h11.Connection | None = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=config.max_head_size
-        )
+        self._h11: h11.Connection | None = self._new_h11()
         self._ws: WSConnection | None = None
         # WebSocket bytes received and not yet read, and where reading is in
         # them, while frames are read without wsproto (see _wsfast); None
@@ -230,6 +237,9 @@ class ServerConnection:
         self._eof = False
         self._fast_state = 0
         self._framing: _fast.Framing | None = None
+
+    def _new_h11(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_head_size)
 
     # -- state ------------------------------------------------------------
 
@@ -315,6 +325,11 @@ class ServerConnection:
             if fast is not _TO_H11:
                 return fast  # type: ignore[return-value]
             self._via_h11 = True
+            if _has_obs_fold(self._raw):
+                # h11 would unfold it, reading the head otherwise than a proxy
+                # that does not ("Transfer-Encoding:\r\n chunked"): refused,
+                # as RFC 9112 5.2 allows.
+                return self._reject(400, "obsolete line folding in the request head")
             conn.receive_data(self._raw)
             self._raw = b""
             if self._eof:
@@ -351,7 +366,10 @@ class ServerConnection:
             return EndOfRequest()
         if state:
             return None  # waiting for the answer, as h11 does
-        raw = self._raw
+        # Empty lines before a request line are ignored (RFC 9112 2.2: old
+        # clients send a CRLF after a POST body), CR or LF alone as nginx and
+        # llhttp do; h11 would answer 400.
+        raw = self._raw = self._raw.lstrip(b"\r\n")
         end = raw.find(b"\r\n\r\n")
         if end < 0:
             if self._eof or len(raw) > self.config.max_head_size or _LF_END.search(raw):
@@ -394,7 +412,12 @@ class ServerConnection:
             kind = upgrade_kind(request)
         except UpgradeRefused as exc:
             return self._reject(exc.status, exc.reason, exc.headers)
-        length = dict(request.headers).get(b"content-length")
+        headers = dict(request.headers)
+        if b"transfer-encoding" in headers and b"content-length" in headers:
+            # RFC 9112 6.1: h11 would frame by Transfer-Encoding, a proxy in
+            # front might by Content-Length (request smuggling): refuse, close.
+            return self._reject(400, "both Content-Length and Transfer-Encoding")
+        length = headers.get(b"content-length")
         if length is not None and int(length) > self.config.max_body_size:
             return self._reject(413, "request body too large")
         self._kind = kind
@@ -505,10 +528,13 @@ class ServerConnection:
         if conn.our_state is h11.MUST_CLOSE:
             self._finish()
         elif conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
+            # What came after this request goes back to where every request
+            # head starts (empty lines skipped, the fast path first), and a
+            # new h11 reads the next one if the fast path does not.
             data, closed = conn.trailing_data
-            if not data and not closed:
-                self._via_h11 = False  # h11 is as new: the next request may be simple
+            self._h11 = self._new_h11()
+            self._raw, self._eof = bytes(data), closed
+            self._via_h11 = False
         elif conn.their_state is not h11.DONE:
             # The app answered without reading the whole body: we cannot
             # tell where the next request starts, so close.

@@ -68,7 +68,9 @@ def validate_websocket(request: h11.Request, connection: bytes) -> None:
             "unsupported Sec-WebSocket-Version (only 13)",
             [(b"sec-websocket-version", b"13")],
         )
-    key = headers.get(b"sec-websocket-key", b"").strip()
+    # RFC 6455 11.3.1: one key, never two (a dict would keep the last).
+    keys = [v for n, v in request.headers if n == b"sec-websocket-key"]
+    key = keys[0].strip() if len(keys) == 1 else b""
     try:
         if len(base64.b64decode(key, validate=True)) != 16:
             raise ValueError(key)
@@ -91,10 +93,15 @@ def build_env(
     asks.
     """
     target = request.target
-    path, _, query = target.partition(b"?")
+    # A fragment is the client's own (RFC 9110 4.2.5), not part of the path
+    # or query; a client should not send one, a raw one may.
+    path, _, query = target.partition(b"#")[0].partition(b"?")
+    authority = None
     if path.startswith(b"http://") or path.startswith(b"https://"):
-        # Absolute form (RFC 9112 3.2.2): keep only the path.
-        path = b"/" + path.split(b"/", 3)[3] if path.count(b"/") >= 3 else b"/"
+        # Absolute form (RFC 9112 3.2.2): keep only the path; the host is the
+        # target's, whatever the Host header says (set after the headers).
+        authority, _, path = path.partition(b"//")[2].partition(b"/")
+        path = b"/" + path
     env: dict[str, Any] = {
         "REQUEST_METHOD": request.method.decode("ascii"),
         "SCRIPT_NAME": "",
@@ -127,6 +134,8 @@ def build_env(
             env[key] = text
         else:
             env[key] = old + ("; " if key == "HTTP_COOKIE" else ", ") + text
+    if authority is not None:
+        env["HTTP_HOST"] = authority.decode("latin-1")
     if server is not None:
         env["SERVER_NAME"], env["SERVER_PORT"] = server[0], str(server[1])
     else:

@@ -91,15 +91,19 @@ def _fixed_body(body: Any) -> bytes | None:
 _NO_BODY = (204, 304)
 
 
-def _with_length(headers: list[tuple[str, str]], length: int) -> list[tuple[str, str]]:
+def _with_length(
+    headers: list[tuple[str, str]], length: int, *, head: bool = False
+) -> list[tuple[str, str]]:
     """``headers`` with ``Content-Length``, checked against the body if the
-    app set one (a mismatch is the app's error, answered 500 while we can)."""
+    app set one (a mismatch is the app's error, answered 500 while we can).
+    For ``head`` (a HEAD request) the app's own length is kept unchecked: it
+    may give GET's length and no body."""
     for name, value in headers:
         lower = name.lower() if isinstance(name, str) else name.decode("latin-1").lower()
         if lower == "transfer-encoding":
             return headers
         if lower == "content-length":
-            if int(value) != length:
+            if int(value) != length and not head:
                 raise AppError(f"Content-Length {value} but the body has {length} bytes")
             return headers
     return [*headers, ("content-length", str(length))]
@@ -648,8 +652,11 @@ class Connection:
             if fixed is not None:
                 if status in _NO_BODY or 100 <= status < 200:
                     fixed = b""
-                elif env["REQUEST_METHOD"] != "HEAD":  # HEAD's length is the app's word
-                    headers = _with_length(headers, len(fixed))
+                else:
+                    # HEAD gets the header fields GET would (RFC 9110 9.3.2):
+                    # without a length, h11 would frame it as chunked.
+                    head = env["REQUEST_METHOD"] == "HEAD"
+                    headers = _with_length(headers, len(fixed), head=head)
             kind = self.core.start_response(status, headers, upgrade=handler is not None)
         except Exception:
             log.exception("error in app for %s", request_line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import os
 import posixpath
@@ -9,6 +10,8 @@ from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
 import trio
+
+log = logging.getLogger("trio_push")
 
 _CHUNK = 64 * 1024
 _ARCHIVE_TYPES = {
@@ -72,17 +75,36 @@ class StaticFiles:
         elif ctype.startswith("text/") or ctype in ("application/javascript", "application/json"):
             ctype += "; charset=utf-8"
         headers.append(("content-type", ctype))
-        headers.append(("content-length", str(st.st_size)))
+        # The size stat'ed is what is sent, as nginx does: bytes appended
+        # meanwhile are left out.
+        size = st.st_size
         if env["REQUEST_METHOD"] == "HEAD":
-            return 200, headers, b""
-        if st.st_size <= _CHUNK:
-            return 200, headers, await trio.Path(path).read_bytes()
-        return 200, headers, _stream(path)
+            body: Any = b""
+        elif size <= _CHUNK:
+            body = await trio.to_thread.run_sync(_read, path, size)
+            size = len(body)  # shorter if truncated since: the head is not out yet
+        else:
+            body = _stream(path, size)
+        headers.append(("content-length", str(size)))
+        return 200, headers, body
 
 
-async def _stream(path: str) -> Any:
+def _read(path: str, size: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(size)
+
+
+async def _stream(path: str, size: int) -> Any:
     async with await trio.open_file(path, "rb") as f:
-        while chunk := await f.read(_CHUNK):
+        while size:
+            chunk = await f.read(min(_CHUNK, size))
+            if not chunk:
+                # Truncated since the head went out: the promised length
+                # cannot be sent, so the connection is closed (as a broken
+                # transport is, quietly), which tells the client.
+                log.warning("%s: truncated during a download, closing the connection", path)
+                raise trio.BrokenResourceError("static file truncated")
+            size -= len(chunk)
             yield chunk
 
 

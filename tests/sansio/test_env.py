@@ -56,6 +56,35 @@ def test_absolute_form_target_keeps_only_the_path() -> None:
     assert env["PATH_INFO"] == "/p/q" and env["QUERY_STRING"] == "z=1"
 
 
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        ("/a%20b#frag", "/a b", ""),
+        ("/p?q=1#f", "/p", "q=1"),
+        ("/p#f?q=1", "/p", ""),
+        ("http://h/p?q#f", "/p", "q"),
+    ],
+)
+def test_fragment_is_not_part_of_path_or_query(target: str, path: str, query: str) -> None:
+    env = env_of(request("GET", target))
+    assert (env["PATH_INFO"], env["QUERY_STRING"], env["RAW_URI"]) == (path, query, target)
+
+
+@pytest.mark.parametrize(
+    ("target", "host", "path", "query"),
+    [
+        ("http://other.example:8080/p?z=1", "other.example:8080", "/p", "z=1"),
+        ("https://other.example", "other.example", "/", ""),
+        ("http://other.example?z=1", "other.example", "/", "z=1"),
+    ],
+)
+def test_absolute_form_host_wins_over_the_host_header(
+    target: str, host: str, path: str, query: str
+) -> None:
+    env = env_of(request("GET", target))  # Host: example.com
+    assert (env["HTTP_HOST"], env["PATH_INFO"], env["QUERY_STRING"]) == (host, path, query)
+
+
 def test_url_scheme_comes_from_config() -> None:
     assert env_of(request(), Config(scheme="https"))["wsgi.url_scheme"] == "https"
 
@@ -132,6 +161,14 @@ def test_get_accepting_other_types_is_not_an_upgrade() -> None:
 )
 def test_bad_websocket_key_is_answered_400(key: str | None) -> None:
     event, data, finished = rejected(ws_request(key=key))
+    assert event.status == 400
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert finished
+
+
+@pytest.mark.parametrize("second", [KEY, "AAAAAAAAAAAAAAAAAAAAAA=="], ids=["same", "other"])
+def test_two_websocket_keys_are_answered_400(second: str) -> None:
+    event, data, finished = rejected(ws_request([("Sec-WebSocket-Key", second)]))
     assert event.status == 400
     assert data.startswith(b"HTTP/1.1 400 ")
     assert finished

@@ -89,6 +89,72 @@ def test_pipelined_request_waits_until_the_previous_response_ends() -> None:
     assert drain(conn)[0].env["PATH_INFO"] == "/2"
 
 
+@pytest.mark.parametrize("empty", [b"\r\n", b"\n", b"\r\n\n\r\n"])
+@pytest.mark.parametrize(
+    "first", [request("GET", "/1"), request("POST", "/1", body=b"xy")], ids=["fast", "h11"]
+)
+def test_empty_lines_before_a_request_line_are_skipped(empty: bytes, first: bytes) -> None:
+    conn = new()
+    conn.receive_data(empty + first + empty + request("GET", "/2", [("Connection", "close")]))
+    paths = []
+    while events := drain(conn):
+        paths.append(events[0].env["PATH_INFO"])
+        conn.respond(200, [], b"")
+    assert paths == ["/1", "/2"]
+    assert [r.status for r in responses(flush(conn), ["GET", "GET"])] == [200, 200]
+
+
+def test_peer_eof_after_only_empty_lines_closes_without_an_answer() -> None:
+    conn = new()
+    assert receive(conn, b"\r\n\r\n") == []
+    assert receive(conn, b"") == []
+    assert conn.finished and flush(conn) == b""
+
+
+@pytest.mark.parametrize(
+    "before", [b"", request("POST", "/1", body=b"xy")], ids=["fresh", "after h11's request"]
+)
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\nX: a\n\tb\n\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
+    ],
+)
+def test_obs_fold_is_rejected_with_400(before: bytes, head: bytes) -> None:
+    """h11 would unfold it; both paths refuse it first (RFC 9112 5.2)."""
+    conn = new()
+    events = receive(conn, before + head)
+    if before:
+        conn.respond(200, [], b"")
+        events = drain(conn)
+    assert len(events) == 1 and isinstance(events[0], Rejected), events
+    assert events[0].status == 400 and conn.finished
+
+
+def test_a_space_in_the_body_is_not_an_obs_fold() -> None:
+    events = receive(new(), request("POST", "/", body=b"a\r\n b\n\tc"))
+    assert body_of(events) == b"a\r\n b\n\tc"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Content-Length", "3"), ("Transfer-Encoding", "chunked")],
+        [("Transfer-Encoding", "chunked"), ("Content-Length", "3")],
+    ],
+)
+def test_content_length_with_transfer_encoding_is_rejected_and_closes(
+    headers: list[tuple[str, str]],
+) -> None:
+    conn = new()
+    events = receive(conn, request("POST", "/", headers) + chunked(b"abc") + request("GET", "/2"))
+    assert len(events) == 1 and isinstance(events[0], Rejected), events
+    assert events[0].status == 400 and conn.finished
+    assert [r.status for r in responses(flush(conn))] == [400]
+
+
 def test_content_length_body_is_delivered() -> None:
     conn = new()
     events = receive(conn, request("POST", "/", body=b"0123456789"))
