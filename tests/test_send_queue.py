@@ -260,3 +260,32 @@ async def test_a_slow_reader_behind_a_full_queue_is_not_taken_for_half_open(
     assert ws.pings >= 2
     assert len(got) > 32
     await ws.aclose()
+
+
+class SlowHandler:
+    """An on_message far slower than the client sends."""
+
+    def __init__(self) -> None:
+        self.got = 0
+
+    async def on_message(self, client: trio_push.Client, data: Any) -> None:
+        self.got += 1
+        await trio.sleep(0.5)
+
+
+async def test_reading_stops_while_a_slow_handler_has_a_megabyte_waiting(
+    start_server: Any,
+) -> None:
+    handler = SlowHandler()
+    server = await start_server(push_app(handler))
+    ws = await RawWebSocket.open(server.port)
+    sent = 0
+    # 1 MiB messages as fast as the server takes them, for a second: the
+    # server stops reading once about 1 MiB waits for on_message, so the
+    # sends stall after a few (kernel buffers hold a few MiB more), not 64.
+    with trio.move_on_after(1):
+        while sent < 64:
+            await ws.send(b"m" * (1024 * 1024 - 16))
+            sent += 1
+    assert sent <= 16, f"{sent} MiB taken while on_message had handled {handler.got}"
+    await ws.aclose()
