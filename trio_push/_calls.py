@@ -28,6 +28,11 @@ async def call(
     on the event loop. Plain functions run on the event loop when ``limiter``
     is None, else in a worker thread bounded by it. A plain function that
     holds the event loop longer than ``slow`` seconds is logged, once.
+
+    Cancelled while ``fn`` runs in a thread, the call returns at once: a
+    thread cannot be cancelled, so it is abandoned (it runs on, and what it
+    returns is dropped). The server is cancelled only once its shutdown's
+    bound has passed, so an answer computed after that is never sent.
     """
     if inspect.iscoroutinefunction(fn):
         result = fn(*args)
@@ -38,7 +43,7 @@ async def call(
         if held > slow:
             _report_slow(fn, held)
     else:
-        result = await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+        result = await trio.to_thread.run_sync(fn, *args, limiter=limiter, abandon_on_cancel=True)
     if inspect.isawaitable(result):
         result = await result
     return result

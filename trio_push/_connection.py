@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import sys
+import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -116,13 +117,29 @@ def _is_body(body: Any) -> bool:
     )
 
 
-async def _close_body(body: Any) -> None:
-    """Close a response body that has ``aclose()`` or ``close()`` (PEP 3333)."""
-    close = getattr(body, "aclose", None) or getattr(body, "close", None)
+async def _close_body(body: Any, limiter: trio.CapacityLimiter | None = None) -> None:
+    """Close a response body that has ``aclose()`` or ``close()`` (PEP 3333);
+    a plain ``close()`` in the pool when there is one, as the body's rows."""
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        await aclose()
+        return
+    close = getattr(body, "close", None)
     if close is not None:
-        result = close()
-        if inspect.isawaitable(result):
-            await result
+        if limiter is None:
+            result = close()
+            if inspect.isawaitable(result):
+                await result
+        else:
+            await _in_thread(close, limiter=limiter)
+
+
+_END = object()
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any, limiter: trio.CapacityLimiter) -> Any:
+    # Abandoned if the server is cancelled, past its shutdown's bound.
+    return await trio.to_thread.run_sync(fn, *args, limiter=limiter, abandon_on_cancel=True)
 
 
 class _EmptyInput(io.BytesIO):
@@ -336,10 +353,8 @@ class Connection:
         finally:
             if self.client is not None and not self._close_called:
                 # Cancelled before the dispatcher got to it: on_close
-                # still runs, exactly once.
-                with trio.CancelScope(shield=True) as shield:
-                    shield.deadline = trio.current_time() + self.server.options.close_timeout
-                    await self._run_callback("on_close", ())
+                # still runs, exactly once (shielded, within close_timeout).
+                await self._run_callback("on_close", ())
             self._fd = -1
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
@@ -688,11 +703,18 @@ class Connection:
             return
         try:
             # _answer checked it is one or the other (_is_body).
+            limiter = self.server.limiter
             if isinstance(body, AsyncIterable):
                 async for chunk in body:
                     await self._send_chunk(chunk)
-            else:
+            elif limiter is None:
                 for chunk in body:
+                    await self._send_chunk(chunk)
+            else:
+                # With threads, a plain iterable's rows may take time (a
+                # database cursor): each next() runs in the pool, as the app.
+                rows = iter(body)
+                while (chunk := await _in_thread(next, rows, _END, limiter=limiter)) is not _END:
                     await self._send_chunk(chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise
@@ -701,7 +723,7 @@ class Connection:
             # The head is out: the only honest signal left is to close.
             raise trio.BrokenResourceError("response body failed") from None
         finally:
-            await _close_body(body)
+            await _close_body(body, self.server.limiter)
         core.end_response()
 
     async def _send_chunk(self, chunk: Any) -> None:
@@ -939,9 +961,10 @@ class Connection:
 
     async def _run_callback(self, name: str, args: tuple[Any, ...]) -> None:
         if name == "on_close":
-            if self._close_called:
-                return
-            self._close_called = True
+            if not self._close_called:
+                self._close_called = True
+                await self._run_on_close()
+            return
         fn = getattr(self.handler, name, None)
         if fn is None:
             return
@@ -956,6 +979,61 @@ class Connection:
         except Exception:
             log.exception("error in %s.%s", type(self.handler).__name__, name)
             self.close(sp.INTERNAL_ERROR, "internal error")
+
+    async def _run_on_close(self) -> None:
+        """``on_close``, exactly once, within ``close_timeout``: shielded, so
+        the server's cancellation at the end of a shutdown does not cut it
+        short. A plain one that gets no worker thread in time (the threads
+        are busy) runs here, on the event loop, instead."""
+        fn = getattr(self.handler, "on_close", None)
+        if fn is None:
+            return
+        options = self.server.options
+        limiter = self.server.limiter
+        threaded = limiter is not None and not inspect.iscoroutinefunction(fn)
+        # Whoever takes it runs on_close: the worker thread, or this task
+        # if the thread has not started it by the deadline.
+        claim = threading.Lock()
+
+        def claimed(client: Client) -> Any:
+            return fn(client) if claim.acquire(blocking=False) else None
+
+        try:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + options.close_timeout
+                await call(
+                    claimed if threaded else fn,
+                    self.client,
+                    limiter=limiter,
+                    slow=options.slow_callback,
+                )
+            if scope.cancelled_caught:
+                if threaded and claim.acquire(blocking=False):
+                    log.warning(
+                        "%s: no worker thread free for on_close within %ss; running it"
+                        " on the event loop",
+                        self.peer,
+                        options.close_timeout,
+                    )
+                    await call(fn, self.client, limiter=None, slow=options.slow_callback)
+                else:
+                    log.warning(
+                        "%s: on_close still running after %ss; no longer waited for",
+                        self.peer,
+                        options.close_timeout,
+                    )
+        except Exception:
+            log.exception("error in %s.on_close", type(self.handler).__name__)
+
+    def drain_expired(self) -> bool:
+        """The graceful shutdown's drain is over and this connection is still
+        here: its close frame goes out now if the socket takes it (the server
+        cancels it next). True if its ``on_shutdown`` never got to run."""
+        skipped = any(name == "on_shutdown" for name, _ in self._callbacks)
+        if self.client is not None and self.core.open:
+            self.close(sp.GOING_AWAY, "server shutting down")
+            self.push_out()
+        return skipped
 
     # -- used by Client -------------------------------------------------------
 

@@ -419,8 +419,12 @@ class Server:
         with trio.move_on_after(self.options.drain_timeout) as self._drain_scope:
             await self._empty.wait()
         if self.connections:
+            skipped = sum(conn.drain_expired() for conn in list(self.connections))
             log.warning(
-                "%d connections did not close in time; aborting them", len(self.connections)
+                "%d connections did not close in time; aborting them (on_close still runs"
+                " for each, within close_timeout)%s",
+                len(self.connections),
+                f"; {skipped} of them never got to run on_shutdown" if skipped else "",
             )
 
     def abort(self) -> None:

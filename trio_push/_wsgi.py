@@ -71,9 +71,15 @@ class WSGIAdapter:
 
         env.setdefault("wsgi.errors", sys.stderr)
         env["wsgi.multithread"] = True
-        result = await trio.to_thread.run_sync(self.app, env, start_response, limiter=self.limiter)
+        # Abandoned if the server is cancelled (past its shutdown's bound):
+        # see _calls.call.
+        result = await trio.to_thread.run_sync(
+            self.app, env, start_response, limiter=self.limiter, abandon_on_cancel=True
+        )
         iterator = iter(result)
-        first = await trio.to_thread.run_sync(_next, iterator, limiter=self.limiter)
+        first = await trio.to_thread.run_sync(
+            _next, iterator, limiter=self.limiter, abandon_on_cancel=True
+        )
         if not started:
             _close(result)
             raise RuntimeError("the WSGI app returned without calling start_response()")
@@ -91,7 +97,9 @@ class WSGIAdapter:
             while chunk is not _DONE:
                 if chunk:
                     yield chunk
-                chunk = await trio.to_thread.run_sync(_next, iterator, limiter=self.limiter)
+                chunk = await trio.to_thread.run_sync(
+                    _next, iterator, limiter=self.limiter, abandon_on_cancel=True
+                )
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(_close, result, limiter=self.limiter)
