@@ -671,9 +671,12 @@ class ServerConnection:
         event: str | None | _Default = DEFAULT_EVENT,
         id: str | None = None,
         retry: int | None = None,
+        burst: bool = False,
     ) -> bool:
         """Queue one message. WebSocket: ``str`` as text, bytes as binary.
-        SSE: one event, with ``event``, ``id``, ``retry`` if given.
+        SSE: one event, with ``event``, ``id``, ``retry`` if given. With
+        ``burst``, the queue bounds do not apply: the driver says so for
+        what the app writes in one go (one callback's writes).
 
         Returns False, queueing nothing, if the connection is not open or the
         ``'drop'`` policy refused it. Raises ``ValueError`` for SSE fields
@@ -695,21 +698,22 @@ class ServerConnection:
             )
         else:
             data = encode_message(message)
-        return self._queue(data)
+        return self._queue(data, burst)
 
-    def send_prepared(self, prepared: Prepared) -> bool:
+    def send_prepared(self, prepared: Prepared, *, burst: bool = False) -> bool:
         """Queue a message encoded once by :func:`prepare`; as :meth:`send_message`."""
         if not self._writable:
             return False
         if self.protocol == SSE:
-            return self._queue(prepared.sse_block(self.config.sse_event, self._sse_chunked))
+            block = prepared.sse_block(self.config.sse_event, self._sse_chunked)
+            return self._queue(block, burst)
         if self._compressed:
-            return self.send_message(prepared.message)
-        return self._queue(prepared.ws_frame)
+            return self.send_message(prepared.message, burst=burst)
+        return self._queue(prepared.ws_frame, burst)
 
-    def _queue(self, data: bytes) -> bool:
+    def _queue(self, data: bytes, burst: bool = False) -> bool:
         out = self._out
-        if out.refusing and self.would_overflow(1, len(data)):
+        if out.refusing and not burst and self.would_overflow(1, len(data)):
             self.overflow()
             return False
         out.put(data, message=True)

@@ -99,6 +99,29 @@ async def test_one_message_larger_than_the_queue_bound_is_delivered(start_server
     assert [len(m) for m in events] == [BIG, 5]
 
 
+async def test_a_burst_from_a_callback_in_a_worker_thread_reaches_a_slow_reader(
+    start_server: Any,
+) -> None:
+    # The thread's writes reach the event loop while it sends, and the socket
+    # refuses them (a small window, read slowly): they are still one
+    # callback's burst, not held against a bound of 100.
+    handler = Snapshot([f"row {i} " + "x" * 100 for i in range(BURST)])
+    server = await start_server(push_app(handler), threads=2, max_queue_messages=100)
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", server.port))
+    stream = trio.SocketStream(sock)
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    data = b""
+    with trio.fail_after(TIMEOUT * 2):
+        while chunk := await stream.receive_some(4096):
+            data += chunk
+            await trio.sleep(0.001)
+    assert data.count(b"data: row ") == BURST
+    assert handler.accepted == [True] * BURST
+    await stream.aclose()
+
+
 class Subscriber:
     def __init__(self) -> None:
         self.clients: list[trio_push.Client] = []

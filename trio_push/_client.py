@@ -73,7 +73,8 @@ class Client:
         ``drop`` overflow policy, its queue is full). From another thread,
         True means handed to the event loop, in call order: if the client
         closes (or its queue fills) first, the message goes where any message
-        to a closed client goes. Raises ``ValueError`` for what cannot be sent
+        to a closed client goes. What a callback writes from its worker thread
+        is that callback's burst: the queue bounds do not cut it short. Raises ``ValueError`` for what cannot be sent
         (a line break in an SSE ``event`` or ``id``, bytes that are not UTF-8
         on SSE), in the calling thread.
         """
@@ -89,8 +90,9 @@ class Client:
             prepared.sse_block(None)
         else:
             prepared.ws_frame  # noqa: B018 - computed and kept for the loop
+        burst = threading.get_ident() == conn.callback_thread
         try:
-            conn.server.token.run_sync_soon(conn.write_prepared, prepared)
+            conn.server.token.run_sync_soon(conn.write_prepared, prepared, burst)
         except trio.RunFinishedError:
             return False
         return True

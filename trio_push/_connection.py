@@ -256,6 +256,7 @@ class Connection:
         "_pong_deadline",
         "_ping_end",
         "_inbound_bytes",
+        "callback_thread",
         "_opened_at",
         "_messages_in",
         "_messages_out",
@@ -313,6 +314,8 @@ class Connection:
         self._ping_end = 0
         # Bytes of the messages queued for on_message.
         self._inbound_bytes = 0
+        #: The worker thread running one of this connection's callbacks (0: none).
+        self.callback_thread = 0
         self._opened_at = 0.0
         self._messages_in = 0
         self._messages_out = 0
@@ -968,6 +971,8 @@ class Connection:
         fn = getattr(self.handler, name, None)
         if fn is None:
             return
+        if self.server.limiter is not None and not inspect.iscoroutinefunction(fn):
+            fn = self._marking_thread(fn)
         try:
             await call(
                 fn,
@@ -979,6 +984,18 @@ class Connection:
         except Exception:
             log.exception("error in %s.%s", type(self.handler).__name__, name)
             self.close(sp.INTERNAL_ERROR, "internal error")
+
+    def _marking_thread(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn``, noting the worker thread it runs in as the callback's."""
+
+        def run(*args: Any) -> Any:
+            self.callback_thread = threading.get_ident()
+            try:
+                return fn(*args)
+            finally:
+                self.callback_thread = 0
+
+        return run
 
     async def _run_on_close(self) -> None:
         """``on_close``, exactly once, within ``close_timeout``: shielded, so
@@ -1051,11 +1068,14 @@ class Connection:
             return self._queued()
         return self._refused(was_open)
 
-    def write_prepared(self, prepared: sp.Prepared) -> bool:
+    def write_prepared(self, prepared: sp.Prepared, burst: bool = False) -> bool:
+        """A write from another thread; ``burst`` if it is the thread running
+        this connection's callback: one callback's writes are the app's burst,
+        as they are on the event loop, where no send comes between them."""
         if self.cursors:
             pull(self)
         was_open = self.core.open
-        if self.core.send_prepared(prepared):
+        if self.core.send_prepared(prepared, burst=burst):
             return self._queued()
         return self._refused(was_open)
 
