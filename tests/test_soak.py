@@ -1,0 +1,250 @@
+"""A standing guard: one server under a mix of clients for a while.
+
+Readers, slow readers, non-readers, churners and bursting handlers, over
+WebSocket and SSE, against one ``trio-push --threads 4`` process with a
+publisher; then the same through Redis, with Redis killed and restarted in
+the middle. Every client that reads gets exactly its sequence; every
+``on_open`` has one ``on_close`` (the server is stopped with SIGTERM while
+clients are still there); the server's RSS and file descriptors come back
+once the clients are gone.
+
+About 25 s a run; ``SOAK_SECONDS=N`` makes each run last N seconds of load.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import soak_app
+import trio
+import wsproto.events as wse
+from httpx_sse import aconnect_sse
+from procs import VENV_BIN, free_port, wait_listening
+from pubsub_util import RedisServer
+from server_helpers import RawWebSocket, http_client
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+HERE = Path(__file__).parent
+SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
+
+
+class Server:
+    """``trio-push soak_app:app`` in a subprocess, and what it uses."""
+
+    def __init__(self, tmp: Path, redis: RedisServer | None) -> None:
+        self.port = free_port()
+        self.journal = tmp / "journal"
+        self.log = tmp / "server.log"
+        args = [str(VENV_BIN / "trio-push"), "soak_app:app", "--port", str(self.port)]
+        args += ["--threads", "4", "--max-queue-messages", "200", "--drain-timeout", "3"]
+        args += ["--no-access-log"]
+        if redis is not None:
+            args += ["--redis", redis.url]
+        env = {**os.environ, "SOAK_JOURNAL": str(self.journal), "PYTHONUNBUFFERED": "1"}
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                args, cwd=HERE, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_listening(self.port, self.proc)
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+
+class Results:
+    def __init__(self) -> None:
+        self.sequences: list[tuple[str, int, list[int]]] = []
+        self.bursts: list[tuple[str, int, Any]] = []
+        self.problems: list[str] = []
+
+
+def numbers(messages: list[str]) -> tuple[int, list[int]]:
+    assert messages[0].startswith("start "), messages[0][:40]
+    return int(messages[0].split()[1]), [int(m.split(" ", 1)[0]) for m in messages[1:]]
+
+
+async def ws_reader(port: int, results: Results, until: float) -> None:
+    got: list[str] = []
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/feed") as ws:
+        while trio.current_time() < until:
+            with trio.move_on_after(1):
+                got.append(await ws.get_message())
+    results.sequences.append(("ws", *numbers(got)))
+
+
+async def sse_reader(port: int, results: Results, until: float) -> None:
+    got: list[str] = []
+    url = f"http://127.0.0.1:{port}/feed"
+    async with http_client() as http, aconnect_sse(http, "GET", url) as source:
+        events = source.aiter_sse()
+        while trio.current_time() < until:
+            got.append((await events.__anext__()).data)
+    results.sequences.append(("sse", *numbers(got)))
+
+
+async def slow_ws_reader(port: int, results: Results, until: float) -> None:
+    """Reads 16 KiB every 10 ms through a small window: slower than the
+    server could send, faster than the feed's rate."""
+    ws = await RawWebSocket.open(port, "/feed", rcvbuf=16384)
+    got: list[str] = []
+    parts: list[str] = []
+    events = ws.events  # what came with the handshake
+    while trio.current_time() < until:
+        for event in events:
+            if isinstance(event, wse.Ping):
+                await ws.stream.send_all(ws.ws.send(event.response()))
+            elif isinstance(event, wse.TextMessage):
+                parts.append(event.data)
+                if event.message_finished:
+                    got.append("".join(parts))
+                    parts = []
+        await trio.sleep(0.01)
+        data = await ws.stream.receive_some(16384)
+        assert data, "the server closed a slow reader"
+        ws.ws.receive_data(data)
+        events = list(ws.ws.events())
+    await ws.aclose()
+    results.sequences.append(("slow ws", *numbers(got)))
+
+
+async def non_reader(port: int, results: Results, until: float) -> None:
+    """Subscribes and never reads: the server closes it (queue bound)."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", port))
+    async with trio.SocketStream(sock) as stream:
+        await stream.send_all(
+            b"GET /feed HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        await trio.sleep_until(until)
+
+
+async def churner(port: int, results: Results, until: float) -> None:
+    """Connects, reads a few messages, leaves (politely or not), again."""
+    while trio.current_time() < until:
+        if random.random() < 0.5:
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/feed") as ws:
+                for _ in range(random.randint(1, 5)):
+                    await ws.get_message()
+        else:
+            ws = await RawWebSocket.open(port, "/feed")
+            await ws.messages(random.randint(1, 5))
+            await trio.aclose_forcefully(ws.stream)
+
+
+async def burster(port: int, results: Results, until: float) -> None:
+    """Opens /burst (2,000 writes then close) over WebSocket and SSE."""
+    while trio.current_time() < until:
+        got: list[str] = []
+        code = None
+        try:
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/burst") as ws:
+                while True:
+                    got.append(await ws.get_message())
+        except ConnectionClosed as exc:
+            code = exc.reason.code
+        results.bursts.append(("ws", code, [m.split(" ", 1)[0] for m in got]))
+        events = []
+        url = f"http://127.0.0.1:{port}/burst"
+        async with http_client() as http, aconnect_sse(http, "GET", url) as source:
+            async for event in source.aiter_sse():
+                events.append(event.data.split(" ", 1)[0])
+        results.bursts.append(("sse", None, events))
+
+
+async def until_done(task: Any, port: int, results: Results, until: float) -> None:
+    try:
+        with trio.fail_after(until - trio.current_time() + 20):
+            await task(port, results, until)
+    except Exception as exc:  # recorded: one failing client must not hide the others
+        results.problems.append(f"{task.__name__}: {type(exc).__name__}: {exc}")
+
+
+def check_sequences(results: Results, lost: set[int]) -> None:
+    assert len(results.sequences) >= 40
+    for kind, start, got in results.sequences:
+        assert got, f"{kind} reader got nothing after start {start}"
+        assert got == sorted(set(got)), f"{kind} reader: out of order or twice"
+        missing = set(range(start, got[-1] + 1)) - set(got)
+        assert missing <= lost, f"{kind} reader from {start}: missing {sorted(missing - lost)}"
+
+
+async def soak(tmp_path: Path, redis: RedisServer | None) -> None:
+    server = Server(tmp_path, redis)
+    fds_at_start = server.fds()
+    results = Results()
+    with trio.fail_after(SECONDS + 60):
+        until = trio.current_time() + SECONDS
+        async with trio.open_nursery() as nursery:
+            clients: list[Any] = [ws_reader] * 20 + [sse_reader] * 20 + [slow_ws_reader] * 5
+            clients += [non_reader] * 5 + [churner] * 4 + [burster] * 2
+            for client in clients:
+                nursery.start_soon(until_done, client, server.port, results, until)
+            await trio.sleep(SECONDS / 4)
+            rss_warm = server.rss_kib()
+            if redis is not None:
+                redis.kill()
+                await trio.sleep(0.5)
+                redis.start()
+        # Everyone has left: what they held is let go.
+        with trio.fail_after(20):
+            while server.fds() > fds_at_start:
+                await trio.sleep(0.1)
+        rss_end = server.rss_kib()
+        # A few clients stay for the shutdown: they too get their on_close.
+        async with trio.open_nursery() as nursery:
+            late = trio.current_time() + 2
+            for client in [ws_reader, sse_reader, burster] * 3:
+                nursery.start_soon(until_done, client, server.port, Results(), late)
+            await trio.sleep(1)
+            assert await trio.to_thread.run_sync(server.stop) == 0
+    log = server.log.read_text()
+    assert not results.problems, "\n".join(results.problems) + "\n" + log[-3000:]
+    journal = server.journal.read_text().split()
+    events = Counter(zip(journal[::2], journal[1::2], strict=True))
+    lost = {int(n) for what, n in events if what == "lost"}
+    opened = {n for what, n in events if what == "open"}
+    closed = [n for (what, n), count in events.items() if what == "close" for _ in range(count)]
+    assert sorted(closed) == sorted(opened), "an on_open without exactly one on_close"
+    check_sequences(results, lost)
+    for kind, code, got in results.bursts:
+        assert got == [f"b{i}" for i in range(soak_app.BURST)], f"{kind} burst: {len(got)}"
+        assert code == (1000 if kind == "ws" else None), f"{kind} burst closed with {code}"
+    assert "Traceback" not in log, log[-3000:]
+    assert rss_end - rss_warm < 20 * 1024, f"RSS grew from {rss_warm} to {rss_end} KiB"
+    print(
+        f"soak {'redis' if redis else 'memory'}: {len(results.sequences)} readers,"
+        f" {len(results.bursts)} bursts, {len(opened)} connections, {len(lost)} lost"
+        f" publishes told; RSS {rss_warm} -> {rss_end} KiB"
+    )
+
+
+async def test_soak_in_memory(tmp_path: Path) -> None:
+    await soak(tmp_path, None)
+
+
+async def test_soak_through_redis_restarting(tmp_path: Path) -> None:
+    redis = RedisServer()
+    redis.start()
+    try:
+        await soak(tmp_path, redis)
+    finally:
+        redis.kill()
