@@ -888,6 +888,14 @@ class ServerConnection:
 
     def _finish(self) -> None:
         self._finished = True
+        if self._ws is not None:
+            # wsproto reads frames with a generator kept on its FrameProtocol,
+            # whose frame refers back to it: a reference cycle until the
+            # generator returns, which it does only when asked for a frame
+            # after the close frame (never, on an abort or a lost peer). Nothing
+            # more is read from here: end it, so that reference counting frees
+            # wsproto's objects (its sends do not use it).
+            self._ws._proto._parse_more.close()
 
     # -- bytes out --------------------------------------------------------
 

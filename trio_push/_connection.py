@@ -361,6 +361,13 @@ class Connection:
             self._fd = -1
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
+            # The client refers to us (client._conn), and so may the handler
+            # (a handler per connection keeps its client): let go of both, so
+            # that reference counting frees a closed connection. The raised
+            # gc thresholds (tune_gc) would leave the cycle, and everything
+            # it holds, waiting for a collection. The client still answers
+            # (write() False, open False) through us and our core.
+            self.client = self.handler = None
 
     async def _linger(self) -> None:
         """Close our side first and drop what the peer still sends, briefly.

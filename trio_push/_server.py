@@ -289,9 +289,13 @@ class Server:
         period = min(max(period, 0.01), 1.0)
         while True:
             await trio.sleep(period)
-            now = trio.current_time()
-            for conn in list(self.push_connections):
-                conn.tick(now)
+            self._tick_all(trio.current_time())
+
+    def _tick_all(self, now: float) -> None:
+        # Not in _tick's loop: its loop variable would keep the last
+        # connection alive while it sleeps, closed or not.
+        for conn in list(self.push_connections):
+            conn.tick(now)
 
     def flush_soon(self, conn: Connection) -> None:
         """Have the flusher send what ``conn`` has queued."""
@@ -307,14 +311,19 @@ class Server:
         while True:
             if not self._to_flush:
                 await self._flush_lot.park()
-            batch, self._to_flush = self._to_flush, []
-            for conn in batch:
-                try:
-                    conn.push_out()
-                except Exception:
-                    log.exception("%s: internal error while sending, closing", conn.peer)
-                    conn.end()
+            self._flush_batch()
             await trio.lowlevel.checkpoint()
+
+    def _flush_batch(self) -> None:
+        # Not in _flush's loop: its locals would keep the last batch of
+        # connections alive while it waits for the next, closed or not.
+        batch, self._to_flush = self._to_flush, []
+        for conn in batch:
+            try:
+                conn.push_out()
+            except Exception:
+                log.exception("%s: internal error while sending, closing", conn.peer)
+                conn.end()
 
     async def _run_background(self) -> None:
         assert self.background is not None
