@@ -13,6 +13,7 @@ Redis (``lost N``), so the test can check what came and what was called.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from typing import Any
@@ -27,6 +28,17 @@ RATE = 200  # publishes per second
 _lock = threading.Lock()
 _server: list[Any] = []
 _next = [0]
+# Each connection's number in the journal (ids of freed clients come back).
+_serial = itertools.count()
+
+
+def opened(client: trio_push.Client) -> None:
+    client.env["soak.serial"] = n = next(_serial)
+    journal(f"open {n}")
+
+
+def closed(client: trio_push.Client) -> None:
+    journal(f"close {client.env['soak.serial']}")
 
 
 def journal(line: str) -> None:
@@ -38,23 +50,23 @@ class Feed:
     async def on_open(self, client: trio_push.Client) -> None:
         # On the event loop, with no await between: the subscription is in
         # place before the next publish, whose number is the one announced.
-        journal(f"open {id(client)}")
+        opened(client)
         client.write(f"start {_next[0]}")
         client.subscribe("soak")
 
     def on_close(self, client: trio_push.Client) -> None:  # in a worker thread
-        journal(f"close {id(client)}")
+        closed(client)
 
 
 class Burst:
     def on_open(self, client: trio_push.Client) -> None:
-        journal(f"open {id(client)}")
+        opened(client)
         for i in range(BURST):
             client.write(f"b{i} " + "x" * 100)
         client.close()
 
     def on_close(self, client: trio_push.Client) -> None:
-        journal(f"close {id(client)}")
+        closed(client)
 
 
 FEED, BURSTER = Feed(), Burst()
