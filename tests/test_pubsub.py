@@ -114,9 +114,9 @@ async def test_a_message_is_encoded_once_for_every_subscriber(
     queued: list[bytes] = []
     original = sp.ServerConnection._queue
 
-    def spy(self: sp.ServerConnection, data: bytes) -> bool:
+    def spy(self: sp.ServerConnection, data: bytes, burst: bool = False) -> bool:
         queued.append(data)
-        return original(self, data)
+        return original(self, data, burst)
 
     monkeypatch.setattr(sp.ServerConnection, "_queue", spy)
     trio_push.publish("once", "the same bytes")
