@@ -74,9 +74,10 @@ class Client:
         True means handed to the event loop, in call order: if the client
         closes (or its queue fills) first, the message goes where any message
         to a closed client goes. What a callback writes from its worker thread
-        is that callback's burst: the queue bounds do not cut it short. Raises ``ValueError`` for what cannot be sent
-        (a line break in an SSE ``event`` or ``id``, bytes that are not UTF-8
-        on SSE), in the calling thread.
+        is that callback's burst: the queue bounds do not cut it short.
+        Raises ``ValueError`` for what cannot be sent (a line break in an SSE
+        ``event`` or ``id``, bytes that are not UTF-8 on SSE), in the calling
+        thread.
         """
         conn = self._conn
         if threading.get_ident() == conn.server.thread_id:

@@ -423,7 +423,7 @@ class Connection:
             data = data[sent:]
         # The socket did not take it all at once (TLS: may not; we cannot
         # tell): from here the queue bounds count what is queued.
-        self.refused()
+        self.core.refused()
         timeout = self.server.options.write_timeout
         view = memoryview(data)
         for start in range(0, len(view), _SEND_PIECE):
@@ -447,11 +447,6 @@ class Connection:
                 self._ping_end = 0
             self._pong_deadline = trio.current_time() + self.server.options.pong_timeout
         self._unpark()
-
-    def refused(self) -> None:
-        """The socket did not take everything offered: from now until the
-        queue is empty, what is written or published counts in its bounds."""
-        self.core.refused()
 
     def overflow(self) -> None:
         """More was published to this connection while its socket refused
@@ -487,7 +482,7 @@ class Connection:
                     pull(self, PULL_BYTES)
                 data = core.data_to_send()
                 if data and (self._fd < 0 or self._write_now(data) < len(data)):
-                    self.refused()
+                    core.refused()
                     self._start_writer()
                     return
                 if not (self.cursors and backlog(self) and core.open):
