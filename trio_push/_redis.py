@@ -98,8 +98,9 @@ class RedisPubSub:
     - ``True``: the message was handed to the live connection to Redis (or is
       queued for it); it reaches every subscriber, here and elsewhere, once.
     - ``False``: it was not published: Redis is unreachable (or, while
-      reconnecting, not reachable yet), or ``max_pending`` messages are
-      already waiting. Nothing is retried later: the caller decides.
+      reconnecting, not reachable yet, or this server has not resubscribed
+      yet), or ``max_pending`` messages are already waiting. Nothing is
+      retried later: the caller decides.
 
     If the connection breaks while accepted messages are still unconfirmed,
     they are counted in :attr:`unconfirmed` and logged as possibly lost.
@@ -108,10 +109,11 @@ class RedisPubSub:
 
     Both connections reconnect with exponential backoff (``backoff_min`` to
     ``backoff_max`` seconds, with jitter), the subscriber resubscribes every
-    channel and pattern in use, and each transition is logged on
-    ``trio_push.redis``. The subscriber connection pings Redis every
-    ``health_interval`` seconds; a connection that answers nothing for that
-    long is dropped and reopened.
+    channel and pattern in use (publishes are refused until Redis has
+    acknowledged them all: they would miss this server's own subscribers),
+    and each transition is logged on ``trio_push.redis``. The subscriber
+    connection pings Redis every ``health_interval`` seconds; a connection
+    that answers nothing for that long is dropped and reopened.
 
     Through Redis a message is its bytes only: it arrives as text if it is
     valid UTF-8, else as binary; SSE fields other than the data are not sent.
@@ -158,8 +160,14 @@ class RedisPubSub:
         self._sub_sent = 0
         self._sub_acked = 0
         self._ack_lot = trio.lowlevel.ParkingLot()
+        # Up, and every subscription re-sent on connecting acknowledged
+        # (``_sub_acked`` reached ``_ready_at``). Publishes are refused
+        # until then: Redis would deliver them to none of our subscribers.
+        self._sub_ready = False
+        self._ready_at = 0
         self._pong = True
-        #: True while both connections to Redis are up.
+        #: True while publishes are accepted: both connections to Redis are
+        #: up and the subscriber has resubscribed.
         self.connected = False
 
     def __repr__(self) -> str:
@@ -224,14 +232,15 @@ class RedisPubSub:
 
     def _enqueue(self, cmd: bytes, waiter: _Waiter | None) -> bool:
         with self._lock:
-            if not self._pub_up or len(self._queue) + len(self._in_flight) >= self.max_pending:
+            ready = self._pub_up and self._sub_ready
+            if not ready or len(self._queue) + len(self._in_flight) >= self.max_pending:
                 self.failed += 1
-                if not self._pub_up:
+                if not ready:
                     self._failed_while_down += 1
                     first = self._failed_while_down == 1
                 else:
                     first = False
-                queue_full = self._pub_up
+                queue_full = ready
             else:
                 self._queue.append((cmd, waiter))
                 wake = not self._wake_pending
@@ -240,7 +249,9 @@ class RedisPubSub:
                     self._wake_writer()
                 return True
         if first:
-            log.warning("redis unreachable: publish() returns False until it is back")
+            log.warning(
+                "redis unreachable: publish() returns False until it is back and resubscribed"
+            )
         elif queue_full:
             log.warning("redis publish queue full (%d): publish() returned False", self.max_pending)
         return False
@@ -336,7 +347,20 @@ class RedisPubSub:
                 delay = min(delay * 2, self.backoff_max)
 
     def _update_connected(self) -> None:
-        self.connected = self._pub_up and self._sub_up
+        self.connected = self._pub_up and self._sub_ready
+
+    def _resumed(self) -> None:
+        """Called when either side is ready: if both are, publishes are
+        accepted again, and how many were refused meanwhile is logged."""
+        with self._lock:
+            if not (self._pub_up and self._sub_ready):
+                return
+            refused, self._failed_while_down = self._failed_while_down, 0
+        self._update_connected()
+        if refused:
+            log.warning(
+                "redis: %d publishes failed while Redis was unreachable or resubscribing", refused
+            )
 
     async def _handshake(self, stream: trio.SocketStream, reader: Any) -> None:
         if self._password is None:
@@ -370,6 +394,8 @@ class RedisPubSub:
             ):
                 for i in range(0, len(names), _BATCH):
                     self._send_sub(verb, names[i : i + _BATCH])
+            self._ready_at = self._sub_sent
+            self._check_ready()  # at once if there was nothing to resubscribe
             up()
             if subs.exact or subs.patterns:
                 log.info(
@@ -384,6 +410,8 @@ class RedisPubSub:
             )
         finally:
             self._sub_up = False
+            with self._lock:
+                self._sub_ready = False
             self._sub_out = bytearray()
             self._ack_lot.unpark_all()
 
@@ -432,6 +460,14 @@ class RedisPubSub:
                     self._sub_acked += 1
                     if self._sub_acked >= self._sub_sent:
                         self._ack_lot.unpark_all()
+                    self._check_ready()
+
+    def _check_ready(self) -> None:
+        if self._sub_ready or self._sub_acked < self._ready_at:
+            return
+        with self._lock:
+            self._sub_ready = True
+        self._resumed()
 
     # -- the publisher connection --------------------------------------------------
 
@@ -443,9 +479,7 @@ class RedisPubSub:
             await self._handshake(stream, reader)
         with self._lock:
             self._pub_up = True
-            down_failures, self._failed_while_down = self._failed_while_down, 0
-        if down_failures:
-            log.warning("redis: %d publishes failed while Redis was unreachable", down_failures)
+        self._resumed()
         up()
         try:
             await _until_lost(
