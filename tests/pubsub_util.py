@@ -219,15 +219,21 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A throwaway ``redis-server`` on 127.0.0.1 (no persistence)."""
+    """A throwaway ``redis-server`` on 127.0.0.1 (no persistence), with
+    ``options`` added to its command line; ``user`` and ``password`` (for
+    an ACL user the options define) go in its URL and authenticate ``call``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *options: str, user: str | None = None, password: str | None = None) -> None:
         self.port = free_port()
+        self.options = options
+        self.user = user
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f"{self.user or ''}:{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         if not os.path.exists(REDIS_SERVER):
@@ -246,6 +252,7 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "no",
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -272,17 +279,21 @@ class RedisServer:
         from trio_push._redis import command
 
         encoded = [a.encode() if isinstance(a, str) else a for a in args]
+        auth = [b"AUTH", *(x.encode() for x in (self.user, self.password) if x)]
         with socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT) as sock:
-            sock.sendall(command(*encoded))
+            sock.sendall((command(*auth) if self.password else b"") + command(*encoded))
             reader = hiredis.Reader()
-            while True:
+            replies = []
+            while len(replies) < (2 if self.password else 1):
                 reply = reader.gets()
-                if reply is not False:
-                    return reply
-                data = sock.recv(65536)
-                if not data:
-                    raise OSError("redis closed the connection")
-                reader.feed(data)
+                if reply is False:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise OSError("redis closed the connection")
+                    reader.feed(data)
+                else:
+                    replies.append(reply)
+            return replies[-1]
 
     def numsub(self, channel: str) -> int:
         reply = self.call("PUBSUB", "NUMSUB", channel)

@@ -40,7 +40,7 @@ _ERROR_BODY = b"Internal Server Error\n"
 _NEVER = float("inf")
 # Callbacks that are nothing but the handler's (on_shutdown is followed by a
 # close, on_close by the end): not queued when the handler has no such method.
-_SKIPPABLE = frozenset(("on_message", "on_drained", "on_open"))
+_SKIPPABLE = frozenset(("on_message", "on_drained", "on_open", "on_subscribe_error"))
 # How long, and how much, to read from a peer after we decided to close.
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 1024 * 1024

@@ -90,6 +90,18 @@ class _Waiter:
         self.error: str | None = None
 
 
+class _SubCommand:
+    """A command sent on the subscriber connection, until Redis answered it."""
+
+    __slots__ = ("verb", "channels", "left")
+
+    def __init__(self, verb: bytes, channels: list[str]) -> None:
+        self.verb = verb
+        self.channels = channels
+        # Replies still due: one per channel (PING: one), or one error for all.
+        self.left = len(channels) or 1
+
+
 class RedisPubSub:
     """Pub/sub through Redis, for several processes and machines.
 
@@ -98,8 +110,9 @@ class RedisPubSub:
     - ``True``: the message was handed to the live connection to Redis (or is
       queued for it); it reaches every subscriber, here and elsewhere, once.
     - ``False``: it was not published: Redis is unreachable (or, while
-      reconnecting, not reachable yet), or ``max_pending`` messages are
-      already waiting. Nothing is retried later: the caller decides.
+      reconnecting, not reachable yet, or this server has not resubscribed
+      yet), or ``max_pending`` messages are already waiting. Nothing is
+      retried later: the caller decides.
 
     If the connection breaks while accepted messages are still unconfirmed,
     they are counted in :attr:`unconfirmed` and logged as possibly lost.
@@ -108,10 +121,16 @@ class RedisPubSub:
 
     Both connections reconnect with exponential backoff (``backoff_min`` to
     ``backoff_max`` seconds, with jitter), the subscriber resubscribes every
-    channel and pattern in use, and each transition is logged on
-    ``trio_push.redis``. The subscriber connection pings Redis every
-    ``health_interval`` seconds; a connection that answers nothing for that
-    long is dropped and reopened.
+    channel and pattern in use (publishes are refused until Redis has
+    acknowledged them all: they would miss this server's own subscribers),
+    and each transition is logged on ``trio_push.redis``. The subscriber
+    connection pings Redis every ``health_interval`` seconds; a connection
+    that answers nothing for that long is dropped and reopened.
+
+    A subscription Redis refuses (an ACL user's ``NOPERM``) is counted in
+    :attr:`subscribe_errors`, logged, and dropped: its clients are
+    unsubscribed from it and get ``on_subscribe_error(client, channel,
+    reason)`` if their handler has it. Everything else goes on.
 
     Through Redis a message is its bytes only: it arrives as text if it is
     valid UTF-8, else as binary; SSE fields other than the data are not sent.
@@ -139,6 +158,8 @@ class RedisPubSub:
         self.failed = 0
         #: Publishes accepted but not confirmed when a connection broke.
         self.unconfirmed = 0
+        #: Subscriptions (channels and patterns) that Redis refused.
+        self.subscribe_errors = 0
         self._token: trio.lowlevel.TrioToken | None = None
         self._thread: int | None = None
         # -- publisher state (the queue is shared with other threads) --
@@ -153,13 +174,20 @@ class RedisPubSub:
         # -- subscriber state (event loop thread only) --
         self._sub_up = False
         self._sub_out = bytearray()
+        self._sub_commands: deque[_SubCommand] = deque()
         self._sub_lot = trio.lowlevel.ParkingLot()
         self._sub_epoch = 0
         self._sub_sent = 0
         self._sub_acked = 0
         self._ack_lot = trio.lowlevel.ParkingLot()
+        # Up, and every subscription re-sent on connecting acknowledged
+        # (``_sub_acked`` reached ``_ready_at``). Publishes are refused
+        # until then: Redis would deliver them to none of our subscribers.
+        self._sub_ready = False
+        self._ready_at = 0
         self._pong = True
-        #: True while both connections to Redis are up.
+        #: True while publishes are accepted: both connections to Redis are
+        #: up and the subscriber has resubscribed.
         self.connected = False
 
     def __repr__(self) -> str:
@@ -199,6 +227,7 @@ class RedisPubSub:
         if not self._sub_up:
             return
         self._sub_out += command(verb, *map(_encode, channels))
+        self._sub_commands.append(_SubCommand(verb, channels))
         self._sub_sent += len(channels)
         self._sub_lot.unpark_all()
 
@@ -224,14 +253,15 @@ class RedisPubSub:
 
     def _enqueue(self, cmd: bytes, waiter: _Waiter | None) -> bool:
         with self._lock:
-            if not self._pub_up or len(self._queue) + len(self._in_flight) >= self.max_pending:
+            ready = self._pub_up and self._sub_ready
+            if not ready or len(self._queue) + len(self._in_flight) >= self.max_pending:
                 self.failed += 1
-                if not self._pub_up:
+                if not ready:
                     self._failed_while_down += 1
                     first = self._failed_while_down == 1
                 else:
                     first = False
-                queue_full = self._pub_up
+                queue_full = ready
             else:
                 self._queue.append((cmd, waiter))
                 wake = not self._wake_pending
@@ -240,7 +270,9 @@ class RedisPubSub:
                     self._wake_writer()
                 return True
         if first:
-            log.warning("redis unreachable: publish() returns False until it is back")
+            log.warning(
+                "redis unreachable: publish() returns False until it is back and resubscribed"
+            )
         elif queue_full:
             log.warning("redis publish queue full (%d): publish() returned False", self.max_pending)
         return False
@@ -336,7 +368,20 @@ class RedisPubSub:
                 delay = min(delay * 2, self.backoff_max)
 
     def _update_connected(self) -> None:
-        self.connected = self._pub_up and self._sub_up
+        self.connected = self._pub_up and self._sub_ready
+
+    def _resumed(self) -> None:
+        """Called when either side is ready: if both are, publishes are
+        accepted again, and how many were refused meanwhile is logged."""
+        with self._lock:
+            if not (self._pub_up and self._sub_ready):
+                return
+            refused, self._failed_while_down = self._failed_while_down, 0
+        self._update_connected()
+        if refused:
+            log.warning(
+                "redis: %d publishes failed while Redis was unreachable or resubscribing", refused
+            )
 
     async def _handshake(self, stream: trio.SocketStream, reader: Any) -> None:
         if self._password is None:
@@ -357,6 +402,7 @@ class RedisPubSub:
             await self._handshake(stream, reader)
         subs = self.subscriptions
         self._sub_out = bytearray()
+        self._sub_commands.clear()
         self._sub_epoch += 1
         self._sub_sent = self._sub_acked = 0
         self._sub_up = True
@@ -370,6 +416,8 @@ class RedisPubSub:
             ):
                 for i in range(0, len(names), _BATCH):
                     self._send_sub(verb, names[i : i + _BATCH])
+            self._ready_at = self._sub_sent
+            self._check_ready()  # at once if there was nothing to resubscribe
             up()
             if subs.exact or subs.patterns:
                 log.info(
@@ -384,6 +432,8 @@ class RedisPubSub:
             )
         finally:
             self._sub_up = False
+            with self._lock:
+                self._sub_ready = False
             self._sub_out = bytearray()
             self._ack_lot.unpark_all()
 
@@ -401,8 +451,7 @@ class RedisPubSub:
             if not self._pong:
                 raise _Lost(f"no answer to PING in {self.health_interval} s")
             self._pong = False
-            self._sub_out += command(b"PING")
-            self._sub_lot.unpark_all()
+            self._send_sub(b"PING", [])
 
     async def _sub_reader(self, stream: trio.SocketStream, reader: Any) -> None:
         subs = self.subscriptions
@@ -417,9 +466,10 @@ class RedisPubSub:
                 if reply is False:
                     break
                 if isinstance(reply, Exception):
-                    log.error("redis subscriber: error reply %s", reply)
+                    self._sub_error(str(reply))
                     continue
-                kind = reply[0]
+                # PING outside subscribed mode: a plain PONG, not an array.
+                kind = reply[0] if isinstance(reply, list) else reply
                 if kind == b"message":
                     topic = subs.exact.get(_decode(reply[1]))
                     if topic is not None:
@@ -428,10 +478,62 @@ class RedisPubSub:
                     topic = subs.patterns.get(_decode(reply[1]))
                     if topic is not None:
                         subs.publish_to(topic, Prepared(_message(reply[3])))
-                elif kind in (b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe"):
-                    self._sub_acked += 1
-                    if self._sub_acked >= self._sub_sent:
-                        self._ack_lot.unpark_all()
+                else:
+                    self._sub_replied(1)
+
+    def _sub_replied(self, n: int) -> None:
+        """``n`` replies to the oldest command in flight. Those to a
+        subscription command are what the publisher waits for: the
+        subscription is in place at Redis, or refused."""
+        cmd = self._sub_commands[0]
+        cmd.left -= n
+        if not cmd.left:
+            self._sub_commands.popleft()
+        if cmd.channels:
+            self._sub_acked += n
+            if self._sub_acked >= self._sub_sent:
+                self._ack_lot.unpark_all()
+            self._check_ready()
+
+    def _sub_error(self, reason: str) -> None:
+        """An error reply: the whole of the oldest command in flight failed."""
+        cmd = self._sub_commands[0]
+        subs = self.subscriptions
+        table = subs.patterns if cmd.verb == b"PSUBSCRIBE" else subs.exact
+        if cmd.verb not in (b"SUBSCRIBE", b"PSUBSCRIBE"):
+            log.error("redis subscriber: %s failed: %s", cmd.verb.decode(), reason)
+        elif len(cmd.channels) > 1:
+            # Redis refuses a command whole for any channel it refuses (a
+            # resubscription sends many): ask for each on its own to learn
+            # which, and count them in the resubscription.
+            for channel in cmd.channels:
+                if channel in table:
+                    self._send_sub(cmd.verb, [channel])
+            self._ready_at = self._sub_sent
+        else:
+            (channel,) = cmd.channels
+            topic = table.get(channel)
+            clients = list(topic.cursors) if topic is not None else []
+            self.subscribe_errors += 1
+            log.error(
+                "redis subscriber: Redis refused %s %r (%s); %d client(s) unsubscribed from it",
+                cmd.verb.decode(),
+                channel,
+                reason,
+                len(clients),
+            )
+            # Dropped here too, so that it is not sent again on reconnecting.
+            for client in clients:
+                subs.remove(client, channel)
+                client._conn._queue_callback("on_subscribe_error", (channel, reason))
+        self._sub_replied(cmd.left)
+
+    def _check_ready(self) -> None:
+        if self._sub_ready or self._sub_acked < self._ready_at:
+            return
+        with self._lock:
+            self._sub_ready = True
+        self._resumed()
 
     # -- the publisher connection --------------------------------------------------
 
@@ -443,9 +545,7 @@ class RedisPubSub:
             await self._handshake(stream, reader)
         with self._lock:
             self._pub_up = True
-            down_failures, self._failed_while_down = self._failed_while_down, 0
-        if down_failures:
-            log.warning("redis: %d publishes failed while Redis was unreachable", down_failures)
+        self._resumed()
         up()
         try:
             await _until_lost(
