@@ -1000,10 +1000,11 @@ class Connection:
         return run
 
     async def _run_on_close(self) -> None:
-        """``on_close``, exactly once, within ``close_timeout``: shielded, so
-        the server's cancellation at the end of a shutdown does not cut it
-        short. A plain one that gets no worker thread in time (the threads
-        are busy) runs here, on the event loop, instead."""
+        """``on_close``, exactly once: shielded, so the server's cancellation
+        at the end of a shutdown does not cut it short, and given until
+        ``close_timeout`` after the drain's deadline (see Server.closing). A
+        plain one that has no worker thread by then (they are busy) runs
+        here, on the event loop, instead."""
         fn = getattr(self.handler, "on_close", None)
         if fn is None:
             return
@@ -1017,27 +1018,32 @@ class Connection:
         def claimed(client: Client) -> Any:
             return fn(client) if claim.acquire(blocking=False) else None
 
+        server = self.server
         try:
             with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + options.close_timeout
-                await call(
-                    claimed if threaded else fn,
-                    self.client,
-                    limiter=limiter,
-                    slow=options.slow_callback,
-                )
+                scope.deadline = server.close_deadline
+                server.closing.add(scope)
+                try:
+                    await call(
+                        claimed if threaded else fn,
+                        self.client,
+                        limiter=limiter,
+                        slow=options.slow_callback,
+                    )
+                finally:
+                    server.closing.discard(scope)
             if scope.cancelled_caught:
                 if threaded and claim.acquire(blocking=False):
                     log.warning(
-                        "%s: no worker thread free for on_close within %ss; running it"
-                        " on the event loop",
+                        "%s: no worker thread free for on_close %ss after the drain;"
+                        " running it on the event loop",
                         self.peer,
                         options.close_timeout,
                     )
                     await call(fn, self.client, limiter=None, slow=options.slow_callback)
                 else:
                     log.warning(
-                        "%s: on_close still running after %ss; no longer waited for",
+                        "%s: on_close still running %ss after the drain; no longer waited for",
                         self.peer,
                         options.close_timeout,
                     )

@@ -162,6 +162,11 @@ class Server:
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._drain_scope: trio.CancelScope | None = None
+        # The on_close calls under way, shielded (see Connection._run_on_close),
+        # and their deadline: none until a shutdown's drain is over, then
+        # close_timeout from there.
+        self.closing: set[trio.CancelScope] = set()
+        self.close_deadline = float("inf")
 
     @property
     def port(self) -> int:
@@ -427,11 +432,14 @@ class Server:
                 conn.scope.cancel()
         with trio.move_on_after(self.options.drain_timeout) as self._drain_scope:
             await self._empty.wait()
+        self.close_deadline = trio.current_time() + self.options.close_timeout
+        for scope in self.closing:
+            scope.deadline = self.close_deadline
         if self.connections:
             skipped = sum(conn.drain_expired() for conn in list(self.connections))
             log.warning(
                 "%d connections did not close in time; aborting them (on_close still runs"
-                " for each, within close_timeout)%s",
+                " for each)%s",
                 len(self.connections),
                 f"; {skipped} of them never got to run on_shutdown" if skipped else "",
             )
