@@ -729,12 +729,12 @@ class ServerConnection:
         queued, size = self._out.backlog()
         return queued + messages > cfg.max_queue_messages or size + nbytes > cfg.max_queue_bytes
 
-    def overflow(self, messages: int = 1) -> None:
-        """Apply the overflow policy to ``messages`` refused messages:
-        ``'drop'`` counts them in :attr:`dropped`; ``'close'`` closes with
-        1008 (SSE: ends the stream)."""
+    def overflow(self) -> None:
+        """Apply the overflow policy to a refused message: ``'drop'`` counts
+        it in :attr:`dropped`; ``'close'`` closes with 1008 (SSE: ends the
+        stream)."""
         if self.config.overflow == "drop":
-            self.dropped += messages
+            self.dropped += 1
         else:
             self.close(POLICY_VIOLATION, "send queue full: the client does not read")
 
