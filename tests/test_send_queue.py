@@ -178,15 +178,22 @@ class Writer:
         self.opened.set()
 
 
-async def test_a_client_that_does_not_read_is_closed_past_the_bound(start_server: Any) -> None:
+async def refusing_client(
+    start_server: Any, **options: Any
+) -> tuple[RawWebSocket, trio_push.Client, int]:
+    """A non-reader, its client, and how many 64 KiB messages filled its
+    socket (from then on the bounds count what is written)."""
     handler = Writer()
-    server = await start_server(push_app(handler), max_queue_messages=10)
+    server = await start_server(push_app(handler), **options)
+    ws = await nonreader(server.port)
+    await handler.opened.wait()
+    assert handler.client is not None
+    return ws, handler.client, await fill_until_refused(handler.client)
+
+
+async def test_a_client_that_does_not_read_is_closed_past_the_bound(start_server: Any) -> None:
     with trio.fail_after(TIMEOUT):
-        ws = await nonreader(server.port)
-        await handler.opened.wait()
-        client = handler.client
-        assert client is not None
-        filled = await fill_until_refused(client)
+        ws, client, filled = await refusing_client(start_server, max_queue_messages=10)
         accepted = [client.write(f"m{i}") for i in range(20)]
         assert not client.open
         # It reads now: what was accepted, then the 1008.
@@ -202,28 +209,18 @@ async def test_a_client_that_does_not_read_is_closed_past_the_bound(start_server
 async def test_the_byte_bound_counts_what_waits_behind_a_refusing_socket(
     start_server: Any,
 ) -> None:
-    handler = Writer()
-    server = await start_server(push_app(handler), max_queue_bytes=200_000)
     with trio.fail_after(TIMEOUT):
-        ws = await nonreader(server.port)
-        await handler.opened.wait()
-        client = handler.client
-        assert client is not None
-        await fill_until_refused(client)
+        ws, client, _ = await refusing_client(start_server, max_queue_bytes=200_000)
         assert [client.write(b"x" * 60_000) for _ in range(4)] == [True, True, True, False]
         assert await ws.close_code() == 1008
     await ws.aclose()
 
 
 async def test_drop_policy_refuses_writes_but_keeps_the_client(start_server: Any) -> None:
-    handler = Writer()
-    server = await start_server(push_app(handler), max_queue_messages=3, overflow="drop")
     with trio.fail_after(TIMEOUT):
-        ws = await nonreader(server.port)
-        await handler.opened.wait()
-        client = handler.client
-        assert client is not None
-        filled = await fill_until_refused(client)
+        ws, client, filled = await refusing_client(
+            start_server, max_queue_messages=3, overflow="drop"
+        )
         accepted = [client.write(f"m{i}") for i in range(5)]
         assert client.open and client.dropped == 2
         messages = await ws.messages(filled + 3)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -53,6 +54,27 @@ async def reader(port: int, codes: list[int | None], ready: trio.Semaphore) -> N
         codes.append(None)
 
 
+async def stop_with_readers(
+    server: trio_push.Server, done: trio.Event, n: int, opened: Callable[[], int]
+) -> list[int | None]:
+    """Connect ``n`` readers, stop the server once ``opened()`` counts them
+    all, and wait for serve to return; the close code each reader got."""
+    codes: list[int | None] = []
+    ready = trio.Semaphore(0)
+    async with trio.open_nursery() as clients:
+        for _ in range(n):
+            clients.start_soon(reader, server.port, codes, ready)
+        with trio.fail_after(TIMEOUT):
+            for _ in range(n):
+                await ready.acquire()
+            while opened() < n:
+                await trio.sleep(0.01)
+        server.stop()
+        with trio.fail_after(TIMEOUT):
+            await done.wait()
+    return codes
+
+
 async def test_every_on_open_gets_one_on_close_with_threads_at_the_drain_deadline(
     serve_scope: Any,
 ) -> None:
@@ -63,19 +85,7 @@ async def test_every_on_open_gets_one_on_close_with_threads_at_the_drain_deadlin
     server, _, done = await serve_scope(
         push_app(handler), threads=4, drain_timeout=0.5, close_timeout=5.0
     )
-    codes: list[int | None] = []
-    ready = trio.Semaphore(0)
-    async with trio.open_nursery() as clients:
-        for _ in range(n):
-            clients.start_soon(reader, server.port, codes, ready)
-        with trio.fail_after(TIMEOUT):
-            for _ in range(n):
-                await ready.acquire()
-            while len(handler.opened) < n:
-                await trio.sleep(0.01)
-        server.stop()
-        with trio.fail_after(TIMEOUT):
-            await done.wait()
+    codes = await stop_with_readers(server, done, n, lambda: len(handler.opened))
     assert sorted(handler.closed) == sorted(handler.opened)
     assert len(set(handler.closed)) == n
     # The drain ended before every on_shutdown ran; those that ran, ran once.
@@ -103,19 +113,7 @@ async def test_an_async_on_close_still_awaiting_at_the_drain_deadline_finishes(
     n = 50
     handler = AsyncClose()
     server, _, done = await serve_scope(push_app(handler), drain_timeout=0.1, close_timeout=5.0)
-    codes: list[int | None] = []
-    ready = trio.Semaphore(0)
-    async with trio.open_nursery() as clients:
-        for _ in range(n):
-            clients.start_soon(reader, server.port, codes, ready)
-        with trio.fail_after(TIMEOUT):
-            for _ in range(n):
-                await ready.acquire()
-            while handler.opened < n:
-                await trio.sleep(0.01)
-        server.stop()
-        with trio.fail_after(TIMEOUT):
-            await done.wait()
+    await stop_with_readers(server, done, n, lambda: handler.opened)
     assert handler.finished == n
 
 
