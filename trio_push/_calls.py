@@ -29,10 +29,8 @@ async def call(
     is None, else in a worker thread bounded by it. A plain function that
     holds the event loop longer than ``slow`` seconds is logged, once.
 
-    Cancelled while ``fn`` runs in a thread, the call returns at once: a
-    thread cannot be cancelled, so it is abandoned (it runs on, and what it
-    returns is dropped). The server is cancelled only once its shutdown's
-    bound has passed, so an answer computed after that is never sent.
+    Cancelled while ``fn`` runs in a thread, the call returns at once (see
+    :func:`in_thread`).
     """
     if inspect.iscoroutinefunction(fn):
         result = fn(*args)
@@ -43,10 +41,21 @@ async def call(
         if held > slow:
             _report_slow(fn, held)
     else:
-        result = await trio.to_thread.run_sync(fn, *args, limiter=limiter, abandon_on_cancel=True)
+        result = await in_thread(fn, *args, limiter=limiter)
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any, limiter: trio.CapacityLimiter) -> Any:
+    """``fn(*args)`` in a worker thread bounded by ``limiter``.
+
+    Cancelled meanwhile, it returns at once: a thread cannot be cancelled,
+    so it is abandoned (it runs on, and what it returns is dropped). The
+    server is cancelled only once its shutdown's bound has passed, so an
+    answer computed after that is never sent.
+    """
+    return await trio.to_thread.run_sync(fn, *args, limiter=limiter, abandon_on_cancel=True)
 
 
 def _report_slow(fn: Callable[..., Any], held: float) -> None:

@@ -18,7 +18,7 @@ import trio
 import sansio_push as sp
 from sansio_push._frames import _Default
 
-from ._calls import call
+from ._calls import call, in_thread
 from ._client import Client
 from ._pubsub import PULL_BYTES, Cursor, backlog, pull
 
@@ -131,15 +131,10 @@ async def _close_body(body: Any, limiter: trio.CapacityLimiter | None = None) ->
             if inspect.isawaitable(result):
                 await result
         else:
-            await _in_thread(close, limiter=limiter)
+            await in_thread(close, limiter=limiter)
 
 
 _END = object()
-
-
-async def _in_thread(fn: Callable[..., Any], *args: Any, limiter: trio.CapacityLimiter) -> Any:
-    # Abandoned if the server is cancelled, past its shutdown's bound.
-    return await trio.to_thread.run_sync(fn, *args, limiter=limiter, abandon_on_cancel=True)
 
 
 class _EmptyInput(io.BytesIO):
@@ -719,7 +714,7 @@ class Connection:
                 # With threads, a plain iterable's rows may take time (a
                 # database cursor): each next() runs in the pool, as the app.
                 rows = iter(body)
-                while (chunk := await _in_thread(next, rows, _END, limiter=limiter)) is not _END:
+                while (chunk := await in_thread(next, rows, _END, limiter=limiter)) is not _END:
                     await self._send_chunk(chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise

@@ -9,6 +9,8 @@ from typing import Any
 
 import trio
 
+from ._calls import in_thread
+
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -71,15 +73,9 @@ class WSGIAdapter:
 
         env.setdefault("wsgi.errors", sys.stderr)
         env["wsgi.multithread"] = True
-        # Abandoned if the server is cancelled (past its shutdown's bound):
-        # see _calls.call.
-        result = await trio.to_thread.run_sync(
-            self.app, env, start_response, limiter=self.limiter, abandon_on_cancel=True
-        )
+        result = await in_thread(self.app, env, start_response, limiter=self.limiter)
         iterator = iter(result)
-        first = await trio.to_thread.run_sync(
-            _next, iterator, limiter=self.limiter, abandon_on_cancel=True
-        )
+        first = await in_thread(next, iterator, _DONE, limiter=self.limiter)
         if not started:
             _close(result)
             raise RuntimeError("the WSGI app returned without calling start_response()")
@@ -97,19 +93,13 @@ class WSGIAdapter:
             while chunk is not _DONE:
                 if chunk:
                     yield chunk
-                chunk = await trio.to_thread.run_sync(
-                    _next, iterator, limiter=self.limiter, abandon_on_cancel=True
-                )
+                chunk = await in_thread(next, iterator, _DONE, limiter=self.limiter)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(_close, result, limiter=self.limiter)
 
 
 _DONE = object()
-
-
-def _next(iterator: Any) -> Any:
-    return next(iterator, _DONE)
 
 
 def _close(result: Any) -> None:
