@@ -230,6 +230,13 @@ class RedisServer:
         self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
     @property
     def url(self) -> str:
         auth = f"{self.user or ''}:{self.password}@" if self.password else ""

@@ -19,16 +19,14 @@ from pubsub_util import (
 
 @pytest.fixture
 def chat() -> Iterator[tuple[RedisServer, ServerProcess]]:
-    redis = RedisServer()
-    redis.start()
-    server = ServerProcess(
-        "app:app", "--workers", "2", "--redis", redis.url, cwd=ROOT / "examples" / "chat"
-    )
-    try:
-        yield redis, server
-    finally:
-        server.stop()
-        redis.kill()
+    with RedisServer() as redis:
+        server = ServerProcess(
+            "app:app", "--workers", "2", "--redis", redis.url, cwd=ROOT / "examples" / "chat"
+        )
+        try:
+            yield redis, server
+        finally:
+            server.stop()
 
 
 async def visitor(nursery: trio.Nursery, port: int, name: str) -> tuple[PushClient, int]:

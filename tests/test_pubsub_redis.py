@@ -29,12 +29,8 @@ from trio_push._redis import command, parse_url
 
 @pytest.fixture
 def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
+    with RedisServer() as server:
         yield server
-    finally:
-        server.kill()
 
 
 def engine(redis: RedisServer) -> trio_push.RedisPubSub:

@@ -26,12 +26,8 @@ from pubsub_util import (
 
 @pytest.fixture
 def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
+    with RedisServer() as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture

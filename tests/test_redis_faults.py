@@ -18,24 +18,18 @@ def engine(redis: RedisServer) -> trio_push.RedisPubSub:
     return trio_push.RedisPubSub(redis.url, backoff_max=0.2, health_interval=2.0)
 
 
-def running(server: RedisServer) -> Iterator[RedisServer]:
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
 @pytest.fixture
 def redis() -> Iterator[RedisServer]:
-    yield from running(RedisServer())
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture
 def acl_redis() -> Iterator[RedisServer]:
     # Its only user may use the channels (and patterns) starting with "allowed".
     acl = ("--user", "app", "on", ">secret", "~*", "&allowed*", "+@all", "--user", "default", "off")
-    yield from running(RedisServer(*acl, user="app", password="secret"))
+    with RedisServer(*acl, user="app", password="secret") as server:
+        yield server
 
 
 async def test_after_a_restart_publish_is_accepted_only_once_resubscribed(

@@ -242,9 +242,5 @@ async def test_soak_in_memory(tmp_path: Path) -> None:
 
 
 async def test_soak_through_redis_restarting(tmp_path: Path) -> None:
-    redis = RedisServer()
-    redis.start()
-    try:
+    with RedisServer() as redis:
         await soak(tmp_path, redis)
-    finally:
-        redis.kill()
