@@ -713,21 +713,15 @@ class ServerConnection:
 
     def _queue(self, data: bytes, burst: bool = False) -> bool:
         out = self._out
-        if out.refusing and not burst and self.would_overflow(1, len(data)):
-            self.overflow()
-            return False
+        # Only what is queued while the socket refuses counts (see refused).
+        if out.refusing and not burst:
+            cfg = self.config
+            queued, size = out.backlog()
+            if queued >= cfg.max_queue_messages or size + len(data) > cfg.max_queue_bytes:
+                self.overflow()
+                return False
         out.put(data, message=True)
         return True
-
-    def would_overflow(self, messages: int, nbytes: int) -> bool:
-        """Whether ``messages`` more messages of ``nbytes`` in all, queued
-        now, would pass the queue bounds. Only what is queued while the
-        socket refuses counts (see :meth:`refused`): False while it does not."""
-        if not self._out.refusing:
-            return False
-        cfg = self.config
-        queued, size = self._out.backlog()
-        return queued + messages > cfg.max_queue_messages or size + nbytes > cfg.max_queue_bytes
 
     def overflow(self) -> None:
         """Apply the overflow policy to a refused message: ``'drop'`` counts
