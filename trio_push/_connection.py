@@ -791,8 +791,8 @@ class Connection:
                     await self._park()
             self._pushing = False
             server.push_connections.discard(self)
+            self._leave_pubsub()
             assert self.client is not None
-            server.pubsub.unsubscribe_all(self.client)
             access_log.info(
                 "%s - %s %s closed after %.1fs, %d in, %d out",
                 self.peer,
@@ -885,10 +885,9 @@ class Connection:
         # when it ended by a timeout rather than a close.
         self.core.abort()
         self._stop_reading()
-        if self.client is not None:
-            # Out of pub/sub before on_close runs: nothing is delivered to
-            # it any more (_serve_push also does this, for a cancelled one).
-            self.server.pubsub.unsubscribe_all(self.client)
+        # Out of pub/sub before on_close runs: nothing is delivered to it any
+        # more (_serve_push also does this, for a cancelled one).
+        self._leave_pubsub()
         self._queue_callback("on_close", ())
 
     def _unpark(self) -> None:
@@ -1132,8 +1131,9 @@ class Connection:
         self.wake()
 
     def _leave_pubsub(self) -> None:
-        """Closing: nothing published from now on can be sent, so the
-        connection leaves its subscriptions (and holds nothing in the logs)."""
+        """Closing or ended: nothing published from now on can be sent, so
+        the connection leaves its subscriptions (and holds nothing in the
+        logs). Its cursors are its subscriptions."""
         if self.cursors:
             assert self.client is not None
             self.server.pubsub.unsubscribe_all(self.client)
