@@ -33,6 +33,14 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 HERE = Path(__file__).parent
 SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
+TCP_STATES = {
+    "01": "ESTABLISHED",
+    "02": "SYN_SENT",
+    "06": "TIME_WAIT",
+    "07": "CLOSE",
+    "08": "CLOSE_WAIT",
+    "0A": "LISTEN",
+}
 
 
 class Server:
@@ -62,6 +70,25 @@ class Server:
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def sockets(self) -> Counter[str]:
+        """The server's open sockets as ``local->remote state``, for a
+        failure message."""
+        inodes = set()
+        for fd in os.listdir(f"/proc/{self.proc.pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{self.proc.pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        found: Counter[str] = Counter()
+        for line in Path(f"/proc/{self.proc.pid}/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                local, remote = (int(a.split(":")[1], 16) for a in fields[1:3])
+                found[f"{local}->{remote} {TCP_STATES.get(fields[3], fields[3])}"] += 1
+        return found
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -189,7 +216,7 @@ def check_sequences(results: Results, lost: set[int]) -> None:
 
 async def soak(tmp_path: Path, redis: RedisServer | None) -> None:
     server = Server(tmp_path, redis)
-    fds_at_start = server.fds()
+    fds_at_start, sockets_at_start = server.fds(), server.sockets()
     results = Results()
     with trio.fail_after(SECONDS + 60):
         until = trio.current_time() + SECONDS
@@ -204,10 +231,17 @@ async def soak(tmp_path: Path, redis: RedisServer | None) -> None:
                 redis.kill()
                 await trio.sleep(0.5)
                 redis.start()
+        log = server.log.read_text()
+        assert not results.problems, "\n".join(results.problems) + "\n" + log[-3000:]
         # Everyone has left: what they held is let go.
-        with trio.fail_after(20):
+        with trio.move_on_after(20):
             while server.fds() > fds_at_start:
                 await trio.sleep(0.1)
+        left = server.sockets() - sockets_at_start
+        assert server.fds() <= fds_at_start, (
+            f"{server.fds()} fds, {fds_at_start} at start; sockets left: {dict(left)}\n"
+            + server.log.read_text()[-3000:]
+        )
         rss_end = server.rss_kib()
         # A few clients stay for the shutdown: they too get their on_close.
         async with trio.open_nursery() as nursery:
@@ -217,7 +251,6 @@ async def soak(tmp_path: Path, redis: RedisServer | None) -> None:
             await trio.sleep(1)
             assert await trio.to_thread.run_sync(server.stop) == 0
     log = server.log.read_text()
-    assert not results.problems, "\n".join(results.problems) + "\n" + log[-3000:]
     journal = server.journal.read_text().split()
     events = Counter(zip(journal[::2], journal[1::2], strict=True))
     lost = {int(n) for what, n in events if what == "lost"}
