@@ -7,7 +7,7 @@ out. It imports no socket, thread, asyncio or trio module, so any event loop
 can drive it.
 """
 
-from ._connection import (
+from ._codes import (
     ABNORMAL,
     GOING_AWAY,
     INTERNAL_ERROR,
@@ -16,9 +16,11 @@ from ._connection import (
     NORMAL,
     POLICY_VIOLATION,
     PROTOCOL_ERROR,
-    Config,
-    ServerConnection,
+    CloseCode,
+    can_send_close_code,
+    error_response,
 )
+from ._connection import Config, ServerConnection
 from ._events import (
     Body,
     Closed,
@@ -30,7 +32,7 @@ from ._events import (
     Rejected,
     Request,
 )
-from ._frames import DEFAULT_EVENT, Prepared, encode_message, prepare
+from ._frames import DEFAULT_EVENT, DefaultEvent, Prepared, encode_message, prepare
 from ._outbox import Outbox
 from ._sse import encode_comment, encode_event
 
@@ -45,8 +47,10 @@ __all__ = [
     "POLICY_VIOLATION",
     "PROTOCOL_ERROR",
     "Body",
+    "CloseCode",
     "Closed",
     "Config",
+    "DefaultEvent",
     "Drained",
     "EndOfRequest",
     "Event",
@@ -57,8 +61,10 @@ __all__ = [
     "Rejected",
     "Request",
     "ServerConnection",
+    "can_send_close_code",
     "encode_comment",
     "encode_event",
     "encode_message",
+    "error_response",
     "prepare",
 ]

@@ -6,7 +6,6 @@ import re
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any, Literal
 
 import h11
@@ -20,6 +19,15 @@ from wsproto.utilities import LocalProtocolError as WSLocalProtocolError
 from wsproto.utilities import generate_accept_token
 
 from . import _fast, _wsfast
+from ._codes import (
+    ABNORMAL,
+    MESSAGE_TOO_BIG,
+    NORMAL,
+    POLICY_VIOLATION,
+    can_send_close_code,
+    error_response,
+    phrase,
+)
 from ._env import SSE, WEBSOCKET, UpgradeRefused, build_env, upgrade_kind
 from ._events import (
     Body,
@@ -36,8 +44,8 @@ from ._frames import (
     DEFAULT_EVENT,
     OP_PING,
     OP_PONG,
+    DefaultEvent,
     Prepared,
-    _Default,
     chunk,
     encode_frame,
     encode_message,
@@ -46,16 +54,6 @@ from ._outbox import Outbox
 from ._sse import encode_comment, encode_event
 
 Headers = Iterable[tuple[str | bytes, str | bytes]]
-
-# Close codes (RFC 6455 7.4.1).
-NORMAL = 1000
-GOING_AWAY = 1001
-PROTOCOL_ERROR = 1002
-INVALID_DATA = 1007
-POLICY_VIOLATION = 1008
-MESSAGE_TOO_BIG = 1009
-INTERNAL_ERROR = 1011
-ABNORMAL = 1006
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,30 +105,6 @@ def _has_obs_fold(raw: bytes) -> bool:
     bare LF ends lines and the head too, as for h11; the body is not looked at)."""
     end = _LF_END.search(raw)
     return _OBS_FOLD.search(raw, 0, len(raw) if end is None else end.start()) is not None
-
-
-def _sendable_close_code(code: int) -> bool:
-    """1000-1014 less the codes only for reports (1004-1006), and 3000-4999."""
-    return 1000 <= code <= 1014 and code not in (1004, 1005, 1006) or 3000 <= code <= 4999
-
-
-def _phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
-
-
-def _error_response(status: int, reason: str, extra: list[tuple[bytes, bytes]]) -> bytes:
-    body = f"{status} {HTTPStatus(status).phrase}: {reason}\n".encode()
-    head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}".encode()]
-    head += [n + b": " + v for n, v in extra]
-    head += [
-        b"content-type: text/plain; charset=utf-8",
-        b"content-length: " + str(len(body)).encode(),
-        b"connection: close",
-    ]
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
 class _PerMessageDeflate(PerMessageDeflate):
@@ -449,7 +423,7 @@ class ServerConnection:
             # A response is already under way: all we can do is close.
             self._finish()
             return Rejected(status, reason)
-        self._out.put(_error_response(status, reason, headers or []), message=False)
+        self._out.put(error_response(status, reason, headers or []), message=False)
         self._finish()
         return Rejected(status, reason)
 
@@ -478,7 +452,7 @@ class ServerConnection:
             if self._fast_state == 3:
                 raise ValueError("a response has already started")
             head, self._framing = _fast.start_response(
-                status, pairs, _phrase(status), self._head_request
+                status, pairs, phrase(status), self._head_request
             )
             self._fast_state = 3
             self._out.put(head, message=False)
@@ -492,7 +466,7 @@ class ServerConnection:
                 self._accept_sse(200, pairs)
             return self.protocol
         try:
-            response = h11.Response(status_code=status, headers=pairs, reason=_phrase(status))
+            response = h11.Response(status_code=status, headers=pairs, reason=phrase(status))
         except h11.LocalProtocolError as exc:  # h11 checks the headers right here
             raise ValueError(str(exc)) from exc
         self._send_h11(response)
@@ -649,7 +623,7 @@ class ServerConnection:
         headers.append((b"x-accel-buffering", b"no"))
         try:
             data = conn.send(
-                h11.Response(status_code=status, headers=headers, reason=_phrase(status))
+                h11.Response(status_code=status, headers=headers, reason=phrase(status))
             )
         except h11.LocalProtocolError as exc:
             raise ValueError(str(exc)) from exc
@@ -668,7 +642,7 @@ class ServerConnection:
         self,
         message: str | bytes,
         *,
-        event: str | None | _Default = DEFAULT_EVENT,
+        event: str | None | DefaultEvent = DEFAULT_EVENT,
         id: str | None = None,
         retry: int | None = None,
         burst: bool = False,
@@ -685,7 +659,7 @@ class ServerConnection:
         if not self._writable:
             return False
         if self.protocol == SSE:
-            name = self.config.sse_event if isinstance(event, _Default) else event
+            name = self.config.sse_event if isinstance(event, DefaultEvent) else event
             data = encode_event(message, event=name, id=id, retry=retry)
             if self._sse_chunked:
                 data = chunk(data)
@@ -753,7 +727,7 @@ class ServerConnection:
         (:class:`Closed` follows); the driver bounds that wait.
         """
         websocket = self.protocol == WEBSOCKET
-        if websocket and not _sendable_close_code(code):
+        if websocket and not can_send_close_code(code):
             raise ValueError(f"{code} is not a close code an endpoint may send (RFC 6455 7.4)")
         if not self._writable:
             return

@@ -35,7 +35,9 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-class _Default:
+class DefaultEvent:
+    """The type of :data:`DEFAULT_EVENT` (for annotations); it has one value."""
+
     __slots__ = ()
 
     def __repr__(self) -> str:
@@ -43,7 +45,7 @@ class _Default:
 
 
 #: Stands for "the connection's default SSE event name" (``msg`` unless set).
-DEFAULT_EVENT = _Default()
+DEFAULT_EVENT = DefaultEvent()
 
 
 class Prepared:
@@ -60,7 +62,7 @@ class Prepared:
         self,
         message: str | bytes,
         *,
-        event: str | None | _Default = DEFAULT_EVENT,
+        event: str | None | DefaultEvent = DEFAULT_EVENT,
         id: str | None = None,
         retry: int | None = None,
     ) -> None:
@@ -73,7 +75,9 @@ class Prepared:
         self._ws: bytes | None = None
         self._sse: dict[tuple[str | None, bool], bytes] = {}
         # Validate the SSE fields now, so a bad one fails the caller at once.
-        encode_event("", event=None if isinstance(event, _Default) else event, id=id, retry=retry)
+        encode_event(
+            "", event=None if isinstance(event, DefaultEvent) else event, id=id, retry=retry
+        )
 
     @property
     def ws_frame(self) -> bytes:
@@ -86,7 +90,7 @@ class Prepared:
         """The message as an SSE event block, ``default_event`` filling in
         when the message was prepared without an explicit ``event``; with
         ``chunked``, framed as one HTTP/1.1 chunk."""
-        name = default_event if isinstance(self.event, _Default) else self.event
+        name = default_event if isinstance(self.event, DefaultEvent) else self.event
         key = (name, chunked)
         block = self._sse.get(key)
         if block is None:
@@ -100,7 +104,7 @@ class Prepared:
 def prepare(
     message: str | bytes,
     *,
-    event: str | None | _Default = DEFAULT_EVENT,
+    event: str | None | DefaultEvent = DEFAULT_EVENT,
     id: str | None = None,
     retry: int | None = None,
 ) -> Prepared:

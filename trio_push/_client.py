@@ -8,9 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from sansio_push import DEFAULT_EVENT, NORMAL, prepare
-from sansio_push._connection import _sendable_close_code
-from sansio_push._frames import _Default
+from sansio_push import DEFAULT_EVENT, NORMAL, DefaultEvent, can_send_close_code, prepare
 
 from ._pubsub import backlog
 
@@ -61,7 +59,7 @@ class Client:
         self,
         message: str | bytes,
         *,
-        event: str | None | _Default = DEFAULT_EVENT,
+        event: str | None | DefaultEvent = DEFAULT_EVENT,
         id: str | None = None,
         retry: int | None = None,
     ) -> bool:
@@ -103,7 +101,7 @@ class Client:
         stream). Idempotent; safe from any thread. Raises ``ValueError`` for
         a code an endpoint may not send (RFC 6455 7.4), in the calling thread."""
         conn = self._conn
-        if self.protocol == "websocket" and not _sendable_close_code(code):
+        if self.protocol == "websocket" and not can_send_close_code(code):
             raise ValueError(f"{code} is not a close code an endpoint may send (RFC 6455 7.4)")
         if threading.get_ident() == conn.server.thread_id:
             conn.close(code, reason)

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 import sansio_push as sp
-from sansio_push._frames import _Default
 
 from ._calls import call, in_thread
 from ._client import Client
@@ -1059,7 +1058,7 @@ class Connection:
     def write(
         self,
         message: str | bytes,
-        event: str | None | _Default,
+        event: str | None | sp.DefaultEvent,
         id: str | None,
         retry: int | None,
     ) -> bool:

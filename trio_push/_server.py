@@ -581,11 +581,7 @@ def subscriber_count(channel: str) -> int:
     return total
 
 
-_UNAVAILABLE = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
-    b"content-length: 20\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
-    b"Too many connections"
-)
+_UNAVAILABLE = sp.error_response(503, "too many connections", [(b"retry-after", b"1")])
 
 
 #: Seconds between two warnings about connections refused past max_connections.
