@@ -21,6 +21,7 @@ from ._codes import (
     error_response,
 )
 from ._connection import Config, ServerConnection
+from ._errors import LocalProtocolError, PushError, RemoteProtocolError
 from ._events import (
     Body,
     Closed,
@@ -54,11 +55,14 @@ __all__ = [
     "Drained",
     "EndOfRequest",
     "Event",
+    "LocalProtocolError",
     "Message",
     "Outbox",
     "Pong",
+    "PushError",
     "Prepared",
     "Rejected",
+    "RemoteProtocolError",
     "Request",
     "ServerConnection",
     "can_send_close_code",
