@@ -20,7 +20,8 @@ from ._codes import (
     can_send_close_code,
     error_response,
 )
-from ._connection import Config, ServerConnection
+from ._config import Config
+from ._connection import ServerConnection
 from ._errors import LocalProtocolError, PushError, RemoteProtocolError
 from ._events import (
     Body,

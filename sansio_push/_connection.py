@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import h11
 import wsproto.events as ws
@@ -28,6 +27,7 @@ from ._codes import (
     error_response,
     phrase,
 )
+from ._config import DEFAULT_CONFIG, Config
 from ._env import SSE, WEBSOCKET, UpgradeRefused, build_env, upgrade_kind
 from ._events import (
     Body,
@@ -55,38 +55,6 @@ from ._sse import encode_comment, encode_event
 
 Headers = Iterable[tuple[str | bytes, str | bytes]]
 
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """Limits and options shared by many connections (kept once, not per connection).
-
-    - ``max_head_size``: request line plus headers; over it the answer is 431.
-    - ``max_body_size``: request body; over it the answer is 413.
-    - ``max_message_size``: incoming WebSocket message; over it, close 1009.
-    - ``max_queue_messages`` / ``max_queue_bytes``: the send queue of a push
-      connection, counting what was queued since the socket refused bytes
-      (:meth:`ServerConnection.refused`): a peer that reads is never cut off
-      by what the app writes in one go. Over either, ``overflow`` applies:
-      ``'close'`` closes with 1008 (SSE: ends the stream), ``'drop'`` refuses
-      the new message and counts it in :attr:`ServerConnection.dropped`.
-    - ``sse_event``: the SSE event name for messages written without one
-      (``'msg'``, as Agoo sends; ``None`` for the browser's ``message``).
-    - ``compression``: offer permessage-deflate to WebSocket clients.
-    - ``scheme``: ``'http'`` or ``'https'``, for ``wsgi.url_scheme``.
-    """
-
-    max_head_size: int = 64 * 1024
-    max_body_size: int = 1024 * 1024
-    max_message_size: int = 1024 * 1024
-    max_queue_messages: int = 1000
-    max_queue_bytes: int = 4 * 1024 * 1024
-    overflow: Literal["close", "drop"] = "close"
-    sse_event: str | None = "msg"
-    compression: bool = False
-    scheme: str = "http"
-
-
-DEFAULT_CONFIG = Config()
 
 _HEAD_TOO_LARGE = "request head too large"
 # _next_fast_event: this request is h11's to read.
