@@ -34,8 +34,9 @@ from ._events import (
     Rejected,
     Request,
 )
-from ._frames import DEFAULT_EVENT, DefaultEvent, Prepared, encode_message, prepare
+from ._frames import encode_message
 from ._outbox import Outbox
+from ._prepared import DEFAULT_EVENT, DefaultEvent, Prepared, prepare
 from ._sse import encode_comment, encode_event
 
 __all__ = [

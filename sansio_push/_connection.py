@@ -17,7 +17,7 @@ from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opc
 from wsproto.utilities import LocalProtocolError as WSLocalProtocolError
 from wsproto.utilities import generate_accept_token
 
-from . import _fast, _wsfast
+from . import _fast
 from ._codes import (
     ABNORMAL,
     MESSAGE_TOO_BIG,
@@ -41,16 +41,17 @@ from ._events import (
     Request,
 )
 from ._frames import (
-    DEFAULT_EVENT,
+    OP_BINARY,
     OP_PING,
     OP_PONG,
-    DefaultEvent,
-    Prepared,
+    NotTaken,
     chunk,
     encode_frame,
     encode_message,
+    read_frame,
 )
 from ._outbox import Outbox
+from ._prepared import DEFAULT_EVENT, DefaultEvent, Prepared
 from ._sse import encode_comment, encode_event
 
 Headers = Iterable[tuple[str | bytes, str | bytes]]
@@ -152,7 +153,7 @@ class ServerConnection:
         self._h11: h11.Connection | None = self._new_h11()
         self._ws: WSConnection | None = None
         # WebSocket bytes received and not yet read, and where reading is in
-        # them, while frames are read without wsproto (see _wsfast); None
+        # them, while frames are read without wsproto (see _frames); None
         # once wsproto reads them.
         self._ws_in: bytes | None = None
         self._ws_pos = 0
@@ -247,8 +248,8 @@ class ServerConnection:
         if self.protocol == WEBSOCKET:
             if self._ws_in is not None:
                 event = self._next_small_frame()
-                if event is not _wsfast.TO_WSPROTO:
-                    return event  # type: ignore[return-value]
+                if not isinstance(event, NotTaken):
+                    return event
             return self._next_ws_event()
         if self.protocol == SSE:
             if self._read_done:
@@ -724,27 +725,27 @@ class ServerConnection:
         except WSLocalProtocolError as exc:  # pragma: no cover - guarded by _writable
             raise RuntimeError(str(exc)) from exc
 
-    def _next_small_frame(self) -> Event | None | object:
+    def _next_small_frame(self) -> Event | NotTaken | None:
         """The next event while frames are read without wsproto; or
-        ``TO_WSPROTO`` once wsproto reads them (see _wsfast)."""
+        ``TO_WSPROTO`` once wsproto reads them (see _frames)."""
         assert self._ws_in is not None
         while True:
             buf = self._ws_in
-            got = _wsfast.read_frame(buf, self._ws_pos, self.config.max_message_size)
+            got = read_frame(buf, self._ws_pos, self.config.max_message_size)
             if got is None and not self._peer_eof:
                 if self._ws_pos == len(buf):
                     self._ws_in, self._ws_pos = b"", 0  # what was read is let go
                 return None
             if not isinstance(got, tuple):  # a frame wsproto must judge, or the end
                 self._to_wsproto()
-                return _wsfast.TO_WSPROTO
+                return NotTaken.TO_WSPROTO
             opcode, payload, self._ws_pos = got
+            if isinstance(payload, str) or opcode == OP_BINARY:
+                return Message(payload)
             if opcode == OP_PING:
                 self._out.put(encode_frame(OP_PONG, payload), message=False)
-            elif opcode == OP_PONG:
-                return Pong(payload)
             else:
-                return Message(payload)
+                return Pong(payload)
 
     def _to_wsproto(self) -> None:
         """From here on wsproto reads the connection, from the first byte

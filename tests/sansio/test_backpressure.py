@@ -20,7 +20,7 @@ from sansio_wire import (
 )
 
 import sansio_push._connection
-import sansio_push._frames
+import sansio_push._prepared
 from sansio_push import Config, Drained, Prepared, ServerConnection, prepare
 
 
@@ -235,7 +235,7 @@ def test_prepared_message_is_queued_as_the_same_bytes_on_many_connections() -> N
 
 def test_prepared_message_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"ws": 0, "sse": 0}
-    real_ws, real_sse = sansio_push._frames.encode_message, sansio_push._frames.encode_event
+    real_ws, real_sse = sansio_push._prepared.encode_message, sansio_push._prepared.encode_event
 
     def count_ws(msg: str | bytes) -> bytes:
         calls["ws"] += 1
@@ -245,10 +245,10 @@ def test_prepared_message_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> No
         calls["sse"] += 1
         return real_sse(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(sansio_push._frames, "encode_message", count_ws)
+    monkeypatch.setattr(sansio_push._prepared, "encode_message", count_ws)
     monkeypatch.setattr(sansio_push._connection, "encode_message", count_ws)
     p = Prepared("news")
-    monkeypatch.setattr(sansio_push._frames, "encode_event", count_sse)
+    monkeypatch.setattr(sansio_push._prepared, "encode_event", count_sse)
     monkeypatch.setattr(sansio_push._connection, "encode_event", count_sse)
     ws_conns = [connect_ws()[0] for _ in range(10)]
     sse_conns = [connect_sse()[0] for _ in range(10)]

@@ -1,4 +1,4 @@
-"""Small frames read without wsproto (sansio_push/_wsfast.py) give exactly
+"""Small frames read without wsproto (sansio_push/_frames.py) give exactly
 what wsproto gives: the same events, the same bytes back, the same close
 codes; whatever that reader does not take, wsproto reads from that byte on."""
 
