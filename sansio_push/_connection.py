@@ -17,7 +17,7 @@ from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opc
 from wsproto.utilities import LocalProtocolError as WSLocalProtocolError
 from wsproto.utilities import generate_accept_token
 
-from . import _fast
+from . import _http_fast
 from ._codes import (
     ABNORMAL,
     MESSAGE_TOO_BIG,
@@ -173,13 +173,13 @@ class ServerConnection:
         self._closed_event_sent = False
         self._peer_eof = False
         self._sse_chunked = False
-        # The fast path (see _fast): bytes not yet handed to h11, and the state
+        # The fast path (see _http_fast): bytes not yet handed to h11, and the state
         # of a fast request: 0 none, 1 head read, 2 body (none) read, 3 answering.
         self._raw = b""
         self._via_h11 = False
         self._eof = False
         self._fast_state = 0
-        self._framing: _fast.Framing | None = None
+        self._framing: _http_fast.Framing | None = None
 
     def _new_h11(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_head_size)
@@ -301,7 +301,7 @@ class ServerConnection:
         return None  # pragma: no cover - h11 has no other server-side events
 
     def _next_fast_event(self) -> Event | None | object:
-        """The next event of a simple request (see _fast), or _TO_H11 to hand
+        """The next event of a simple request (see _http_fast), or _TO_H11 to hand
         what was received to h11."""
         state = self._fast_state
         if state == 1:
@@ -320,7 +320,7 @@ class ServerConnection:
             return None
         if end + 4 > self.config.max_head_size:
             return _TO_H11
-        request = _fast.parse_simple(raw[:end])
+        request = _http_fast.parse_simple(raw[:end])
         if request is None:
             return _TO_H11
         self._raw = raw[end + 4 :]
@@ -420,7 +420,7 @@ class ServerConnection:
         if self._fast_state:
             if self._fast_state == 3:
                 raise ValueError("a response has already started")
-            head, self._framing = _fast.start_response(
+            head, self._framing = _http_fast.start_response(
                 status, pairs, phrase(status), self._head_request
             )
             self._fast_state = 3

@@ -1,4 +1,4 @@
-"""The fast path for simple requests (sansio_push/_fast.py) answers exactly as
+"""The fast path for simple requests (sansio_push/_http_fast.py) answers exactly as
 h11 would: same events, same env, same bytes, same errors; what it does not
 take goes to h11 whole."""
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sansio_push import EndOfRequest, Request, ServerConnection
-from sansio_push._fast import parse_simple
+from sansio_push._http_fast import parse_simple
 
 
 def pair() -> tuple[ServerConnection, ServerConnection]:

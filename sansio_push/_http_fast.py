@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import h11
 
+from ._frames import chunk
+
 _REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[!-~]*) HTTP/1\.1")
 _HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([!-~]+(?:[ \t]+[!-~]+)*)?[ \t]*")
 # Headers that take a request off the fast path: a body, an upgrade, an
@@ -97,7 +99,7 @@ class Framing:
 
     def body(self, data: bytes) -> bytes:
         if self.chunked:
-            return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+            return chunk(data) if data else b""
         if len(data) > self.left:
             raise ValueError("Too much data for declared Content-Length")
         self.left -= len(data)
