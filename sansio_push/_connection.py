@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,10 +11,7 @@ import wsproto.events as ws
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState as WSState
 from wsproto.connection import ConnectionType
-from wsproto.extensions import Extension, PerMessageDeflate
-from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 from wsproto.utilities import LocalProtocolError as WSLocalProtocolError
-from wsproto.utilities import generate_accept_token
 
 from . import _http_fast
 from ._codes import (
@@ -28,7 +24,7 @@ from ._codes import (
     phrase,
 )
 from ._config import DEFAULT_CONFIG, Config
-from ._env import SSE, WEBSOCKET, UpgradeRefused, build_env, upgrade_kind
+from ._env import build_env
 from ._events import (
     Body,
     Closed,
@@ -49,6 +45,14 @@ from ._frames import (
     encode_frame,
     encode_message,
     read_frame,
+)
+from ._handshake import (
+    SSE,
+    WEBSOCKET,
+    UpgradeRefused,
+    sse_accept,
+    upgrade_kind,
+    websocket_accept,
 )
 from ._outbox import Outbox
 from ._prepared import DEFAULT_EVENT, DefaultEvent, Prepared
@@ -74,54 +78,6 @@ def _has_obs_fold(raw: bytes) -> bool:
     bare LF ends lines and the head too, as for h11; the body is not looked at)."""
     end = _LF_END.search(raw)
     return _OBS_FOLD.search(raw, 0, len(raw) if end is None else end.start()) is not None
-
-
-class _PerMessageDeflate(PerMessageDeflate):
-    """wsproto's permessage-deflate, except that a control frame (a ping,
-    say) between the fragments of a compressed message leaves the message's
-    compression state alone. wsproto 1.3 resets it there, then hands over
-    the rest of the message still deflated (python-hyper/wsproto PR 205)."""
-
-    _control: bool = False
-    #: The largest message accepted (``Config.max_message_size``).
-    max_size: int = 1024 * 1024
-
-    def frame_inbound_header(
-        self,
-        proto: FrameDecoder | FrameProtocol,
-        opcode: Opcode,
-        rsv: RsvBits,
-        payload_length: int,
-    ) -> CloseReason | RsvBits:
-        self._control = opcode.iscontrol()
-        if self._control:
-            return CloseReason.PROTOCOL_ERROR if rsv.rsv1 else RsvBits(False, False, False)
-        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
-
-    def frame_inbound_payload_data(
-        self, proto: FrameDecoder | FrameProtocol, data: bytes
-    ) -> bytes | CloseReason:
-        if self._control:
-            return data
-        if not self._inbound_compressed or not self._inbound_is_compressible:
-            return data
-        assert self._decompressor is not None
-        # Inflate no more than a whole message may hold: a few kB of deflate
-        # bomb would otherwise inflate to hundreds of MB before any check.
-        try:
-            out = self._decompressor.decompress(bytes(data), self.max_size + 1)
-        except zlib.error:
-            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        if len(out) > self.max_size:
-            return CloseReason.MESSAGE_TOO_BIG
-        return out
-
-    def frame_inbound_complete(
-        self, proto: FrameDecoder | FrameProtocol, fin: bool
-    ) -> bytes | CloseReason | None:
-        if self._control:
-            return None
-        return super().frame_inbound_complete(proto, fin)
 
 
 class ServerConnection:
@@ -330,7 +286,7 @@ class ServerConnection:
         self._body_left = self.config.max_body_size
         return Request(
             build_env(
-                request,  # type: ignore[arg-type]
+                request,
                 kind=None,
                 server=self.server,
                 client=self.client,
@@ -354,7 +310,7 @@ class ServerConnection:
         try:
             kind = upgrade_kind(request)
         except UpgradeRefused as exc:
-            return self._reject(exc.status, exc.reason, exc.headers)
+            return self._reject(exc.status, str(exc), exc.headers)
         headers = dict(request.headers)
         if b"transfer-encoding" in headers and b"content-length" in headers:
             # RFC 9112 6.1: h11 would frame by Transfer-Encoding, a proxy in
@@ -434,11 +390,7 @@ class ServerConnection:
                 # would tell the browser there is no body to stream.
                 self._accept_sse(200, pairs)
             return self.protocol
-        try:
-            response = h11.Response(status_code=status, headers=pairs, reason=phrase(status))
-        except h11.LocalProtocolError as exc:  # h11 checks the headers right here
-            raise ValueError(str(exc)) from exc
-        self._send_h11(response)
+        self._send_head(h11.Response, status, pairs)
         return None
 
     def send_body(self, data: bytes) -> None:
@@ -506,97 +458,21 @@ class ServerConnection:
     def _accept_websocket(self, pairs: list[tuple[bytes, bytes]]) -> None:
         conn = self._h11
         assert conn is not None
-        request = self._request
-        req = dict(request.headers)
-        offered = [
-            p.strip()
-            for n, v in request.headers
-            if n == b"sec-websocket-protocol"
-            for p in v.split(b",")
-        ]
-        for name, value in pairs:
-            if name == b"sec-websocket-protocol" and value not in offered:
-                raise ValueError(f"subprotocol {value!r} was not offered by the client")
-        extensions: list[Extension] = []
-        response = [
-            (b"upgrade", b"websocket"),
-            (b"connection", b"Upgrade"),
-            (b"sec-websocket-accept", generate_accept_token(req[b"sec-websocket-key"].strip())),
-        ]
-        offer = b", ".join(v for n, v in request.headers if n == b"sec-websocket-extensions")
-        if self.config.compression and offer:
-            deflate = _PerMessageDeflate()
-            deflate.max_size = self.config.max_message_size
-            for item in offer.decode("latin-1").split(","):
-                if item.split(";")[0].strip() == deflate.name:
-                    try:
-                        accepted = deflate.accept(item.strip())
-                    except ValueError:  # a malformed parameter: no compression
-                        accepted = None
-                    if accepted is not None and accepted is not False:
-                        # wsproto returns only the parameters ("" for none).
-                        agreed = deflate.name
-                        if isinstance(accepted, str) and accepted:
-                            agreed += "; " + accepted
-                        response.append((b"sec-websocket-extensions", agreed.encode()))
-                        extensions.append(deflate)
-                        self._compressed = True
-                    break
-        # The handshake headers are ours; a 1xx has no body, so a framework's
-        # Content-Type / Content-Length (Flask sends both) is dropped too.
-        skip = {
-            b"upgrade",
-            b"connection",
-            b"sec-websocket-accept",
-            b"sec-websocket-extensions",
-            b"content-type",
-            b"content-length",
-            b"transfer-encoding",
-        }
-        response += [(n, v) for n, v in pairs if n not in skip]
-        try:
-            data = conn.send(
-                h11.InformationalResponse(
-                    status_code=101, headers=response, reason=b"Switching Protocols"
-                )
-            )
-        except h11.LocalProtocolError as exc:
-            raise ValueError(str(exc)) from exc
-        self._out.put(data, message=False)
+        headers, deflate = websocket_accept(self._request, pairs, self.config)
+        self._send_head(h11.InformationalResponse, 101, headers)
         trailing, _closed = conn.trailing_data
         self._h11 = None
         self._request = None  # type: ignore[assignment]
-        if extensions:
-            self._ws = WSConnection(
-                ConnectionType.SERVER, extensions, trailing_data=bytes(trailing)
-            )
+        if deflate is not None:
+            self._compressed = True
+            self._ws = WSConnection(ConnectionType.SERVER, [deflate], trailing_data=bytes(trailing))
         else:
             self._ws_in = bytes(trailing)
         self.protocol = WEBSOCKET
         self._writable = True
 
     def _accept_sse(self, status: int, pairs: list[tuple[bytes, bytes]]) -> None:
-        conn = self._h11
-        assert conn is not None
-        names = {n for n, _ in pairs}
-        # The stream's framing and type are ours: a WSGI framework's default
-        # "text/html" or "Content-Length: 0" must not reach the browser.
-        skip = (b"content-length", b"connection", b"content-type", b"transfer-encoding")
-        headers = [(n, v) for n, v in pairs if n not in skip]
-        headers.append((b"content-type", b"text/event-stream"))
-        if b"cache-control" not in names:
-            headers.append((b"cache-control", b"no-cache"))
-        # The connection ends with the stream: no client may reuse it after.
-        headers.append((b"connection", b"close"))
-        # Tell nginx not to buffer the stream.
-        headers.append((b"x-accel-buffering", b"no"))
-        try:
-            data = conn.send(
-                h11.Response(status_code=status, headers=headers, reason=phrase(status))
-            )
-        except h11.LocalProtocolError as exc:
-            raise ValueError(str(exc)) from exc
-        self._out.put(data, message=False)
+        data = self._send_head(h11.Response, status, sse_accept(pairs))
         # h11 frames an HTTP/1.1 stream with chunks and an HTTP/1.0 one by
         # closing it; from here on we write the body ourselves, the same way.
         self._sse_chunked = b"transfer-encoding: chunked" in data.lower()
@@ -604,6 +480,22 @@ class ServerConnection:
         self._request = None  # type: ignore[assignment]
         self.protocol = SSE
         self._writable = True
+
+    def _send_head(
+        self,
+        kind: type[h11.Response | h11.InformationalResponse],
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+    ) -> bytes:
+        """Queue the response head h11 writes (validating the headers); its bytes."""
+        assert self._h11 is not None
+        try:
+            data = self._h11.send(kind(status_code=status, headers=headers, reason=phrase(status)))
+        except h11.LocalProtocolError as exc:
+            raise ValueError(str(exc)) from exc
+        assert data is not None
+        self._out.put(data, message=False)
+        return data
 
     # -- push: bytes out --------------------------------------------------
 

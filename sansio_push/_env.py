@@ -1,85 +1,31 @@
-"""Building the PEP 3333 environ, and telling push requests apart."""
+"""The one place a PEP 3333 environ is built, from a request head."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
-import h11
 
-WEBSOCKET = "websocket"
-SSE = "sse"
+class RequestHead(Protocol):
+    """What :func:`build_env` reads of a request head: an ``h11.Request``,
+    or the simple-head reader's ``SimpleRequest`` (header names lower-case)."""
 
+    @property
+    def method(self) -> bytes: ...
 
-def _tokens(value: bytes) -> set[bytes]:
-    return {t.strip().lower() for t in value.split(b",")}
+    @property
+    def target(self) -> bytes: ...
 
+    @property
+    def http_version(self) -> bytes: ...
 
-class UpgradeRefused(Exception):
-    """An upgrade request that cannot be honoured; answered with ``status``."""
-
-    def __init__(self, status: int, reason: str, headers: list[tuple[bytes, bytes]]) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-
-
-def upgrade_kind(request: h11.Request) -> str | None:
-    """``'websocket'``, ``'sse'`` or ``None`` for a request.
-
-    A request asking for a WebSocket upgrade that RFC 6455 section 4.2.1 does
-    not allow raises :class:`UpgradeRefused` (400, or 426 with
-    ``Sec-WebSocket-Version: 13`` for another version).
-    """
-    upgrade = b""
-    connection = b""
-    accept = b""
-    for name, value in request.headers:
-        if name == b"upgrade":
-            upgrade = value
-        elif name == b"connection":
-            connection += b"," + value
-        elif name == b"accept":
-            accept += b"," + value
-    if upgrade and WEBSOCKET.encode() in _tokens(upgrade):
-        validate_websocket(request, connection)
-        return WEBSOCKET
-    if request.method == b"GET" and b"text/event-stream" in accept.lower():
-        return SSE
-    return None
-
-
-def validate_websocket(request: h11.Request, connection: bytes) -> None:
-    """Raise :class:`UpgradeRefused` unless this is a valid RFC 6455 handshake."""
-    if request.method != b"GET":
-        raise UpgradeRefused(400, "WebSocket upgrade needs GET", [])
-    if request.http_version != b"1.1":
-        raise UpgradeRefused(400, "WebSocket upgrade needs HTTP/1.1", [])
-    if b"upgrade" not in _tokens(connection):
-        raise UpgradeRefused(400, "WebSocket upgrade needs 'Connection: upgrade'", [])
-    headers = dict(request.headers)
-    version = headers.get(b"sec-websocket-version", b"")
-    if version.strip() != b"13":
-        raise UpgradeRefused(
-            426,
-            "unsupported Sec-WebSocket-Version (only 13)",
-            [(b"sec-websocket-version", b"13")],
-        )
-    # RFC 6455 11.3.1: one key, never two (a dict would keep the last).
-    keys = [v for n, v in request.headers if n == b"sec-websocket-key"]
-    key = keys[0].strip() if len(keys) == 1 else b""
-    try:
-        if len(base64.b64decode(key, validate=True)) != 16:
-            raise ValueError(key)
-    except (binascii.Error, ValueError):
-        raise UpgradeRefused(400, "invalid Sec-WebSocket-Key", []) from None
+    @property
+    def headers(self) -> Iterable[tuple[bytes, bytes]]: ...
 
 
 def build_env(
-    request: h11.Request,
+    request: RequestHead,
     *,
     kind: str | None,
     server: tuple[str, int] | None,
