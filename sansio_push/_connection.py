@@ -25,6 +25,7 @@ from ._codes import (
 )
 from ._config import DEFAULT_CONFIG, Config
 from ._env import build_env
+from ._errors import LocalProtocolError
 from ._events import (
     Body,
     Closed,
@@ -363,19 +364,20 @@ class ServerConnection:
         counts as 200) on a push request, the connection upgrades and this
         returns ``'websocket'`` or ``'sse'``; the app's headers go out on the
         101 or the SSE 200, and :meth:`send_body` is not used. Otherwise it
-        starts a normal response and returns ``None``. Raises ``ValueError``
-        for headers HTTP does not allow (a CR or LF in a value, say), before
-        anything is queued.
+        starts a normal response and returns ``None``. Raises
+        :class:`LocalProtocolError` (a ``ValueError``) for headers HTTP does
+        not allow (a CR or LF in a value, say), before anything is queued,
+        and for a call the connection's state does not allow.
         """
         if status == 0:
             status = 200
         pairs = [(_bytes(n).lower(), _bytes(v)) for n, v in headers]
         conn = self._h11
         if conn is None:
-            raise RuntimeError("start_response() after the connection upgraded")
+            raise LocalProtocolError("start_response() after the connection upgraded")
         if self._fast_state:
             if self._fast_state == 3:
-                raise ValueError("a response has already started")
+                raise LocalProtocolError("a response has already started")
             head, self._framing = _http_fast.start_response(
                 status, pairs, phrase(status), self._head_request
             )
@@ -398,7 +400,7 @@ class ServerConnection:
         if data and not self._head_request:
             if self._fast_state:
                 if self._framing is None:
-                    raise ValueError("no response has started")
+                    raise LocalProtocolError("no response has started")
                 self._out.put(self._framing.body(data), message=False)
                 return
             self._send_h11(h11.Data(data=data))
@@ -410,7 +412,7 @@ class ServerConnection:
         if self._fast_state:
             framing = self._framing
             if framing is None:
-                raise ValueError("no response has started")
+                raise LocalProtocolError("no response has started")
             end = framing.end()
             if end:
                 self._out.put(end, message=False)
@@ -451,7 +453,7 @@ class ServerConnection:
         try:
             data = self._h11.send(event)
         except h11.LocalProtocolError as exc:
-            raise ValueError(str(exc)) from exc
+            raise LocalProtocolError(str(exc)) from exc
         if data:
             self._out.put(data, message=False)
 
@@ -492,7 +494,7 @@ class ServerConnection:
         try:
             data = self._h11.send(kind(status_code=status, headers=headers, reason=phrase(status)))
         except h11.LocalProtocolError as exc:
-            raise ValueError(str(exc)) from exc
+            raise LocalProtocolError(str(exc)) from exc
         assert data is not None
         self._out.put(data, message=False)
         return data
@@ -514,8 +516,9 @@ class ServerConnection:
         what the app writes in one go (one callback's writes).
 
         Returns False, queueing nothing, if the connection is not open or the
-        ``'drop'`` policy refused it. Raises ``ValueError`` for SSE fields
-        that cannot be encoded (a line break in ``event`` or ``id``).
+        ``'drop'`` policy refused it. Raises :class:`LocalProtocolError` (a
+        ``ValueError``) for SSE fields that cannot be encoded (a line break
+        in ``event`` or ``id``).
         """
         if not self._writable:
             return False
@@ -574,7 +577,7 @@ class ServerConnection:
             return
         if self.protocol == WEBSOCKET:
             if len(payload) > 125:
-                raise ValueError("a ping's payload is at most 125 bytes")
+                raise LocalProtocolError("a ping's payload is at most 125 bytes")
             self._out.put(encode_frame(OP_PING, payload), message=False)
         else:
             comment = encode_comment()
@@ -589,7 +592,9 @@ class ServerConnection:
         """
         websocket = self.protocol == WEBSOCKET
         if websocket and not can_send_close_code(code):
-            raise ValueError(f"{code} is not a close code an endpoint may send (RFC 6455 7.4)")
+            raise LocalProtocolError(
+                f"{code} is not a close code an endpoint may send (RFC 6455 7.4)"
+            )
         if not self._writable:
             return
         self._writable = False
@@ -615,7 +620,7 @@ class ServerConnection:
         try:
             return self._ws.send(event)
         except WSLocalProtocolError as exc:  # pragma: no cover - guarded by _writable
-            raise RuntimeError(str(exc)) from exc
+            raise LocalProtocolError(str(exc)) from exc
 
     def _next_small_frame(self) -> Event | NotTaken | None:
         """The next event while frames are read without wsproto; or

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import h11
 
+from ._errors import LocalProtocolError
 from ._frames import chunk
 
 _REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[!-~]*) HTTP/1\.1")
@@ -101,7 +102,7 @@ class Framing:
         if self.chunked:
             return chunk(data) if data else b""
         if len(data) > self.left:
-            raise ValueError("Too much data for declared Content-Length")
+            raise LocalProtocolError("Too much data for declared Content-Length")
         self.left -= len(data)
         return data
 
@@ -109,7 +110,7 @@ class Framing:
         if self.chunked:
             return b"0\r\n\r\n"
         if self.left:
-            raise ValueError("Too little data for declared Content-Length")
+            raise LocalProtocolError("Too little data for declared Content-Length")
         return b""
 
 
@@ -117,12 +118,13 @@ def start_response(
     status: int, pairs: list[tuple[bytes, bytes]], reason: bytes, head_request: bool
 ) -> tuple[bytes, Framing]:
     """The response head for a simple request, and its body framing, as h11
-    would write them. Raises ``ValueError`` for what h11 would refuse."""
+    would write them. Raises :class:`~sansio_push.LocalProtocolError` for
+    what h11 would refuse."""
     try:
         # h11 validates names, values, Content-Length and Transfer-Encoding here.
         response = h11.Response(status_code=status, headers=pairs, reason=reason)
     except h11.LocalProtocolError as exc:
-        raise ValueError(str(exc)) from exc
+        raise LocalProtocolError(str(exc)) from exc
     headers = list(response.headers.raw_items())
     encodings = _comma_values(headers, b"transfer-encoding")
     lengths = _comma_values(headers, b"content-length")

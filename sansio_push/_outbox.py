@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
+from ._errors import LocalProtocolError
+
 
 class Outbox:
     """Bytes waiting for the socket, and which of them end a message.
@@ -89,10 +91,11 @@ class Outbox:
         """Mark the first ``n`` bytes as handed to the socket.
 
         Returns True exactly when this brings :attr:`pending` from above zero
-        to zero. Raises ``ValueError`` for more bytes than are queued.
+        to zero. Raises :class:`~sansio_push.LocalProtocolError` (the driver's
+        mistake) for more bytes than are queued.
         """
         if n < 0 or n > len(self._buf):
-            raise ValueError(f"taken({n}) with {len(self._buf)} bytes queued")
+            raise LocalProtocolError(f"taken({n}) with {len(self._buf)} bytes queued")
         del self._buf[:n]
         self._taken += n
         if not self._buf:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 
+from ._errors import LocalProtocolError
+
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def _field(name: str, value: str) -> str:
     if "\r" in value or "\n" in value:
-        raise ValueError(f"SSE {name} must not contain a line break: {value!r}")
+        raise LocalProtocolError(f"SSE {name} must not contain a line break: {value!r}")
     return f"{name}: {value}\n"
 
 
@@ -24,21 +26,25 @@ def encode_event(
 
     ``data`` is split into ``data:`` lines on ``\\r\\n``, ``\\r`` and ``\\n`` so a
     browser rebuilds it with ``\\n`` line breaks. ``bytes`` data must be UTF-8.
-    Raises ``ValueError`` for a line break in ``event`` or ``id``, a NUL in
+    Raises :class:`~sansio_push.LocalProtocolError` (a ``ValueError``) for
+    ``bytes`` that are not, a line break in ``event`` or ``id``, a NUL in
     ``id`` (browsers ignore such an id) or a negative ``retry``.
     """
     if isinstance(data, (bytes, bytearray, memoryview)):
-        data = bytes(data).decode("utf-8")
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise LocalProtocolError(f"SSE data must be UTF-8: {exc}") from exc
     out = []
     if event is not None:
         out.append(_field("event", event))
     if id is not None:
         if "\0" in id:
-            raise ValueError(f"SSE id must not contain NUL: {id!r}")
+            raise LocalProtocolError(f"SSE id must not contain NUL: {id!r}")
         out.append(_field("id", id))
     if retry is not None:
         if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
-            raise ValueError(f"SSE retry must be a non-negative int: {retry!r}")
+            raise LocalProtocolError(f"SSE retry must be a non-negative int: {retry!r}")
         out.append(f"retry: {retry}\n")
     for line in _LINE_BREAK.split(data):
         out.append(f"data: {line}\n")
@@ -54,5 +60,5 @@ def encode_comment(text: str = "") -> bytes:
     (httpx-sse) report it as an empty event once an id has been seen.
     """
     if "\r" in text or "\n" in text:
-        raise ValueError(f"SSE comment must not contain a line break: {text!r}")
+        raise LocalProtocolError(f"SSE comment must not contain a line break: {text!r}")
     return f":{text}\n".encode()
