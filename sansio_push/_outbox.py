@@ -21,7 +21,7 @@ class Outbox:
     again, what is queued counts in :attr:`backlog` (see docs/contract.md).
     """
 
-    __slots__ = ("_buf", "_ends", "_queued", "_taken", "_refused_at")
+    __slots__ = ("_buf", "_ends", "_queued", "_taken", "_refused_at", "refusing")
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -33,6 +33,9 @@ class Outbox:
         # Bytes ever queued when the socket first refused some of them; -1
         # while it has taken everything offered since the outbox was empty.
         self._refused_at = -1
+        #: True from :meth:`refused` until everything queued is taken. (A
+        #: plain attribute, not a property: it is read for every message.)
+        self.refusing = False
 
     @property
     def pending(self) -> int:
@@ -53,11 +56,6 @@ class Outbox:
     def taken_total(self) -> int:
         """Bytes ever taken."""
         return self._taken
-
-    @property
-    def refusing(self) -> bool:
-        """True from :meth:`refused` until everything queued is taken."""
-        return self._refused_at >= 0
 
     def backlog(self) -> tuple[int, int]:
         """Messages and bytes queued since the socket refused, not yet taken
@@ -86,6 +84,7 @@ class Outbox:
         outbox is empty, what is queued counts in :meth:`backlog`."""
         if self._refused_at < 0 and self._buf:
             self._refused_at = self._queued
+            self.refusing = True
 
     def taken(self, n: int) -> bool:
         """Mark the first ``n`` bytes as handed to the socket.
@@ -100,6 +99,7 @@ class Outbox:
         self._taken += n
         if not self._buf:
             self._refused_at = -1
+            self.refusing = False
         ends = self._ends
         if not ends or ends[0] > self._taken:
             return False
