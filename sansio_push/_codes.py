@@ -46,12 +46,14 @@ def can_send_close_code(code: int) -> bool:
     return 1000 <= code <= 1014 and code not in (1004, 1005, 1006) or 3000 <= code <= 4999
 
 
+# The reason phrase of every status HTTP names: HTTPStatus(status) is an
+# enum call, a microsecond on every response.
+_PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
 def phrase(status: int) -> bytes:
     """The reason phrase of ``status`` (empty for a status HTTP does not name)."""
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
+    return _PHRASES.get(status, b"")
 
 
 def error_response(status: int, reason: str, extra: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
