@@ -49,6 +49,10 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+#: The chunk that ends a chunked body (no trailer fields).
+LAST_CHUNK = b"0\r\n\r\n"
+
+
 # First bytes taken: FIN set, no RSV bits, one of the four opcodes above.
 _TAKEN = frozenset((0x80 | OP_TEXT, 0x80 | OP_BINARY, 0x80 | OP_PING, 0x80 | OP_PONG))
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import base64
 import binascii
 
-import h11
 from wsproto.utilities import generate_accept_token
 
 from ._config import Config
 from ._deflate import PerMessageDeflate, accept_offer
+from ._env import RequestHead
 from ._errors import LocalProtocolError, RemoteProtocolError
 
 WEBSOCKET = "websocket"
@@ -60,7 +60,7 @@ def _tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",")}
 
 
-def upgrade_kind(request: h11.Request) -> str | None:
+def upgrade_kind(request: RequestHead) -> str | None:
     """``'websocket'``, ``'sse'`` or ``None`` for a request.
 
     A request asking for a WebSocket upgrade that RFC 6455 section 4.2.1 does
@@ -85,7 +85,7 @@ def upgrade_kind(request: h11.Request) -> str | None:
     return None
 
 
-def validate_websocket(request: h11.Request, connection: bytes) -> None:
+def validate_websocket(request: RequestHead, connection: bytes) -> None:
     """Raise :class:`UpgradeRefused` unless this is a valid RFC 6455 handshake."""
     if request.method != b"GET":
         raise UpgradeRefused(400, "WebSocket upgrade needs GET")
@@ -112,7 +112,7 @@ def validate_websocket(request: h11.Request, connection: bytes) -> None:
 
 
 def websocket_accept(
-    request: h11.Request, pairs: Pairs, config: Config
+    request: RequestHead, pairs: Pairs, config: Config
 ) -> tuple[Pairs, PerMessageDeflate | None]:
     """The headers of the 101 that accepts ``request`` with the app's
     ``pairs`` (names lower-case), and the permessage-deflate extension

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import h11
 
 from ._errors import LocalProtocolError
-from ._frames import chunk
+from ._frames import LAST_CHUNK, chunk
 
 _REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[!-~]*) HTTP/1\.1")
 _HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([!-~]+(?:[ \t]+[!-~]+)*)?[ \t]*")
@@ -108,7 +108,7 @@ class Framing:
 
     def end(self) -> bytes:
         if self.chunked:
-            return b"0\r\n\r\n"
+            return LAST_CHUNK
         if self.left:
             raise LocalProtocolError("Too little data for declared Content-Length")
         return b""

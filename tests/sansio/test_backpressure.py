@@ -19,8 +19,9 @@ from sansio_wire import (
     ws_request,
 )
 
-import sansio_push._connection
 import sansio_push._prepared
+import sansio_push._sse_stream
+import sansio_push._websocket
 from sansio_push import Config, Drained, Prepared, ServerConnection, prepare
 
 
@@ -246,10 +247,10 @@ def test_prepared_message_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> No
         return real_sse(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(sansio_push._prepared, "encode_message", count_ws)
-    monkeypatch.setattr(sansio_push._connection, "encode_message", count_ws)
+    monkeypatch.setattr(sansio_push._websocket, "encode_message", count_ws)
     p = Prepared("news")
     monkeypatch.setattr(sansio_push._prepared, "encode_event", count_sse)
-    monkeypatch.setattr(sansio_push._connection, "encode_event", count_sse)
+    monkeypatch.setattr(sansio_push._sse_stream, "encode_event", count_sse)
     ws_conns = [connect_ws()[0] for _ in range(10)]
     sse_conns = [connect_sse()[0] for _ in range(10)]
     for conn in ws_conns + sse_conns:

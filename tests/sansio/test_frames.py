@@ -25,6 +25,7 @@ from sansio_wire import (
 )
 
 from sansio_push import INVALID_DATA, Closed, Config, Message, Pong, ServerConnection
+from sansio_push._websocket import WebSocketPhase
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("SANSIO_EXAMPLES", "50")) * 4,
@@ -34,12 +35,18 @@ SETTINGS = settings(
 MASK = b"\x37\xfa\x21\x3d"
 
 
+def ws_phase(conn: ServerConnection) -> WebSocketPhase:
+    """The phase object of an upgraded WebSocket connection."""
+    assert isinstance(conn._state, WebSocketPhase)
+    return conn._state
+
+
 def pair(config: Config | None = None) -> tuple[ServerConnection, ServerConnection]:
     """A connection as shipped, and one that wsproto reads from the start."""
     fast, _ = connect_ws(config)
     slow, _ = connect_ws(config)
-    slow._to_wsproto()
-    assert fast._ws is None and slow._ws is not None
+    ws_phase(slow)._to_wsproto()
+    assert ws_phase(fast)._ws is None and ws_phase(slow)._ws is not None
     return fast, slow
 
 
@@ -130,9 +137,9 @@ def test_messages_pings_and_pongs_do_not_need_wsproto() -> None:
     assert events == [Message("héllo"), Pong(b"k"), Message(b"\x00" * 300)]
     assert out == bytes((0x80 | OP_PONG, 1)) + b"p"
     conn.send_keepalive()
-    assert conn._ws is None
+    assert ws_phase(conn)._ws is None
     # Nothing that was read is held on to.
-    assert conn._ws_in == b""
+    assert ws_phase(conn)._in == b""
 
 
 def test_a_binary_frame_split_anywhere_waits_for_its_end() -> None:
@@ -141,7 +148,7 @@ def test_a_binary_frame_split_anywhere_waits_for_its_end() -> None:
     for i in range(len(data) - 1):
         assert step(conn, data[i : i + 1]) == ([], b"")
     assert step(conn, data[-1:]) == ([Message(b"x" * 200)], b"")
-    assert conn._ws is None
+    assert ws_phase(conn)._ws is None
 
 
 def test_text_that_comes_in_pieces_is_left_to_wsproto() -> None:
@@ -149,7 +156,7 @@ def test_text_that_comes_in_pieces_is_left_to_wsproto() -> None:
     conn, _ = connect_ws()
     data = frame(OP_TEXT, "é".encode() * 50)
     assert step(conn, data[:10]) == ([], b"")
-    assert conn._ws is not None
+    assert ws_phase(conn)._ws is not None
     assert step(conn, data[10:]) == ([Message("é" * 50)], b"")
 
 
@@ -157,4 +164,4 @@ def test_from_a_fragment_on_wsproto_reads_the_connection() -> None:
     conn, _ = connect_ws()
     data = frame(OP_TEXT, b"a", fin=False) + frame(OP_CONT, b"b") + frame(OP_TEXT, b"c")
     assert step(conn, data) == ([Message("ab"), Message("c")], b"")
-    assert conn._ws is not None and conn._ws_in is None
+    assert ws_phase(conn)._ws is not None and ws_phase(conn)._in == b""

@@ -11,14 +11,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sansio_push import EndOfRequest, Request, ServerConnection
+from sansio_push._http import HttpPhase
 from sansio_push._http_fast import parse_simple
+
+
+def http_phase(conn: ServerConnection) -> HttpPhase:
+    """The phase object of a connection that has not upgraded."""
+    assert isinstance(conn._state, HttpPhase)
+    return conn._state
 
 
 def pair() -> tuple[ServerConnection, ServerConnection]:
     """A connection as shipped, and one forced through h11 for everything."""
     fast = ServerConnection(client=("127.0.0.1", 5000), server=("127.0.0.1", 80))
     slow = ServerConnection(client=("127.0.0.1", 5000), server=("127.0.0.1", 80))
-    slow._via_h11 = True
+    http_phase(slow)._to_h11()
     return fast, slow
 
 
@@ -138,16 +145,16 @@ def test_what_the_fast_path_does_not_take_goes_to_h11(head: bytes) -> None:
     fast = ServerConnection()
     fast.receive_data(head)
     fast.next_event()
-    assert fast._via_h11  # handed over
+    assert http_phase(fast)._h11 is not None  # handed over
 
 
 def test_the_fast_path_comes_back_after_a_request_h11_read() -> None:
     conn, _ = pair()
     events(conn, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
     answer(conn, 200, [("content-length", "0")], [])
-    assert not conn._via_h11
+    assert http_phase(conn)._h11 is None
     got = events(conn, SIMPLE)
-    assert isinstance(got[0], Request) and not conn._via_h11
+    assert isinstance(got[0], Request) and http_phase(conn)._h11 is None
 
 
 _PIECE = st.sampled_from(
