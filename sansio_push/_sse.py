@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import re
 
-from ._errors import LocalProtocolError
-
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def _field(name: str, value: str) -> str:
     if "\r" in value or "\n" in value:
-        raise LocalProtocolError(f"SSE {name} must not contain a line break: {value!r}")
+        raise ValueError(f"SSE {name} must not contain a line break: {value!r}")
     return f"{name}: {value}\n"
 
 
@@ -25,26 +23,24 @@ def encode_event(
     """Encode one event block, ending with the blank line that dispatches it.
 
     ``data`` is split into ``data:`` lines on ``\\r\\n``, ``\\r`` and ``\\n`` so a
-    browser rebuilds it with ``\\n`` line breaks. ``bytes`` data must be UTF-8.
-    Raises :class:`~sansio_push.LocalProtocolError` (a ``ValueError``) for
-    ``bytes`` that are not, a line break in ``event`` or ``id``, a NUL in
-    ``id`` (browsers ignore such an id) or a negative ``retry``.
+    browser rebuilds it with ``\\n`` line breaks. ``bytes`` data must be UTF-8
+    (else ``UnicodeDecodeError``). Raises ``ValueError`` for a line break in
+    ``event`` or ``id``, a NUL in ``id`` (browsers ignore such an id) or a
+    negative ``retry``. (A connection raises these as
+    :class:`~sansio_push.LocalProtocolError`, also a ``ValueError``.)
     """
     if isinstance(data, (bytes, bytearray, memoryview)):
-        try:
-            data = bytes(data).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise LocalProtocolError(f"SSE data must be UTF-8: {exc}") from exc
+        data = bytes(data).decode("utf-8")
     out = []
     if event is not None:
         out.append(_field("event", event))
     if id is not None:
         if "\0" in id:
-            raise LocalProtocolError(f"SSE id must not contain NUL: {id!r}")
+            raise ValueError(f"SSE id must not contain NUL: {id!r}")
         out.append(_field("id", id))
     if retry is not None:
         if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
-            raise LocalProtocolError(f"SSE retry must be a non-negative int: {retry!r}")
+            raise ValueError(f"SSE retry must be a non-negative int: {retry!r}")
         out.append(f"retry: {retry}\n")
     for line in _LINE_BREAK.split(data):
         out.append(f"data: {line}\n")
@@ -60,5 +56,5 @@ def encode_comment(text: str = "") -> bytes:
     (httpx-sse) report it as an empty event once an id has been seen.
     """
     if "\r" in text or "\n" in text:
-        raise LocalProtocolError(f"SSE comment must not contain a line break: {text!r}")
+        raise ValueError(f"SSE comment must not contain a line break: {text!r}")
     return f":{text}\n".encode()

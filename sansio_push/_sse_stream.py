@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._codes import ABNORMAL
 from ._config import Config
+from ._errors import LocalProtocolError
 from ._events import Closed, Event
 from ._frames import LAST_CHUNK, chunk
 from ._handshake import SSE
@@ -53,13 +54,19 @@ class SsePhase(PushPhase):
         if not self.writable:
             return None
         name = self._config.sse_event if isinstance(event, DefaultEvent) else event
-        data = encode_event(message, event=name, id=id, retry=retry)
+        try:
+            data = encode_event(message, event=name, id=id, retry=retry)
+        except ValueError as exc:  # a field, or bytes, that cannot be an event
+            raise LocalProtocolError(str(exc)) from exc
         return chunk(data) if self._chunked else data
 
     def encode_prepared(self, prepared: Prepared) -> bytes | None:
         if not self.writable:
             return None
-        return prepared.sse_block(self._config.sse_event, self._chunked)
+        try:
+            return prepared.sse_block(self._config.sse_event, self._chunked)
+        except ValueError as exc:  # bytes that are not UTF-8
+            raise LocalProtocolError(str(exc)) from exc
 
     def send_keepalive(self, payload: bytes) -> None:
         if not self.writable:
