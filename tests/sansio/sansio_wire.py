@@ -98,6 +98,13 @@ def receive(conn: ServerConnection, data: bytes) -> list[Event]:
     return drain(conn)
 
 
+def env_of(data: bytes, config: Config | None = None) -> dict[str, object]:
+    """The env of the one request in ``data``."""
+    events = receive(new(config), data)
+    assert isinstance(events[0], Request), events
+    return events[0].env
+
+
 def connect_ws(
     config: Config | None = None,
     headers: Iterable[tuple[str, str]] = (),
@@ -193,6 +200,11 @@ def parse_frames(data: bytes) -> list[Frame]:
         i += n
         frames.append(Frame(bool(b0 & 0x80), bool(b0 & 0x40), b0 & 0x0F, payload))
     return frames
+
+
+def sent_frames(conn: ServerConnection) -> list[tuple[int, bytes]]:
+    """The opcode and payload of every frame ``conn`` sends now (taken)."""
+    return [(f.opcode, f.payload) for f in parse_frames(flush(conn))]
 
 
 # -- HTTP responses, read with an independent h11 client --------------------

@@ -1,4 +1,5 @@
-"""ServerConnection as a whole: what one costs in memory while it waits."""
+"""ServerConnection as a whole: the queue bounds and the overflow policy, the
+writes it refuses, and what one connection costs in memory while it waits."""
 
 from __future__ import annotations
 
@@ -8,9 +9,21 @@ import tracemalloc
 from collections.abc import Callable
 
 import pytest
-from sansio_wire import connect_sse, connect_ws, new
+from sansio_wire import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_TEXT,
+    connect_sse,
+    connect_ws,
+    dechunk,
+    flush,
+    new,
+    parse_frames,
+    receive,
+    request,
+)
 
-from sansio_push import Config, ServerConnection
+from sansio_push import Config, ServerConnection, prepare
 
 #: Bytes one connection may hold, measured with tracemalloc on CPython 3.11
 #: when these budgets were set (1408, 553 and 553 bytes), plus a margin of
@@ -60,3 +73,111 @@ def test_an_idle_connection_stays_within_its_memory_budget(
     state: str, make: Callable[[], ServerConnection]
 ) -> None:
     assert allocated(make) <= BUDGETS[state]
+
+
+def refusing(conn: ServerConnection) -> ServerConnection:
+    """``conn`` with one message queued that its socket refused to take."""
+    assert conn.send_message("0")
+    conn.refused()
+    assert conn.refusing
+    return conn
+
+
+def test_a_burst_before_the_socket_refuses_is_queued_whatever_its_size() -> None:
+    conn, _ = connect_ws(Config(max_queue_messages=10, max_queue_bytes=1000))
+    assert all(conn.send_message(f"m{i}") for i in range(5000))
+    assert conn.send_message(b"x" * 100_000)
+    assert conn.open and conn.pending == 5001
+
+
+def test_one_message_larger_than_the_byte_bound_goes_out() -> None:
+    conn, _ = connect_ws(Config(max_queue_bytes=1000))
+    assert conn.send_message(b"x" * 16 * 1024 * 1024)
+    # The socket takes part of it: a small message behind it is still in bounds.
+    head = conn.data_to_send()[:65536]
+    conn.sent(65536)
+    conn.refused()
+    assert conn.send_message("after")
+    frames = parse_frames(head + flush(conn))
+    assert [len(f.payload) for f in frames] == [16 * 1024 * 1024, 5]
+
+
+def test_refused_with_nothing_queued_changes_nothing() -> None:
+    conn, _ = connect_ws(Config(max_queue_messages=1))
+    flush(conn)
+    conn.refused()
+    assert not conn.refusing
+    assert conn.send_message("1") and conn.send_message("2")
+
+
+def test_message_queue_bound_closes_1008_with_a_clear_reason() -> None:
+    conn = refusing(connect_ws(Config(max_queue_messages=2))[0])
+    assert conn.send_message("1") and conn.send_message("2")
+    assert conn.send_message("3") is False
+    assert not conn.open
+    frames = parse_frames(flush(conn))
+    assert [f.opcode for f in frames] == [OP_TEXT, OP_TEXT, OP_TEXT, OP_CLOSE]
+    assert frames[-1].close_code == 1008
+    assert "queue" in frames[-1].close_reason
+
+
+def test_byte_queue_bound_closes_1008() -> None:
+    conn = refusing(connect_ws(Config(max_queue_bytes=100))[0])
+    assert conn.send_message(b"x" * 90)
+    assert conn.send_message(b"x" * 10) is False
+    frames = parse_frames(flush(conn))
+    assert [f.opcode for f in frames] == [OP_TEXT, OP_BINARY, OP_CLOSE]
+    assert frames[-1].close_code == 1008
+
+
+def test_message_exactly_filling_the_byte_bound_is_queued() -> None:
+    conn = refusing(connect_ws(Config(max_queue_bytes=100))[0])
+    assert conn.send_message(b"x" * 98)  # 2-byte header
+    assert conn.open
+
+
+def test_the_bound_counts_what_was_queued_after_the_refusal_and_not_taken() -> None:
+    conn = refusing(connect_ws(Config(max_queue_messages=1))[0])
+    assert conn.send_message("1")
+    assert conn.send_message("2") is False
+    conn = refusing(connect_ws(Config(max_queue_messages=1))[0])
+    assert conn.send_message("1")
+    # Everything taken: the socket refuses nothing any more.
+    conn.sent(conn.pending_bytes)
+    assert not conn.refusing
+    assert conn.send_message("2") and conn.send_message("3")
+
+
+def test_sse_queue_overflow_ends_the_stream() -> None:
+    conn = refusing(connect_sse(Config(max_queue_messages=1))[0])
+    assert conn.send_message("1")
+    assert conn.send_message("2") is False
+    assert conn.finished and not conn.open
+    assert dechunk(flush(conn), complete=True) == b"event: msg\ndata: 0\n\nevent: msg\ndata: 1\n\n"
+
+
+def test_drop_overflow_refuses_the_message_and_counts_it() -> None:
+    conn = refusing(connect_ws(Config(max_queue_messages=1, overflow="drop"))[0])
+    assert conn.send_message("1")
+    assert conn.send_message("2") is False
+    assert conn.send_message("3") is False
+    assert conn.dropped == 2
+    assert conn.open and conn.pending == 2
+    assert [f.payload for f in parse_frames(flush(conn))] == [b"0", b"1"]
+    assert conn.send_message("4")
+
+
+def test_prepared_message_respects_the_queue_bound() -> None:
+    conn = refusing(connect_ws(Config(max_queue_messages=1, overflow="drop"))[0])
+    p = prepare("x")
+    assert conn.send_prepared(p)
+    assert conn.send_prepared(p) is False
+    assert conn.dropped == 1
+
+
+def test_writes_on_a_plain_http_connection_return_false() -> None:
+    conn = new()
+    receive(conn, request())
+    assert conn.send_message("x") is False
+    assert conn.send_prepared(prepare("x")) is False
+    assert conn.data_to_send() == b""

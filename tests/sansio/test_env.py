@@ -1,24 +1,11 @@
-"""The PEP 3333 environ and ``rack.upgrade?``, and refusing invalid upgrades."""
+"""The PEP 3333 environ built from a request head."""
 
 from __future__ import annotations
 
 import pytest
-from sansio_wire import KEY, flush, new, receive, request, sse_request, ws_request
+from sansio_wire import env_of, request
 
-from sansio_push import Config, EndOfRequest, Rejected, Request
-
-
-def env_of(data: bytes, config: Config | None = None) -> dict[str, object]:
-    events = receive(new(config), data)
-    assert isinstance(events[0], Request), events
-    return events[0].env
-
-
-def rejected(data: bytes) -> tuple[Rejected, bytes, bool]:
-    conn = new()
-    events = receive(conn, data)
-    assert len(events) == 1 and isinstance(events[0], Rejected), events
-    return events[0], flush(conn), conn.finished
+from sansio_push import Config
 
 
 def test_env_has_the_pep_3333_keys() -> None:
@@ -103,110 +90,3 @@ def test_headers_with_underscores_are_dropped_so_they_cannot_pass_for_dashed_one
 def test_repeated_cookie_headers_are_joined_with_semicolons() -> None:
     env = env_of(request("GET", "/", [("Cookie", "a=1"), ("Cookie", "b=2")]))
     assert env["HTTP_COOKIE"] == "a=1; b=2"
-
-
-def test_plain_request_is_not_an_upgrade() -> None:
-    assert env_of(request())["rack.upgrade?"] is None
-
-
-def test_valid_websocket_request_is_a_websocket_upgrade() -> None:
-    assert env_of(ws_request())["rack.upgrade?"] == "websocket"
-
-
-@pytest.mark.parametrize("connection", ["upgrade", "UPGRADE", "Upgrade", "keep-alive, Upgrade"])
-def test_connection_upgrade_token_matches_in_any_case(connection: str) -> None:
-    assert env_of(ws_request(connection=connection))["rack.upgrade?"] == "websocket"
-
-
-def test_upgrade_header_value_matches_in_any_case() -> None:
-    assert env_of(ws_request(upgrade="WebSocket"))["rack.upgrade?"] == "websocket"
-
-
-@pytest.mark.parametrize(
-    "accept",
-    [
-        "text/event-stream",
-        "TEXT/EVENT-STREAM",
-        "text/html, text/event-stream;q=0.9",
-        "application/json,text/event-stream",
-    ],
-)
-def test_get_accepting_event_stream_is_an_sse_upgrade(accept: str) -> None:
-    env = env_of(request("GET", "/", [("Accept", accept)]))
-    assert env["rack.upgrade?"] == "sse"
-
-
-def test_sse_request_from_helper_is_an_sse_upgrade() -> None:
-    assert env_of(sse_request())["rack.upgrade?"] == "sse"
-
-
-def test_post_accepting_event_stream_is_not_an_upgrade() -> None:
-    env = env_of(request("POST", "/", [("Accept", "text/event-stream")], b""))
-    assert env["rack.upgrade?"] is None
-
-
-def test_get_accepting_other_types_is_not_an_upgrade() -> None:
-    assert env_of(request("GET", "/", [("Accept", "text/html")]))["rack.upgrade?"] is None
-
-
-@pytest.mark.parametrize(
-    "key",
-    [
-        None,
-        "",
-        "not base64!!",
-        "dGhlIHNhbXBsZQ==",  # 11 bytes, not 16
-        "dGhlIHNhbXBsZSBub25jZSBsb25n",  # 21 bytes
-    ],
-)
-def test_bad_websocket_key_is_answered_400(key: str | None) -> None:
-    event, data, finished = rejected(ws_request(key=key))
-    assert event.status == 400
-    assert data.startswith(b"HTTP/1.1 400 ")
-    assert finished
-
-
-@pytest.mark.parametrize("second", [KEY, "AAAAAAAAAAAAAAAAAAAAAA=="], ids=["same", "other"])
-def test_two_websocket_keys_are_answered_400(second: str) -> None:
-    event, data, finished = rejected(ws_request([("Sec-WebSocket-Key", second)]))
-    assert event.status == 400
-    assert data.startswith(b"HTTP/1.1 400 ")
-    assert finished
-
-
-@pytest.mark.parametrize("version", ["8", "12", "14", "", None])
-def test_wrong_websocket_version_is_answered_426_naming_13(version: str | None) -> None:
-    event, data, finished = rejected(ws_request(version=version))
-    assert event.status == 426
-    head = data.split(b"\r\n\r\n")[0].lower()
-    assert data.startswith(b"HTTP/1.1 426 ")
-    assert b"\r\nsec-websocket-version: 13" in head
-    assert finished
-
-
-def test_websocket_upgrade_without_connection_upgrade_is_answered_400() -> None:
-    assert rejected(ws_request(connection="keep-alive"))[0].status == 400
-
-
-def test_websocket_upgrade_with_post_is_answered_400() -> None:
-    assert rejected(ws_request(method="POST"))[0].status == 400
-
-
-def test_refused_upgrade_says_connection_close() -> None:
-    data = rejected(ws_request(key="bad"))[1]
-    assert b"\r\nconnection: close\r\n" in data.split(b"\r\n\r\n")[0].lower() + b"\r\n"
-
-
-def test_refused_upgrade_is_never_upgraded() -> None:
-    conn = new()
-    receive(conn, ws_request(version="8"))
-    assert conn.protocol == "http"
-    assert not conn.open
-    assert conn.send_message("x") is False
-    assert receive(conn, b"more bytes") == []
-
-
-def test_valid_key_with_surrounding_spaces_is_accepted() -> None:
-    data = ws_request().replace(KEY.encode(), b" " + KEY.encode() + b" ")
-    events = receive(new(), data)
-    assert isinstance(events[-1], EndOfRequest)

@@ -1,6 +1,7 @@
-"""Small frames read without wsproto (sansio_push/_frames.py) give exactly
-what wsproto gives: the same events, the same bytes back, the same close
-codes; whatever that reader does not take, wsproto reads from that byte on."""
+"""WebSocket frames: those we send, and the small ones read without wsproto
+(sansio_push/_frames.py), which give exactly what wsproto gives: the same
+events, the same bytes back, the same close codes; whatever that reader does
+not take, wsproto reads from that byte on."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import struct
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sansio_wire import (
@@ -20,8 +22,10 @@ from sansio_wire import (
     close_payload,
     connect_ws,
     drain,
+    flush,
     frame,
     parse_frames,
+    sent_frames,
 )
 
 from sansio_push import INVALID_DATA, Closed, Config, Message, Pong, ServerConnection
@@ -165,3 +169,20 @@ def test_from_a_fragment_on_wsproto_reads_the_connection() -> None:
     data = frame(OP_TEXT, b"a", fin=False) + frame(OP_CONT, b"b") + frame(OP_TEXT, b"c")
     assert step(conn, data) == ([Message("ab"), Message("c")], b"")
     assert ws_phase(conn)._ws is not None and ws_phase(conn)._in == b""
+
+
+def test_text_and_binary_messages_go_out_as_unmasked_frames() -> None:
+    conn, _ = connect_ws()
+    assert conn.send_message("tëxt") and conn.send_message(b"\x00bin")
+    frames = parse_frames(flush(conn))
+    assert [(f.fin, f.rsv1, f.opcode, f.payload) for f in frames] == [
+        (True, False, OP_TEXT, "tëxt".encode()),
+        (True, False, OP_BINARY, b"\x00bin"),
+    ]
+
+
+@pytest.mark.parametrize("size", [125, 126, 65535, 65536, 70000])
+def test_messages_of_every_length_encoding_go_out_whole(size: int) -> None:
+    conn, _ = connect_ws()
+    conn.send_message(b"z" * size)
+    assert sent_frames(conn) == [(OP_BINARY, b"z" * size)]

@@ -1,8 +1,7 @@
-"""WebSocket through wsproto, with frames written and read by hand."""
+"""The WebSocket phase: messages, pings, the close handshake and limits, with
+frames written and read by hand."""
 
 from __future__ import annotations
-
-import zlib
 
 import pytest
 from sansio_wire import (
@@ -19,16 +18,10 @@ from sansio_wire import (
     frame,
     parse_frames,
     receive,
-    split_head,
+    sent_frames,
 )
 
 from sansio_push import Closed, Config, Message, Pong, ServerConnection
-
-DEFLATE_OFFER = [("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")]
-
-
-def sent_frames(conn: ServerConnection) -> list[tuple[int, bytes]]:
-    return [(f.opcode, f.payload) for f in parse_frames(flush(conn))]
 
 
 def close_of(conn: ServerConnection) -> tuple[int | None, str]:
@@ -117,23 +110,6 @@ def test_keepalive_payload_over_125_bytes_raises_value_error() -> None:
     conn, _ = connect_ws()
     with pytest.raises(ValueError):
         conn.send_keepalive(b"x" * 126)
-
-
-def test_text_and_binary_messages_go_out_as_unmasked_frames() -> None:
-    conn, _ = connect_ws()
-    assert conn.send_message("tëxt") and conn.send_message(b"\x00bin")
-    frames = parse_frames(flush(conn))
-    assert [(f.fin, f.rsv1, f.opcode, f.payload) for f in frames] == [
-        (True, False, OP_TEXT, "tëxt".encode()),
-        (True, False, OP_BINARY, b"\x00bin"),
-    ]
-
-
-@pytest.mark.parametrize("size", [125, 126, 65535, 65536, 70000])
-def test_messages_of_every_length_encoding_go_out_whole(size: int) -> None:
-    conn, _ = connect_ws()
-    conn.send_message(b"z" * size)
-    assert sent_frames(conn) == [(OP_BINARY, b"z" * size)]
 
 
 def test_peer_close_is_echoed_with_its_code_and_reported() -> None:
@@ -235,10 +211,6 @@ def test_no_event_after_closed() -> None:
     assert receive(conn, b"") == []
 
 
-def test_default_max_message_size_is_one_mebibyte() -> None:
-    assert Config().max_message_size == 1024 * 1024
-
-
 def test_message_at_the_size_limit_is_received() -> None:
     conn, _ = connect_ws(Config(max_message_size=10))
     assert receive(conn, frame(OP_BINARY, b"x" * 10)) == [Message(b"x" * 10)]
@@ -305,82 +277,3 @@ def test_protocol_error_closes_1002(data: bytes) -> None:
     assert isinstance(event, Closed) and event.code == 1002
     assert close_of(conn)[0] == 1002
     assert conn.finished and not conn.open
-
-
-def test_compression_is_off_by_default() -> None:
-    conn, data = connect_ws(headers=DEFLATE_OFFER)
-    assert "sec-websocket-extensions" not in split_head(data)[1]
-    conn.send_message("hello hello hello")
-    assert parse_frames(flush(conn))[0].rsv1 is False
-
-
-def test_compression_is_agreed_when_enabled_and_offered() -> None:
-    _, data = connect_ws(Config(compression=True), headers=DEFLATE_OFFER)
-    agreed = split_head(data)[1]["sec-websocket-extensions"]
-    assert agreed.split(";")[0].strip() == "permessage-deflate"
-
-
-def test_compression_is_not_agreed_unless_offered() -> None:
-    _, data = connect_ws(Config(compression=True))
-    assert "sec-websocket-extensions" not in split_head(data)[1]
-
-
-def test_malformed_compression_offer_is_declined_not_raised() -> None:
-    offer = [("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits=abc")]
-    conn, data = connect_ws(Config(compression=True), headers=offer)
-    assert "sec-websocket-extensions" not in split_head(data)[1]
-    assert conn.send_message("still works")
-
-
-def test_compressed_messages_go_out_deflated() -> None:
-    conn, _ = connect_ws(Config(compression=True), headers=DEFLATE_OFFER)
-    conn.send_message("hello " * 100)
-    [f] = parse_frames(flush(conn))
-    assert f.rsv1 and f.opcode == OP_TEXT and len(f.payload) < 600
-    inflated = zlib.decompressobj(-15).decompress(f.payload + b"\x00\x00\xff\xff")
-    assert inflated == ("hello " * 100).encode()
-
-
-def test_compressed_messages_from_the_peer_are_inflated() -> None:
-    conn, _ = connect_ws(Config(compression=True), headers=DEFLATE_OFFER)
-    deflater = zlib.compressobj(wbits=-15)
-    payload = deflater.compress(b"squeeze " * 50) + deflater.flush(zlib.Z_SYNC_FLUSH)
-    assert payload.endswith(b"\x00\x00\xff\xff")
-    assert receive(conn, frame(OP_TEXT, payload[:-4], rsv1=True)) == [Message("squeeze " * 50)]
-
-
-def test_size_limit_applies_to_the_inflated_message() -> None:
-    conn, _ = connect_ws(Config(compression=True, max_message_size=100), headers=DEFLATE_OFFER)
-    deflater = zlib.compressobj(wbits=-15)
-    payload = deflater.compress(b"\0" * 1000) + deflater.flush(zlib.Z_SYNC_FLUSH)
-    [event] = receive(conn, frame(OP_BINARY, payload[:-4], rsv1=True))
-    assert isinstance(event, Closed) and event.code == 1009
-
-
-def deflated(data: bytes) -> bytes:
-    deflater = zlib.compressobj(wbits=-15)
-    return deflater.compress(data) + deflater.flush(zlib.Z_SYNC_FLUSH)
-
-
-def test_ping_between_compressed_fragments_leaves_the_message_intact() -> None:
-    conn, _ = connect_ws(Config(compression=True), headers=DEFLATE_OFFER)
-    payload = deflated(b"fragmented and compressed")[:-4]
-    data = (
-        frame(OP_BINARY, payload[:5], fin=False, rsv1=True)
-        + frame(OP_PING, b"mid")
-        + frame(OP_CONT, payload[5:])
-    )
-    assert receive(conn, data) == [Message(b"fragmented and compressed")]
-    assert sent_frames(conn) == [(OP_PONG, b"mid")]
-
-
-def test_ping_before_a_compressed_message_leaves_it_intact() -> None:
-    conn, _ = connect_ws(Config(compression=True), headers=DEFLATE_OFFER)
-    data = frame(OP_PING, b"first") + frame(OP_TEXT, deflated(b"after")[:-4], rsv1=True)
-    assert receive(conn, data) == [Message("after")]
-
-
-def test_compressed_control_frame_closes_1002() -> None:
-    conn, _ = connect_ws(Config(compression=True), headers=DEFLATE_OFFER)
-    [event] = receive(conn, frame(OP_PING, b"x", rsv1=True))
-    assert isinstance(event, Closed) and event.code == 1002

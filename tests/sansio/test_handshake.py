@@ -1,4 +1,5 @@
-"""Accepting or refusing a push upgrade, and what goes out on the 101 / SSE 200."""
+"""The upgrade: which requests ask for one (``rack.upgrade?``), refusing invalid
+ones, accepting them, and what goes out on the 101 / SSE 200."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from collections.abc import Callable
 import pytest
 from sansio_wire import (
     ACCEPT,
+    KEY,
     OP_TEXT,
     connect_sse,
     connect_ws,
+    env_of,
     flush,
     frame,
     new,
@@ -22,7 +25,7 @@ from sansio_wire import (
     ws_request,
 )
 
-from sansio_push import Message
+from sansio_push import EndOfRequest, Message, Rejected
 
 
 @pytest.mark.parametrize("status", [0, 101, 200, 299])
@@ -195,3 +198,117 @@ def test_messages_follow_the_101_on_the_wire() -> None:
     conn.send_message("hi")
     _, _, rest = split_head(flush(conn))
     assert [(f.opcode, f.payload) for f in parse_frames(rest)] == [(OP_TEXT, b"hi")]
+
+
+def rejected(data: bytes) -> tuple[Rejected, bytes, bool]:
+    conn = new()
+    events = receive(conn, data)
+    assert len(events) == 1 and isinstance(events[0], Rejected), events
+    return events[0], flush(conn), conn.finished
+
+
+def test_plain_request_is_not_an_upgrade() -> None:
+    assert env_of(request())["rack.upgrade?"] is None
+
+
+def test_valid_websocket_request_is_a_websocket_upgrade() -> None:
+    assert env_of(ws_request())["rack.upgrade?"] == "websocket"
+
+
+@pytest.mark.parametrize("connection", ["upgrade", "UPGRADE", "Upgrade", "keep-alive, Upgrade"])
+def test_connection_upgrade_token_matches_in_any_case(connection: str) -> None:
+    assert env_of(ws_request(connection=connection))["rack.upgrade?"] == "websocket"
+
+
+def test_upgrade_header_value_matches_in_any_case() -> None:
+    assert env_of(ws_request(upgrade="WebSocket"))["rack.upgrade?"] == "websocket"
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "text/event-stream",
+        "TEXT/EVENT-STREAM",
+        "text/html, text/event-stream;q=0.9",
+        "application/json,text/event-stream",
+    ],
+)
+def test_get_accepting_event_stream_is_an_sse_upgrade(accept: str) -> None:
+    env = env_of(request("GET", "/", [("Accept", accept)]))
+    assert env["rack.upgrade?"] == "sse"
+
+
+def test_sse_request_from_helper_is_an_sse_upgrade() -> None:
+    assert env_of(sse_request())["rack.upgrade?"] == "sse"
+
+
+def test_post_accepting_event_stream_is_not_an_upgrade() -> None:
+    env = env_of(request("POST", "/", [("Accept", "text/event-stream")], b""))
+    assert env["rack.upgrade?"] is None
+
+
+def test_get_accepting_other_types_is_not_an_upgrade() -> None:
+    assert env_of(request("GET", "/", [("Accept", "text/html")]))["rack.upgrade?"] is None
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        None,
+        "",
+        "not base64!!",
+        "dGhlIHNhbXBsZQ==",  # 11 bytes, not 16
+        "dGhlIHNhbXBsZSBub25jZSBsb25n",  # 21 bytes
+    ],
+)
+def test_bad_websocket_key_is_answered_400(key: str | None) -> None:
+    event, data, finished = rejected(ws_request(key=key))
+    assert event.status == 400
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert finished
+
+
+@pytest.mark.parametrize("second", [KEY, "AAAAAAAAAAAAAAAAAAAAAA=="], ids=["same", "other"])
+def test_two_websocket_keys_are_answered_400(second: str) -> None:
+    event, data, finished = rejected(ws_request([("Sec-WebSocket-Key", second)]))
+    assert event.status == 400
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert finished
+
+
+@pytest.mark.parametrize("version", ["8", "12", "14", "", None])
+def test_wrong_websocket_version_is_answered_426_naming_13(version: str | None) -> None:
+    event, data, finished = rejected(ws_request(version=version))
+    assert event.status == 426
+    head = data.split(b"\r\n\r\n")[0].lower()
+    assert data.startswith(b"HTTP/1.1 426 ")
+    assert b"\r\nsec-websocket-version: 13" in head
+    assert finished
+
+
+def test_websocket_upgrade_without_connection_upgrade_is_answered_400() -> None:
+    assert rejected(ws_request(connection="keep-alive"))[0].status == 400
+
+
+def test_websocket_upgrade_with_post_is_answered_400() -> None:
+    assert rejected(ws_request(method="POST"))[0].status == 400
+
+
+def test_refused_upgrade_says_connection_close() -> None:
+    data = rejected(ws_request(key="bad"))[1]
+    assert b"\r\nconnection: close\r\n" in data.split(b"\r\n\r\n")[0].lower() + b"\r\n"
+
+
+def test_refused_upgrade_is_never_upgraded() -> None:
+    conn = new()
+    receive(conn, ws_request(version="8"))
+    assert conn.protocol == "http"
+    assert not conn.open
+    assert conn.send_message("x") is False
+    assert receive(conn, b"more bytes") == []
+
+
+def test_valid_key_with_surrounding_spaces_is_accepted() -> None:
+    data = ws_request().replace(KEY.encode(), b" " + KEY.encode() + b" ")
+    events = receive(new(), data)
+    assert isinstance(events[-1], EndOfRequest)
