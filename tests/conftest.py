@@ -1,7 +1,7 @@
-"""Fixtures for the trio_push server tests (tests/test_server_*.py).
+"""Fixtures shared by the tests.
 
 The server runs in the test's own Trio run (pytest-trio's ``nursery``
-fixture) on 127.0.0.1, port 0. Helpers live in ``server_helpers``.
+fixture) on 127.0.0.1, port 0. Helpers live in ``tests.helpers``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import trio
-from server_helpers import FAST, TIMEOUT
 
 import trio_push
+from tests.helpers.server import FAST, TIMEOUT
 
 StartServer = Callable[..., Awaitable[trio_push.Server]]
 

@@ -16,8 +16,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-sys.path.insert(0, os.path.dirname(__file__))
-import browser  # noqa: E402  (tests/browser.py, a helper module)
+from tests.helpers import browser
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "asyncio_clock.py"

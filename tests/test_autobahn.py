@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import free_port, running
+
+from tests.helpers.procs import free_port, running
 
 sys.path.insert(0, str(Path(__file__).parent / "autobahn"))
 import echo  # noqa: E402  (tests/autobahn/echo.py)

@@ -13,8 +13,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from browser import browser, send_ws_from_page, wait_for_text
-from procs import ROOT, VENV_BIN, free_port, running
+
+from tests.helpers.browser import browser, send_ws_from_page, wait_for_text
+from tests.helpers.procs import ROOT, VENV_BIN, free_port, running
 
 CLOCK = ROOT / "examples" / "clock"
 TIME = re.compile(r"^\d\d:\d\d:\d\d$")

@@ -22,8 +22,12 @@ import pytest
 import trio
 import wsproto.events as wse
 from httpx_sse import aconnect_sse
-from pubsub_util import ServerProcess
-from server_helpers import (
+from trio_websocket import open_websocket_url
+from wsproto.frame_protocol import FrameProtocol
+
+import sansio_push
+from tests.helpers.pubsub import ServerProcess
+from tests.helpers.server import (
     TIMEOUT,
     RawWebSocket,
     http_client,
@@ -32,10 +36,6 @@ from server_helpers import (
     wait_for,
     ws_connect,
 )
-from trio_websocket import open_websocket_url
-from wsproto.frame_protocol import FrameProtocol
-
-import sansio_push
 from trio_push import Client
 from trio_push._connection import Connection
 

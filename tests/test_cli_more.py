@@ -15,11 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from procs import free_port, wait_listening
-from server_helpers import TIMEOUT, RawWebSocket, http_client, in_thread, ws_connect
-from test_server_cli import APP_SOURCE, MODULE, SCRIPT, cli, get_text
 from trio_websocket import open_websocket_url
 from websockets.exceptions import InvalidStatus
+
+from tests.helpers.procs import free_port, wait_listening
+from tests.helpers.server import TIMEOUT, RawWebSocket, http_client, in_thread, ws_connect
+from tests.test_server_cli import APP_SOURCE, MODULE, SCRIPT, cli, get_text
 
 # -- --reload -------------------------------------------------------------------
 

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from browser import browser, wait_for_text
 from httpx_sse import connect_sse
-from procs import ROOT, VENV_BIN, free_port, running
 from websockets.sync.client import connect
+
+from tests.helpers.browser import browser, wait_for_text
+from tests.helpers.procs import ROOT, VENV_BIN, free_port, running
 
 FLASK = ROOT / "examples" / "flask_push"
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 import trio
-from hardening_helpers import Bystander, Echo, echo_app, exchange, status_line
-from server_helpers import in_thread, wait_for, ws_connect
 from websockets.exceptions import ConnectionClosedError
+
+from tests.helpers.frames import Bystander, Echo, echo_app, exchange, status_line
+from tests.helpers.server import in_thread, wait_for, ws_connect
 
 SECRET = "secret-detail-7f3a"
 

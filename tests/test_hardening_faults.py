@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 import trio
-from hardening_helpers import (
+
+from tests.helpers.frames import (
     BINARY,
     PING,
     TEXT,
@@ -24,8 +25,8 @@ from hardening_helpers import (
     frame,
     vm_rss_kib,
 )
-from procs import free_port, running
-from server_helpers import connect, fill_until_refused, read_until, wait_for, ws_handshake
+from tests.helpers.procs import free_port, running
+from tests.helpers.server import connect, fill_until_refused, read_until, wait_for, ws_handshake
 
 MB = 1024 * 1024
 

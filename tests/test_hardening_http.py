@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import trio
-from hardening_helpers import (
+
+from tests.helpers.frames import (
     TEXT,
     Bystander,
     Echo,

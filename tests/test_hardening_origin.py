@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 import trio
-from hardening_helpers import Echo, echo_app, exchange, status_line
-from procs import free_port, running
-from server_helpers import http_client, in_thread, ws_connect
 from websockets.exceptions import InvalidStatus
+
+from tests.helpers.frames import Echo, echo_app, exchange, status_line
+from tests.helpers.procs import free_port, running
+from tests.helpers.server import http_client, in_thread, ws_connect
 
 GOOD = "https://good.example"
 ALSO = "http://also.example:8080"

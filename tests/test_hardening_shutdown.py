@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 import trio
-from hardening_helpers import CLOSE, parse_frames
 from httpx_sse import aconnect_sse
-from procs import free_port, running
-from server_helpers import http_client, read_until, ws_handshake
 from trio_websocket import ConnectionClosed, open_websocket_url
+
+from tests.helpers.frames import CLOSE, parse_frames
+from tests.helpers.procs import free_port, running
+from tests.helpers.server import http_client, read_until, ws_handshake
 
 MB = 1024 * 1024
 DRAIN = 2.0

@@ -12,11 +12,12 @@ import httpx
 import pytest
 import trio
 import trustme
-from hardening_helpers import exchange
 from httpx_sse import aconnect_sse
-from procs import free_port, running
-from server_helpers import TIMEOUT, in_thread, ws_connect
 from trio_websocket import open_websocket_url
+
+from tests.helpers.frames import exchange
+from tests.helpers.procs import free_port, running
+from tests.helpers.server import TIMEOUT, in_thread, ws_connect
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import trio
-from hardening_helpers import (
+
+from tests.helpers.frames import (
     BINARY,
     CLOSE,
     CONT,
@@ -28,7 +29,7 @@ from hardening_helpers import (
     echo_app,
     frame,
 )
-from server_helpers import connect, read_until, wait_for, ws_handshake
+from tests.helpers.server import connect, read_until, wait_for, ws_handshake
 
 MAX_MESSAGE = 1000
 

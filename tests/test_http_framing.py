@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 import trio
-from hardening_helpers import Echo, exchange, head_lines, status_line
-from server_helpers import (
+
+from tests.helpers.frames import Echo, exchange, head_lines, status_line
+from tests.helpers.server import (
     TIMEOUT,
     connect,
     http_client,

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import trio
-from pubsub_util import TIMEOUT, PushClient, wait_until
 
 import sansio_push as sp
 import trio_push
+from tests.helpers.pubsub import TIMEOUT, PushClient, wait_until
 from trio_push._pubsub import LAG_FACTOR, TRIM_BYTES, Subscriptions, glob_match
 
 

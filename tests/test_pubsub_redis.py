@@ -12,7 +12,9 @@ from typing import Any
 import hiredis
 import pytest
 import trio
-from pubsub_util import (
+
+import trio_push
+from tests.helpers.pubsub import (
     TIMEOUT,
     PushClient,
     RedisServer,
@@ -20,9 +22,7 @@ from pubsub_util import (
     http_get,
     wait_until,
 )
-from test_pubsub import Subscribe, connect, start
-
-import trio_push
+from tests.test_pubsub import Subscribe, connect, start
 from trio_push._pubsub import glob_match
 from trio_push._redis import command, parse_url
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 import trio
-from pubsub_util import (
+
+from tests.helpers.pubsub import (
     HERE,
     ROOT,
     TIMEOUT,

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 import trio
-from pubsub_util import PushClient, RedisServer, wait_until
-from test_pubsub import Subscribe, connect, start
 
 import trio_push
+from tests.helpers.pubsub import PushClient, RedisServer, wait_until
+from tests.test_pubsub import Subscribe, connect, start
 
 
 def engine(redis: RedisServer) -> trio_push.RedisPubSub:

@@ -13,7 +13,9 @@ from typing import Any
 
 import trio
 from httpx_sse import aconnect_sse
-from server_helpers import (
+
+import trio_push
+from tests.helpers.server import (
     TIMEOUT,
     RawWebSocket,
     fill_until_refused,
@@ -23,8 +25,6 @@ from server_helpers import (
     wait_for,
     ws_connect,
 )
-
-import trio_push
 
 BURST = 2000
 BIG = 8 * 1024 * 1024  # twice the default max_queue_bytes

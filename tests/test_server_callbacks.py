@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 import trio
-from server_helpers import (
+from trio_websocket import ConnectionClosed, open_websocket_url
+from websockets.exceptions import ConnectionClosed as WSClosed
+
+from tests.helpers.server import (
     TIMEOUT,
     RawWebSocket,
     Recorder,
@@ -20,8 +23,6 @@ from server_helpers import (
     wait_for,
     ws_connect,
 )
-from trio_websocket import ConnectionClosed, open_websocket_url
-from websockets.exceptions import ConnectionClosed as WSClosed
 
 
 async def test_on_open_comes_first(start_server: Any) -> None:

@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from server_helpers import TIMEOUT, http_client
 from trio_websocket import open_websocket_url
+
+from tests.helpers.server import TIMEOUT, http_client
 
 SCRIPT = Path(sys.executable).parent / "trio-push"
 MODULE = [sys.executable, "-m", "trio_push"]

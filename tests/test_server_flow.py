@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 import trio
-from server_helpers import (
+from websockets.exceptions import ConnectionClosed as WSClosed
+
+from tests.helpers.server import (
     TIMEOUT,
     RawWebSocket,
     Recorder,
@@ -21,7 +23,6 @@ from server_helpers import (
     ws_connect,
     ws_handshake,
 )
-from websockets.exceptions import ConnectionClosed as WSClosed
 
 
 async def test_idle_websocket_gets_pings(start_server: Any) -> None:

@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 import trio
-from server_helpers import TIMEOUT, connect, read_all, status_of
+
+from tests.helpers.server import TIMEOUT, connect, read_all, status_of
 
 
 def fixed(status: int, headers: dict[str, str], body: Any) -> Any:

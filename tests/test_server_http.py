@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import trio
-from server_helpers import (
+
+from tests.helpers.server import (
     TIMEOUT,
     connect,
     http_client,

@@ -7,10 +7,10 @@ import contextlib
 from typing import Any
 
 import trio
-from server_helpers import TIMEOUT, http_client, push_app, wait_for
 from trio_websocket import open_websocket_url
 
 import trio_push
+from tests.helpers.server import TIMEOUT, http_client, push_app, wait_for
 
 N = 10  # WebSocket clients, and as many SSE clients
 

@@ -14,7 +14,11 @@ import httpx
 import pytest
 import trio
 from httpx_sse import aconnect_sse
-from server_helpers import (
+from trio_websocket import ConnectionClosed, open_websocket_url
+from websockets.exceptions import ConnectionClosed as WSClosed
+
+import trio_push
+from tests.helpers.server import (
     TIMEOUT,
     Recorder,
     http_client,
@@ -24,10 +28,6 @@ from server_helpers import (
     wait_for,
     ws_connect,
 )
-from trio_websocket import ConnectionClosed, open_websocket_url
-from websockets.exceptions import ConnectionClosed as WSClosed
-
-import trio_push
 
 
 def free_port() -> int:

@@ -11,7 +11,10 @@ import pytest
 import trio
 import trustme
 from httpx_sse import aconnect_sse
-from server_helpers import (
+from trio_websocket import open_websocket_url
+from websockets.exceptions import InvalidStatus
+
+from tests.helpers.server import (
     TIMEOUT,
     Recorder,
     http_client,
@@ -22,8 +25,6 @@ from server_helpers import (
     ws_connect,
     ws_handshake,
 )
-from trio_websocket import open_websocket_url
-from websockets.exceptions import InvalidStatus
 
 ALLOWED = "https://good.example"
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 import trio
-from server_helpers import TIMEOUT, Recorder, http_client
 from trio_websocket import open_websocket_url
 
 import trio_push
+from tests.helpers.server import TIMEOUT, Recorder, http_client
 
 
 class Named:

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from server_helpers import TIMEOUT, Recorder, http_client, push_app, wait_for
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 import trio_push
+from tests.helpers.server import TIMEOUT, Recorder, http_client, push_app, wait_for
 
 
 class Goodbye(Recorder):

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 import trio
-from server_helpers import TIMEOUT, connect, http_client, parse_responses, raw_request, read_all
+
+from tests.helpers.server import (
+    TIMEOUT,
+    connect,
+    http_client,
+    parse_responses,
+    raw_request,
+    read_all,
+)
 
 SECRET = b"TOP-SECRET-CONTENT"
 

@@ -7,7 +7,10 @@ from typing import Any
 import pytest
 import trio
 from httpx_sse import aconnect_sse
-from server_helpers import (
+from trio_websocket import open_websocket_url
+from websockets.exceptions import InvalidStatus
+
+from tests.helpers.server import (
     TIMEOUT,
     Recorder,
     connect,
@@ -20,8 +23,6 @@ from server_helpers import (
     ws_connect,
     ws_handshake,
 )
-from trio_websocket import open_websocket_url
-from websockets.exceptions import InvalidStatus
 
 
 def choose_subprotocol(handler: Any) -> Any:

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from server_helpers import TIMEOUT, RawWebSocket, push_app, raw_request
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 import trio_push
+from tests.helpers.server import TIMEOUT, RawWebSocket, push_app, raw_request
 
 
 class Counting:

@@ -22,14 +22,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import soak_app
 import trio
 import wsproto.events as wse
 from httpx_sse import aconnect_sse
-from procs import VENV_BIN, free_port, wait_listening
-from pubsub_util import RedisServer
-from server_helpers import RawWebSocket, http_client
 from trio_websocket import ConnectionClosed, open_websocket_url
+
+from tests import soak_app
+from tests.helpers.procs import VENV_BIN, free_port, wait_listening
+from tests.helpers.pubsub import RedisServer
+from tests.helpers.server import RawWebSocket, http_client
 
 HERE = Path(__file__).parent
 SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))

@@ -11,9 +11,9 @@ import httpx
 import pytest
 import trio
 from httpx_sse import aconnect_sse
-from server_helpers import TIMEOUT, connect, parse_responses, read_all, read_until
 
 import trio_push
+from tests.helpers.server import TIMEOUT, connect, parse_responses, read_all, read_until
 
 StartResponse = Callable[..., Any]
 

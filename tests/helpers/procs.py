@@ -1,4 +1,4 @@
-"""Running servers as a user would: as subprocesses, on a free port (not a test module)."""
+"""Running servers as a user would: as subprocesses, on a free port."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 

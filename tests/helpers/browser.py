@@ -1,4 +1,4 @@
-"""Headless Chromium helpers for browser-level tests (not a test module)."""
+"""Headless Chromium for the browser-level tests."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers for the pub/sub tests (tests/test_pubsub*.py).
+"""Helpers for the pub/sub tests.
 
 Lightweight clients on raw Trio sockets (a thousand of them cost little: a
 handshake, then frames or SSE events parsed as they come), a real
@@ -23,7 +23,7 @@ from typing import Any
 import hiredis
 import trio
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 ROOT = HERE.parent
 
 #: Every wait in these tests is bounded by this many seconds.

@@ -1,4 +1,4 @@
-"""Helpers for the trio_push server tests (tests/test_server_*.py).
+"""Helpers for tests of a server running in the test's own Trio run.
 
 Clients are real ones we did not write (websockets, trio-websocket, httpx,
 httpx-sse, curl) or raw sockets where a client would normalize away what a

@@ -1,4 +1,4 @@
-"""Helpers for the hardening tests (tests/test_hardening_*.py), not a test module.
+"""Hand-built WebSocket traffic for the tests of hostile peers.
 
 Raw WebSocket frames built by hand (clients refuse to send the garbage these
 tests need), a reader for the server's frames, and a bystander: a second
@@ -15,7 +15,8 @@ from typing import Any
 
 import h11
 import trio
-from server_helpers import TIMEOUT, connect, read_until, ws_handshake
+
+from tests.helpers.server import TIMEOUT, connect, read_until, ws_handshake
 
 # -- apps -------------------------------------------------------------------
 
