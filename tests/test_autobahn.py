@@ -4,7 +4,7 @@ By default cases 1-11 (framing, pings, fragmentation, UTF-8, close, limits:
 about 15 s once wstest's virtualenv exists). With ``AUTOBAHN_ALL=1`` also
 12-13 (permessage-deflate) against a server with compression on (several
 minutes). wstest lives in a Python 2.7 virtualenv, built on first use (see
-tests/autobahn/wstest_venv.py); if it cannot be built the test fails and says
+tests/helpers/wstest_venv.py); if it cannot be built the test fails and says
 why. See docs/autobahn.md.
 """
 
@@ -13,18 +13,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.apps import autobahn_echo as echo
+from tests.helpers import wstest_venv
 from tests.helpers.procs import free_port, running
-
-sys.path.insert(0, str(Path(__file__).parent / "autobahn"))
-import echo  # noqa: E402  (tests/autobahn/echo.py)
-import wstest_venv  # noqa: E402  (tests/autobahn/wstest_venv.py)
 
 AGENT = "trio-push"
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
@@ -87,7 +84,7 @@ def test_autobahn(suite: str, tmp_path: Path) -> None:
     wstest = _wstest()
     port = free_port()
     # As a user runs it: the CLI, the default queue bounds.
-    command = ["trio-push", "echo:app", "--port", str(port), "--log-level", "warning"]
+    command = ["trio-push", "autobahn_echo:app", "--port", str(port), "--log-level", "warning"]
     command += ["--max-message-size", str(echo.MAX_MESSAGE_SIZE)]
     command += ["--compression"] if compression else []
     with running(command, cwd=Path(echo.__file__).parent, port=port):

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import trio
 
+from tests.helpers.procs import ROOT
 from tests.helpers.pubsub import (
-    ROOT,
     TIMEOUT,
     PushClient,
     RedisServer,

@@ -13,9 +13,8 @@ from collections.abc import Iterator
 import pytest
 import trio
 
+from tests.helpers.procs import APPS, ROOT
 from tests.helpers.pubsub import (
-    HERE,
-    ROOT,
     TIMEOUT,
     PushClient,
     RedisServer,
@@ -146,7 +145,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(
         [sys.executable, "-m", "trio_push", "pubsub_app:app", *args],
-        cwd=HERE,
+        cwd=APPS,
         env=env,
         capture_output=True,
         text=True,

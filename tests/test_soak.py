@@ -27,12 +27,11 @@ import wsproto.events as wse
 from httpx_sse import aconnect_sse
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from tests import soak_app
-from tests.helpers.procs import VENV_BIN, free_port, wait_listening
+from tests.apps import soak_app
+from tests.helpers.procs import APPS, VENV_BIN, free_port, wait_listening
 from tests.helpers.pubsub import RedisServer
 from tests.helpers.server import RawWebSocket, http_client
 
-HERE = Path(__file__).parent
 SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
 TCP_STATES = {
     "01": "ESTABLISHED",
@@ -59,7 +58,7 @@ class Server:
         env = {**os.environ, "SOAK_JOURNAL": str(self.journal), "PYTHONUNBUFFERED": "1"}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                args, cwd=HERE, env=env, stdout=out, stderr=subprocess.STDOUT
+                args, cwd=APPS, env=env, stdout=out, stderr=subprocess.STDOUT
             )
         wait_listening(self.port, self.proc)
 

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The apps the tests run under the CLI (``trio-push pubsub_app:app``), from this folder.
+APPS = ROOT / "tests" / "apps"
 VENV_BIN = Path(sys.executable).parent
 
 

@@ -23,8 +23,7 @@ from typing import Any
 import hiredis
 import trio
 
-HERE = Path(__file__).resolve().parents[1]
-ROOT = HERE.parent
+from tests.helpers.procs import APPS, ROOT
 
 #: Every wait in these tests is bounded by this many seconds.
 TIMEOUT = 15.0
@@ -322,10 +321,10 @@ _LISTENING = re.compile(r"(?:listening on|workers on) http://[^:]+:(\d+)")
 
 
 class ServerProcess:
-    """``python -m trio_push ARGS`` run from tests/ (so ``pubsub_app``
+    """``python -m trio_push ARGS`` run from tests/apps/ (so ``pubsub_app``
     imports), its log collected, its port read from the log."""
 
-    def __init__(self, *args: str, cwd: Path = HERE) -> None:
+    def __init__(self, *args: str, cwd: Path = APPS) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
         self.process = subprocess.Popen(

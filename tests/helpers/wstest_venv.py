@@ -12,7 +12,7 @@ so a small Python 3 venv holds ``virtualenv<20.22`` to make it:
 interpreter is ``$AUTOBAHN_PYTHON2``, else ``$(pyenv prefix 2.7.18)/bin/python2.7``.
 Run this file to pre-build it (CI does; a test run builds it if missing):
 
-    python tests/autobahn/wstest_venv.py
+    python tests/helpers/wstest_venv.py
 """
 
 from __future__ import annotations

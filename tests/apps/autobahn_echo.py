@@ -4,9 +4,9 @@ Any path; a WebSocket upgrade gets a handler that writes every message back
 as it came (text as text, binary as binary). The suite runs it as a user
 would, with the CLI and the default queue bounds (tests/test_autobahn.py):
 
-    cd tests/autobahn && trio-push echo:app --port 9001 --max-message-size 16777216
+    cd tests/apps && trio-push autobahn_echo:app --port 9001 --max-message-size 16777216
 
-or by hand with ``python tests/autobahn/echo.py [--port 9001] [--compression]``.
+or by hand with ``python tests/apps/autobahn_echo.py [--port 9001] [--compression]``.
 """
 
 from __future__ import annotations
