@@ -17,6 +17,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.helpers import browser
+from tests.helpers.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "asyncio_clock.py"
@@ -24,15 +25,9 @@ CLOCK = ROOT / "examples" / "clock"
 TIME = re.compile(r"\d\d:\d\d:\d\d")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("asyncio_clock") / "server.log"
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     with open(log_path, "wb") as log:

@@ -18,6 +18,7 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
+from tests.helpers.procs import free_port
 from tests.helpers.server import TIMEOUT, http_client
 
 SCRIPT = Path(sys.executable).parent / "trio-push"
@@ -52,12 +53,6 @@ APP_SOURCE = textwrap.dedent(
 def app_dir(tmp_path: Path) -> Path:
     (tmp_path / "pushapp.py").write_text(APP_SOURCE)
     return tmp_path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Running:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from websockets.exceptions import ConnectionClosed as WSClosed
 
 import trio_push
+from tests.helpers.procs import free_port
 from tests.helpers.server import (
     TIMEOUT,
     Recorder,
@@ -28,12 +28,6 @@ from tests.helpers.server import (
     wait_for,
     ws_connect,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_serve_on_port_0_reports_the_listening_server(start_server: Any) -> None:

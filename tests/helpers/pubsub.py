@@ -23,7 +23,7 @@ from typing import Any
 import hiredis
 import trio
 
-from tests.helpers.procs import APPS, ROOT
+from tests.helpers.procs import APPS, ROOT, free_port
 
 #: Every wait in these tests is bounded by this many seconds.
 TIMEOUT = 15.0
@@ -209,12 +209,6 @@ class PushClient:
 
 
 # -- Redis ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:
