@@ -14,7 +14,8 @@ import trio
 
 import sansio_push as sp
 import trio_push
-from tests.helpers.pubsub import TIMEOUT, PushClient, wait_until
+from tests.helpers.pubsub import PushClient
+from tests.helpers.server import TIMEOUT, wait_for
 from trio_push._pubsub import LAG_FACTOR, TRIM_BYTES, Subscriptions, glob_match
 
 
@@ -91,7 +92,7 @@ async def test_fanout_500_websocket_and_500_sse_clients_get_100_messages_in_orde
     server = await start(nursery, Subscribe("news"))
     clients = await connect(nursery, server.port, 500, "websocket")
     clients += await connect(nursery, server.port, 500, "sse")
-    await wait_until(lambda: trio_push.subscriber_count("news") == 1000)
+    await wait_for(lambda: trio_push.subscriber_count("news") == 1000)
 
     expected = [f"message {i:03d} " + "x" * 40 for i in range(100)]
     for i, message in enumerate(expected):
@@ -110,7 +111,7 @@ async def test_a_message_is_encoded_once_for_every_subscriber(
 ) -> None:
     server = await start(nursery, Subscribe("once"))
     clients = await connect(nursery, server.port, 3)
-    await wait_until(lambda: server.pubsub.count("once") == 3)
+    await wait_for(lambda: server.pubsub.count("once") == 3)
     queued: list[bytes] = []
     original = sp.ServerConnection._queue
 
@@ -151,7 +152,7 @@ async def test_a_channel_and_a_pattern_that_match_deliver_once_each(nursery: tri
     # As Redis does: one delivery per matching subscription.
     server = await start(nursery, Subscribe("chat.1", "chat.*"))
     (client,) = await connect(nursery, server.port, 1)
-    await wait_until(lambda: server.pubsub.count("chat.1") == 1)
+    await wait_for(lambda: server.pubsub.count("chat.1") == 1)
     trio_push.publish("chat.1", "twice")
     trio_push.publish("chat.2", "once")
     assert await client.wait_messages(3) == ["twice", "twice", "once"]
@@ -181,7 +182,7 @@ async def test_a_subscription_made_while_the_writer_sleeps_still_wakes_it(
 async def test_unsubscribe_stops_delivery(nursery: trio.Nursery) -> None:
     server = await start(nursery, Subscribe("a", "b", "p.*"))
     (client,) = await connect(nursery, server.port, 1)
-    await wait_until(lambda: server.pubsub.count("a") == 1)
+    await wait_for(lambda: server.pubsub.count("a") == 1)
     trio_push.publish("a", "a1")
     await client.send_text("unsub a")
     await client.send_text("unsub p.*")
@@ -200,7 +201,7 @@ async def test_publish_from_foreign_threads_keeps_each_threads_order(
 ) -> None:
     server = await start(nursery, Subscribe("t"))
     clients = await connect(nursery, server.port, 5)
-    await wait_until(lambda: server.pubsub.count("t") == 5)
+    await wait_for(lambda: server.pubsub.count("t") == 5)
 
     def publisher(name: str) -> None:
         for i in range(300):
@@ -233,15 +234,15 @@ async def test_a_closed_client_is_unsubscribed_from_everything(nursery: trio.Nur
     handler = Subscribe(*(f"c{i}" for i in range(50)), "p.*")
     server = await start(nursery, handler)
     clients = await connect(nursery, server.port, 2)
-    await wait_until(lambda: server.pubsub.count("c7") == 2)
+    await wait_for(lambda: server.pubsub.count("c7") == 2)
     subs = server.pubsub.subscriptions  # type: ignore[attr-defined]
     assert len(subs.by_client) == 2
     await clients[0].aclose()
-    await wait_until(lambda: len(handler.closed) == 1)
+    await wait_for(lambda: len(handler.closed) == 1)
     assert server.pubsub.count("c7") == 1
     assert server.pubsub.count("p.q") == 1
     await clients[1].aclose()
-    await wait_until(lambda: len(handler.closed) == 2)
+    await wait_for(lambda: len(handler.closed) == 2)
     assert subs.by_client == {} and subs.exact == {} and subs.patterns == {}
 
 
@@ -262,7 +263,7 @@ async def test_binary_messages_and_text_that_sse_cannot_carry(nursery: trio.Nurs
     server = await start(nursery, Subscribe("bin"))
     (ws,) = await connect(nursery, server.port, 1, "websocket")
     (sse,) = await connect(nursery, server.port, 1, "sse")
-    await wait_until(lambda: server.pubsub.count("bin") == 2)
+    await wait_for(lambda: server.pubsub.count("bin") == 2)
     trio_push.publish("bin", b"\xff\x00")  # not UTF-8: binary frame; SSE skips it
     trio_push.publish("bin", "after")
     assert await ws.wait_messages(2) == [b"\xff\x00", "after"]
@@ -312,7 +313,7 @@ async def test_a_client_that_never_reads_is_closed_and_does_not_slow_the_others(
         b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     )
-    await wait_until(lambda: server.pubsub.count("flood") == 11)
+    await wait_for(lambda: server.pubsub.count("flood") == 11)
     stuck_conn = next(
         c for c in server.push_connections if c.core.client[1] == sock.getsockname()[1]
     )
@@ -353,7 +354,7 @@ async def test_a_client_that_never_reads_is_closed_and_does_not_slow_the_others(
     # sooner than write_timeout; bounded so that a failure does not wait 30 s.
     limit = 4 * close_timeout + 2
     with contextlib.suppress(trio.TooSlowError):
-        await wait_until(lambda: len(handler.closed) == 1, timeout=limit)
+        await wait_for(lambda: len(handler.closed) == 1, timeout=limit)
     since_full = time.time() - full[0].created
     assert handler.closed_at, (
         f"BUG (trio_push/_connection.py, _write/_send): the queue bound closed the stuck"
@@ -372,7 +373,7 @@ async def test_a_subscriber_of_several_channels_gets_them_in_publish_order(
 ) -> None:
     server = await start(nursery, Subscribe("a", "b", "c.*"))
     (client,) = await connect(nursery, server.port, 1)
-    await wait_until(lambda: server.pubsub.count("c.x") == 1)
+    await wait_for(lambda: server.pubsub.count("c.x") == 1)
     expected = []
     for i in range(300):
         channel = ("a", "b", "c.x")[i % 3]
@@ -393,7 +394,7 @@ async def test_a_write_after_a_publish_arrives_after_it(nursery: trio.Nursery) -
 
     server = await start(nursery, WriteAfterPublish("p"))
     (client,) = await connect(nursery, server.port, 1)
-    await wait_until(lambda: server.pubsub.count("p") == 1)
+    await wait_for(lambda: server.pubsub.count("p") == 1)
     await client.send_text("go")
     await client.wait_for(lambda c: c.closed)
     assert client.messages == [

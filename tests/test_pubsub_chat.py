@@ -9,13 +9,8 @@ import pytest
 import trio
 
 from tests.helpers.procs import ROOT
-from tests.helpers.pubsub import (
-    TIMEOUT,
-    PushClient,
-    RedisServer,
-    ServerProcess,
-    http_get,
-)
+from tests.helpers.pubsub import PushClient, RedisServer, ServerProcess, http_get
+from tests.helpers.server import TIMEOUT
 
 
 @pytest.fixture

@@ -14,14 +14,8 @@ import pytest
 import trio
 
 import trio_push
-from tests.helpers.pubsub import (
-    TIMEOUT,
-    PushClient,
-    RedisServer,
-    ServerProcess,
-    http_get,
-    wait_until,
-)
+from tests.helpers.pubsub import PushClient, RedisServer, ServerProcess, http_get
+from tests.helpers.server import TIMEOUT, wait_for
 from tests.test_pubsub import Subscribe, connect, start
 from trio_push._pubsub import glob_match
 from trio_push._redis import command, parse_url
@@ -89,7 +83,7 @@ async def test_a_publish_reaches_local_subscribers_once_through_redis(
     server = await start(nursery, Subscribe("r", "s.*"), pubsub=engine(redis))
     clients = await connect(nursery, server.port, 2, "websocket")
     clients += await connect(nursery, server.port, 1, "sse")
-    await wait_until(lambda: redis.numsub("r") == 1 and redis.numpat() == 1)
+    await wait_for(lambda: redis.numsub("r") == 1 and redis.numpat() == 1)
     assert trio_push.subscriber_count("r") == 3
     assert trio_push.publish("r", "one")
     assert trio_push.publish("s.1", "two")
@@ -119,7 +113,7 @@ async def test_order_per_publisher_through_redis(nursery: trio.Nursery, redis: R
     a = await start(nursery, Subscribe("o"), pubsub=engine(redis))
     b = await start(nursery, Subscribe("o"), pubsub=engine(redis))
     clients = await connect(nursery, a.port, 3) + await connect(nursery, b.port, 3)
-    await wait_until(lambda: redis.numsub("o") == 2)
+    await wait_for(lambda: redis.numsub("o") == 2)
 
     def from_thread() -> None:
         for i in range(500):
@@ -144,11 +138,11 @@ async def test_while_redis_is_down_publish_fails_then_resubscribes(
     pubsub = engine(redis)
     server = await start(nursery, Subscribe("d", "d.*"), pubsub=pubsub)
     (client,) = await connect(nursery, server.port, 1)
-    await wait_until(lambda: redis.numsub("d") == 1)
+    await wait_for(lambda: redis.numsub("d") == 1)
     assert await pubsub.publish_confirmed("d", "before") == 1
 
     redis.kill()
-    await wait_until(lambda: not pubsub.connected)
+    await wait_for(lambda: not pubsub.connected)
     assert trio_push.publish("d", "lost") is False
     assert pubsub.publish("d", "lost") is False
     with pytest.raises(trio_push.PublishError):
@@ -156,8 +150,8 @@ async def test_while_redis_is_down_publish_fails_then_resubscribes(
     assert pubsub.failed == 3
 
     redis.start()
-    await wait_until(lambda: pubsub.connected, timeout=TIMEOUT)
-    await wait_until(lambda: redis.numsub("d") == 1 and redis.numpat() == 1)
+    await wait_for(lambda: pubsub.connected, timeout=TIMEOUT)
+    await wait_for(lambda: redis.numsub("d") == 1 and redis.numpat() == 1)
     assert trio_push.publish("d.x", "after")
     assert await client.wait_messages(2) == ["before", "after"]
 
@@ -196,7 +190,7 @@ async def test_two_server_processes_a_publish_on_one_reaches_both(
     one, two = processes
     a, _ = await subscriber(nursery, one.port, "news")
     b, _ = await subscriber(nursery, two.port, "news", "sse")
-    await wait_until(lambda: redis.numsub("news") == 2)
+    await wait_for(lambda: redis.numsub("news") == 2)
     assert await http_get(one.port, "/publish?ch=news&msg=from+one") == "True"
     assert await http_get(two.port, "/publish?ch=news&msg=from+two") == "True"
     for client in (a, b):
@@ -213,7 +207,7 @@ async def test_redis_killed_and_restarted_mid_stream(
         (await subscriber(nursery, one.port, "live"))[0],
         (await subscriber(nursery, two.port, "liv?", "sse"))[0],
     ]
-    await wait_until(lambda: redis.numsub("live") == 1 and redis.numpat() == 1)
+    await wait_for(lambda: redis.numsub("live") == 1 and redis.numpat() == 1)
     for i in range(5):
         port = (one, two)[i % 2].port
         assert await http_get(port, f"/publish?ch=live&msg=m{i}") == "True"
@@ -223,14 +217,14 @@ async def test_redis_killed_and_restarted_mid_stream(
     redis.kill()
     # Publishing now is reported as failed, on both servers; nobody dies.
     for process in (one, two):
-        await wait_until(lambda p=process: "redis publisher: connection lost" in p.log())
+        await wait_for(lambda p=process: "redis publisher: connection lost" in p.log())
         assert await http_get(process.port, "/publish?ch=live&msg=lost") == "False"
     await trio.sleep(0.5)  # a few failed reconnections
     redis.start()
     # Both come back and resubscribe (Redis kept nothing).
-    await wait_until(lambda: redis.numsub("live") == 1 and redis.numpat() == 1)
+    await wait_for(lambda: redis.numsub("live") == 1 and redis.numpat() == 1)
     for process in (one, two):
-        await wait_until(lambda p=process: p.log().count("redis publisher: connected") >= 2)
+        await wait_for(lambda p=process: p.log().count("redis publisher: connected") >= 2)
     for i in range(5, 10):
         process = (one, two)[i % 2]
         published = await http_get(process.port, f"/publish?ch=live&msg=m{i}")

@@ -14,14 +14,8 @@ import pytest
 import trio
 
 from tests.helpers.procs import APPS, ROOT
-from tests.helpers.pubsub import (
-    TIMEOUT,
-    PushClient,
-    RedisServer,
-    ServerProcess,
-    http_get,
-    wait_until,
-)
+from tests.helpers.pubsub import PushClient, RedisServer, ServerProcess, http_get
+from tests.helpers.server import TIMEOUT, wait_for
 
 
 @pytest.fixture
@@ -80,7 +74,7 @@ async def test_a_client_on_each_worker_gets_a_message(
 ) -> None:
     clients = await one_client_per_worker(nursery, workers.port, "everyone")
     assert set(clients) == {str(p) for p in worker_pids(workers)}
-    await wait_until(lambda: redis.numsub("everyone") == 2)
+    await wait_for(lambda: redis.numsub("everyone") == 2)
     assert await http_get(workers.port, "/publish?ch=everyone&msg=hi+all") == "True"
     for client in clients.values():
         assert (await client.wait_messages(2))[1] == "hi all"
@@ -94,7 +88,7 @@ async def test_the_supervisor_restarts_a_worker_that_dies(
     await one_client_per_worker(nursery, workers.port, "x")
     first, second = worker_pids(workers)
     os.kill(first, signal.SIGKILL)
-    await wait_until(lambda: len(worker_pids(workers)) == 3)
+    await wait_for(lambda: len(worker_pids(workers)) == 3)
     assert "died (signal SIGKILL); restarting" in workers.log()
     replacement = worker_pids(workers)[2]
     clients = await one_client_per_worker(nursery, workers.port, "y")
@@ -117,7 +111,7 @@ async def stops_gracefully_on(
         await client.wait_for(lambda c: c.closed)
         assert client.close_code == 1001  # going away: a graceful shutdown
     # (The log is read by a thread: it may lag the exit a little.)
-    await wait_until(lambda: "supervisor: all workers stopped" in workers.log())
+    await wait_for(lambda: "supervisor: all workers stopped" in workers.log())
 
 
 async def test_sigterm_stops_the_supervisor_and_every_worker(
@@ -135,10 +129,10 @@ async def test_sigint_stops_the_supervisor_and_every_worker(
 async def test_workers_stop_when_the_supervisor_is_killed(
     redis: RedisServer, workers: ServerProcess
 ) -> None:
-    await wait_until(lambda: len(worker_pids(workers)) == 2)
+    await wait_for(lambda: len(worker_pids(workers)) == 2)
     pids = worker_pids(workers)
     workers.process.kill()
-    await wait_until(lambda: not any(alive(pid) for pid in pids))
+    await wait_for(lambda: not any(alive(pid) for pid in pids))
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,8 @@ import pytest
 import trio
 
 import trio_push
-from tests.helpers.pubsub import PushClient, RedisServer, wait_until
+from tests.helpers.pubsub import PushClient, RedisServer
+from tests.helpers.server import wait_for
 from tests.test_pubsub import Subscribe, connect, start
 
 
@@ -44,7 +45,7 @@ async def test_after_a_restart_publish_is_accepted_only_once_resubscribed(
     server = await start(nursery, Subscribe(*channels), pubsub=pubsub)
     clients = await connect(nursery, server.port, 2, "websocket")
     clients += await connect(nursery, server.port, 2, "sse")
-    await wait_until(lambda: redis.numsub("stream") == 1)
+    await wait_for(lambda: redis.numsub("stream") == 1)
 
     accepted: list[str] = []
     go = trio.Event()
@@ -67,7 +68,7 @@ async def test_after_a_restart_publish_is_accepted_only_once_resubscribed(
         client received, whatever was accepted before it has arrived."""
         nonlocal go
         go = trio.Event()
-        await wait_until(lambda: pubsub.connected and redis.numsub("stream") == 1)
+        await wait_for(lambda: pubsub.connected and redis.numsub("stream") == 1)
         await pubsub.publish_confirmed("stream", mark)
         for client in clients:
             await client.wait_for(lambda c: mark in c.messages)
@@ -85,7 +86,7 @@ async def test_after_a_restart_publish_is_accepted_only_once_resubscribed(
         # Killed while nothing is in flight (what is in flight when a
         # connection breaks is counted in `unconfirmed`, not the point here).
         redis.kill()
-        await wait_until(lambda n=n: lost("publisher") > n and lost("subscriber") > n)
+        await wait_for(lambda n=n: lost("publisher") > n and lost("subscriber") > n)
         go.set()  # refused while Redis is down, hot when it comes back
         await trio.sleep(0.3)
         await trio.to_thread.run_sync(redis.start)
@@ -127,7 +128,7 @@ async def test_a_refused_subscription_is_dropped_and_everything_else_goes_on(
     server = await start(nursery, handler, pubsub=pubsub)
     bad, good = await connect(nursery, server.port, 2)
     (sse,) = await connect(nursery, server.port, 1, "sse")
-    await wait_until(lambda: redis.numsub("allowed.all") == 1)
+    await wait_for(lambda: redis.numsub("allowed.all") == 1)
 
     async def command(client: PushClient, text: str) -> None:
         await client.send_text(text)
@@ -163,11 +164,11 @@ async def test_a_refused_subscription_is_dropped_and_everything_else_goes_on(
     # which Redis refuses whole for one channel it refuses: only that one
     # is dropped (the refused ones above are not sent again).
     redis.kill()
-    await wait_until(lambda: not pubsub.connected)
+    await wait_for(lambda: not pubsub.connected)
     await command(bad, "sub forbidden.late")
     redis.start()
     await bad.wait_for(lambda c: "refused forbidden.late" in c.messages)
-    await wait_until(lambda: pubsub.connected)
+    await wait_for(lambda: pubsub.connected)
     await delivered("three")
     assert pubsub.subscribe_errors == 3
     assert redis.numsub("allowed.x") == 1

@@ -24,9 +24,7 @@ import hiredis
 import trio
 
 from tests.helpers.procs import APPS, ROOT, free_port
-
-#: Every wait in these tests is bounded by this many seconds.
-TIMEOUT = 15.0
+from tests.helpers.server import TIMEOUT
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -301,12 +299,6 @@ class RedisServer:
 
     def numpat(self) -> int:
         return int(self.call("PUBSUB", "NUMPAT"))
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.02)
 
 
 # -- trio-push in a subprocess --------------------------------------------------------
