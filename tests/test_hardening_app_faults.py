@@ -11,8 +11,16 @@ import pytest
 import trio
 from websockets.exceptions import ConnectionClosedError
 
-from tests.helpers.frames import Bystander, Echo, echo_app, exchange, status_line
-from tests.helpers.server import in_thread, wait_for, ws_connect
+from tests.helpers.frames import Bystander
+from tests.helpers.server import (
+    Echo,
+    echo_app,
+    exchange,
+    in_thread,
+    status_line,
+    wait_for,
+    ws_connect,
+)
 
 SECRET = "secret-detail-7f3a"
 

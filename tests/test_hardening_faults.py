@@ -14,19 +14,17 @@ from typing import Any
 import pytest
 import trio
 
-from tests.helpers.frames import (
-    BINARY,
-    PING,
-    TEXT,
-    Bystander,
-    RawWS,
+from tests.helpers.frames import BINARY, PING, TEXT, Bystander, RawWS, frame, vm_rss_kib
+from tests.helpers.procs import free_port, running
+from tests.helpers.server import (
+    connect,
     echo_app,
     exchange,
-    frame,
-    vm_rss_kib,
+    fill_until_refused,
+    read_until,
+    wait_for,
+    ws_handshake,
 )
-from tests.helpers.procs import free_port, running
-from tests.helpers.server import connect, fill_until_refused, read_until, wait_for, ws_handshake
 
 MB = 1024 * 1024
 

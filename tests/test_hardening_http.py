@@ -9,17 +9,8 @@ from typing import Any
 import pytest
 import trio
 
-from tests.helpers.frames import (
-    TEXT,
-    Bystander,
-    Echo,
-    RawWS,
-    echo_app,
-    exchange,
-    frame,
-    head_lines,
-    status_line,
-)
+from tests.helpers.frames import TEXT, Bystander, RawWS, frame
+from tests.helpers.server import Echo, echo_app, exchange, head_lines, status_line
 
 CLOSE = b"Connection: close\r\n"
 

@@ -11,9 +11,16 @@ import pytest
 import trio
 from websockets.exceptions import InvalidStatus
 
-from tests.helpers.frames import Echo, echo_app, exchange, status_line
 from tests.helpers.procs import free_port, running
-from tests.helpers.server import http_client, in_thread, ws_connect
+from tests.helpers.server import (
+    Echo,
+    echo_app,
+    exchange,
+    http_client,
+    in_thread,
+    status_line,
+    ws_connect,
+)
 
 GOOD = "https://good.example"
 ALSO = "http://also.example:8080"

@@ -15,9 +15,8 @@ import trustme
 from httpx_sse import aconnect_sse
 from trio_websocket import open_websocket_url
 
-from tests.helpers.frames import exchange
 from tests.helpers.procs import free_port, running
-from tests.helpers.server import TIMEOUT, in_thread, ws_connect
+from tests.helpers.server import TIMEOUT, exchange, in_thread, ws_connect
 
 
 @pytest.fixture(scope="module")

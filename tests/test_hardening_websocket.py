@@ -23,13 +23,11 @@ from tests.helpers.frames import (
     RSV3,
     TEXT,
     Bystander,
-    Echo,
     RawWS,
     close_frame,
-    echo_app,
     frame,
 )
-from tests.helpers.server import connect, read_until, wait_for, ws_handshake
+from tests.helpers.server import Echo, connect, echo_app, read_until, wait_for, ws_handshake
 
 MAX_MESSAGE = 1000
 

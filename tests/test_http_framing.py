@@ -19,14 +19,17 @@ from typing import Any
 import pytest
 import trio
 
-from tests.helpers.frames import Echo, exchange, head_lines, status_line
 from tests.helpers.server import (
     TIMEOUT,
+    Echo,
     connect,
+    exchange,
+    head_lines,
     http_client,
     parse_responses,
     read_all,
     read_until,
+    status_line,
     ws_handshake,
 )
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import trio
 
-from tests.helpers.server import TIMEOUT, connect, read_all, status_of
+from tests.helpers.server import TIMEOUT, connect, read_all, status_line
 
 
 def fixed(status: int, headers: dict[str, str], body: Any) -> Any:
@@ -61,4 +61,4 @@ async def test_a_413_reaches_a_client_still_sending_its_body(start_server: Any) 
             nursery.start_soon(send_body, stream)
             reply = await read_all(stream)
             nursery.cancel_scope.cancel()
-    assert status_of(reply) == 413
+    assert status_line(reply) == 413

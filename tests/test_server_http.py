@@ -9,9 +9,9 @@ import trio
 from tests.helpers.server import (
     TIMEOUT,
     connect,
+    exchange,
     http_client,
     parse_responses,
-    raw_request,
     read_all,
     read_until,
 )
@@ -47,7 +47,7 @@ async def test_pipelined_requests_are_answered_in_order(start_server: Any) -> No
         b"POST /fast HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
         b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
-    raw = await raw_request(server.port, requests)
+    raw = await exchange(server.port, requests)
     responses = parse_responses(raw)
     assert [(s, b) for s, _, b in responses] == [
         (200, b"/slow"),
@@ -186,19 +186,19 @@ async def test_bad_app_return_value_gives_500(start_server: Any) -> None:
 
 async def test_malformed_request_gives_400(start_server: Any) -> None:
     server = await start_server(echo_app)
-    raw = await raw_request(server.port, b"THIS IS NOT HTTP\r\n\r\n")
+    raw = await exchange(server.port, b"THIS IS NOT HTTP\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 400 ")
 
 
 async def test_bad_header_gives_400(start_server: Any) -> None:
     server = await start_server(echo_app)
-    raw = await raw_request(server.port, b"GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+    raw = await exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 400 ")
 
 
 async def test_server_keeps_serving_after_a_malformed_request(start_server: Any) -> None:
     server = await start_server(echo_app)
-    await raw_request(server.port, b"\x00\x01garbage\r\n\r\n")
+    await exchange(server.port, b"\x00\x01garbage\r\n\r\n")
     async with http_client() as http:
         response = await http.get(f"http://127.0.0.1:{server.port}/after")
     assert response.status_code == 200
@@ -218,7 +218,7 @@ async def test_idle_keep_alive_connection_is_closed(start_server: Any) -> None:
 
 async def test_http_1_0_request_is_answered_and_closed(start_server: Any) -> None:
     server = await start_server(echo_app)
-    # raw_request reads until EOF: it returns only because the server closes.
-    raw = await raw_request(server.port, b"GET /old HTTP/1.0\r\n\r\n")
+    # exchange reads until EOF: it returns only because the server closes.
+    raw = await exchange(server.port, b"GET /old HTTP/1.0\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 200 ")
     assert raw.partition(b"\r\n\r\n")[2].startswith(b"GET /old ")

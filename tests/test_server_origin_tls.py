@@ -17,11 +17,11 @@ from websockets.exceptions import InvalidStatus
 from tests.helpers.server import (
     TIMEOUT,
     Recorder,
+    exchange,
     http_client,
     in_thread,
     push_app,
-    raw_request,
-    status_of,
+    status_line,
     ws_connect,
     ws_handshake,
 )
@@ -33,8 +33,8 @@ async def test_websocket_from_another_origin_gets_403(start_server: Any) -> None
     rec = Recorder()
     server = await start_server(push_app(rec), allow_origins=(ALLOWED,))
     request, _ = ws_handshake("/", "Origin: https://evil.example\r\nConnection: close\r\n")
-    response = await raw_request(server.port, request)
-    assert status_of(response) == 403
+    response = await exchange(server.port, request)
+    assert status_line(response) == 403
     assert rec.events == []
 
 
@@ -142,7 +142,7 @@ async def test_plain_http_to_a_tls_port_does_not_hurt_the_server(
     tls_server: Any, ca: trustme.CA
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        await raw_request(tls_server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await exchange(tls_server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         async with http_client(verify=client_context(ca)) as http:
             response = await http.get(f"https://127.0.0.1:{tls_server.port}/")
     assert response.status_code == 200

@@ -10,14 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.helpers.server import (
-    TIMEOUT,
-    connect,
-    http_client,
-    parse_responses,
-    raw_request,
-    read_all,
-)
+from tests.helpers.server import TIMEOUT, connect, exchange, http_client, parse_responses, read_all
 
 SECRET = b"TOP-SECRET-CONTENT"
 
@@ -154,7 +147,7 @@ async def test_changed_file_gets_a_new_etag(port: int, root: Path) -> None:
 
 async def test_head_has_the_headers_but_no_body(port: int) -> None:
     request = b"HEAD /style.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    raw = await raw_request(port, request)
+    raw = await exchange(port, request)
     head, _, rest = raw.partition(b"\r\n\r\n")
     assert rest == b""
     [(status, headers, body)] = parse_responses(raw, ["HEAD"])
@@ -198,7 +191,7 @@ TRAVERSALS = [
 @pytest.mark.parametrize("path", TRAVERSALS)
 async def test_traversal_never_serves_the_file(port: int, path: str) -> None:
     request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-    raw = await raw_request(port, request)
+    raw = await exchange(port, request)
     assert SECRET not in raw
     [(status, _headers, _body)] = parse_responses(raw) or [(400, {}, b"")]
     assert status in (400, 403, 404)
@@ -208,14 +201,14 @@ async def test_absolute_path_never_serves_the_file(port: int, root: Path) -> Non
     secret = (root.parent / "secret.txt").as_posix()
     for path in (f"/{secret}", f"/%2f{secret.lstrip('/')}", secret.replace("/", "%2f")):
         request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-        raw = await raw_request(port, request)
+        raw = await exchange(port, request)
         assert SECRET not in raw, path
         assert parse_responses(raw)[0][0] in (400, 403, 404), path
 
 
 async def test_absolute_form_target_never_serves_the_file(port: int) -> None:
     request = b"GET http://x/../secret.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    raw = await raw_request(port, request)
+    raw = await exchange(port, request)
     assert SECRET not in raw
 
 

@@ -14,11 +14,11 @@ from tests.helpers.server import (
     TIMEOUT,
     Recorder,
     connect,
+    exchange,
     http_client,
     in_thread,
     parse_responses,
     push_app,
-    raw_request,
     read_until,
     ws_connect,
     ws_handshake,
@@ -135,7 +135,7 @@ async def test_no_handler_gives_a_normal_response_to_a_websocket_request(
     server = await start_server(app)
     # A second Connection header (the tokens add up): close after answering.
     request, _key = ws_handshake("/", "Connection: close\r\n")
-    [(status, _headers, body)] = parse_responses(await raw_request(server.port, request))
+    [(status, _headers, body)] = parse_responses(await exchange(server.port, request))
     assert status == 200
     assert body == b"no push here"
 

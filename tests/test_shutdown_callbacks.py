@@ -13,7 +13,7 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 import trio_push
-from tests.helpers.server import TIMEOUT, RawWebSocket, push_app, raw_request
+from tests.helpers.server import TIMEOUT, RawWebSocket, exchange, push_app
 
 
 class Counting:
@@ -148,7 +148,7 @@ async def test_with_threads_a_sync_body_is_iterated_and_closed_in_the_pool(
         return 200, {"content-type": "text/plain"}, rows
 
     server = await start_server(app, threads=2)
-    response = await raw_request(
+    response = await exchange(
         server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     assert response.endswith(b"0\r\n\r\n") and response.count(b"row\n") == 3
@@ -172,7 +172,7 @@ async def test_a_worker_thread_busy_past_the_bound_does_not_hold_the_exit(
 
         async def ask() -> None:
             answer.append(
-                await raw_request(
+                await exchange(
                     server.port, b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                 )
             )

@@ -11,83 +11,11 @@ import contextlib
 import os
 import socket
 import struct
-from typing import Any
 
 import h11
 import trio
 
-from tests.helpers.server import TIMEOUT, connect, read_until, ws_handshake
-
-# -- apps -------------------------------------------------------------------
-
-
-class Echo:
-    """Echoes every WebSocket message; counts its callbacks."""
-
-    def __init__(self) -> None:
-        self.opened = 0
-        self.closed = 0
-        self.shutdowns = 0
-
-    def on_open(self, client: Any) -> None:
-        self.opened += 1
-
-    def on_message(self, client: Any, data: Any) -> None:
-        client.write(data)
-
-    def on_shutdown(self, client: Any) -> None:
-        self.shutdowns += 1
-
-    def on_close(self, client: Any) -> None:
-        self.closed += 1
-
-
-def echo_app(handler: Any) -> Any:
-    """Push requests get ``handler``; ``/body`` echoes the request body; the
-    rest get 200 ``hello``."""
-
-    def app(env: dict[str, Any]) -> Any:
-        if env["rack.upgrade?"] is not None:
-            env["rack.upgrade"] = handler
-            return 200, {}, b""
-        if env["PATH_INFO"] == "/body":
-            return 200, {"content-type": "application/octet-stream"}, env["wsgi.input"].read()
-        return 200, {"content-type": "text/plain"}, b"hello"
-
-    return app
-
-
-# -- raw HTTP ---------------------------------------------------------------
-
-
-async def exchange(port: int, data: bytes, *, timeout: float = TIMEOUT) -> bytes:
-    """Send ``data`` on a new connection and read until the server closes it
-    (a reset after the answer counts as closed). Fails if it never closes."""
-    chunks: list[bytes] = []
-    with trio.fail_after(timeout):
-        stream = await connect(port)
-        async with stream:
-            # The server may answer and close before taking it all.
-            with contextlib.suppress(trio.BrokenResourceError):
-                await stream.send_all(data)
-            try:
-                while chunk := await stream.receive_some(65536):
-                    chunks.append(chunk)
-            except trio.BrokenResourceError:
-                pass
-    return b"".join(chunks)
-
-
-def status_line(response: bytes) -> int:
-    assert response.startswith(b"HTTP/1.1 "), response[:200]
-    return int(response[9:12])
-
-
-def head_lines(response: bytes) -> list[bytes]:
-    """The header lines of the first response, lower-cased."""
-    head = response.split(b"\r\n\r\n", 1)[0]
-    return [line.lower() for line in head.split(b"\r\n")[1:]]
-
+from tests.helpers.server import TIMEOUT, connect, exchange, read_until, status_line, ws_handshake
 
 # -- raw WebSocket frames -----------------------------------------------------
 
