@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import struct
 import sys
 from typing import Any
@@ -15,7 +14,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.helpers.frames import CLOSE, parse_frames
 from tests.helpers.procs import free_port, running
-from tests.helpers.server import http_client, read_until, ws_handshake
+from tests.helpers.server import connect, http_client, read_until, ws_handshake
 
 MB = 1024 * 1024
 DRAIN = 2.0
@@ -64,11 +63,7 @@ class Results:
 
 
 async def open_raw(port: int, request: bytes, rcvbuf: int | None = None) -> Any:
-    sock = trio.socket.socket()
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    await sock.connect(("127.0.0.1", port))
-    stream = trio.SocketStream(sock)
+    stream = await connect(port, rcvbuf)
     await stream.send_all(request)
     buf = bytearray()
     head = await read_until(stream, b"\r\n\r\n", buf)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -272,10 +271,7 @@ async def big_file(start_server: Any, tmp_path: Path) -> tuple[int, Path, bytes]
 async def slow_download(port: int) -> tuple[trio.SocketStream, bytearray, bytes]:
     """A keep-alive GET of big.bin from a client with a small receive
     buffer; returns once the head is in, the body still mostly unsent."""
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    await sock.connect(("127.0.0.1", port))
-    stream = trio.SocketStream(sock)
+    stream = await connect(port, rcvbuf=65536)
     await stream.send_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
     buf = bytearray()
     head = await read_until(stream, b"\r\n\r\n", buf)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import struct
 
 import h11
@@ -95,13 +94,7 @@ class RawWS:
         cls, port: int, path: str = "/", extra: str = "", rcvbuf: int | None = None
     ) -> RawWS:
         with trio.fail_after(TIMEOUT):
-            if rcvbuf is None:
-                stream = await connect(port)
-            else:
-                sock = trio.socket.socket()
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-                await sock.connect(("127.0.0.1", port))
-                stream = trio.SocketStream(sock)
+            stream = await connect(port, rcvbuf)
             request, _key = ws_handshake(path, extra)
             await stream.send_all(request)
             buf = bytearray()

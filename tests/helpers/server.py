@@ -118,8 +118,15 @@ def echo_app(handler: Any) -> Any:
 # -- raw sockets ------------------------------------------------------------
 
 
-async def connect(port: int) -> trio.SocketStream:
-    return await trio.open_tcp_stream("127.0.0.1", port)
+async def connect(port: int, rcvbuf: int | None = None) -> trio.SocketStream:
+    """A TCP connection to the server; ``rcvbuf`` sets its receive buffer
+    before it connects, so that the window is small from the start."""
+    if rcvbuf is None:
+        return await trio.open_tcp_stream("127.0.0.1", port)
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    await sock.connect(("127.0.0.1", port))
+    return trio.SocketStream(sock)
 
 
 async def read_until(stream: trio.abc.ReceiveStream, marker: bytes, buf: bytearray) -> bytes:
@@ -196,11 +203,7 @@ class RawWebSocket:
 
     @classmethod
     async def open(cls, port: int, path: str = "/", rcvbuf: int | None = None) -> RawWebSocket:
-        sock = trio.socket.socket()
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        await sock.connect(("127.0.0.1", port))
-        self = cls(trio.SocketStream(sock))
+        self = cls(await connect(port, rcvbuf))
         await self.stream.send_all(self.ws.send(wse.Request(host="127.0.0.1", target=path)))
         while not any(
             isinstance(e, (wse.AcceptConnection, wse.RejectConnection)) for e in self.events
