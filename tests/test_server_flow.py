@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import struct
 from typing import Any
 
 import pytest
 import trio
 from websockets.exceptions import ConnectionClosed as WSClosed
 
+from tests.helpers.frames import TEXT, frame
 from tests.helpers.server import (
     TIMEOUT,
     RawWebSocket,
@@ -85,14 +84,6 @@ async def test_idle_sse_stream_gets_keepalive_comments(start_server: Any) -> Non
     assert head.startswith(b"HTTP/1.1 200 ")
 
 
-def masked_text_frame(text: str) -> bytes:
-    payload = text.encode()
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    assert len(payload) < 126
-    return struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked
-
-
 async def test_frame_sent_with_the_handshake_is_not_lost(start_server: Any) -> None:
     rec = Recorder()
     server = await start_server(push_app(rec))
@@ -100,7 +91,7 @@ async def test_frame_sent_with_the_handshake_is_not_lost(start_server: Any) -> N
     with trio.fail_after(TIMEOUT):
         stream = await connect(server.port)
         async with stream:
-            await stream.send_all(request + masked_text_frame("eager"))
+            await stream.send_all(request + frame(TEXT, b"eager"))
             buf = bytearray()
             head = await read_until(stream, b"\r\n\r\n", buf)
             await wait_for(lambda: "message" in rec.names())

@@ -23,6 +23,7 @@ from typing import Any
 import hiredis
 import trio
 
+from tests.helpers.frames import BINARY, CLOSE, TEXT, frame, parse_frames
 from tests.helpers.procs import APPS, ROOT, free_port
 from tests.helpers.server import TIMEOUT
 
@@ -118,30 +119,12 @@ class PushClient:
         self._wake()
 
     def _parse_frames(self) -> None:
-        buf = self._buf
-        while len(buf) >= 2:
-            opcode = buf[0] & 0x0F
-            n = buf[1] & 0x7F
-            start = 2
-            if n == 126:
-                if len(buf) < 4:
-                    return
-                n = int.from_bytes(buf[2:4], "big")
-                start = 4
-            elif n == 127:
-                if len(buf) < 10:
-                    return
-                n = int.from_bytes(buf[2:10], "big")
-                start = 10
-            if len(buf) < start + n:
-                return
-            payload = bytes(buf[start : start + n])
-            del buf[: start + n]
-            if opcode == 1:
+        for opcode, _fin, payload in parse_frames(self._buf):
+            if opcode == TEXT:
                 self.messages.append(payload.decode())
-            elif opcode == 2:
+            elif opcode == BINARY:
                 self.messages.append(payload)
-            elif opcode == 8:
+            elif opcode == CLOSE:
                 self.close_code = int.from_bytes(payload[:2], "big") if payload else 1005
                 self.closed = True
 
@@ -195,12 +178,7 @@ class PushClient:
 
     async def send_text(self, text: str) -> None:
         """A masked text frame (WebSocket only)."""
-        payload = text.encode()
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        n = len(payload)
-        head = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0xFE)) + n.to_bytes(2, "big")
-        await self.stream.send_all(head + mask + masked)
+        await self.stream.send_all(frame(TEXT, text.encode()))
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
