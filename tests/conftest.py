@@ -7,13 +7,14 @@ fixture) on 127.0.0.1, port 0. Helpers live in ``tests.helpers``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 import trio
 
 import trio_push
+from tests.helpers.pubsub import RedisServer
 from tests.helpers.server import FAST, TIMEOUT
 
 StartServer = Callable[..., Awaitable[trio_push.Server]]
@@ -61,3 +62,10 @@ async def serve_scope(nursery: trio.Nursery) -> Callable[..., Awaitable[Any]]:
         return server, scope, done
 
     return start
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A throwaway ``redis-server`` on a free port, killed after the test."""
+    with RedisServer() as server:
+        yield server

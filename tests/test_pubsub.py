@@ -7,91 +7,23 @@ import logging
 import socket
 import threading
 import time
-from typing import Any
 
 import pytest
 import trio
 
 import sansio_push as sp
 import trio_push
-from tests.helpers.pubsub import PushClient
+from tests.helpers.pubsub import Subscribe, connect_clients, start
 from tests.helpers.server import TIMEOUT, wait_for
 from trio_push._pubsub import LAG_FACTOR, TRIM_BYTES, Subscriptions, glob_match
-
-
-class Subscribe:
-    """Subscribes each client to ``channels`` on open; ``sub X`` / ``unsub X``
-    messages change that, each answered with ``ok ...``."""
-
-    def __init__(self, *channels: str) -> None:
-        self.channels = channels
-        self.closed: list[trio_push.Client] = []
-
-    def on_open(self, client: trio_push.Client) -> None:
-        for channel in self.channels:
-            client.subscribe(channel)
-
-    def on_message(self, client: trio_push.Client, data: str) -> None:
-        verb, _, channel = data.partition(" ")
-        if verb == "sub":
-            client.subscribe(channel)
-        elif verb == "unsub":
-            client.unsubscribe(channel)
-        elif verb == "pub":
-            channel, _, message = channel.partition(" ")
-            client.publish(channel, message)
-        client.write(f"ok {data}")
-
-    def on_close(self, client: trio_push.Client) -> None:
-        self.closed.append(client)
-
-
-def app_for(handler: Any) -> Any:
-    def app(env: dict[str, Any]) -> Any:
-        if env["rack.upgrade?"] is not None:
-            env["rack.upgrade"] = handler
-            return 200, {}, b""
-        return 404, {}, b""
-
-    return app
-
-
-async def start(nursery: trio.Nursery, handler: Any, **kwargs: Any) -> trio_push.Server:
-    kwargs.setdefault("drain_timeout", 0.5)
-    kwargs.setdefault("close_timeout", 2.0)
-    with trio.fail_after(TIMEOUT):
-        return await nursery.start(
-            lambda task_status: trio_push.serve(  # type: ignore[no-any-return]
-                app_for(handler), 0, host="127.0.0.1", task_status=task_status, **kwargs
-            )
-        )
-
-
-async def connect(
-    nursery: trio.Nursery, port: int, n: int, protocol: str = "websocket", path: str = "/"
-) -> list[PushClient]:
-    clients: list[PushClient] = []
-    limit = trio.CapacityLimiter(100)
-
-    async def one() -> None:
-        async with limit:
-            client = await PushClient.connect(port, path, protocol)
-        clients.append(client)
-        nursery.start_soon(client.run)
-
-    with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as inner:
-            for _ in range(n):
-                inner.start_soon(one)
-    return clients
 
 
 async def test_fanout_500_websocket_and_500_sse_clients_get_100_messages_in_order(
     nursery: trio.Nursery,
 ) -> None:
     server = await start(nursery, Subscribe("news"))
-    clients = await connect(nursery, server.port, 500, "websocket")
-    clients += await connect(nursery, server.port, 500, "sse")
+    clients = await connect_clients(nursery, server.port, 500, "websocket")
+    clients += await connect_clients(nursery, server.port, 500, "sse")
     await wait_for(lambda: trio_push.subscriber_count("news") == 1000)
 
     expected = [f"message {i:03d} " + "x" * 40 for i in range(100)]
@@ -110,7 +42,7 @@ async def test_a_message_is_encoded_once_for_every_subscriber(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = await start(nursery, Subscribe("once"))
-    clients = await connect(nursery, server.port, 3)
+    clients = await connect_clients(nursery, server.port, 3)
     await wait_for(lambda: server.pubsub.count("once") == 3)
     queued: list[bytes] = []
     original = sp.ServerConnection._queue
@@ -130,7 +62,7 @@ async def test_a_message_is_encoded_once_for_every_subscriber(
 async def test_pattern_subscriptions_match_as_redis_psubscribe(nursery: trio.Nursery) -> None:
     server = await start(nursery, Subscribe())
     patterns = ["chat.*", "room.?", "[ab]", "news"]
-    clients = await connect(nursery, server.port, len(patterns))
+    clients = await connect_clients(nursery, server.port, len(patterns))
     for client, pattern in zip(clients, patterns, strict=True):
         await client.send_text(f"sub {pattern}")
         await client.wait_messages(1)
@@ -151,7 +83,7 @@ async def test_pattern_subscriptions_match_as_redis_psubscribe(nursery: trio.Nur
 async def test_a_channel_and_a_pattern_that_match_deliver_once_each(nursery: trio.Nursery) -> None:
     # As Redis does: one delivery per matching subscription.
     server = await start(nursery, Subscribe("chat.1", "chat.*"))
-    (client,) = await connect(nursery, server.port, 1)
+    (client,) = await connect_clients(nursery, server.port, 1)
     await wait_for(lambda: server.pubsub.count("chat.1") == 1)
     trio_push.publish("chat.1", "twice")
     trio_push.publish("chat.2", "once")
@@ -173,7 +105,7 @@ async def test_a_subscription_made_while_the_writer_sleeps_still_wakes_it(
     # publish that follows must still wake it (examples/chat's join).
     server = await start(nursery, Announce())
     for n in range(4):
-        (client,) = await connect(nursery, server.port, 1, path=f"/?{n}")
+        (client,) = await connect_clients(nursery, server.port, 1, path=f"/?{n}")
         with trio.fail_after(TIMEOUT):
             await client.wait_for(lambda c, n=n: f"joined {n}" in c.messages)
         await client.aclose()
@@ -181,7 +113,7 @@ async def test_a_subscription_made_while_the_writer_sleeps_still_wakes_it(
 
 async def test_unsubscribe_stops_delivery(nursery: trio.Nursery) -> None:
     server = await start(nursery, Subscribe("a", "b", "p.*"))
-    (client,) = await connect(nursery, server.port, 1)
+    (client,) = await connect_clients(nursery, server.port, 1)
     await wait_for(lambda: server.pubsub.count("a") == 1)
     trio_push.publish("a", "a1")
     await client.send_text("unsub a")
@@ -200,7 +132,7 @@ async def test_publish_from_foreign_threads_keeps_each_threads_order(
     nursery: trio.Nursery,
 ) -> None:
     server = await start(nursery, Subscribe("t"))
-    clients = await connect(nursery, server.port, 5)
+    clients = await connect_clients(nursery, server.port, 5)
     await wait_for(lambda: server.pubsub.count("t") == 5)
 
     def publisher(name: str) -> None:
@@ -224,7 +156,7 @@ async def test_subscribe_from_a_worker_thread_callback(nursery: trio.Nursery) ->
     # With threads=2 plain callbacks run in worker threads: subscribe hops
     # to the event loop and is applied before a later publish.
     server = await start(nursery, Subscribe(), threads=2)
-    (client,) = await connect(nursery, server.port, 1)
+    (client,) = await connect_clients(nursery, server.port, 1)
     await client.send_text("sub w")
     await client.send_text("pub w hello")
     assert await client.wait_messages(3) == ["ok sub w", "hello", "ok pub w hello"]
@@ -233,7 +165,7 @@ async def test_subscribe_from_a_worker_thread_callback(nursery: trio.Nursery) ->
 async def test_a_closed_client_is_unsubscribed_from_everything(nursery: trio.Nursery) -> None:
     handler = Subscribe(*(f"c{i}" for i in range(50)), "p.*")
     server = await start(nursery, handler)
-    clients = await connect(nursery, server.port, 2)
+    clients = await connect_clients(nursery, server.port, 2)
     await wait_for(lambda: server.pubsub.count("c7") == 2)
     subs = server.pubsub.subscriptions  # type: ignore[attr-defined]
     assert len(subs.by_client) == 2
@@ -248,7 +180,7 @@ async def test_a_closed_client_is_unsubscribed_from_everything(nursery: trio.Nur
 
 async def test_subscriber_count(nursery: trio.Nursery) -> None:
     server = await start(nursery, Subscribe())
-    clients = await connect(nursery, server.port, 3)
+    clients = await connect_clients(nursery, server.port, 3)
     for client, channels in zip(clients, (["x.1"], ["x.*"], ["x.1", "x.?"]), strict=True):
         for channel in channels:
             await client.send_text(f"sub {channel}")
@@ -261,8 +193,8 @@ async def test_subscriber_count(nursery: trio.Nursery) -> None:
 
 async def test_binary_messages_and_text_that_sse_cannot_carry(nursery: trio.Nursery) -> None:
     server = await start(nursery, Subscribe("bin"))
-    (ws,) = await connect(nursery, server.port, 1, "websocket")
-    (sse,) = await connect(nursery, server.port, 1, "sse")
+    (ws,) = await connect_clients(nursery, server.port, 1, "websocket")
+    (sse,) = await connect_clients(nursery, server.port, 1, "sse")
     await wait_for(lambda: server.pubsub.count("bin") == 2)
     trio_push.publish("bin", b"\xff\x00")  # not UTF-8: binary frame; SSE skips it
     trio_push.publish("bin", "after")
@@ -302,7 +234,7 @@ async def test_a_client_that_never_reads_is_closed_and_does_not_slow_the_others(
         write_timeout=write_timeout,
         close_timeout=close_timeout,
     )
-    readers = await connect(nursery, server.port, 10)
+    readers = await connect_clients(nursery, server.port, 10)
 
     # The stuck client: a tiny receive window, a handshake, then no reading.
     sock = trio.socket.socket()
@@ -372,7 +304,7 @@ async def test_a_subscriber_of_several_channels_gets_them_in_publish_order(
     nursery: trio.Nursery,
 ) -> None:
     server = await start(nursery, Subscribe("a", "b", "c.*"))
-    (client,) = await connect(nursery, server.port, 1)
+    (client,) = await connect_clients(nursery, server.port, 1)
     await wait_for(lambda: server.pubsub.count("c.x") == 1)
     expected = []
     for i in range(300):
@@ -393,7 +325,7 @@ async def test_a_write_after_a_publish_arrives_after_it(nursery: trio.Nursery) -
             client.close()
 
     server = await start(nursery, WriteAfterPublish("p"))
-    (client,) = await connect(nursery, server.port, 1)
+    (client,) = await connect_clients(nursery, server.port, 1)
     await wait_for(lambda: server.pubsub.count("p") == 1)
     await client.send_text("go")
     await client.wait_for(lambda c: c.closed)

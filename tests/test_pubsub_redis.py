@@ -14,23 +14,19 @@ import pytest
 import trio
 
 import trio_push
-from tests.helpers.pubsub import PushClient, RedisServer, ServerProcess, http_get
+from tests.helpers.pubsub import (
+    PushClient,
+    RedisServer,
+    ServerProcess,
+    Subscribe,
+    connect_clients,
+    engine,
+    http_get,
+    start,
+)
 from tests.helpers.server import TIMEOUT, wait_for
-from tests.test_pubsub import Subscribe, connect, start
 from trio_push._pubsub import glob_match
 from trio_push._redis import command, parse_url
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-def engine(redis: RedisServer) -> trio_push.RedisPubSub:
-    # Quick health checks and reconnects, so the tests take little time.
-    return trio_push.RedisPubSub(redis.url, backoff_max=0.2, health_interval=2.0)
-
 
 # -- matching -------------------------------------------------------------------------
 
@@ -81,8 +77,8 @@ async def test_a_publish_reaches_local_subscribers_once_through_redis(
     nursery: trio.Nursery, redis: RedisServer
 ) -> None:
     server = await start(nursery, Subscribe("r", "s.*"), pubsub=engine(redis))
-    clients = await connect(nursery, server.port, 2, "websocket")
-    clients += await connect(nursery, server.port, 1, "sse")
+    clients = await connect_clients(nursery, server.port, 2, "websocket")
+    clients += await connect_clients(nursery, server.port, 1, "sse")
     await wait_for(lambda: redis.numsub("r") == 1 and redis.numpat() == 1)
     assert trio_push.subscriber_count("r") == 3
     assert trio_push.publish("r", "one")
@@ -101,7 +97,7 @@ async def test_publish_right_after_subscribe_is_received(
     # SUBSCRIBE and PUBLISH go on different connections: the publisher
     # waits for subscriptions made before it to be in place.
     server = await start(nursery, Subscribe(), pubsub=engine(redis))
-    (client,) = await connect(nursery, server.port, 1)
+    (client,) = await connect_clients(nursery, server.port, 1)
     for i in range(20):
         await client.send_text(f"sub fresh{i}")
         await client.send_text(f"pub fresh{i} m{i}")
@@ -112,7 +108,7 @@ async def test_publish_right_after_subscribe_is_received(
 async def test_order_per_publisher_through_redis(nursery: trio.Nursery, redis: RedisServer) -> None:
     a = await start(nursery, Subscribe("o"), pubsub=engine(redis))
     b = await start(nursery, Subscribe("o"), pubsub=engine(redis))
-    clients = await connect(nursery, a.port, 3) + await connect(nursery, b.port, 3)
+    clients = await connect_clients(nursery, a.port, 3) + await connect_clients(nursery, b.port, 3)
     await wait_for(lambda: redis.numsub("o") == 2)
 
     def from_thread() -> None:
@@ -137,7 +133,7 @@ async def test_while_redis_is_down_publish_fails_then_resubscribes(
 ) -> None:
     pubsub = engine(redis)
     server = await start(nursery, Subscribe("d", "d.*"), pubsub=pubsub)
-    (client,) = await connect(nursery, server.port, 1)
+    (client,) = await connect_clients(nursery, server.port, 1)
     await wait_for(lambda: redis.numsub("d") == 1)
     assert await pubsub.publish_confirmed("d", "before") == 1
 

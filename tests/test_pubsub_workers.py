@@ -19,12 +19,6 @@ from tests.helpers.server import TIMEOUT, wait_for
 
 
 @pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
 def workers(redis: RedisServer) -> Iterator[ServerProcess]:
     process = ServerProcess("pubsub_app:app", "--workers", "2", "--redis", redis.url)
     try:

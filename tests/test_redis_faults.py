@@ -9,20 +9,8 @@ import pytest
 import trio
 
 import trio_push
-from tests.helpers.pubsub import PushClient, RedisServer
+from tests.helpers.pubsub import PushClient, RedisServer, Subscribe, connect_clients, engine, start
 from tests.helpers.server import wait_for
-from tests.test_pubsub import Subscribe, connect, start
-
-
-def engine(redis: RedisServer) -> trio_push.RedisPubSub:
-    # Quick reconnects, so the tests take little time.
-    return trio_push.RedisPubSub(redis.url, backoff_max=0.2, health_interval=2.0)
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture
@@ -43,8 +31,8 @@ async def test_after_a_restart_publish_is_accepted_only_once_resubscribed(
     pubsub = engine(redis)
     channels = [f"idle.{i}" for i in range(3000)] + ["stream"]
     server = await start(nursery, Subscribe(*channels), pubsub=pubsub)
-    clients = await connect(nursery, server.port, 2, "websocket")
-    clients += await connect(nursery, server.port, 2, "sse")
+    clients = await connect_clients(nursery, server.port, 2, "websocket")
+    clients += await connect_clients(nursery, server.port, 2, "sse")
     await wait_for(lambda: redis.numsub("stream") == 1)
 
     accepted: list[str] = []
@@ -126,8 +114,8 @@ async def test_a_refused_subscription_is_dropped_and_everything_else_goes_on(
     pubsub = engine(redis)
     handler = Refusals("allowed.all")
     server = await start(nursery, handler, pubsub=pubsub)
-    bad, good = await connect(nursery, server.port, 2)
-    (sse,) = await connect(nursery, server.port, 1, "sse")
+    bad, good = await connect_clients(nursery, server.port, 2)
+    (sse,) = await connect_clients(nursery, server.port, 1, "sse")
     await wait_for(lambda: redis.numsub("allowed.all") == 1)
 
     async def command(client: PushClient, text: str) -> None:

@@ -2,7 +2,8 @@
 
 Lightweight clients on raw Trio sockets (a thousand of them cost little: a
 handshake, then frames or SSE events parsed as they come), a real
-``redis-server`` on a free port, and trio-push servers in subprocesses.
+``redis-server`` on a free port, and trio-push servers in this process (with
+a handler that subscribes on request) and in subprocesses.
 Every wait is bounded.
 """
 
@@ -23,9 +24,10 @@ from typing import Any
 import hiredis
 import trio
 
+import trio_push
 from tests.helpers.frames import BINARY, CLOSE, TEXT, frame, parse_frames
 from tests.helpers.procs import APPS, ROOT, free_port
-from tests.helpers.server import TIMEOUT
+from tests.helpers.server import TIMEOUT, push_app
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -184,6 +186,69 @@ class PushClient:
         await trio.aclose_forcefully(self.stream)
 
 
+# -- trio-push servers in this process --------------------------------------------
+
+
+class Subscribe:
+    """Subscribes each client to ``channels`` on open; ``sub X`` / ``unsub X``
+    messages change that, each answered with ``ok ...``."""
+
+    def __init__(self, *channels: str) -> None:
+        self.channels = channels
+        self.closed: list[trio_push.Client] = []
+
+    def on_open(self, client: trio_push.Client) -> None:
+        for channel in self.channels:
+            client.subscribe(channel)
+
+    def on_message(self, client: trio_push.Client, data: str) -> None:
+        verb, _, channel = data.partition(" ")
+        if verb == "sub":
+            client.subscribe(channel)
+        elif verb == "unsub":
+            client.unsubscribe(channel)
+        elif verb == "pub":
+            channel, _, message = channel.partition(" ")
+            client.publish(channel, message)
+        client.write(f"ok {data}")
+
+    def on_close(self, client: trio_push.Client) -> None:
+        self.closed.append(client)
+
+
+async def start(nursery: trio.Nursery, handler: Any, **kwargs: Any) -> trio_push.Server:
+    """Serve ``push_app(handler)`` on 127.0.0.1:0 in ``nursery``, quick to stop."""
+    kwargs.setdefault("drain_timeout", 0.5)
+    kwargs.setdefault("close_timeout", 2.0)
+    with trio.fail_after(TIMEOUT):
+        return await nursery.start(
+            lambda task_status: trio_push.serve(  # type: ignore[no-any-return]
+                push_app(handler), 0, host="127.0.0.1", task_status=task_status, **kwargs
+            )
+        )
+
+
+async def connect_clients(
+    nursery: trio.Nursery, port: int, n: int, protocol: str = "websocket", path: str = "/"
+) -> list[PushClient]:
+    """``n`` clients of ``protocol`` on ``path`` (at most 100 connecting at once),
+    each reading in ``nursery``."""
+    clients: list[PushClient] = []
+    limit = trio.CapacityLimiter(100)
+
+    async def one() -> None:
+        async with limit:
+            client = await PushClient.connect(port, path, protocol)
+        clients.append(client)
+        nursery.start_soon(client.run)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as inner:
+            for _ in range(n):
+                inner.start_soon(one)
+    return clients
+
+
 # -- Redis ---------------------------------------------------------------------------
 
 
@@ -277,6 +342,11 @@ class RedisServer:
 
     def numpat(self) -> int:
         return int(self.call("PUBSUB", "NUMPAT"))
+
+
+def engine(redis: RedisServer) -> trio_push.RedisPubSub:
+    """A Redis engine with quick health checks and reconnects, so the tests take little time."""
+    return trio_push.RedisPubSub(redis.url, backoff_max=0.2, health_interval=2.0)
 
 
 # -- trio-push in a subprocess --------------------------------------------------------
