@@ -1,17 +1,20 @@
-"""Fixtures shared by the tests.
+"""Fixtures shared by the tests: servers, Redis, TLS.
 
-The server runs in the test's own Trio run (pytest-trio's ``nursery``
-fixture) on 127.0.0.1, port 0. Helpers live in ``tests.helpers``.
+``start_server`` and ``serve_scope`` run the server in the test's own Trio
+run (pytest-trio's ``nursery`` fixture) on 127.0.0.1, port 0. Helpers that
+are not fixtures live in ``tests.helpers``.
 """
 
 from __future__ import annotations
 
 import functools
+import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 import trio
+import trustme
 
 import trio_push
 from tests.helpers.pubsub import RedisServer
@@ -69,3 +72,25 @@ def redis() -> Iterator[RedisServer]:
     """A throwaway ``redis-server`` on a free port, killed after the test."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A certificate authority of the tests' own (trustme)."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A server's TLS context, with a certificate from ``ca`` for 127.0.0.1 and localhost."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A client's TLS context that trusts ``ca``."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context

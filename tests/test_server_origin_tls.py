@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import trio
-import trustme
 from httpx_sse import aconnect_sse
 from trio_websocket import open_websocket_url
 from websockets.exceptions import InvalidStatus
@@ -82,41 +81,27 @@ async def test_origin_check_does_not_touch_plain_requests(start_server: Any) -> 
 # -- TLS ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture
-async def tls_server(start_server: Any, ca: trustme.CA) -> Any:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-
+async def tls_server(start_server: Any, server_context: ssl.SSLContext) -> Any:
     class Echo(Recorder):
         def on_message(self, client: Any, data: Any) -> None:
             client.write(data)
 
     handler = Echo()
-    server = await start_server(push_app(handler), ssl_context=context)
+    server = await start_server(push_app(handler), ssl_context=server_context)
     server.handler = handler  # for the tests to reach the clients
     return server
 
 
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
-
-
-async def test_https_request(tls_server: Any, ca: trustme.CA) -> None:
-    async with http_client(verify=client_context(ca)) as http:
+async def test_https_request(tls_server: Any, client_context: ssl.SSLContext) -> None:
+    async with http_client(verify=client_context) as http:
         response = await http.get(f"https://127.0.0.1:{tls_server.port}/")
     assert (response.status_code, response.text) == (200, "hello")
 
 
-async def test_wss_echo_with_websockets(tls_server: Any, ca: trustme.CA) -> None:
+async def test_wss_echo_with_websockets(tls_server: Any, client_context: ssl.SSLContext) -> None:
     def client() -> str:
-        with ws_connect(f"wss://127.0.0.1:{tls_server.port}/", ssl=client_context(ca)) as ws:
+        with ws_connect(f"wss://127.0.0.1:{tls_server.port}/", ssl=client_context) as ws:
             ws.send("secure")
             return ws.recv(timeout=TIMEOUT)  # type: ignore[no-any-return]
 
@@ -124,10 +109,10 @@ async def test_wss_echo_with_websockets(tls_server: Any, ca: trustme.CA) -> None
         assert await in_thread(client) == "secure"
 
 
-async def test_https_sse(tls_server: Any, ca: trustme.CA) -> None:
+async def test_https_sse(tls_server: Any, client_context: ssl.SSLContext) -> None:
     with trio.fail_after(TIMEOUT):
         async with (
-            http_client(verify=client_context(ca)) as http,
+            http_client(verify=client_context) as http,
             aconnect_sse(http, "GET", f"https://127.0.0.1:{tls_server.port}/") as es,
         ):
             await tls_server.handler.opened.wait()
@@ -139,26 +124,25 @@ async def test_https_sse(tls_server: Any, ca: trustme.CA) -> None:
 
 
 async def test_plain_http_to_a_tls_port_does_not_hurt_the_server(
-    tls_server: Any, ca: trustme.CA
+    tls_server: Any, client_context: ssl.SSLContext
 ) -> None:
     with trio.fail_after(TIMEOUT):
         await exchange(tls_server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        async with http_client(verify=client_context(ca)) as http:
+        async with http_client(verify=client_context) as http:
             response = await http.get(f"https://127.0.0.1:{tls_server.port}/")
     assert response.status_code == 200
 
 
-async def test_wss_refused_upgrade_is_a_normal_response(start_server: Any, ca: trustme.CA) -> None:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-
+async def test_wss_refused_upgrade_is_a_normal_response(
+    start_server: Any, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
     def app(env: dict[str, Any]) -> Any:
         return 401, {}, b"who are you"
 
-    server = await start_server(app, ssl_context=context)
+    server = await start_server(app, ssl_context=server_context)
 
     def client() -> None:
-        with ws_connect(f"wss://127.0.0.1:{server.port}/", ssl=client_context(ca)):
+        with ws_connect(f"wss://127.0.0.1:{server.port}/", ssl=client_context):
             pass
 
     with trio.fail_after(TIMEOUT), pytest.raises(InvalidStatus) as info:
