@@ -26,6 +26,7 @@ from trio_websocket import open_websocket_url
 from wsproto.frame_protocol import FrameProtocol
 
 import sansio_push
+from tests.helpers.procs import vm_rss_kib
 from tests.helpers.pubsub import ServerProcess
 from tests.helpers.server import (
     TIMEOUT,
@@ -206,14 +207,6 @@ _WAVES = 20
 _MAX_GROWTH_MB = 4.0
 
 
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 async def _open_websocket(port: int) -> trio.SocketStream:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     await stream.send_all(_UPGRADE)
@@ -258,10 +251,10 @@ async def test_churned_websocket_connections_leave_the_rss_flat() -> None:
         with trio.fail_after(60):
             for _ in range(2):  # warm-up: what _WAVE open connections need
                 await _wave(port)
-            warm = _rss_mb(server.process.pid)
+            warm = vm_rss_kib(server.process.pid) / 1024
             for _ in range(_WAVES):
                 await _wave(port)
-        end = _rss_mb(server.process.pid)
+        end = vm_rss_kib(server.process.pid) / 1024
     finally:
         server.stop()
     assert end - warm < _MAX_GROWTH_MB, (

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import trio
 
-from tests.helpers.frames import BINARY, PING, TEXT, Bystander, RawWS, frame, vm_rss_kib
-from tests.helpers.procs import free_port, running
+from tests.helpers.frames import BINARY, PING, TEXT, Bystander, RawWS, frame
+from tests.helpers.procs import free_port, running, vm_rss_kib
 from tests.helpers.server import (
     connect,
     echo_app,

@@ -28,7 +28,7 @@ from httpx_sse import aconnect_sse
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.apps import soak_app
-from tests.helpers.procs import APPS, VENV_BIN, free_port, wait_listening
+from tests.helpers.procs import APPS, VENV_BIN, free_port, vm_rss_kib, wait_listening
 from tests.helpers.pubsub import RedisServer
 from tests.helpers.server import RawWebSocket, http_client
 
@@ -61,12 +61,6 @@ class Server:
                 args, cwd=APPS, env=env, stdout=out, stderr=subprocess.STDOUT
             )
         wait_listening(self.port, self.proc)
-
-    def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS")
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
@@ -226,7 +220,7 @@ async def soak(tmp_path: Path, redis: RedisServer | None) -> None:
             for client in clients:
                 nursery.start_soon(until_done, client, server.port, results, until)
             await trio.sleep(SECONDS / 4)
-            rss_warm = server.rss_kib()
+            rss_warm = vm_rss_kib(server.proc.pid)
             if redis is not None:
                 redis.kill()
                 await trio.sleep(0.5)
@@ -242,7 +236,7 @@ async def soak(tmp_path: Path, redis: RedisServer | None) -> None:
             f"{server.fds()} fds, {fds_at_start} at start; sockets left: {dict(left)}\n"
             + server.log.read_text()[-3000:]
         )
-        rss_end = server.rss_kib()
+        rss_end = vm_rss_kib(server.proc.pid)
         # A few clients stay for the shutdown: they too get their on_close.
         async with trio.open_nursery() as nursery:
             late = trio.current_time() + 2

@@ -220,12 +220,3 @@ class Bystander:
     async def aclose(self) -> None:
         await self.http.aclose()
         await self.ws.aclose()
-
-
-def vm_rss_kib(pid: int | str = "self") -> int:
-    """Resident set size of a process, in KiB (Linux)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS in /proc/*/status")

@@ -38,6 +38,15 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 15
     raise AssertionError(f"nothing listened on port {port} within {timeout}s")
 
 
+def vm_rss_kib(pid: int | str = "self") -> int:
+    """Resident set size of a process, in KiB (Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/*/status")
+
+
 @contextmanager
 def running(
     args: list[str], *, cwd: Path, port: int, env: dict[str, str] | None = None
