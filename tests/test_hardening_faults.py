@@ -484,10 +484,7 @@ async def test_overflow_close_closes_with_1008_and_logs_it(
 async def test_overflow_close_on_sse_ends_the_stream(start_server: Any) -> None:
     held = Held()
     server = await start_server(echo_app(held), max_queue_messages=50)
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect(("127.0.0.1", server.port))
-    stream = trio.SocketStream(sock)
+    stream = await connect(server.port, rcvbuf=4096)
     await stream.send_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
     await wait_for(lambda: held.client is not None)
     filled = await fill_until_refused(held.client)

@@ -18,6 +18,7 @@ import trio_push
 from tests.helpers.server import (
     TIMEOUT,
     RawWebSocket,
+    connect,
     fill_until_refused,
     http_client,
     in_thread,
@@ -107,10 +108,7 @@ async def test_a_burst_from_a_callback_in_a_worker_thread_reaches_a_slow_reader(
     # callback's burst, not held against a bound of 100.
     handler = Snapshot([f"row {i} " + "x" * 100 for i in range(BURST)])
     server = await start_server(push_app(handler), threads=2, max_queue_messages=100)
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect(("127.0.0.1", server.port))
-    stream = trio.SocketStream(sock)
+    stream = await connect(server.port, rcvbuf=4096)
     await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
     data = b""
     with trio.fail_after(TIMEOUT * 2):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -30,7 +29,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from tests.apps import soak_app
 from tests.helpers.procs import APPS, VENV_BIN, free_port, vm_rss_kib, wait_listening
 from tests.helpers.pubsub import RedisServer
-from tests.helpers.server import RawWebSocket, http_client
+from tests.helpers.server import RawWebSocket, connect, http_client
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
 TCP_STATES = {
@@ -147,10 +146,7 @@ async def slow_ws_reader(port: int, results: Results, until: float) -> None:
 
 async def non_reader(port: int, results: Results, until: float) -> None:
     """Subscribes and never reads: the server closes it (queue bound)."""
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect(("127.0.0.1", port))
-    async with trio.SocketStream(sock) as stream:
+    async with await connect(port, rcvbuf=4096) as stream:
         await stream.send_all(
             b"GET /feed HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
