@@ -1,4 +1,4 @@
-"""Fixtures shared by the tests: servers, Redis, TLS.
+"""Fixtures shared by the tests: servers, Redis, TLS, an app for the CLI.
 
 ``start_server`` and ``serve_scope`` run the server in the test's own Trio
 run (pytest-trio's ``nursery`` fixture) on 127.0.0.1, port 0. Helpers that
@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ import trio
 import trustme
 
 import trio_push
+from tests.helpers.procs import APP_SOURCE
 from tests.helpers.pubsub import RedisServer
 from tests.helpers.server import FAST, TIMEOUT
 
@@ -94,3 +96,10 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     return context
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    """A folder with ``pushapp.py`` (``APP_SOURCE``) to run the CLI in."""
+    (tmp_path / "pushapp.py").write_text(APP_SOURCE)
+    return tmp_path

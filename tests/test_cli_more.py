@@ -18,9 +18,16 @@ import trio
 from trio_websocket import open_websocket_url
 from websockets.exceptions import InvalidStatus
 
-from tests.helpers.procs import free_port, wait_listening
-from tests.helpers.server import TIMEOUT, RawWebSocket, http_client, in_thread, ws_connect
-from tests.test_server_cli import APP_SOURCE, MODULE, SCRIPT, cli, get_text
+from tests.helpers.procs import APP_SOURCE, MODULE, SCRIPT, cli, free_port, wait_listening
+from tests.helpers.server import (
+    TIMEOUT,
+    RawWebSocket,
+    get,
+    get_text,
+    http_client,
+    in_thread,
+    ws_connect,
+)
 
 # -- --reload -------------------------------------------------------------------
 
@@ -167,12 +174,6 @@ INTERFACE_APPS = textwrap.dedent(
 def interface_dir(tmp_path: Path) -> Path:
     (tmp_path / "ifaces.py").write_text(INTERFACE_APPS)
     return tmp_path
-
-
-async def get(url: str) -> httpx.Response:
-    async with http_client() as http:
-        with trio.fail_after(TIMEOUT):
-            return await http.get(url)
 
 
 @pytest.mark.parametrize(

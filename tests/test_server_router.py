@@ -9,7 +9,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 import trio_push
-from tests.helpers.server import TIMEOUT, Recorder, http_client
+from tests.helpers.server import TIMEOUT, Recorder, get
 
 
 class Named:
@@ -40,12 +40,6 @@ async def routed(start_server: Any, tmp_path: Any) -> str:
     router.handle("GET", "/async", async_app)
     server = await start_server(router, root=str(root))
     return f"http://127.0.0.1:{server.port}"
-
-
-async def get(url: str, method: str = "GET") -> Any:
-    with trio.fail_after(TIMEOUT):
-        async with http_client() as http:
-            return await http.request(method, url)
 
 
 async def test_exact_path_routes(routed: str) -> None:

@@ -286,6 +286,20 @@ def http_client(**kwargs: Any) -> Any:
     return httpx.AsyncClient(**kwargs)
 
 
+async def get(url: str, method: str = "GET") -> Any:
+    """One request with :func:`http_client`, bounded; the ``httpx.Response``."""
+    with trio.fail_after(TIMEOUT):
+        async with http_client() as http:
+            return await http.request(method, url)
+
+
+async def get_text(url: str) -> str:
+    """The body of GET ``url``, which must answer 200."""
+    response = await get(url)
+    assert response.status_code == 200
+    return response.text
+
+
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     """Run blocking client code in a thread (it must bound its own waits)."""
     return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
