@@ -14,7 +14,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from tests.helpers.frames import CLOSE, parse_frames
 from tests.helpers.procs import free_port, running
-from tests.helpers.server import connect, http_client, read_until, ws_handshake
+from tests.helpers.server import connect, http_client, push_app, read_until, ws_handshake
 
 MB = 1024 * 1024
 DRAIN = 2.0
@@ -42,16 +42,6 @@ class Counting:
 
     def on_close(self, client: Any) -> None:
         self.closed.add(id(client))
-
-
-def app_for(handler: Any) -> Any:
-    def app(env: dict[str, Any]) -> Any:
-        if env["rack.upgrade?"] is not None:
-            env["rack.upgrade"] = handler
-            return 200, {}, b""
-        return 200, {"content-type": "text/plain"}, b"hello"
-
-    return app
 
 
 class Results:
@@ -129,7 +119,7 @@ async def test_shutdown_with_1000_clients_and_10_that_never_read(
 ) -> None:
     handler = Counting()
     server, scope, done = await serve_scope(
-        app_for(handler), drain_timeout=DRAIN, max_queue_bytes=64 * MB, write_timeout=30.0
+        push_app(handler), drain_timeout=DRAIN, max_queue_bytes=64 * MB, write_timeout=30.0
     )
     port = server.port
     results = Results()
