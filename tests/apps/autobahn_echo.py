@@ -2,7 +2,7 @@
 
 Any path; a WebSocket upgrade gets a handler that writes every message back
 as it came (text as text, binary as binary). The suite runs it as a user
-would, with the CLI and the default queue bounds (tests/test_autobahn.py):
+would, with the CLI and the default queue bounds (tests/e2e/test_autobahn.py):
 
     cd tests/apps && trio-push autobahn_echo:app --port 9001 --max-message-size 16777216
 

@@ -1,4 +1,4 @@
-"""The app that tests/test_soak.py runs under the CLI (``trio-push soak_app:app``).
+"""The app that tests/e2e/test_soak.py runs under the CLI (``trio-push soak_app:app``).
 
 - ``/feed``: a subscriber of the channel ``soak``; its first message is
   ``start N``, N being the first number it will get: the background task

@@ -10,16 +10,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from websockets.sync.client import connect
 
 from tests.helpers import browser
-from tests.helpers.procs import free_port
+from tests.helpers.procs import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "asyncio_clock.py"
 CLOCK = ROOT / "examples" / "clock"
 TIME = re.compile(r"\d\d:\d\d:\d\d")
