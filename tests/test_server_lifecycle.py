@@ -157,47 +157,6 @@ async def test_cancelled_serve_stops_listening(serve_scope: Any) -> None:
         await trio.open_tcp_stream("127.0.0.1", port)
 
 
-# -- plain and async apps ------------------------------------------------------
-
-
-def plain_function(env: dict[str, Any]) -> Any:
-    return 200, {}, b"plain function"
-
-
-async def async_function(env: dict[str, Any]) -> Any:
-    await trio.sleep(0)
-    return 200, {}, b"async function"
-
-
-class PlainCall:
-    def call(self, env: dict[str, Any]) -> Any:
-        return 200, {}, b"plain call"
-
-
-class AsyncCall:
-    async def call(self, env: dict[str, Any]) -> Any:
-        await trio.sleep(0)
-        return 200, {}, b"async call"
-
-
-@pytest.mark.parametrize(
-    ("app", "text"),
-    [
-        (plain_function, "plain function"),
-        (async_function, "async function"),
-        (PlainCall(), "plain call"),
-        (AsyncCall(), "async call"),
-    ],
-    ids=["plain-function", "async-function", "plain-call", "async-call"],
-)
-async def test_plain_and_async_apps_answer(start_server: Any, app: Any, text: str) -> None:
-    server = await start_server(app)
-    async with http_client() as client:
-        response = await client.get(f"http://127.0.0.1:{server.port}/")
-    assert response.status_code == 200
-    assert response.text == text
-
-
 class AsyncRecorder:
     """A handler whose callbacks are all ``async def``."""
 
@@ -231,21 +190,6 @@ async def test_async_callbacks_run(start_server: Any) -> None:
             assert await ws.get_message() == "echo hi"
         await handler.closed.wait()
     assert handler.events == ["open", ("message", "hi"), "close"]
-
-
-async def test_threads_run_plain_apps_in_worker_threads(start_server: Any) -> None:
-    loop_thread = threading.current_thread()
-    threads: list[threading.Thread] = []
-
-    def app(env: dict[str, Any]) -> Any:
-        threads.append(threading.current_thread())
-        return 200, {}, b"ok"
-
-    server = await start_server(app, threads=2)
-    async with http_client() as client:
-        response = await client.get(f"http://127.0.0.1:{server.port}/")
-    assert response.text == "ok"
-    assert threads and threads[0] is not loop_thread
 
 
 async def test_threads_run_plain_callbacks_in_worker_threads(start_server: Any) -> None:

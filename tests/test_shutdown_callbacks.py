@@ -117,45 +117,6 @@ async def test_an_async_on_close_still_awaiting_at_the_drain_deadline_finishes(
     assert handler.finished == n
 
 
-class Rows:
-    """A sync streaming body that records where its code runs."""
-
-    def __init__(self) -> None:
-        self.threads: list[bool] = []
-
-    def _on_loop(self) -> bool:
-        return threading.current_thread() is threading.main_thread()
-
-    def __iter__(self) -> Any:
-        return self
-
-    def __next__(self) -> bytes:
-        self.threads.append(self._on_loop())
-        if len(self.threads) > 3:
-            raise StopIteration
-        return b"row\n"
-
-    def close(self) -> None:
-        self.threads.append(self._on_loop())
-
-
-async def test_with_threads_a_sync_body_is_iterated_and_closed_in_the_pool(
-    start_server: Any,
-) -> None:
-    rows = Rows()
-
-    def app(env: dict[str, Any]) -> Any:
-        return 200, {"content-type": "text/plain"}, rows
-
-    server = await start_server(app, threads=2)
-    response = await exchange(
-        server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    assert response.endswith(b"0\r\n\r\n") and response.count(b"row\n") == 3
-    # Three rows, the end, and close(): none of them on the event loop.
-    assert rows.threads == [False] * 5
-
-
 async def test_a_worker_thread_busy_past_the_bound_does_not_hold_the_exit(
     serve_scope: Any,
 ) -> None:

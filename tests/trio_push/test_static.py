@@ -1,7 +1,9 @@
-"""Static files: types, lengths, validators, 304, HEAD, and no way out of root."""
+"""Static files: types, lengths, validators, 304, HEAD, no way out of root, and
+files that grow or shrink while they are downloaded."""
 
 from __future__ import annotations
 
+import logging
 import os
 from email.utils import formatdate
 from pathlib import Path
@@ -10,7 +12,15 @@ from typing import Any
 import pytest
 import trio
 
-from tests.helpers.server import TIMEOUT, connect, exchange, http_client, parse_responses, read_all
+from tests.helpers.server import (
+    TIMEOUT,
+    connect,
+    exchange,
+    http_client,
+    parse_responses,
+    read_all,
+    read_until,
+)
 
 SECRET = b"TOP-SECRET-CONTENT"
 
@@ -251,3 +261,76 @@ async def test_traversal_with_curl_path_as_is(port: int, path: str) -> None:
         )
     assert SECRET not in result.stdout
     assert result.stdout.rsplit(b"\n", 1)[1] in (b"403", b"404")
+
+
+# -- a file changing under a download ---------------------------------------------
+
+BIG = 16 * 1024 * 1024 + 1000  # far more than the kernel buffers hold
+
+
+@pytest.fixture
+async def big_file(start_server: Any, tmp_path: Path) -> tuple[int, Path, bytes]:
+    root = tmp_path / "public"
+    root.mkdir()
+    data = os.urandom(BIG)
+    (root / "big.bin").write_bytes(data)
+    (root / "small.txt").write_text("small")
+    server = await start_server(lambda env: (404, {}, b""), root=str(root))
+    return server.port, root / "big.bin", data
+
+
+async def slow_download(port: int) -> tuple[trio.SocketStream, bytearray, bytes]:
+    """A keep-alive GET of big.bin from a client with a small receive
+    buffer; returns once the head is in, the body still mostly unsent."""
+    stream = await connect(port, rcvbuf=65536)
+    await stream.send_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    buf = bytearray()
+    head = await read_until(stream, b"\r\n\r\n", buf)
+    assert b"content-length: %d\r\n" % BIG in head.lower(), head
+    return stream, buf, head
+
+
+async def read_up_to(stream: trio.SocketStream, buf: bytearray, n: int) -> bytes:
+    """``n`` bytes, or fewer if the server closes first."""
+    while len(buf) < n and (data := await stream.receive_some(65536)):
+        buf += data
+    return bytes(buf)
+
+
+async def test_static_file_growing_during_a_download_sends_the_size_stated(
+    big_file: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As nginx does: the body is the Content-Length stat'ed, bytes appended
+    meanwhile are not sent, and the connection serves its next request."""
+    port, path, data = big_file
+    with caplog.at_level(logging.INFO, logger="trio_push"), trio.fail_after(TIMEOUT):
+        stream, buf, _head = await slow_download(port)
+        async with stream:
+            with path.open("ab") as f:
+                f.write(os.urandom(1024 * 1024))
+            body = await read_up_to(stream, buf, BIG)
+            assert len(body) == BIG and body == data
+            await stream.send_all(
+                b"GET /small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            rest = await read_all(stream)
+    [(status, _headers, small)] = parse_responses(rest)
+    assert (status, small) == (200, b"small")
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_static_file_truncated_during_a_download_closes_with_a_warning(
+    big_file: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The promised length cannot be sent: the connection is closed after
+    what the file still has, with a one-line warning, not an internal error."""
+    port, path, data = big_file
+    with caplog.at_level(logging.INFO, logger="trio_push"), trio.fail_after(TIMEOUT):
+        stream, buf, _head = await slow_download(port)
+        async with stream:
+            os.truncate(path, BIG // 2)
+            body = await read_up_to(stream, buf, BIG)
+    assert body == data[: BIG // 2]
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.levelno, r.exc_info) for r in problems] == [(logging.WARNING, None)], caplog.text
+    assert "big.bin" in problems[0].getMessage()
