@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import pytest
 import trio
 from websockets.exceptions import ConnectionClosed as WSClosed
 
@@ -116,22 +114,3 @@ async def test_message_over_the_size_limit_closes_1009(start_server: Any) -> Non
         assert await in_thread(client) == 1009
         await rec.closed.wait()
     assert "message" not in rec.names()
-
-
-async def test_slow_plain_callback_is_logged(
-    start_server: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    import time
-
-    class Slow:
-        def on_open(self, client: Any) -> None:
-            time.sleep(0.1)
-            client.close()
-
-    server = await start_server(push_app(Slow()), slow_callback=0.05)
-    caplog.set_level(logging.WARNING, logger="trio_push")
-    with trio.fail_after(TIMEOUT):
-        ws = await RawWebSocket.open(server.port)
-        assert await ws.close_code() == 1000
-    assert "on_open" in caplog.text
-    await ws.aclose()

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 from typing import Any
 
 import httpx
@@ -155,85 +154,6 @@ async def test_cancelled_serve_stops_listening(serve_scope: Any) -> None:
         await done.wait()
     with pytest.raises(OSError):
         await trio.open_tcp_stream("127.0.0.1", port)
-
-
-class AsyncRecorder:
-    """A handler whose callbacks are all ``async def``."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self.closed = trio.Event()
-
-    async def on_open(self, client: Any) -> None:
-        await trio.sleep(0)
-        self.events.append("open")
-        client.write("welcome")
-
-    async def on_message(self, client: Any, data: Any) -> None:
-        await trio.sleep(0)
-        self.events.append(("message", data))
-        client.write(f"echo {data}")
-
-    async def on_close(self, client: Any) -> None:
-        await trio.sleep(0)
-        self.events.append("close")
-        self.closed.set()
-
-
-async def test_async_callbacks_run(start_server: Any) -> None:
-    handler = AsyncRecorder()
-    server = await start_server(push_app(handler))
-    with trio.fail_after(TIMEOUT):
-        async with open_websocket_url(f"ws://127.0.0.1:{server.port}/") as ws:
-            assert await ws.get_message() == "welcome"
-            await ws.send_message("hi")
-            assert await ws.get_message() == "echo hi"
-        await handler.closed.wait()
-    assert handler.events == ["open", ("message", "hi"), "close"]
-
-
-async def test_threads_run_plain_callbacks_in_worker_threads(start_server: Any) -> None:
-    loop_thread = threading.current_thread()
-    where: dict[str, threading.Thread] = {}
-    closed = threading.Event()
-
-    class Handler:
-        def on_open(self, client: Any) -> None:
-            where["on_open"] = threading.current_thread()
-
-        def on_message(self, client: Any, data: Any) -> None:
-            where["on_message"] = threading.current_thread()
-            client.write(data)
-
-        def on_close(self, client: Any) -> None:
-            where["on_close"] = threading.current_thread()
-            closed.set()
-
-    server = await start_server(push_app(Handler()), threads=2)
-    with trio.fail_after(TIMEOUT):
-        async with open_websocket_url(f"ws://127.0.0.1:{server.port}/") as ws:
-            await ws.send_message("x")
-            assert await ws.get_message() == "x"
-        await wait_for(closed.is_set)
-    assert set(where) == {"on_open", "on_message", "on_close"}
-    assert all(t is not loop_thread for t in where.values())
-
-
-async def test_threads_still_run_async_callbacks_on_the_event_loop(start_server: Any) -> None:
-    loop_thread = threading.current_thread()
-    where: list[threading.Thread] = []
-
-    class Handler:
-        async def on_open(self, client: Any) -> None:
-            where.append(threading.current_thread())
-            client.close()
-
-    server = await start_server(push_app(Handler()), threads=2)
-    with trio.fail_after(TIMEOUT):
-        async with open_websocket_url(f"ws://127.0.0.1:{server.port}/") as ws:
-            with pytest.raises(ConnectionClosed):
-                await ws.get_message()
-    assert where == [loop_thread]
 
 
 async def test_cancelling_serve_closes_idle_keep_alive_connections(serve_scope: Any) -> None:
