@@ -3,13 +3,12 @@ second client keeps getting answers throughout."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import pytest
 import trio
 
-from tests.helpers.frames import TEXT, Bystander, RawWS, frame
+from tests.helpers.frames import Bystander
 from tests.helpers.server import Echo, echo_app, exchange, head_lines, status_line
 
 CLOSE = b"Connection: close\r\n"
@@ -287,63 +286,3 @@ async def test_slow_but_steady_request_body_is_served(start_server: Any) -> None
             data += chunk
     assert status_line(data) == 200 and b"01234" in data, data
     await stream.aclose()
-
-
-async def test_max_connections_answers_503_past_it(start_server: Any) -> None:
-    server = await start_server(echo_app(Echo()), max_connections=3)
-    port = server.port
-    kept = [await RawWS.open(port) for _ in range(3)]
-    response = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert status_line(response) == 503, response
-    # The ones in go on being served.
-    for ws in kept:
-        await ws.send(frame(TEXT, b"in"))
-        assert await ws.message() == (TEXT, b"in")
-    # One leaves: a new one gets in.
-    await kept.pop().aclose()
-    with trio.fail_after(5):
-        while len(server.connections) >= 3:
-            await trio.sleep(0.01)
-    response = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert status_line(response) == 200, response
-    for ws in kept:
-        await ws.aclose()
-
-
-async def test_max_connections_holds_for_a_burst(
-    start_server: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Twenty connections at once: no more than max_connections get in.
-    caplog.set_level(logging.WARNING, logger="trio_push")
-    server = await start_server(echo_app(Echo()), max_connections=5, idle_timeout=30)
-    port = server.port
-    socks = []
-    for _ in range(20):
-        sock = trio.socket.socket()
-        await sock.connect(("127.0.0.1", port))
-        socks.append(trio.SocketStream(sock))
-    statuses: list[int] = []
-
-    async def ask(stream: trio.SocketStream) -> None:
-        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        while b"\r\n" not in data:
-            chunk = await stream.receive_some(65536)
-            assert chunk, "closed without an answer"
-            data += chunk
-        statuses.append(status_line(data))
-
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            for stream in socks:
-                nursery.start_soon(ask, stream)
-    assert sorted(statuses).count(200) == 5, statuses
-    assert sorted(statuses).count(503) == 15, statuses
-    # A flood of refusals is one warning, not one per connection.
-    warnings = [r.getMessage() for r in caplog.records if "max_connections" in r.getMessage()]
-    assert warnings == [
-        "max_connections (5) reached: answering 503 (further refusals are logged at most"
-        " every 10 s)"
-    ]
-    for stream in socks:
-        await stream.aclose()

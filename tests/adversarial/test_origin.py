@@ -1,5 +1,5 @@
 """The Origin allow-list for WebSocket and SSE: as a Server option and as the
-CLI's --allow-origin."""
+CLI's --allow-origin; what a refused request reaches (not the app, nor a handler)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,22 @@ from typing import Any
 
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 from websockets.exceptions import InvalidStatus
 
 from tests.helpers.procs import free_port, running
 from tests.helpers.server import (
+    TIMEOUT,
     Echo,
+    Recorder,
     echo_app,
     exchange,
     http_client,
     in_thread,
+    push_app,
     status_line,
     ws_connect,
+    ws_handshake,
 )
 
 GOOD = "https://good.example"
@@ -159,3 +164,59 @@ async def test_cli_allow_origin(tmp_path: Path) -> None:
                 f"http://127.0.0.1:{port}/", headers={"origin": "https://evil.example"}
             )
         assert response.text == "ok"
+
+
+# -- one allowed origin, and what reached the handler -------------------------------
+
+
+ALLOWED = "https://good.example"
+
+
+async def test_websocket_from_another_origin_gets_403(start_server: Any) -> None:
+    rec = Recorder()
+    server = await start_server(push_app(rec), allow_origins=(ALLOWED,))
+    request, _ = ws_handshake("/", "Origin: https://evil.example\r\nConnection: close\r\n")
+    response = await exchange(server.port, request)
+    assert status_line(response) == 403
+    assert rec.events == []
+
+
+async def test_websocket_from_an_allowed_origin_opens(start_server: Any) -> None:
+    rec = Recorder()
+    server = await start_server(push_app(rec), allow_origins=(ALLOWED,))
+
+    def client() -> int:
+        with ws_connect(f"ws://127.0.0.1:{server.port}/", origin=ALLOWED) as ws:
+            return ws.response.status_code  # type: ignore[no-any-return]
+
+    with trio.fail_after(TIMEOUT):
+        assert await in_thread(client) == 101
+
+
+async def test_request_without_origin_passes_the_allow_list(start_server: Any) -> None:
+    rec = Recorder()
+    server = await start_server(push_app(rec), allow_origins=(ALLOWED,))
+    with trio.fail_after(TIMEOUT):
+        async with open_websocket_url(f"ws://127.0.0.1:{server.port}/"):
+            await rec.opened.wait()
+
+
+async def test_sse_from_another_origin_gets_403(start_server: Any) -> None:
+    rec = Recorder()
+    server = await start_server(push_app(rec), allow_origins=(ALLOWED,))
+    async with http_client() as http:
+        response = await http.get(
+            f"http://127.0.0.1:{server.port}/",
+            headers={"accept": "text/event-stream", "origin": "https://evil.example"},
+        )
+    assert response.status_code == 403
+    assert rec.events == []
+
+
+async def test_origin_check_does_not_touch_plain_requests(start_server: Any) -> None:
+    server = await start_server(push_app(Recorder()), allow_origins=(ALLOWED,))
+    async with http_client() as http:
+        response = await http.get(
+            f"http://127.0.0.1:{server.port}/", headers={"origin": "https://evil.example"}
+        )
+    assert response.status_code == 200
