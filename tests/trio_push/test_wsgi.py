@@ -108,7 +108,7 @@ async def test_write_callable_and_generator_stream_in_order(nursery: trio.Nurser
 
 
 async def test_wsgi_iterable_is_sent_as_produced(start_server: Any) -> None:
-    """The twin of test_server_http's test_streamed_body_is_flushed_as_produced
+    """The twin of test_app's test_streamed_body_is_flushed_as_produced
     for a WSGI generator: its second chunk is produced only once the client
     has received the first one over the socket."""
     received = threading.Event()
