@@ -1,6 +1,6 @@
 """Code quality gates: the core stays I/O-free and typed; neither package has an
-import circle; trio_push uses no private name of the core; everything is linted
-and formatted."""
+import circle; trio_push uses no private name of the core; no code is repeated
+between the two packages' modules; everything is linted and formatted."""
 
 from __future__ import annotations
 
@@ -246,8 +246,8 @@ def test_no_import_circle_inside_the_package(package: Path) -> None:
     assert not circles, "import circles:\n" + "\n".join(circles)
 
 
-def write_package(root: Path, files: dict[str, str]) -> Path:
-    package = root / "pkg"
+def write_package(root: Path, files: dict[str, str], name: str = "pkg") -> Path:
+    package = root / name
     for name, source in files.items():
         path = package / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -393,3 +393,53 @@ def test_the_private_name_check_finds_each_way_in(tmp_path: Path) -> None:
         "driver/uses.py:9: sp._wsfast",
         "driver/uses.py:10: sansio_push._fast",
     ]
+
+
+# -- repeated code -------------------------------------------------------------------
+
+
+def repeated_code(*folders: Path) -> str:
+    """pylint's similarity checker on ``folders``: every run of 6 lines or more
+    that stands in two modules, imports, docstrings, comments and signatures
+    aside; its report, empty if there is none."""
+    proc = run(
+        "-m",
+        "pylint",
+        "--disable=all",
+        "--enable=duplicate-code",
+        "--min-similarity-lines=6",
+        "--ignore-imports=yes",
+        "--ignore-docstrings=yes",
+        "--ignore-signatures=yes",
+        "--ignore-comments=yes",
+        "--score=no",
+        *map(str, folders),
+    )
+    # Exit status 8 is "refactoring messages issued" (duplicate-code is one); anything else
+    # is pylint failing.
+    assert proc.returncode in (0, 8), proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_no_code_is_repeated_between_the_modules_of_the_two_packages() -> None:
+    report = repeated_code(CORE, DRIVER)
+    assert not report, report
+
+
+def test_the_repeated_code_check_finds_a_repeated_block(tmp_path: Path) -> None:
+    block = """
+        def {name}(items, limit):
+            total = 0
+            for item in items:
+                if item.size > limit:
+                    total += item.size * 2
+                else:
+                    total -= item.size
+            return total
+        """
+    one, two = (
+        write_package(tmp_path, {"__init__.py": "", "_m.py": block.format(name=f)}, package)
+        for package, f in (("one", "first"), ("two", "second"))
+    )
+    report = repeated_code(one, two)
+    assert "R0801" in report and "==one._m:" in report and "==two._m:" in report, report
