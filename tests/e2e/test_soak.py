@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,18 @@ class Server:
                 args, cwd=APPS, env=env, stdout=out, stderr=subprocess.STDOUT
             )
         wait_listening(self.port, self.proc)
+        # The port listens before the server serves: its connections to Redis
+        # are made in between. The descriptors counted as the baseline are
+        # those of a serving server (logged once the engine is up), after
+        # the probe connections are gone (a whole request answered).
+        deadline = time.monotonic() + 15
+        while b"listening on" not in self.log.read_bytes():
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", self.port)) as probe:
+            probe.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            while probe.recv(65536):
+                pass
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
