@@ -263,7 +263,9 @@ async def soak(tmp_path: Path, redis: RedisServer | None) -> None:
     assert sorted(closed) == sorted(opened), "an on_open without exactly one on_close"
     check_sequences(results, lost)
     for kind, code, got in results.bursts:
-        assert got == [f"b{i}" for i in range(soak_app.BURST)], f"{kind} burst: {len(got)} of {soak_app.BURST}, closed with {code}"
+        assert got == [f"b{i}" for i in range(soak_app.BURST)], (
+            f"{kind} burst: {len(got)} of {soak_app.BURST}, closed with {code}"
+        )
         assert code == (1000 if kind == "ws" else None), f"{kind} burst closed with {code}"
     assert "Traceback" not in log, log[-3000:]
     assert rss_end - rss_warm < 20 * 1024, f"RSS grew from {rss_warm} to {rss_end} KiB"
