@@ -1,20 +1,26 @@
-"""Fixtures for the trio_push server tests (tests/test_server_*.py).
+"""Fixtures shared by the tests: servers, Redis, TLS, an app for the CLI.
 
-The server runs in the test's own Trio run (pytest-trio's ``nursery``
-fixture) on 127.0.0.1, port 0. Helpers live in ``server_helpers``.
+``start_server`` and ``serve_scope`` run the server in the test's own Trio
+run (pytest-trio's ``nursery`` fixture) on 127.0.0.1, port 0. Helpers that
+are not fixtures live in ``tests.helpers``.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from server_helpers import FAST, TIMEOUT
+import trustme
 
 import trio_push
+from tests.helpers.procs import APP_SOURCE
+from tests.helpers.pubsub import RedisServer
+from tests.helpers.server import FAST, TIMEOUT
 
 StartServer = Callable[..., Awaitable[trio_push.Server]]
 
@@ -61,3 +67,39 @@ async def serve_scope(nursery: trio.Nursery) -> Callable[..., Awaitable[Any]]:
         return server, scope, done
 
     return start
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A throwaway ``redis-server`` on a free port, killed after the test."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A certificate authority of the tests' own (trustme)."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A server's TLS context, with a certificate from ``ca`` for 127.0.0.1 and localhost."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A client's TLS context that trusts ``ca``."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    """A folder with ``pushapp.py`` (``APP_SOURCE``) to run the CLI in."""
+    (tmp_path / "pushapp.py").write_text(APP_SOURCE)
+    return tmp_path
