@@ -29,7 +29,7 @@ from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import Body, EndOfRequest, Event, Rejected, Request
 from ._handshake import WEBSOCKET, UpgradeRefused, sse_accept, upgrade_kind, websocket_accept
 from ._outbox import Outbox
-from ._prepared import DefaultEvent, Prepared
+from ._prepared import EventName, Prepared
 from ._sse_stream import SsePhase
 from ._state import DONE, Headers, Phase, PhaseObject, move
 from ._websocket import DeflateWebSocketPhase, WebSocketPhase
@@ -402,11 +402,7 @@ class HttpPhase:
     # -- the push calls, before any upgrade ---------------------------------
 
     def encode(
-        self,
-        message: str | bytes,
-        event: str | None | DefaultEvent,
-        id: str | None,
-        retry: int | None,
+        self, message: str | bytes, event: EventName, id: str | None, retry: int | None
     ) -> bytes | None:
         """Nothing is sent before an upgrade."""
         return None

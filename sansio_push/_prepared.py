@@ -18,6 +18,10 @@ class DefaultEvent:
 #: Stands for "the connection's default SSE event name" (``msg`` unless set).
 DEFAULT_EVENT = DefaultEvent()
 
+#: What the ``event`` of a message may be: a name, ``None`` for none, or
+#: :data:`DEFAULT_EVENT`.
+EventName = str | None | DefaultEvent
+
 
 class Prepared:
     """A message encoded once, queued as the same bytes on many connections.

@@ -17,7 +17,7 @@ from ._events import Closed, Event
 from ._frames import LAST_CHUNK, chunk
 from ._handshake import SSE
 from ._outbox import Outbox
-from ._prepared import DefaultEvent, Prepared
+from ._prepared import DefaultEvent, EventName, Prepared
 from ._push import PushPhase
 from ._sse import encode_comment, encode_event
 from ._state import DONE, Phase
@@ -45,11 +45,7 @@ class SsePhase(PushPhase):
         return None
 
     def encode(
-        self,
-        message: str | bytes,
-        event: str | None | DefaultEvent,
-        id: str | None,
-        retry: int | None,
+        self, message: str | bytes, event: EventName, id: str | None, retry: int | None
     ) -> bytes | None:
         if not self.writable:
             return None

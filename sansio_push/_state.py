@@ -63,7 +63,7 @@ from typing import Final, Protocol
 
 from ._errors import LocalProtocolError
 from ._events import Event
-from ._prepared import DefaultEvent, Prepared
+from ._prepared import EventName, Prepared
 
 #: The app's response headers, as ``start_response`` takes them.
 Headers = Iterable[tuple[str | bytes, str | bytes]]
@@ -134,11 +134,7 @@ class PhaseObject(Protocol):
     def end_response(self) -> None: ...
 
     def encode(
-        self,
-        message: str | bytes,
-        event: str | None | DefaultEvent,
-        id: str | None,
-        retry: int | None,
+        self, message: str | bytes, event: EventName, id: str | None, retry: int | None
     ) -> bytes | None: ...
 
     def encode_prepared(self, prepared: Prepared) -> bytes | None: ...

@@ -33,7 +33,7 @@ from ._events import Closed, Event, Message, Pong
 from ._frames import OP_BINARY, OP_PING, OP_PONG, encode_frame, encode_message, read_frame
 from ._handshake import WEBSOCKET
 from ._outbox import Outbox
-from ._prepared import DEFAULT_EVENT, DefaultEvent, Prepared
+from ._prepared import DEFAULT_EVENT, EventName, Prepared
 from ._push import PushPhase
 from ._state import DONE, Phase
 
@@ -179,11 +179,7 @@ class WebSocketPhase(PushPhase):
     # -- bytes out ----------------------------------------------------------
 
     def encode(
-        self,
-        message: str | bytes,
-        event: str | None | DefaultEvent,
-        id: str | None,
-        retry: int | None,
+        self, message: str | bytes, event: EventName, id: str | None, retry: int | None
     ) -> bytes | None:
         if not self.writable:
             return None
@@ -233,11 +229,7 @@ class DeflateWebSocketPhase(WebSocketPhase):
         self._ws = WSConnection(ConnectionType.SERVER, [deflate], trailing_data=received)
 
     def encode(
-        self,
-        message: str | bytes,
-        event: str | None | DefaultEvent,
-        id: str | None,
-        retry: int | None,
+        self, message: str | bytes, event: EventName, id: str | None, retry: int | None
     ) -> bytes | None:
         if not self.writable:
             return None
