@@ -108,7 +108,7 @@ class ServerConnection:
         state = self._state.start_response(status, headers, upgrade)
         if state is None:
             return None
-        move(self._state.phase, state.phase)
+        move(self._state.phase, state.phase)  # the one phase change made here
         self._state = state
         return state.protocol
 

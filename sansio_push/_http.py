@@ -252,11 +252,11 @@ class HttpPhase:
 
     def _begin(self, request: RequestHead, kind: str | None) -> Request:
         """Start on ``request``: the one place a request's state is reset."""
+        config = self._config
         self._request = request
         self._kind = kind
         self._head_request = request.method == b"HEAD"
-        self._body_left = self._config.max_body_size
-        config = self._config
+        self._body_left = config.max_body_size
         env = build_env(
             request, kind=kind, server=self._server, client=self._client, scheme=config.scheme
         )
