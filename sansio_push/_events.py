@@ -71,8 +71,9 @@ class Closed(Event):
 
     For WebSocket ``code`` is the peer's close code (1006 when the transport
     ended without a close frame, or the code we closed with after a protocol
-    error or limit). For SSE and plain HTTP the peer closed the transport and
-    ``code`` is 1006 (no close frame exists there).
+    error or limit). For SSE the peer closed the transport and ``code`` is
+    1006 (no close frame exists there). Plain HTTP reports no ``Closed``:
+    :attr:`~ServerConnection.finished` says the connection is over.
     """
 
     code: int
