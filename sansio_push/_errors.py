@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from ._codes import PROTOCOL_ERROR, CloseCode
 
+_NAMED = frozenset(CloseCode)
+
 
 class PushError(Exception):
     """The base of every error trio-push raises on purpose."""
@@ -36,4 +38,5 @@ class RemoteProtocolError(PushError):
     def __init__(self, message: str, *, status: int = 400, code: int = PROTOCOL_ERROR) -> None:
         super().__init__(message)
         self.status = status
-        self.code = CloseCode(code)
+        #: A :class:`CloseCode` member when it is one, else the int (3000-4999).
+        self.code: int = CloseCode(code) if code in _NAMED else code

@@ -60,3 +60,8 @@ def test_each_misuse_of_a_connection_raises_local_protocol_error() -> None:
     for misuse in misuses:
         with pytest.raises(LocalProtocolError):
             misuse()
+
+
+def test_a_remote_error_may_carry_an_application_close_code() -> None:
+    error = RemoteProtocolError("the app's own code", code=4000)
+    assert error.code == 4000
