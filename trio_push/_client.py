@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
-
-import trio
 
 from sansio_push import DEFAULT_EVENT, NORMAL, DefaultEvent, can_send_close_code, prepare
 
@@ -78,7 +75,7 @@ class Client:
         thread.
         """
         conn = self._conn
-        if threading.get_ident() == conn.server.thread_id:
+        if get_ident() == conn.server.loop.thread_id:
             return conn.write(message, event, id, retry)
         if not conn.core.open:
             return False
@@ -89,12 +86,8 @@ class Client:
             prepared.sse_block(None)
         else:
             prepared.ws_frame  # noqa: B018 - computed and kept for the loop
-        burst = threading.get_ident() == conn.callback_thread
-        try:
-            conn.server.token.run_sync_soon(conn.write_prepared, prepared, burst)
-        except trio.RunFinishedError:
-            return False
-        return True
+        burst = get_ident() == conn.callback_thread
+        return conn.server.loop.call(conn.write_prepared, prepared, burst)
 
     def close(self, code: int = NORMAL, reason: str = "") -> None:
         """Flush what is queued, then close (WebSocket ``code``; SSE ends the
@@ -103,11 +96,7 @@ class Client:
         conn = self._conn
         if self.protocol == "websocket" and not can_send_close_code(code):
             raise ValueError(f"{code} is not a close code an endpoint may send (RFC 6455 7.4)")
-        if threading.get_ident() == conn.server.thread_id:
-            conn.close(code, reason)
-            return
-        with contextlib.suppress(trio.RunFinishedError):
-            conn.server.token.run_sync_soon(conn.close, code, reason)
+        conn.server.loop.call(conn.close, code, reason)
 
     def subscribe(self, channel: str) -> None:
         """Receive every message published to ``channel``. A glob pattern
@@ -115,12 +104,13 @@ class Client:
         ``PSUBSCRIBE`` does. Subscribing twice is subscribing once; a closed
         client is not subscribed; closing unsubscribes from everything.
         Safe from any thread (applied on the event loop, in call order)."""
-        self._on_loop(self._subscribe, channel)
+        self._conn.server.loop.call(self._subscribe, channel)
 
     def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel`` (the same string given to subscribe).
         Safe from any thread."""
-        self._on_loop(self._conn.server.pubsub.unsubscribe, self, channel)
+        server = self._conn.server
+        server.loop.call(server.pubsub.unsubscribe, self, channel)
 
     def publish(self, channel: str, message: str | bytes) -> bool:
         """Publish ``message`` to every subscriber of ``channel``, on every
@@ -133,11 +123,3 @@ class Client:
     def _subscribe(self, channel: str) -> None:
         if self._conn.core.open:
             self._conn.server.pubsub.subscribe(self, channel)
-
-    def _on_loop(self, fn: Any, *args: Any) -> None:
-        server = self._conn.server
-        if threading.get_ident() == server.thread_id:
-            fn(*args)
-        else:
-            with contextlib.suppress(trio.RunFinishedError):
-                server.token.run_sync_soon(fn, *args)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from sansio_push import Prepared, prepare
+
+from ._loop import Loop
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -469,12 +470,10 @@ class MemoryPubSub:
 
     def __init__(self) -> None:
         self.subscriptions = Subscriptions()
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._thread: int | None = None
+        self._loop = Loop()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self._thread = threading.get_ident()
+        self._loop.enter()
         task_status.started()
 
     @property
@@ -496,16 +495,7 @@ class MemoryPubSub:
         return self.subscriptions.count(channel)
 
     def publish(self, channel: str, message: str | bytes | Prepared) -> bool:
-        prepared = as_prepared(message)
-        if self._thread is None or threading.get_ident() == self._thread:
-            self._deliver(channel, prepared)
-            return True
-        assert self._token is not None
-        try:
-            self._token.run_sync_soon(self._deliver, channel, prepared)
-        except trio.RunFinishedError:
-            return False
-        return True
+        return self._loop.call(self._deliver, channel, as_prepared(message))
 
     def _deliver(self, channel: str, prepared: Prepared) -> int:
         return self.subscriptions.publish(channel, prepared)

@@ -9,7 +9,6 @@ each message exactly once, in the order Redis saw it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
@@ -22,6 +21,7 @@ import trio
 
 from sansio_push import Prepared
 
+from ._loop import Loop
 from ._pubsub import Subscriptions, is_pattern
 
 if TYPE_CHECKING:
@@ -160,8 +160,7 @@ class RedisPubSub:
         self.unconfirmed = 0
         #: Subscriptions (channels and patterns) that Redis refused.
         self.subscribe_errors = 0
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._thread: int | None = None
+        self._loop = Loop()
         # -- publisher state (the queue is shared with other threads) --
         self._lock = threading.Lock()
         self._pub_up = False
@@ -278,12 +277,7 @@ class RedisPubSub:
         return False
 
     def _wake_writer(self) -> None:
-        if self._thread is None or threading.get_ident() == self._thread:
-            self._pub_lot.unpark_all()
-        else:
-            assert self._token is not None
-            with contextlib.suppress(trio.RunFinishedError):
-                self._token.run_sync_soon(self._pub_lot.unpark_all)
+        self._loop.call(self._pub_lot.unpark_all)
 
     # -- running --------------------------------------------------------------
 
@@ -291,8 +285,7 @@ class RedisPubSub:
         """Keep both connections up until cancelled. Reports started once
         both have tried to connect (connected or not: publishes fail and
         reconnection goes on in the background)."""
-        self._token = trio.lowlevel.current_trio_token()
-        self._thread = threading.get_ident()
+        self._loop.enter()
         async with trio.open_nursery() as nursery:
             await nursery.start(self._keep, "subscriber", self._subscriber_session)
             await nursery.start(self._keep, "publisher", self._publisher_session)

@@ -6,7 +6,6 @@ import contextlib
 import errno
 import gc
 import logging
-import signal
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ import sansio_push as sp
 
 from ._calls import app_callable
 from ._connection import Connection
+from ._loop import Loop, watch_signals
 from ._pubsub import MemoryPubSub, PubSub
 from ._router import Router
 from ._static import StaticFiles
@@ -156,8 +156,8 @@ class Server:
         self._to_flush: list[Connection] = []
         self._flush_lot = trio.lowlevel.ParkingLot()
         self.stopping = False
-        self.thread_id: int | None = None
-        self.token: trio.lowlevel.TrioToken = None  # type: ignore[assignment]
+        #: The event loop it serves on, for other threads (see _loop.Loop).
+        self.loop = Loop()
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._start_error: BaseException | None = None
@@ -172,6 +172,16 @@ class Server:
     def port(self) -> int:
         """The first port listened on (useful with port 0)."""
         return self.ports[0]
+
+    @property
+    def thread_id(self) -> int | None:
+        """The thread it serves on; None until it serves."""
+        return self.loop.thread_id
+
+    @property
+    def token(self) -> trio.lowlevel.TrioToken | None:
+        """The Trio token of the run it serves in; None until it serves."""
+        return self.loop.token
 
     # -- dispatch -----------------------------------------------------------
 
@@ -224,8 +234,7 @@ class Server:
         self.ports = [_port_of(listener) for listener in listeners]
         if self.options.tune_gc:
             tune_gc()
-        self.token = trio.lowlevel.current_trio_token()
-        self.thread_id = threading.get_ident()
+        self.loop.enter()
         self._stop_event = trio.Event()
         self._empty = trio.Event()
         self._empty.set()
@@ -263,7 +272,7 @@ class Server:
         gracefully, another one stops at once. Main thread only."""
         error: OSError | None = None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_signals)
+            nursery.start_soon(watch_signals, lambda: self.stopping, self.stop, self.abort)
             try:
                 await self.serve(task_status=task_status)
             except OSError as exc:
@@ -274,16 +283,6 @@ class Server:
             nursery.cancel_scope.cancel()
         if error is not None:
             raise error
-
-    async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                if self.stopping:
-                    log.warning("%s again: stopping now", signal.Signals(signum).name)
-                    self.abort()
-                else:
-                    log.info("%s: graceful shutdown", signal.Signals(signum).name)
-                    self.stop()
 
     async def _tick(self) -> None:
         """One timer for every push connection: keepalives, pong and close
@@ -452,13 +451,8 @@ class Server:
 
     def stop(self) -> None:
         """Stop gracefully. Safe from any thread; returns at once."""
-        if self.thread_id is None:
-            return
-        if threading.get_ident() == self.thread_id:
-            self._stop_event.set()
-        else:
-            with contextlib.suppress(trio.RunFinishedError):
-                self.token.run_sync_soon(self._stop_event.set)
+        if self.loop.thread_id is not None:
+            self.loop.call(self._stop_event.set)
 
     # -- for scripts that are not async -----------------------------------------
 
@@ -569,15 +563,10 @@ def subscriber_count(channel: str) -> int:
     once). Clients of other processes are not counted. Any thread."""
     total = 0
     for server in list(_running):
-        if threading.get_ident() == server.thread_id:
-            total += server.pubsub.count(channel)
-        else:
-            try:
-                total += trio.from_thread.run_sync(
-                    server.pubsub.count, channel, trio_token=server.token
-                )
-            except trio.RunFinishedError:
-                continue
+        try:
+            total += server.loop.call_and_wait(server.pubsub.count, channel)
+        except trio.RunFinishedError:
+            continue
     return total
 
 
