@@ -7,9 +7,8 @@ import inspect
 import io
 import logging
 import os
-import sys
 import threading
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +16,20 @@ import trio
 
 import sansio_push as sp
 
+from ._app import (
+    NO_BODY,
+    AppError,
+    as_bytes,
+    close_body,
+    fixed_body,
+    is_body,
+    normalize,
+    with_length,
+)
 from ._calls import call, in_thread
 from ._client import Client
 from ._pubsub import PULL_BYTES, Cursor, backlog, pull
+from ._wsgi import EMPTY_INPUT, BodyReader, finish_environ
 
 if TYPE_CHECKING:
     from ._server import Server
@@ -52,160 +62,7 @@ def _phrase(status: int) -> str:
         return ""
 
 
-class AppError(Exception):
-    """The app returned something that is not a response."""
-
-
-def _normalize(result: Any) -> tuple[int, list[tuple[str, str]], Any]:
-    try:
-        status, headers, body = result
-    except (TypeError, ValueError):
-        raise AppError(f"the app must return (status, headers, body), not {result!r}") from None
-    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
-    expanded: list[tuple[str, str]] = []
-    for name, value in pairs:
-        # Rack style: a value with newlines is several headers.
-        if isinstance(value, str) and "\n" in value and name.lower() == "set-cookie":
-            expanded += [(name, v) for v in value.split("\n")]
-        else:
-            expanded.append((name, value if isinstance(value, (str, bytes)) else str(value)))
-    return int(status), expanded, body
-
-
-def _fixed_body(body: Any) -> bytes | None:
-    """The body as bytes if it is not a stream, else None."""
-    if body is None:
-        return b""
-    if isinstance(body, bytes):
-        return body
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    if isinstance(body, (bytearray, memoryview)):
-        return bytes(body)
-    if isinstance(body, (list, tuple)):
-        return b"".join(p.encode("utf-8") if isinstance(p, str) else bytes(p) for p in body)
-    return None
-
-
-# Statuses whose responses have no body (RFC 9110 6.4.1).
-_NO_BODY = (204, 304)
-
-
-def _with_length(
-    headers: list[tuple[str, str]], length: int, *, head: bool = False
-) -> list[tuple[str, str]]:
-    """``headers`` with ``Content-Length``, checked against the body if the
-    app set one (a mismatch is the app's error, answered 500 while we can).
-    For ``head`` (a HEAD request) the app's own length is kept unchecked: it
-    may give GET's length and no body."""
-    for name, value in headers:
-        lower = name.lower() if isinstance(name, str) else name.decode("latin-1").lower()
-        if lower == "transfer-encoding":
-            return headers
-        if lower == "content-length":
-            if int(value) != length and not head:
-                raise AppError(f"Content-Length {value} but the body has {length} bytes")
-            return headers
-    return [*headers, ("content-length", str(length))]
-
-
-def _is_body(body: Any) -> bool:
-    """Whether ``body`` is something :meth:`Connection._send_body` can send."""
-    return body is None or isinstance(
-        body, (bytes, str, bytearray, memoryview, Iterable, AsyncIterable)
-    )
-
-
-async def _close_body(body: Any, limiter: trio.CapacityLimiter | None = None) -> None:
-    """Close a response body that has ``aclose()`` or ``close()`` (PEP 3333);
-    a plain ``close()`` in the pool when there is one, as the body's rows."""
-    aclose = getattr(body, "aclose", None)
-    if aclose is not None:
-        await aclose()
-        return
-    close = getattr(body, "close", None)
-    if close is not None:
-        if limiter is None:
-            result = close()
-            if inspect.isawaitable(result):
-                await result
-        else:
-            await in_thread(close, limiter=limiter)
-
-
 _END = object()
-
-
-class _EmptyInput(io.BytesIO):
-    """``wsgi.input`` of a push-style request without a body: one empty,
-    read-only ``BytesIO`` shared by all of them (a ``BytesIO`` of its own
-    would cost every idle push connection 0.8 KiB, kept in its env)."""
-
-    def writable(self) -> bool:
-        return False
-
-    def write(self, data: Any) -> int:
-        raise io.UnsupportedOperation("wsgi.input is not writable")
-
-    def writelines(self, lines: Any) -> None:
-        raise io.UnsupportedOperation("wsgi.input is not writable")
-
-    def truncate(self, size: int | None = None) -> int:
-        raise io.UnsupportedOperation("wsgi.input is not writable")
-
-    def close(self) -> None:
-        """Shared: closing it would close it for every request."""
-
-
-_EMPTY_INPUT = _EmptyInput()
-
-
-class BodyReader:
-    """``wsgi.input`` for an app running in a worker thread: reads the
-    request body from the connection as the app asks for it."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._buffer = b""
-        self._eof = False
-
-    def _fill(self, size: int) -> None:
-        while not self._eof and (size < 0 or len(self._buffer) < size):
-            chunk = trio.from_thread.run(self._conn.body_chunk)
-            if chunk:
-                self._buffer += chunk
-            else:
-                self._eof = True
-
-    def _take(self, n: int) -> bytes:
-        data, self._buffer = self._buffer[:n], self._buffer[n:]
-        return data
-
-    def read(self, size: int | None = -1) -> bytes:
-        size = -1 if size is None else size
-        self._fill(size)
-        return self._take(len(self._buffer) if size < 0 else size)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        size = -1 if size is None else size
-        while b"\n" not in self._buffer and not self._eof and not 0 <= size <= len(self._buffer):
-            self._fill(len(self._buffer) + 1)
-        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
-        return self._take(end if size < 0 else min(end, size))
-
-    def readlines(self, hint: int = -1) -> list[bytes]:
-        lines = []
-        total = 0
-        while line := self.readline():
-            lines.append(line)
-            total += len(line)
-            if 0 < hint <= total:
-                break
-        return lines
-
-    def __iter__(self) -> Iterator[bytes]:
-        while line := self.readline():
-            yield line
 
 
 class Connection:
@@ -618,18 +475,13 @@ class Connection:
         """Call the app and send its answer; True if the connection upgraded."""
         server = self.server
         if server.interface == "wsgi":
-            env["wsgi.input"] = BodyReader(self)
+            wsgi_input: Any = BodyReader(self.body_chunk)
         else:
             chunks = []
             while chunk := await self.body_chunk():
                 chunks.append(chunk)
-            env["wsgi.input"] = io.BytesIO(b"".join(chunks)) if chunks else _EMPTY_INPUT
-        env["wsgi.errors"] = sys.stderr
-        env["trio_push.server"] = server
-        if server.reuse_port:
-            # One of several processes on the port (--workers): the same app
-            # object may be running in another process (PEP 3333).
-            env["wsgi.multiprocess"] = True
+            wsgi_input = io.BytesIO(b"".join(chunks)) if chunks else EMPTY_INPUT
+        finish_environ(env, wsgi_input, server.environ)
         if self._rejected:
             return False
         request_line = f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"
@@ -646,7 +498,7 @@ class Connection:
             return False
         try:
             target = server.dispatch(env)
-            status, headers, result_body = _normalize(
+            status, headers, result_body = normalize(
                 await call(target, env, limiter=server.limiter, slow=server.options.slow_callback)
             )
             # What the app did not read must be consumed before the answer
@@ -654,23 +506,23 @@ class Connection:
             # max_body_size; past that the 413 replaces the app's answer).
             await self._discard_body()
             if self._rejected:
-                await _close_body(result_body)
+                await close_body(result_body)
                 return False
             handler = env.get("rack.upgrade")
             upgrading = handler is not None and env["rack.upgrade?"] is not None and status < 300
-            if not upgrading and not _is_body(result_body):
+            if not upgrading and not is_body(result_body):
                 # Found now, a 500 can still be sent; once the head is out,
                 # all that is left is to cut the connection.
                 raise AppError(f"response body {result_body!r} is not bytes, str or iterable")
-            fixed = None if upgrading else _fixed_body(result_body)
+            fixed = None if upgrading else fixed_body(result_body)
             if fixed is not None:
-                if status in _NO_BODY or 100 <= status < 200:
+                if status in NO_BODY or 100 <= status < 200:
                     fixed = b""
                 else:
                     # HEAD gets the header fields GET would (RFC 9110 9.3.2):
                     # without a length, h11 would frame it as chunked.
                     head = env["REQUEST_METHOD"] == "HEAD"
-                    headers = _with_length(headers, len(fixed), head=head)
+                    headers = with_length(headers, len(fixed), head=head)
             kind = self.core.start_response(status, headers, upgrade=handler is not None)
         except Exception:
             log.exception("error in app for %s", request_line)
@@ -678,7 +530,7 @@ class Connection:
             access_log.info('%s - "%s" 500 Internal Server Error', self.peer, request_line)
             return False
         if kind is not None:
-            await _close_body(result_body)
+            await close_body(result_body)
             self.handler = handler
             self.client = Client(self, env, kind)
             sent = 101 if kind == "websocket" else 200
@@ -701,7 +553,7 @@ class Connection:
             core.end_response()
             return
         try:
-            # _answer checked it is one or the other (_is_body).
+            # _answer checked it is one or the other (is_body).
             limiter = self.server.limiter
             if isinstance(body, AsyncIterable):
                 async for chunk in body:
@@ -722,12 +574,11 @@ class Connection:
             # The head is out: the only honest signal left is to close.
             raise trio.BrokenResourceError("response body failed") from None
         finally:
-            await _close_body(body, self.server.limiter)
+            await close_body(body, self.server.limiter)
         core.end_response()
 
     async def _send_chunk(self, chunk: Any) -> None:
-        data = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
-        self.core.send_body(data)
+        self.core.send_body(as_bytes(chunk))
         await self._flush()
         await trio.lowlevel.checkpoint()  # a send may not have been one
 

@@ -142,6 +142,12 @@ class Server:
         self.pubsub: PubSub = pubsub if pubsub is not None else MemoryPubSub()
         #: Listen with SO_REUSEPORT, to share the port with other processes.
         self.reuse_port = reuse_port
+        #: What the server adds to every request's environ.
+        self.environ: dict[str, Any] = {"trio_push.server": self}
+        if reuse_port:
+            # One of several processes on the port (--workers): the same app
+            # object may be running in another process (PEP 3333).
+            self.environ["wsgi.multiprocess"] = True
         self.ports: list[int] = []
         self.push_connections: set[Connection] = set()
         self.connections: set[Connection] = set()
