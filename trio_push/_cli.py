@@ -14,9 +14,10 @@ from typing import Any
 
 import trio
 
+from ._context import Options
 from ._pubsub import PubSub
 from ._redis import RedisPubSub
-from ._server import Options, Server
+from ._server import Server
 from ._workers import serve_as_worker, supervise
 
 

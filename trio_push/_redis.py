@@ -14,7 +14,7 @@ import random
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import trio
@@ -22,10 +22,7 @@ import trio
 from sansio_push import Prepared
 
 from ._loop import Loop
-from ._pubsub import Subscriptions, is_pattern
-
-if TYPE_CHECKING:
-    from ._client import Client
+from ._pubsub import Subscriber, Subscriptions, is_pattern
 
 log = logging.getLogger("trio_push.redis")
 
@@ -198,16 +195,16 @@ class RedisPubSub:
 
     # -- the local side -------------------------------------------------------
 
-    def subscribe(self, client: Client, channel: str) -> None:
-        if self.subscriptions.add(client, channel):
+    def subscribe(self, subscriber: Subscriber, channel: str) -> None:
+        if self.subscriptions.add(subscriber, channel):
             self._send_sub(b"PSUBSCRIBE" if is_pattern(channel) else b"SUBSCRIBE", [channel])
 
-    def unsubscribe(self, client: Client, channel: str) -> None:
-        if self.subscriptions.remove(client, channel):
+    def unsubscribe(self, subscriber: Subscriber, channel: str) -> None:
+        if self.subscriptions.remove(subscriber, channel):
             self._send_sub(b"PUNSUBSCRIBE" if is_pattern(channel) else b"UNSUBSCRIBE", [channel])
 
-    def unsubscribe_all(self, client: Client) -> None:
-        gone = self.subscriptions.remove_all(client)
+    def unsubscribe_all(self, subscriber: Subscriber) -> None:
+        gone = self.subscriptions.remove_all(subscriber)
         if gone:
             exact = [c for c in gone if not is_pattern(c)]
             patterns = [c for c in gone if is_pattern(c)]
@@ -506,19 +503,19 @@ class RedisPubSub:
         else:
             (channel,) = cmd.channels
             topic = table.get(channel)
-            clients = list(topic.cursors) if topic is not None else []
+            subscribers = list(topic.cursors) if topic is not None else []
             self.subscribe_errors += 1
             log.error(
                 "redis subscriber: Redis refused %s %r (%s); %d client(s) unsubscribed from it",
                 cmd.verb.decode(),
                 channel,
                 reason,
-                len(clients),
+                len(subscribers),
             )
             # Dropped here too, so that it is not sent again on reconnecting.
-            for client in clients:
-                subs.remove(client, channel)
-                client._conn._queue_callback("on_subscribe_error", (channel, reason))
+            for subscriber in subscribers:
+                subs.remove(subscriber, channel)
+                subscriber.subscribe_refused(channel, reason)
         self._sub_replied(cmd.left)
 
     def _check_ready(self) -> None:
