@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from threading import get_ident
 from typing import Any
 
 import sansio_push as sp
@@ -19,12 +18,10 @@ class Client:
     that thread and handed to the event loop in call order.
     """
 
-    __slots__ = ("_session", "_thread", "env", "protocol", "__weakref__")
+    __slots__ = ("_session", "env", "protocol", "__weakref__")
 
     def __init__(self, session: PushSession, env: dict[str, Any], protocol: str) -> None:
         self._session = session
-        # The event loop's thread: write() from there needs no hop.
-        self._thread = session.ctx.loop.thread_id
         #: The env of the request that opened this connection.
         self.env = env
         #: ``'websocket'`` or ``'sse'``.
@@ -71,9 +68,7 @@ class Client:
         ``event`` or ``id``, bytes that are not UTF-8 on SSE), in the calling
         thread.
         """
-        if get_ident() == self._thread:
-            return self._session.write(message, event, id, retry)
-        return self._session.write_from_thread(message, event, id, retry)
+        return self._session.write(message, event, id, retry)
 
     def close(self, code: int = sp.CloseCode.NORMAL, reason: str = "") -> None:
         """Flush what is queued, then close (WebSocket ``code``; SSE ends the

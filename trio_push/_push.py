@@ -11,7 +11,7 @@ a *sink* (``_transport.Sink``), so that an HTTP/2 stream can be one.
 The words for sending (see also ``_transport.py``):
 
 - **write**: the app queues one message on the core (:meth:`PushSession.write`,
-  from a thread :meth:`PushSession.write_from_thread`; published messages
+  which hands a write from another thread to the loop; published messages
   :meth:`PushSession.take_published`). Nothing is sent yet.
 - **flush**: send what the core has queued, now, if the socket takes it all
   (``send_now``: no task switch); else start the *writer*, a helper task
@@ -49,12 +49,13 @@ _NEVER = float("inf")
 class PushSession(CallbackQueue):
     """One push conversation: a protocol core past its upgrade, a sink for
     its bytes, a handler and its client. Event loop thread only, except
-    :meth:`write_from_thread`."""
+    :meth:`write`."""
 
     # Slots: thousands of these live at once, each without a dict.
     __slots__ = (
         "core",
         "_sink",
+        "_thread",
         "cursors",
         "_flush_queued",
         "_writer_scope",
@@ -70,6 +71,8 @@ class PushSession(CallbackQueue):
         super().__init__(ctx, handler)
         self.core = core
         self._sink = sink
+        # The event loop's thread: a write from there needs no hop.
+        self._thread = ctx.loop.thread_id
         #: Pub/sub subscriptions: what was published is taken from each
         #: topic's shared log right before a send (see _pubsub.Topic).
         self.cursors: list[Cursor] = []
@@ -319,28 +322,22 @@ class PushSession(CallbackQueue):
         id: str | None,
         retry: int | None,
     ) -> bool:
-        """Client.write on the event loop thread."""
+        """Client.write, from any thread."""
+        if get_ident() != self._thread:
+            if not self.core.open:
+                return False
+            return self._hand_to_loop(sp.prepare(message, event=event, id=id, retry=retry))
         if self.cursors:
             pull(self)  # what was published before goes first
         core = self.core
         was_open = core.open
-        if core.send_message(message, event=event, id=id, retry=retry):
-            return self._queued()
-        return self._after_refusal(was_open)
+        ok = core.send_message(message, event=event, id=id, retry=retry)
+        return self._queued() if ok else self._after_refusal(was_open)
 
-    def write_from_thread(
-        self,
-        message: str | bytes,
-        event: str | None | sp.DefaultEvent,
-        id: str | None,
-        retry: int | None,
-    ) -> bool:
-        """Client.write from another thread: encoded here, in the caller's
-        thread (an error is the caller's, and the event loop is spared the
-        work), then handed to the loop in call order."""
-        if not self.core.open:
-            return False
-        prepared = sp.prepare(message, event=event, id=id, retry=retry)
+    def _hand_to_loop(self, prepared: sp.Prepared) -> bool:
+        """A write from another thread: encoded here, in the caller's thread
+        (an error is the caller's, and the event loop is spared the work),
+        then handed to the loop in call order."""
         if self.core.protocol == "sse":
             prepared.sse_block(None)
         else:
@@ -354,10 +351,10 @@ class PushSession(CallbackQueue):
         as they are on the event loop, where no send comes between them."""
         if self.cursors:
             pull(self)
-        was_open = self.core.open
-        if self.core.send_prepared(prepared, burst=burst):
-            return self._queued()
-        return self._after_refusal(was_open)
+        core = self.core
+        was_open = core.open
+        ok = core.send_prepared(prepared, burst=burst)
+        return self._queued() if ok else self._after_refusal(was_open)
 
     def take_published(self, batch: list[sp.Prepared]) -> None:
         """Queue messages taken from pub/sub topics (see _pubsub.pull)."""
