@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import gc
 import logging
 import ssl
@@ -19,6 +17,7 @@ import sansio_push as sp
 from ._calls import app_callable
 from ._connection import Connection
 from ._context import Context, Options, Session
+from ._listen import Acceptor, open_listeners, port_of
 from ._loop import watch_signals
 from ._pubsub import MemoryPubSub, PubSub
 from ._router import Router
@@ -116,12 +115,7 @@ class Server:
         #: The push sessions open.
         self.push_connections = context.sessions
         self.connections: set[Connection] = set()
-        # Connections accepted and not yet ended (max_connections counts these).
-        self._admitted = 0
-        # Refusals past max_connections not yet logged, and when the last
-        # warning was: a flood of them logs once per _REFUSALS_LOG_PERIOD.
-        self._refusals = 0
-        self._refusals_logged_at = float("-inf")
+        self._acceptor = Acceptor(options.max_connections, self._handle)
         # Push sessions with something queued from outside their own
         # tasks, for the flusher (see PushSession.flush).
         self._to_flush: list[Session] = []
@@ -187,19 +181,13 @@ class Server:
         ``drain_timeout`` for them to go, then abort what is left; ``on_close``
         runs for every push client.
         """
-        listeners: list[Any]
-        if self.reuse_port:
-            from ._workers import open_reuse_port_listeners
-
-            listeners = await open_reuse_port_listeners(self.requested_port, host=self.host)
-        else:
-            listeners = await trio.open_tcp_listeners(self.requested_port, host=self.host)
-        if self.ssl_context is not None:
-            listeners = [
-                trio.SSLListener(listener, self.ssl_context, https_compatible=True)
-                for listener in listeners
-            ]
-        self.ports = [_port_of(listener) for listener in listeners]
+        listeners = await open_listeners(
+            self.requested_port,
+            self.host,
+            reuse_port=self.reuse_port,
+            ssl_context=self.ssl_context,
+        )
+        self.ports = [port_of(listener) for listener in listeners]
         if self.options.tune_gc:
             tune_gc()
         self.loop.enter()
@@ -215,7 +203,7 @@ class Server:
             # publish); it is cancelled with them, after the drain.
             await conn_nursery.start(self.pubsub.run)
             accept_scope = trio.CancelScope()
-            nursery.start_soon(self._accept_all, listeners, conn_nursery, accept_scope)
+            nursery.start_soon(self._acceptor.run, listeners, conn_nursery, accept_scope)
             conn_nursery.start_soon(self._tick)
             conn_nursery.start_soon(self._flush)
             if self.background is not None:
@@ -306,60 +294,6 @@ class Server:
         except Exception:
             log.exception("error in the app's background task")
 
-    async def _accept_all(
-        self, listeners: list[Any], conn_nursery: trio.Nursery, scope: trio.CancelScope
-    ) -> None:
-        with scope:
-            try:
-                async with trio.open_nursery() as nursery:
-                    for listener in listeners:
-                        nursery.start_soon(self._accept, listener, conn_nursery)
-            finally:
-                with trio.CancelScope(shield=True):
-                    for listener in listeners:
-                        await listener.aclose()
-
-    async def _accept(self, listener: Any, conn_nursery: trio.Nursery) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("accept: %s; retrying in 0.1 s", exc)
-                    await trio.sleep(0.1)
-                    continue
-                raise
-            if self._admitted >= self.options.max_connections:
-                self._log_refusal()
-                conn_nursery.start_soon(_refuse, stream)
-            else:
-                # Counted here, not once _handle runs: otherwise a burst of
-                # accepts all pass the check before any of them is counted.
-                self._admitted += 1
-                conn_nursery.start_soon(self._handle, stream)
-
-    def _log_refusal(self) -> None:
-        self._refusals += 1
-        now = trio.current_time()
-        if now - self._refusals_logged_at < _REFUSALS_LOG_PERIOD:
-            return
-        limit = self.options.max_connections
-        if self._refusals == 1:
-            log.warning(
-                "max_connections (%d) reached: answering 503 (further refusals are logged"
-                " at most every %d s)",
-                limit,
-                _REFUSALS_LOG_PERIOD,
-            )
-        else:
-            log.warning(
-                "max_connections (%d) reached: %d connections answered 503 since the last warning",
-                limit,
-                self._refusals,
-            )
-        self._refusals = 0
-        self._refusals_logged_at = now
-
     async def _handle(self, stream: Any) -> None:
         # One coroutine, not two: its frame lives as long as the connection.
         conn = None
@@ -382,7 +316,7 @@ class Server:
             self._empty = trio.Event() if self._empty.is_set() else self._empty
             await conn.run(core)
         finally:
-            self._admitted -= 1
+            self._acceptor.release()
             if conn is not None:
                 self.connections.discard(conn)
                 if not self.connections:
@@ -539,37 +473,8 @@ def subscriber_count(channel: str) -> int:
     return total
 
 
-_UNAVAILABLE = sp.error_response(503, "too many connections", [(b"retry-after", b"1")])
-
-
-#: Seconds between two warnings about connections refused past max_connections.
-_REFUSALS_LOG_PERIOD = 10
-
-
-async def _refuse(stream: Any) -> None:
-    """Past max_connections: 503 at once, then close (bounded in time)."""
-    with trio.move_on_after(1):
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await stream.send_all(_UNAVAILABLE)
-            # Closing with the request still unread makes the kernel send a
-            # reset, which can destroy the 503 before the client reads it:
-            # say we are done, then read (a little, briefly) until it closes.
-            if isinstance(stream, trio.abc.HalfCloseableStream):
-                await stream.send_eof()
-            unread = 64 * 1024
-            while unread > 0 and (data := await stream.receive_some(16384)):
-                unread -= len(data)
-    await trio.aclose_forcefully(stream)
-
-
 def _not_found(env: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
     return _NOT_FOUND
-
-
-def _port_of(listener: Any) -> int:
-    if isinstance(listener, trio.SSLListener):
-        listener = listener.transport_listener
-    return int(listener.socket.getsockname()[1])
 
 
 def _scheme(server: Server) -> str:
