@@ -42,6 +42,22 @@ class Client:
         return self._session.pending
 
     @property
+    def close_code(self) -> int | None:
+        """How a WebSocket closed, set before ``on_close`` runs: the peer's
+        close code if it closed first, the code the server closed with
+        (``client.close()``, 1001 at shutdown, 1008 past the queue bound,
+        1011 after a callback's error, 1002/1007/1009 for what the peer
+        sent), or 1006 if the connection ended without a close frame. A
+        :class:`sansio_push.CloseCode` when the code has a name. None while
+        open, and for SSE (an event stream has no close codes)."""
+        return self._session.close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The reason that came with :attr:`close_code` (``""`` if none)."""
+        return self._session.close_reason
+
+    @property
     def dropped(self) -> int:
         """Messages refused because the queue was full (``overflow='drop'``)."""
         return self._session.core.dropped

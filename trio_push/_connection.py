@@ -101,6 +101,8 @@ class Connection:
                     await session.message(event.data)
                 elif isinstance(event, sp.Pong):
                     session.pong()
+                elif isinstance(event, sp.Closed):
+                    session.closed(event.code, event.reason)
         finally:
             await session.finish()
 

@@ -44,6 +44,16 @@ log = logging.getLogger("trio_push")
 access_log = logging.getLogger("trio_push.access")
 
 _NEVER = float("inf")
+# The reason of the core's close past a queue bound (overflow 'close').
+_QUEUE_FULL = "send queue full: the client does not read"
+
+
+def _close_code(code: int) -> int:
+    """``code`` as a :class:`sansio_push.CloseCode` when it has a name."""
+    try:
+        return sp.CloseCode(code)
+    except ValueError:
+        return code
 
 
 class PushSession(CallbackQueue):
@@ -65,6 +75,8 @@ class PushSession(CallbackQueue):
         "_ping_end",
         "_opened_at",
         "_messages_out",
+        "close_code",
+        "close_reason",
     )
 
     def __init__(self, ctx: Context, sink: Sink, core: sp.ServerConnection, handler: Any) -> None:
@@ -89,6 +101,10 @@ class PushSession(CallbackQueue):
         self._ping_end = 0
         self._opened_at = 0.0
         self._messages_out = 0
+        #: How the WebSocket closed (see Client.close_code); None while
+        #: open, and for SSE.
+        self.close_code: int | None = None
+        self.close_reason = ""
 
     @property
     def peer(self) -> str:
@@ -122,6 +138,7 @@ class PushSession(CallbackQueue):
         await self.wait_for_helpers()
         self.ctx.sessions.discard(self)
         self._leave_pubsub()
+        self.closed(sp.CloseCode.ABNORMAL, "")  # if nothing closed it before
         client = self.client
         access_log.info(
             "%s - %s %s closed after %.1fs, %d in, %d out",
@@ -146,6 +163,7 @@ class PushSession(CallbackQueue):
         if self.state:
             return
         self.state = OVER
+        self.closed(sp.CloseCode.ABNORMAL, "")  # if nothing closed it before
         # Writes from now on return False, and client.open is False, even
         # when it ended by a timeout rather than a close.
         self.core.abort()
@@ -162,6 +180,15 @@ class PushSession(CallbackQueue):
         """The peer answered a ping."""
         self._pong_deadline = _NEVER
         self._ping_end = 0
+
+    def closed(self, code: int, reason: str) -> None:
+        """The WebSocket closes with ``code``: the core's Closed event (the
+        peer's close frame, or the code the core closed with after a
+        protocol error or a limit), or our own close. The first one is what
+        the handler sees (:attr:`Client.close_code`)."""
+        if self.close_code is None and self.core.protocol == "websocket":
+            self.close_code = _close_code(code)
+            self.close_reason = reason
 
     # -- sending ----------------------------------------------------------------
 
@@ -387,6 +414,7 @@ class PushSession(CallbackQueue):
         'close' overflow policy), say so and bound the close."""
         core = self.core
         if was_open and not core.open:
+            self.closed(sp.CloseCode.POLICY_VIOLATION, _QUEUE_FULL)
             log.warning(
                 "%s: send queue full (%d messages, %d bytes pending), closing",
                 self.peer,
@@ -412,6 +440,7 @@ class PushSession(CallbackQueue):
             pull(self)  # what was published before the close goes out
         if core.open:
             core.close(code, reason)
+            self.closed(code, reason)
             self._close_deadline = trio.current_time() + self.ctx.options.close_timeout
             self._leave_pubsub()
         self.flush_soon()
