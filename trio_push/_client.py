@@ -14,8 +14,9 @@ class Client:
 
     ``write`` and ``close`` may be called from any Trio task of the server's
     run and from any other thread; they never block and never raise because
-    the connection has closed. From another thread a message is encoded in
-    that thread and handed to the event loop in call order.
+    the connection has closed. From another thread a message is checked
+    in that thread (a WebSocket frame encoded there too) and handed to the
+    event loop in call order.
     """
 
     __slots__ = ("_session", "env", "protocol", "__weakref__")

@@ -48,6 +48,14 @@ _NEVER = float("inf")
 _QUEUE_FULL = "send queue full: the client does not read"
 
 
+def _check_utf8(message: str | bytes) -> None:
+    """Raise the ``UnicodeError`` that encoding ``message`` as SSE would."""
+    if isinstance(message, str):
+        message.encode("utf-8")
+    else:
+        message.decode("utf-8")
+
+
 def _close_code(code: int) -> int:
     """``code`` as a :class:`sansio_push.CloseCode` when it has a name."""
     try:
@@ -362,11 +370,14 @@ class PushSession(CallbackQueue):
         return self._queued() if ok else self._after_refusal(was_open)
 
     def _hand_to_loop(self, prepared: sp.Prepared) -> bool:
-        """A write from another thread: encoded here, in the caller's thread
-        (an error is the caller's, and the event loop is spared the work),
-        then handed to the loop in call order."""
+        """A write from another thread, handed to the loop in call order.
+
+        What cannot be sent fails here, in the caller's thread. A WebSocket
+        frame is also encoded here (the loop is spared the work); an SSE
+        event is encoded once, by the core on the loop: its block depends on
+        the stream's framing, which only the core knows."""
         if self.core.protocol == "sse":
-            prepared.sse_block(None)
+            _check_utf8(prepared.message)
         else:
             prepared.ws_frame  # noqa: B018 - computed and kept for the loop
         burst = get_ident() == self.callback_thread

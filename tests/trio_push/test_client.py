@@ -5,15 +5,18 @@ on_close sees it)."""
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from typing import Any
 
+import pytest
 import trio
 from httpx_sse import aconnect_sse
 from trio_websocket import ConnectionClosed, open_websocket_url
 from websockets.exceptions import ConnectionClosed as WSClosed
 
+import sansio_push
 import sansio_push as sp
 import trio_push
 from tests.helpers.server import (
@@ -603,3 +606,54 @@ async def test_an_event_stream_has_no_close_code(start_server: Any) -> None:
         await handler.closed.wait()
     assert handler.while_open == [None]
     assert handler.seen == [(None, "")]
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, name: str, message: str) -> list[int]:
+    """Count the calls of sansio_push's function ``name`` that encode
+    ``message``, wherever its modules refer to it."""
+    calls = [0]
+    real = getattr(sansio_push, name)
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += args[0] == message
+        return real(*args, **kwargs)
+
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("sansio_push.") and getattr(module, name, None) is real:
+            monkeypatch.setattr(module, name, counting)
+    return calls
+
+
+async def test_a_write_from_a_thread_is_encoded_once_on_sse(
+    start_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, handler = await serve(start_server)
+    calls = count_calls(monkeypatch, "encode_event", "from a thread")
+    with trio.fail_after(TIMEOUT):
+        async with (
+            http_client() as http,
+            aconnect_sse(http, "GET", f"http://127.0.0.1:{server.port}/") as es,
+        ):
+            await handler.opened.wait()
+            client = handler.client
+            assert client is not None
+            assert await in_thread(client.write, "from a thread")
+            event = await es.aiter_sse().__anext__()
+    assert (event.event, event.data) == ("msg", "from a thread")
+    assert calls == [1]
+
+
+async def test_a_write_from_a_thread_is_encoded_once_on_a_websocket(
+    start_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, handler = await serve(start_server)
+    calls = count_calls(monkeypatch, "encode_message", "from a thread")
+    ws = await RawWebSocket.open(server.port)
+    with trio.fail_after(TIMEOUT):
+        await handler.opened.wait()
+        client = handler.client
+        assert client is not None
+        assert await in_thread(client.write, "from a thread")
+        assert await ws.messages(1) == ["from a thread"]
+    assert calls == [1]
+    await ws.aclose()
