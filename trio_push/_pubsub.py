@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import trio
 
-from sansio_push import Config, Prepared, prepare
+import sansio_push as sp
 
 from ._loop import Loop
 
@@ -127,7 +127,7 @@ class QueueState(Protocol):
         """Its socket refuses bytes (see ``sansio_push.ServerConnection.refused``)."""
 
     @property
-    def config(self) -> Config:
+    def config(self) -> sp.Config:
         """Its queue bounds and overflow policy."""
 
 
@@ -143,7 +143,7 @@ class Subscriber(Protocol):
     def flush_soon(self) -> None:
         """Something was published for it: send soon (it calls :func:`pull`)."""
 
-    def take_published(self, batch: list[Prepared]) -> None:
+    def take_published(self, batch: list[sp.Prepared]) -> None:
         """Queue what :func:`pull` took for it, in order."""
 
     def overflow(self) -> None:
@@ -199,7 +199,7 @@ class Topic:
     def __init__(self, key: str, pattern: bool = False) -> None:
         self.key = key
         self.regex = glob_to_regex(key) if pattern else None
-        self.log: list[Prepared] = []
+        self.log: list[sp.Prepared] = []
         # Publish order across topics, for connections on several.
         self.seqs: list[int] = []
         # Message bytes ever published here, as of the end of each message
@@ -225,7 +225,7 @@ class Topic:
             return 0
         return self.ends[-1] - (self.ends[start - 1] if start else self.base_bytes)
 
-    def publish(self, prepared: Prepared, seq: int) -> int:
+    def publish(self, prepared: sp.Prepared, seq: int) -> int:
         """Make ``prepared`` the next message of every subscriber; never waits."""
         if not self.cursors:
             return 0
@@ -299,7 +299,7 @@ def pull(subscriber: Subscriber, limit: int | None = None) -> None:
         batch = log[start:end] if start or end < len(log) else log.copy()
         cursor.pos = topic.base + end
     else:
-        entries: list[tuple[int, Prepared]] = []
+        entries: list[tuple[int, sp.Prepared]] = []
         # With a limit, a cursor that stops early stops every other one at
         # the same point of the publish order.
         cut = None
@@ -333,7 +333,7 @@ def _limited_end(topic: Topic, start: int, limit: int) -> int:
     return min(bisect_left(topic.ends, first + limit, start) + 1, len(topic.log))
 
 
-def _first(entry: tuple[int, Prepared]) -> int:
+def _first(entry: tuple[int, sp.Prepared]) -> int:
     return entry[0]
 
 
@@ -422,7 +422,7 @@ class Subscriptions:
             self._matches.clear()
         return True
 
-    def publish(self, channel: str, prepared: Prepared) -> int:
+    def publish(self, channel: str, prepared: sp.Prepared) -> int:
         """Deliver to the exact subscribers of ``channel`` and to every
         pattern that matches it; the number of subscriptions reached."""
         n = 0
@@ -436,7 +436,7 @@ class Subscriptions:
                 n += topic.publish(prepared, self.seq)
         return n
 
-    def publish_to(self, topic: Topic | None, prepared: Prepared) -> int:
+    def publish_to(self, topic: Topic | None, prepared: sp.Prepared) -> int:
         """Deliver to one topic (Redis tells which)."""
         if topic is None:
             return 0
@@ -466,8 +466,8 @@ class Subscriptions:
         return len(found)
 
 
-def as_prepared(message: str | bytes | Prepared) -> Prepared:
-    return message if isinstance(message, Prepared) else prepare(message)
+def as_prepared(message: str | bytes | sp.Prepared) -> sp.Prepared:
+    return message if isinstance(message, sp.Prepared) else sp.prepare(message)
 
 
 class PubSub(Protocol):
@@ -487,7 +487,7 @@ class PubSub(Protocol):
 
     def unsubscribe_all(self, subscriber: Subscriber) -> None: ...
 
-    def publish(self, channel: str, message: str | bytes | Prepared) -> bool: ...
+    def publish(self, channel: str, message: str | bytes | sp.Prepared) -> bool: ...
 
     def count(self, channel: str) -> int: ...
 
@@ -528,8 +528,8 @@ class MemoryPubSub:
     def count(self, channel: str) -> int:
         return self.subscriptions.count(channel)
 
-    def publish(self, channel: str, message: str | bytes | Prepared) -> bool:
+    def publish(self, channel: str, message: str | bytes | sp.Prepared) -> bool:
         return self._loop.call(self._deliver, channel, as_prepared(message))
 
-    def _deliver(self, channel: str, prepared: Prepared) -> int:
+    def _deliver(self, channel: str, prepared: sp.Prepared) -> int:
         return self.subscriptions.publish(channel, prepared)

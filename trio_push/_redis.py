@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import trio
 
-from sansio_push import Prepared
+import sansio_push as sp
 
 from ._loop import Loop
 from ._pubsub import Subscriber, Subscriptions, is_pattern
@@ -33,7 +33,7 @@ _BATCH = 512
 _HEALTHY = 5.0
 
 
-class PublishError(Exception):
+class PublishError(sp.PushError):
     """A publish that Redis did not confirm (see :meth:`RedisPubSub.publish_confirmed`)."""
 
 
@@ -229,12 +229,12 @@ class RedisPubSub:
 
     # -- publishing -----------------------------------------------------------
 
-    def publish(self, channel: str, message: str | bytes | Prepared) -> bool:
+    def publish(self, channel: str, message: str | bytes | sp.Prepared) -> bool:
         """Publish through Redis; True if accepted, False if not (see the class)."""
         cmd = command(b"PUBLISH", _encode(channel), _payload(message))
         return self._enqueue(cmd, None)
 
-    async def publish_confirmed(self, channel: str, message: str | bytes | Prepared) -> int:
+    async def publish_confirmed(self, channel: str, message: str | bytes | sp.Prepared) -> int:
         """Publish and wait for Redis's reply: the number of Redis
         subscribers (server processes, not clients) it reached. Raises
         :class:`PublishError` if Redis is unreachable or the connection
@@ -463,11 +463,11 @@ class RedisPubSub:
                 if kind == b"message":
                     topic = subs.exact.get(_decode(reply[1]))
                     if topic is not None:
-                        subs.publish_to(topic, Prepared(_message(reply[2])))
+                        subs.publish_to(topic, sp.Prepared(_message(reply[2])))
                 elif kind == b"pmessage":
                     topic = subs.patterns.get(_decode(reply[1]))
                     if topic is not None:
-                        subs.publish_to(topic, Prepared(_message(reply[3])))
+                        subs.publish_to(topic, sp.Prepared(_message(reply[3])))
                 else:
                     self._sub_replied(1)
 
@@ -616,8 +616,8 @@ class RedisPubSub:
                     waiter.event.set()
 
 
-def _payload(message: str | bytes | Prepared) -> bytes:
-    if isinstance(message, Prepared):
+def _payload(message: str | bytes | sp.Prepared) -> bytes:
+    if isinstance(message, sp.Prepared):
         message = message.message
     return message.encode("utf-8") if isinstance(message, str) else bytes(message)
 
