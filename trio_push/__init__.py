@@ -10,10 +10,11 @@ pushes to the browser.
 from sansio_push import Config
 
 from ._client import Client
+from ._context import Options
 from ._pubsub import MemoryPubSub, PubSub
 from ._redis import PublishError, RedisPubSub
 from ._router import Router
-from ._server import Options, Server, publish, serve, subscriber_count
+from ._server import Server, publish, serve, subscriber_count
 from ._static import StaticFiles
 
 __all__ = [

@@ -14,9 +14,10 @@ from typing import Any
 
 import trio
 
+from ._context import Options
 from ._pubsub import PubSub
 from ._redis import RedisPubSub
-from ._server import Options, Server
+from ._server import Server
 from ._workers import serve_as_worker, supervise
 
 
@@ -60,12 +61,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=9292, help="port (default 9292)")
     parser.add_argument("--root", help="folder of static files")
     parser.add_argument(
-        "--threads",
-        type=int,
-        default=defaults.threads,
-        help="worker threads for plain callables (default %(default)d)",
-    )
-    parser.add_argument(
         "--interface",
         default="auto",
         choices=["auto", "push", "wsgi"],
@@ -92,49 +87,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     # Internal: this process is one of --workers N (SO_REUSEPORT, parent watch).
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=defaults.drain_timeout,
-        help="seconds a graceful shutdown waits for clients (default %(default)g)",
-    )
-    parser.add_argument(
-        "--max-connections",
-        type=int,
-        default=defaults.max_connections,
-        metavar="N",
-        help="open connections past which a new one gets 503 (default %(default)d)",
-    )
-    parser.add_argument(
-        "--ping-interval",
-        type=float,
-        default=defaults.ping_interval,
-        metavar="SECONDS",
-        help="an idle WebSocket gets a ping this often (default %(default)g)",
-    )
-    parser.add_argument(
-        "--max-message-size",
-        type=int,
-        default=defaults.protocol.max_message_size,
-        metavar="BYTES",
-        help="largest incoming WebSocket message; larger ones close 1009 (default %(default)d)",
-    )
-    parser.add_argument(
-        "--max-queue-messages",
-        type=int,
-        default=defaults.protocol.max_queue_messages,
-        metavar="N",
-        help="messages a push client's queue holds while its socket refuses them"
-        " (default %(default)d)",
-    )
-    parser.add_argument(
-        "--max-queue-bytes",
-        type=int,
-        default=defaults.protocol.max_queue_bytes,
-        metavar="BYTES",
-        help="bytes a push client's queue holds while its socket refuses them"
-        " (default %(default)d)",
-    )
+    # The server's options that have a flag, with the server's defaults.
+    for flag, kind, default, metavar, text in (
+        ("--threads", int, defaults.threads, None, "worker threads for plain callables"),
+        (
+            "--drain-timeout",
+            float,
+            defaults.drain_timeout,
+            None,
+            "seconds a graceful shutdown waits for clients",
+        ),
+        (
+            "--max-connections",
+            int,
+            defaults.max_connections,
+            "N",
+            "open connections past which a new one gets 503",
+        ),
+        (
+            "--ping-interval",
+            float,
+            defaults.ping_interval,
+            "SECONDS",
+            "an idle WebSocket gets a ping this often",
+        ),
+        (
+            "--max-message-size",
+            int,
+            defaults.protocol.max_message_size,
+            "BYTES",
+            "largest incoming WebSocket message; larger ones close 1009",
+        ),
+        (
+            "--max-queue-messages",
+            int,
+            defaults.protocol.max_queue_messages,
+            "N",
+            "messages a push client's queue holds while its socket refuses them",
+        ),
+        (
+            "--max-queue-bytes",
+            int,
+            defaults.protocol.max_queue_bytes,
+            "BYTES",
+            "bytes a push client's queue holds while its socket refuses them",
+        ),
+    ):
+        shown = "%(default)d" if kind is int else "%(default)g"
+        parser.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=f"{text} (default {shown})"
+        )
     parser.add_argument(
         "--overflow",
         choices=["close", "drop"],

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import trio
+import sansio_push as sp
 
-from sansio_push import DEFAULT_EVENT, NORMAL, DefaultEvent, can_send_close_code, prepare
-
-from ._pubsub import backlog
-
-if TYPE_CHECKING:
-    from ._connection import Connection
+from ._push import PushSession
 
 
 class Client:
@@ -21,14 +14,15 @@ class Client:
 
     ``write`` and ``close`` may be called from any Trio task of the server's
     run and from any other thread; they never block and never raise because
-    the connection has closed. From another thread a message is encoded in
-    that thread and handed to the event loop in call order.
+    the connection has closed. From another thread a message is checked
+    in that thread (a WebSocket frame encoded there too) and handed to the
+    event loop in call order.
     """
 
-    __slots__ = ("_conn", "env", "protocol", "__weakref__")
+    __slots__ = ("_session", "env", "protocol", "__weakref__")
 
-    def __init__(self, conn: Connection, env: dict[str, Any], protocol: str) -> None:
-        self._conn = conn
+    def __init__(self, session: PushSession, env: dict[str, Any], protocol: str) -> None:
+        self._session = session
         #: The env of the request that opened this connection.
         self.env = env
         #: ``'websocket'`` or ``'sse'``.
@@ -41,25 +35,39 @@ class Client:
     @property
     def open(self) -> bool:
         """True until the connection starts closing."""
-        return self._conn.core.open
+        return self._session.core.open
 
     @property
     def pending(self) -> int:
         """Messages queued and not yet handed to the OS."""
-        conn = self._conn
-        # Published messages not yet taken from their topics count too.
-        return conn.core.pending + (backlog(conn) if conn.cursors else 0)
+        return self._session.pending
+
+    @property
+    def close_code(self) -> int | None:
+        """How a WebSocket closed, set before ``on_close`` runs: the peer's
+        close code if it closed first, the code the server closed with
+        (``client.close()``, 1001 at shutdown, 1008 past the queue bound,
+        1011 after a callback's error, 1002/1007/1009 for what the peer
+        sent), or 1006 if the connection ended without a close frame. A
+        :class:`sansio_push.CloseCode` when the code has a name. None while
+        open, and for SSE (an event stream has no close codes)."""
+        return self._session.close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The reason that came with :attr:`close_code` (``""`` if none)."""
+        return self._session.close_reason
 
     @property
     def dropped(self) -> int:
         """Messages refused because the queue was full (``overflow='drop'``)."""
-        return self._conn.core.dropped
+        return self._session.core.dropped
 
     def write(
         self,
         message: str | bytes,
         *,
-        event: str | None | DefaultEvent = DEFAULT_EVENT,
+        event: str | None | sp.DefaultEvent = sp.DEFAULT_EVENT,
         id: str | None = None,
         retry: int | None = None,
     ) -> bool:
@@ -77,37 +85,19 @@ class Client:
         ``event`` or ``id``, bytes that are not UTF-8 on SSE), in the calling
         thread.
         """
-        conn = self._conn
-        if threading.get_ident() == conn.server.thread_id:
-            return conn.write(message, event, id, retry)
-        if not conn.core.open:
-            return False
-        prepared = prepare(message, event=event, id=id, retry=retry)
-        # Encode here, in the caller's thread: an error is the caller's, and
-        # the event loop is spared the work.
-        if self.protocol == "sse":
-            prepared.sse_block(None)
-        else:
-            prepared.ws_frame  # noqa: B018 - computed and kept for the loop
-        burst = threading.get_ident() == conn.callback_thread
-        try:
-            conn.server.token.run_sync_soon(conn.write_prepared, prepared, burst)
-        except trio.RunFinishedError:
-            return False
-        return True
+        return self._session.write(message, event, id, retry)
 
-    def close(self, code: int = NORMAL, reason: str = "") -> None:
+    def close(self, code: int = sp.CloseCode.NORMAL, reason: str = "") -> None:
         """Flush what is queued, then close (WebSocket ``code``; SSE ends the
-        stream). Idempotent; safe from any thread. Raises ``ValueError`` for
-        a code an endpoint may not send (RFC 6455 7.4), in the calling thread."""
-        conn = self._conn
-        if self.protocol == "websocket" and not can_send_close_code(code):
-            raise ValueError(f"{code} is not a close code an endpoint may send (RFC 6455 7.4)")
-        if threading.get_ident() == conn.server.thread_id:
-            conn.close(code, reason)
-            return
-        with contextlib.suppress(trio.RunFinishedError):
-            conn.server.token.run_sync_soon(conn.close, code, reason)
+        stream). Idempotent; safe from any thread. Raises
+        :class:`sansio_push.LocalProtocolError` (a ``ValueError``) for a code
+        an endpoint may not send (RFC 6455 7.4), in the calling thread."""
+        if self.protocol == "websocket" and not sp.can_send_close_code(code):
+            raise sp.LocalProtocolError(
+                f"{code} is not a close code an endpoint may send (RFC 6455 7.4)"
+            )
+        session = self._session
+        session.ctx.loop.call(session.close, code, reason)
 
     def subscribe(self, channel: str) -> None:
         """Receive every message published to ``channel``. A glob pattern
@@ -115,12 +105,14 @@ class Client:
         ``PSUBSCRIBE`` does. Subscribing twice is subscribing once; a closed
         client is not subscribed; closing unsubscribes from everything.
         Safe from any thread (applied on the event loop, in call order)."""
-        self._on_loop(self._subscribe, channel)
+        session = self._session
+        session.ctx.loop.call(session.subscribe, channel)
 
     def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel`` (the same string given to subscribe).
         Safe from any thread."""
-        self._on_loop(self._conn.server.pubsub.unsubscribe, self, channel)
+        session = self._session
+        session.ctx.loop.call(session.unsubscribe, channel)
 
     def publish(self, channel: str, message: str | bytes) -> bool:
         """Publish ``message`` to every subscriber of ``channel``, on every
@@ -128,16 +120,4 @@ class Client:
         subscribed). Never blocks; safe from any thread. Returns what the
         engine's ``publish`` returns: False if it could not take the message
         (Redis unreachable)."""
-        return self._conn.server.pubsub.publish(channel, message)
-
-    def _subscribe(self, channel: str) -> None:
-        if self._conn.core.open:
-            self._conn.server.pubsub.subscribe(self, channel)
-
-    def _on_loop(self, fn: Any, *args: Any) -> None:
-        server = self._conn.server
-        if threading.get_ident() == server.thread_id:
-            fn(*args)
-        else:
-            with contextlib.suppress(trio.RunFinishedError):
-                server.token.run_sync_soon(fn, *args)
+        return self._session.ctx.pubsub.publish(channel, message)

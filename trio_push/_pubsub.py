@@ -11,23 +11,24 @@ Delivery follows Redis: a publish to ``channel`` reaches each subscription
 that matches it, the exact channel and every glob pattern
 (``PSUBSCRIBE`` rules), so a client subscribed to both ``chat.1`` and
 ``chat.*`` receives a message to ``chat.1`` twice, as a Redis client would.
+
+A subscriber is a client's push session, seen here only through the
+:class:`Subscriber` protocol: its cursors, and how to hand it what was
+published.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
 from bisect import bisect_left, bisect_right
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import trio
 
-from sansio_push import Prepared, prepare
+import sansio_push as sp
 
-if TYPE_CHECKING:
-    from ._client import Client
-    from ._connection import Connection
+from ._loop import Loop
 
 log = logging.getLogger("trio_push.pubsub")
 
@@ -118,15 +119,49 @@ PULL_BYTES = 256 * 1024
 LAG_FACTOR = 4
 
 
+class QueueState(Protocol):
+    """What pub/sub reads of a subscriber's protocol core."""
+
+    @property
+    def refusing(self) -> bool:
+        """Its socket refuses bytes (see ``sansio_push.ServerConnection.refused``)."""
+
+    @property
+    def config(self) -> sp.Config:
+        """Its queue bounds and overflow policy."""
+
+
+class Subscriber(Protocol):
+    """What pub/sub needs of a subscribed push session."""
+
+    #: Its subscriptions (appended and removed by :class:`Subscriptions`).
+    cursors: list[Cursor]
+
+    @property
+    def core(self) -> QueueState: ...
+
+    def flush_soon(self) -> None:
+        """Something was published for it: send soon (it calls :func:`pull`)."""
+
+    def take_published(self, batch: list[sp.Prepared]) -> None:
+        """Queue what :func:`pull` took for it, in order."""
+
+    def overflow(self) -> None:
+        """It fell too far behind: apply the 'close' overflow policy."""
+
+    def subscribe_refused(self, channel: str, reason: str) -> None:
+        """The engine refused its subscription to ``channel``."""
+
+
 class Cursor:
-    """One subscription of one connection: how far into its topic's log
-    the connection has taken messages."""
+    """One subscription of one subscriber: how far into its topic's log
+    the subscriber has taken messages."""
 
-    __slots__ = ("topic", "conn", "pos", "idle")
+    __slots__ = ("topic", "subscriber", "pos", "idle")
 
-    def __init__(self, topic: Topic, conn: Connection) -> None:
+    def __init__(self, topic: Topic, subscriber: Subscriber) -> None:
         self.topic = topic
-        self.conn = conn
+        self.subscriber = subscriber
         self.pos = topic.base + len(topic.log)
         # Registered in topic.idle: the writer sleeps, wake it on publish.
         # A new cursor starts registered: its writer may be asleep already
@@ -164,7 +199,7 @@ class Topic:
     def __init__(self, key: str, pattern: bool = False) -> None:
         self.key = key
         self.regex = glob_to_regex(key) if pattern else None
-        self.log: list[Prepared] = []
+        self.log: list[sp.Prepared] = []
         # Publish order across topics, for connections on several.
         self.seqs: list[int] = []
         # Message bytes ever published here, as of the end of each message
@@ -174,7 +209,7 @@ class Topic:
         self.base_bytes = 0
         self.trim_messages = TRIM_MESSAGES
         self.trim_bytes = TRIM_BYTES
-        self.cursors: dict[Client, Cursor] = {}
+        self.cursors: dict[Subscriber, Cursor] = {}
         # Cursors whose writer sleeps (a dict: ordered, O(1) removal).
         self.idle: dict[Cursor, None] = {}
 
@@ -190,7 +225,7 @@ class Topic:
             return 0
         return self.ends[-1] - (self.ends[start - 1] if start else self.base_bytes)
 
-    def publish(self, prepared: Prepared, seq: int) -> int:
+    def publish(self, prepared: sp.Prepared, seq: int) -> int:
         """Make ``prepared`` the next message of every subscriber; never waits."""
         if not self.cursors:
             return 0
@@ -201,7 +236,7 @@ class Topic:
             idle, self.idle = self.idle, {}
             for cursor in idle:
                 cursor.idle = False
-                cursor.conn.wake()
+                cursor.subscriber.flush_soon()
         if len(self.log) > self.trim_messages or self.bytes_from(0) > self.trim_bytes:
             self.trim()
         return len(self.cursors)
@@ -209,8 +244,8 @@ class Topic:
     def trim(self) -> None:
         end = self.base + len(self.log)
         for cursor in list(self.cursors.values()):
-            if cursor.pos < end and cursor.conn.core.refusing:
-                enforce_bounds(cursor.conn)
+            if cursor.pos < end and cursor.subscriber.core.refusing:
+                enforce_bounds(cursor.subscriber)
         lowest = min((c.pos for c in self.cursors.values()), default=end)
         drop = lowest - self.base
         if drop > 0:
@@ -227,32 +262,32 @@ class Topic:
         self.trim_bytes = self.bytes_from(0) + TRIM_BYTES
 
 
-def enforce_bounds(conn: Connection) -> None:
-    """Apply ``conn``'s overflow policy if its socket refuses bytes and
+def enforce_bounds(subscriber: Subscriber) -> None:
+    """Apply ``subscriber``'s overflow policy if its socket refuses bytes and
     more waits for it in the logs than LAG_FACTOR times its queue bounds."""
     messages = nbytes = 0
-    for cursor in conn.cursors:
+    for cursor in subscriber.cursors:
         topic = cursor.topic
         start = cursor.pos - topic.base
         messages += len(topic.log) - start
         nbytes += topic.bytes_from(start)
-    config = conn.core.config
+    config = subscriber.core.config
     if (
         messages > LAG_FACTOR * config.max_queue_messages
         or nbytes > LAG_FACTOR * config.max_queue_bytes
     ):
         if config.overflow == "drop":
-            pull(conn)  # each message past the queue bound is dropped, and counted
+            pull(subscriber)  # each message past the queue bound is dropped, and counted
         else:
-            conn.overflow()
+            subscriber.overflow()
 
 
-def pull(conn: Connection, limit: int | None = None) -> None:
-    """Queue on ``conn`` what its subscriptions published since it last
-    looked, in publish order (where its queue bound and overflow policy
+def pull(subscriber: Subscriber, limit: int | None = None) -> None:
+    """Queue on ``subscriber`` what its subscriptions published since it
+    last looked, in publish order (where its queue bound and overflow policy
     apply, as for any write): everything, or with ``limit`` about that
     many message bytes (at least one message)."""
-    cursors = conn.cursors
+    cursors = subscriber.cursors
     if len(cursors) == 1:
         cursor = cursors[0]
         topic = cursor.topic
@@ -264,7 +299,7 @@ def pull(conn: Connection, limit: int | None = None) -> None:
         batch = log[start:end] if start or end < len(log) else log.copy()
         cursor.pos = topic.base + end
     else:
-        entries: list[tuple[int, Prepared]] = []
+        entries: list[tuple[int, sp.Prepared]] = []
         # With a limit, a cursor that stops early stops every other one at
         # the same point of the publish order.
         cut = None
@@ -288,7 +323,7 @@ def pull(conn: Connection, limit: int | None = None) -> None:
             cursor.pos = topic.base + end
         entries.sort(key=_first)
         batch = [p for _, p in entries]
-    conn.queue_published(batch)
+    subscriber.take_published(batch)
 
 
 def _limited_end(topic: Topic, start: int, limit: int) -> int:
@@ -298,13 +333,13 @@ def _limited_end(topic: Topic, start: int, limit: int) -> int:
     return min(bisect_left(topic.ends, first + limit, start) + 1, len(topic.log))
 
 
-def _first(entry: tuple[int, Prepared]) -> int:
+def _first(entry: tuple[int, sp.Prepared]) -> int:
     return entry[0]
 
 
-def backlog(conn: Connection) -> int:
-    """Messages published to ``conn``'s subscriptions that it has not taken."""
-    return sum(c.topic.base + len(c.topic.log) - c.pos for c in conn.cursors)
+def backlog(subscriber: Subscriber) -> int:
+    """Messages published to ``subscriber``'s subscriptions that it has not taken."""
+    return sum(c.topic.base + len(c.topic.log) - c.pos for c in subscriber.cursors)
 
 
 _MATCH_CACHE_SIZE = 4096
@@ -314,7 +349,7 @@ class Subscriptions:
     """The subscriptions of this process's clients, as tables both ways.
 
     ``channel -> topic`` and ``pattern -> topic`` for delivery (a topic
-    holds its subscribers' cursors), and ``client -> its channels and
+    holds its subscribers' cursors), and ``subscriber -> its channels and
     patterns`` so that a closing client leaves in time proportional to its
     own subscriptions. Event loop thread only.
     """
@@ -324,16 +359,16 @@ class Subscriptions:
     def __init__(self) -> None:
         self.exact: dict[str, Topic] = {}
         self.patterns: dict[str, Topic] = {}
-        self.by_client: dict[Client, set[str]] = {}
+        self.by_client: dict[Subscriber, set[str]] = {}
         # channel -> the patterns that match it; cleared when patterns change.
         self._matches: dict[str, tuple[Topic, ...]] = {}
         self.seq = 0
 
-    def add(self, client: Client, channel: str) -> bool:
+    def add(self, subscriber: Subscriber, channel: str) -> bool:
         """Subscribe; True if ``channel`` had no subscriber here before."""
-        mine = self.by_client.get(client)
+        mine = self.by_client.get(subscriber)
         if mine is None:
-            mine = self.by_client[client] = set()
+            mine = self.by_client[subscriber] = set()
         elif channel in mine:
             return False
         mine.add(channel)
@@ -345,40 +380,39 @@ class Subscriptions:
             topic = table[channel] = Topic(channel, pattern)
             if pattern:
                 self._matches.clear()
-        conn = client._conn
-        cursor = topic.cursors[client] = Cursor(topic, conn)
-        conn.cursors.append(cursor)
+        cursor = topic.cursors[subscriber] = Cursor(topic, subscriber)
+        subscriber.cursors.append(cursor)
         return first
 
-    def remove(self, client: Client, channel: str) -> bool:
+    def remove(self, subscriber: Subscriber, channel: str) -> bool:
         """Unsubscribe; True if ``channel`` has no subscriber here any more.
-        What was published before still reaches the client."""
-        mine = self.by_client.get(client)
+        What was published before still reaches the subscriber."""
+        mine = self.by_client.get(subscriber)
         if mine is None or channel not in mine:
             return False
-        pull(client._conn)
+        pull(subscriber)
         mine.discard(channel)
         if not mine:
-            del self.by_client[client]
-        return self._drop(client, channel)
+            del self.by_client[subscriber]
+        return self._drop(subscriber, channel)
 
-    def remove_all(self, client: Client) -> list[str]:
-        """Unsubscribe ``client`` (which has closed) from everything; the
+    def remove_all(self, subscriber: Subscriber) -> list[str]:
+        """Unsubscribe ``subscriber`` (which has closed) from everything; the
         channels and patterns left with no subscriber here."""
-        mine = self.by_client.pop(client, None)
+        mine = self.by_client.pop(subscriber, None)
         if not mine:
             return []
-        return [channel for channel in mine if self._drop(client, channel)]
+        return [channel for channel in mine if self._drop(subscriber, channel)]
 
-    def _drop(self, client: Client, channel: str) -> bool:
+    def _drop(self, subscriber: Subscriber, channel: str) -> bool:
         pattern = is_pattern(channel)
         table = self.patterns if pattern else self.exact
         topic = table.get(channel)
         if topic is None:
             return False
-        cursor = topic.cursors.pop(client, None)
+        cursor = topic.cursors.pop(subscriber, None)
         if cursor is not None:
-            client._conn.cursors.remove(cursor)
+            subscriber.cursors.remove(cursor)
             if cursor.idle:
                 del topic.idle[cursor]
         if topic.cursors:
@@ -388,7 +422,7 @@ class Subscriptions:
             self._matches.clear()
         return True
 
-    def publish(self, channel: str, prepared: Prepared) -> int:
+    def publish(self, channel: str, prepared: sp.Prepared) -> int:
         """Deliver to the exact subscribers of ``channel`` and to every
         pattern that matches it; the number of subscriptions reached."""
         n = 0
@@ -402,7 +436,7 @@ class Subscriptions:
                 n += topic.publish(prepared, self.seq)
         return n
 
-    def publish_to(self, topic: Topic | None, prepared: Prepared) -> int:
+    def publish_to(self, topic: Topic | None, prepared: sp.Prepared) -> int:
         """Deliver to one topic (Redis tells which)."""
         if topic is None:
             return 0
@@ -432,27 +466,28 @@ class Subscriptions:
         return len(found)
 
 
-def as_prepared(message: str | bytes | Prepared) -> Prepared:
-    return message if isinstance(message, Prepared) else prepare(message)
+def as_prepared(message: str | bytes | sp.Prepared) -> sp.Prepared:
+    return message if isinstance(message, sp.Prepared) else sp.prepare(message)
 
 
 class PubSub(Protocol):
     """What :class:`trio_push.Server` needs of a pub/sub engine.
 
     ``subscribe``, ``unsubscribe``, ``unsubscribe_all`` and ``count`` run on
-    the server's event loop thread (:class:`Client` hops there). ``publish``
+    the server's event loop thread (:class:`Client` hops there); what they
+    get is the client's push session, a :class:`Subscriber`. ``publish``
     may be called from any task and any thread and never blocks.
     ``run`` is started by the server in its own nursery, reports readiness
     through ``task_status``, and is cancelled after the connections are gone.
     """
 
-    def subscribe(self, client: Client, channel: str) -> None: ...
+    def subscribe(self, subscriber: Subscriber, channel: str) -> None: ...
 
-    def unsubscribe(self, client: Client, channel: str) -> None: ...
+    def unsubscribe(self, subscriber: Subscriber, channel: str) -> None: ...
 
-    def unsubscribe_all(self, client: Client) -> None: ...
+    def unsubscribe_all(self, subscriber: Subscriber) -> None: ...
 
-    def publish(self, channel: str, message: str | bytes | Prepared) -> bool: ...
+    def publish(self, channel: str, message: str | bytes | sp.Prepared) -> bool: ...
 
     def count(self, channel: str) -> int: ...
 
@@ -469,12 +504,10 @@ class MemoryPubSub:
 
     def __init__(self) -> None:
         self.subscriptions = Subscriptions()
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._thread: int | None = None
+        self._loop = Loop()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self._thread = threading.get_ident()
+        self._loop.enter()
         task_status.started()
 
     @property
@@ -483,29 +516,20 @@ class MemoryPubSub:
         process-wide :func:`trio_push.publish` publishes once per bus."""
         return self
 
-    def subscribe(self, client: Client, channel: str) -> None:
-        self.subscriptions.add(client, channel)
+    def subscribe(self, subscriber: Subscriber, channel: str) -> None:
+        self.subscriptions.add(subscriber, channel)
 
-    def unsubscribe(self, client: Client, channel: str) -> None:
-        self.subscriptions.remove(client, channel)
+    def unsubscribe(self, subscriber: Subscriber, channel: str) -> None:
+        self.subscriptions.remove(subscriber, channel)
 
-    def unsubscribe_all(self, client: Client) -> None:
-        self.subscriptions.remove_all(client)
+    def unsubscribe_all(self, subscriber: Subscriber) -> None:
+        self.subscriptions.remove_all(subscriber)
 
     def count(self, channel: str) -> int:
         return self.subscriptions.count(channel)
 
-    def publish(self, channel: str, message: str | bytes | Prepared) -> bool:
-        prepared = as_prepared(message)
-        if self._thread is None or threading.get_ident() == self._thread:
-            self._deliver(channel, prepared)
-            return True
-        assert self._token is not None
-        try:
-            self._token.run_sync_soon(self._deliver, channel, prepared)
-        except trio.RunFinishedError:
-            return False
-        return True
+    def publish(self, channel: str, message: str | bytes | sp.Prepared) -> bool:
+        return self._loop.call(self._deliver, channel, as_prepared(message))
 
-    def _deliver(self, channel: str, prepared: Prepared) -> int:
+    def _deliver(self, channel: str, prepared: sp.Prepared) -> int:
         return self.subscriptions.publish(channel, prepared)

@@ -9,23 +9,20 @@ each message exactly once, in the order Redis saw it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import trio
 
-from sansio_push import Prepared
+import sansio_push as sp
 
-from ._pubsub import Subscriptions, is_pattern
-
-if TYPE_CHECKING:
-    from ._client import Client
+from ._loop import Loop
+from ._pubsub import Subscriber, Subscriptions, is_pattern
 
 log = logging.getLogger("trio_push.redis")
 
@@ -36,7 +33,7 @@ _BATCH = 512
 _HEALTHY = 5.0
 
 
-class PublishError(Exception):
+class PublishError(sp.PushError):
     """A publish that Redis did not confirm (see :meth:`RedisPubSub.publish_confirmed`)."""
 
 
@@ -160,8 +157,7 @@ class RedisPubSub:
         self.unconfirmed = 0
         #: Subscriptions (channels and patterns) that Redis refused.
         self.subscribe_errors = 0
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._thread: int | None = None
+        self._loop = Loop()
         # -- publisher state (the queue is shared with other threads) --
         self._lock = threading.Lock()
         self._pub_up = False
@@ -199,16 +195,16 @@ class RedisPubSub:
 
     # -- the local side -------------------------------------------------------
 
-    def subscribe(self, client: Client, channel: str) -> None:
-        if self.subscriptions.add(client, channel):
+    def subscribe(self, subscriber: Subscriber, channel: str) -> None:
+        if self.subscriptions.add(subscriber, channel):
             self._send_sub(b"PSUBSCRIBE" if is_pattern(channel) else b"SUBSCRIBE", [channel])
 
-    def unsubscribe(self, client: Client, channel: str) -> None:
-        if self.subscriptions.remove(client, channel):
+    def unsubscribe(self, subscriber: Subscriber, channel: str) -> None:
+        if self.subscriptions.remove(subscriber, channel):
             self._send_sub(b"PUNSUBSCRIBE" if is_pattern(channel) else b"UNSUBSCRIBE", [channel])
 
-    def unsubscribe_all(self, client: Client) -> None:
-        gone = self.subscriptions.remove_all(client)
+    def unsubscribe_all(self, subscriber: Subscriber) -> None:
+        gone = self.subscriptions.remove_all(subscriber)
         if gone:
             exact = [c for c in gone if not is_pattern(c)]
             patterns = [c for c in gone if is_pattern(c)]
@@ -233,12 +229,12 @@ class RedisPubSub:
 
     # -- publishing -----------------------------------------------------------
 
-    def publish(self, channel: str, message: str | bytes | Prepared) -> bool:
+    def publish(self, channel: str, message: str | bytes | sp.Prepared) -> bool:
         """Publish through Redis; True if accepted, False if not (see the class)."""
         cmd = command(b"PUBLISH", _encode(channel), _payload(message))
         return self._enqueue(cmd, None)
 
-    async def publish_confirmed(self, channel: str, message: str | bytes | Prepared) -> int:
+    async def publish_confirmed(self, channel: str, message: str | bytes | sp.Prepared) -> int:
         """Publish and wait for Redis's reply: the number of Redis
         subscribers (server processes, not clients) it reached. Raises
         :class:`PublishError` if Redis is unreachable or the connection
@@ -278,12 +274,7 @@ class RedisPubSub:
         return False
 
     def _wake_writer(self) -> None:
-        if self._thread is None or threading.get_ident() == self._thread:
-            self._pub_lot.unpark_all()
-        else:
-            assert self._token is not None
-            with contextlib.suppress(trio.RunFinishedError):
-                self._token.run_sync_soon(self._pub_lot.unpark_all)
+        self._loop.call(self._pub_lot.unpark_all)
 
     # -- running --------------------------------------------------------------
 
@@ -291,8 +282,7 @@ class RedisPubSub:
         """Keep both connections up until cancelled. Reports started once
         both have tried to connect (connected or not: publishes fail and
         reconnection goes on in the background)."""
-        self._token = trio.lowlevel.current_trio_token()
-        self._thread = threading.get_ident()
+        self._loop.enter()
         async with trio.open_nursery() as nursery:
             await nursery.start(self._keep, "subscriber", self._subscriber_session)
             await nursery.start(self._keep, "publisher", self._publisher_session)
@@ -473,11 +463,11 @@ class RedisPubSub:
                 if kind == b"message":
                     topic = subs.exact.get(_decode(reply[1]))
                     if topic is not None:
-                        subs.publish_to(topic, Prepared(_message(reply[2])))
+                        subs.publish_to(topic, sp.Prepared(_message(reply[2])))
                 elif kind == b"pmessage":
                     topic = subs.patterns.get(_decode(reply[1]))
                     if topic is not None:
-                        subs.publish_to(topic, Prepared(_message(reply[3])))
+                        subs.publish_to(topic, sp.Prepared(_message(reply[3])))
                 else:
                     self._sub_replied(1)
 
@@ -513,19 +503,19 @@ class RedisPubSub:
         else:
             (channel,) = cmd.channels
             topic = table.get(channel)
-            clients = list(topic.cursors) if topic is not None else []
+            subscribers = list(topic.cursors) if topic is not None else []
             self.subscribe_errors += 1
             log.error(
                 "redis subscriber: Redis refused %s %r (%s); %d client(s) unsubscribed from it",
                 cmd.verb.decode(),
                 channel,
                 reason,
-                len(clients),
+                len(subscribers),
             )
             # Dropped here too, so that it is not sent again on reconnecting.
-            for client in clients:
-                subs.remove(client, channel)
-                client._conn._queue_callback("on_subscribe_error", (channel, reason))
+            for subscriber in subscribers:
+                subs.remove(subscriber, channel)
+                subscriber.subscribe_refused(channel, reason)
         self._sub_replied(cmd.left)
 
     def _check_ready(self) -> None:
@@ -626,8 +616,8 @@ class RedisPubSub:
                     waiter.event.set()
 
 
-def _payload(message: str | bytes | Prepared) -> bytes:
-    if isinstance(message, Prepared):
+def _payload(message: str | bytes | sp.Prepared) -> bytes:
+    if isinstance(message, sp.Prepared):
         message = message.message
     return message.encode("utf-8") if isinstance(message, str) else bytes(message)
 

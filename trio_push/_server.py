@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import gc
 import logging
-import signal
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -19,9 +16,13 @@ import sansio_push as sp
 
 from ._calls import app_callable
 from ._connection import Connection
+from ._context import Context, Options, Session
+from ._listen import Acceptor, open_listeners, port_of
+from ._loop import watch_signals
 from ._pubsub import MemoryPubSub, PubSub
 from ._router import Router
 from ._static import StaticFiles
+from ._transport import Transport
 from ._wsgi import WSGIAdapter, is_wsgi
 
 log = logging.getLogger("trio_push")
@@ -30,55 +31,6 @@ log = logging.getLogger("trio_push")
 WSGI_THREADS = 8
 
 _NOT_FOUND = (404, [("content-type", "text/plain; charset=utf-8")], b"Not Found\n")
-
-
-@dataclass(frozen=True)
-class Options:
-    """Server options (all times in seconds).
-
-    - ``threads``: 0 runs plain (non-async) apps and callbacks on the event
-      loop; N > 0 runs them in a pool of N worker threads.
-    - ``idle_timeout``: an HTTP keep-alive connection idle this long is closed.
-    - ``header_timeout``: a request head must be complete this long after its
-      first byte (slowloris); a request body that sends nothing for this
-      long is abandoned too (the connection is closed).
-    - ``pong_timeout``: a WebSocket that has not answered a ping this long
-      after it was queued is aborted (a half-open peer).
-    - ``max_connections``: past this many open connections, a new one is
-      answered 503 and closed.
-    - ``allow_origins``: if set, WebSocket and SSE requests whose ``Origin``
-      is not in it get 403 (requests without ``Origin`` are not browsers'
-      cross-site requests and pass).
-    - ``slow_callback``: a plain callable that holds the event loop longer
-      than this is logged (once per callable).
-    - ``write_timeout``: a socket that takes no bytes this long is aborted.
-    - ``close_timeout``: how long to wait for the peer's close frame, and for
-      ``on_close`` when the server is cancelled.
-    - ``ping_interval``: an idle WebSocket gets a ping this often.
-    - ``sse_keepalive``: an idle SSE stream gets a comment line this often.
-    - ``drain_timeout``: graceful shutdown waits this long for clients to
-      take their close before aborting them.
-    - ``tune_gc``: when the server starts, if the app left Python's default
-      garbage collector thresholds, raise them (see :func:`tune_gc`): with
-      thousands of long-lived connections the default ones make the
-      collector walk every connection's objects many times a second.
-    - ``protocol``: the protocol core's limits (:class:`sansio_push.Config`).
-    """
-
-    threads: int = 0
-    idle_timeout: float = 5.0
-    header_timeout: float = 10.0
-    pong_timeout: float = 20.0
-    max_connections: int = 10000
-    allow_origins: tuple[str, ...] | None = None
-    slow_callback: float = 0.25
-    write_timeout: float = 30.0
-    close_timeout: float = 5.0
-    ping_interval: float = 20.0
-    sse_keepalive: float = 15.0
-    drain_timeout: float = 10.0
-    tune_gc: bool = True
-    protocol: sp.Config = field(default_factory=sp.Config)
 
 
 class Server:
@@ -142,36 +94,56 @@ class Server:
         self.pubsub: PubSub = pubsub if pubsub is not None else MemoryPubSub()
         #: Listen with SO_REUSEPORT, to share the port with other processes.
         self.reuse_port = reuse_port
+        environ: dict[str, Any] = {"trio_push.server": self}
+        if reuse_port:
+            # One of several processes on the port (--workers): the same app
+            # object may be running in another process (PEP 3333).
+            environ["wsgi.multiprocess"] = True
+        # All that the connections see of the server.
+        self._context = context = Context(
+            options,
+            self.pubsub,
+            self.limiter,
+            self.dispatch,
+            wsgi=self.interface == "wsgi",
+            environ=environ,
+        )
+        context.flush_soon = self._flush_soon
+        #: The event loop it serves on, for other threads (see _loop.Loop).
+        self.loop = context.loop
         self.ports: list[int] = []
-        self.push_connections: set[Connection] = set()
+        #: The push sessions open.
+        self.push_connections = context.sessions
         self.connections: set[Connection] = set()
-        # Connections accepted and not yet ended (max_connections counts these).
-        self._admitted = 0
-        # Refusals past max_connections not yet logged, and when the last
-        # warning was: a flood of them logs once per _REFUSALS_LOG_PERIOD.
-        self._refusals = 0
-        self._refusals_logged_at = float("-inf")
-        # Push connections with something queued from outside their own
-        # tasks, for the flusher (see Connection.push_out).
-        self._to_flush: list[Connection] = []
+        self._acceptor = Acceptor(options.max_connections, self._handle)
+        # Push sessions with something queued from outside their own
+        # tasks, for the flusher (see PushSession.flush).
+        self._to_flush: list[Session] = []
         self._flush_lot = trio.lowlevel.ParkingLot()
-        self.stopping = False
-        self.thread_id: int | None = None
-        self.token: trio.lowlevel.TrioToken = None  # type: ignore[assignment]
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._drain_scope: trio.CancelScope | None = None
-        # The on_close calls under way, shielded (see Connection._run_on_close),
-        # and their deadline: none until a shutdown's drain is over, then
-        # close_timeout from there.
-        self.closing: set[trio.CancelScope] = set()
-        self.close_deadline = float("inf")
 
     @property
     def port(self) -> int:
         """The first port listened on (useful with port 0)."""
         return self.ports[0]
+
+    @property
+    def stopping(self) -> bool:
+        """True once a graceful shutdown has begun."""
+        return self._context.stopping
+
+    @property
+    def thread_id(self) -> int | None:
+        """The thread it serves on; None until it serves."""
+        return self.loop.thread_id
+
+    @property
+    def token(self) -> trio.lowlevel.TrioToken | None:
+        """The Trio token of the run it serves in; None until it serves."""
+        return self.loop.token
 
     # -- dispatch -----------------------------------------------------------
 
@@ -209,23 +181,16 @@ class Server:
         ``drain_timeout`` for them to go, then abort what is left; ``on_close``
         runs for every push client.
         """
-        listeners: list[Any]
-        if self.reuse_port:
-            from ._workers import open_reuse_port_listeners
-
-            listeners = await open_reuse_port_listeners(self.requested_port, host=self.host)
-        else:
-            listeners = await trio.open_tcp_listeners(self.requested_port, host=self.host)
-        if self.ssl_context is not None:
-            listeners = [
-                trio.SSLListener(listener, self.ssl_context, https_compatible=True)
-                for listener in listeners
-            ]
-        self.ports = [_port_of(listener) for listener in listeners]
+        listeners = await open_listeners(
+            self.requested_port,
+            self.host,
+            reuse_port=self.reuse_port,
+            ssl_context=self.ssl_context,
+        )
+        self.ports = [port_of(listener) for listener in listeners]
         if self.options.tune_gc:
             tune_gc()
-        self.token = trio.lowlevel.current_trio_token()
-        self.thread_id = threading.get_ident()
+        self.loop.enter()
         self._stop_event = trio.Event()
         self._empty = trio.Event()
         self._empty.set()
@@ -233,11 +198,12 @@ class Server:
             conn_nursery, conn_scope = await nursery.start(_shielded_nursery)
             #: Where connections and their helper tasks run.
             self.conn_nursery: trio.Nursery = conn_nursery
+            self._context.nursery = conn_nursery
             # The engine outlives the connections (on_close may unsubscribe or
             # publish); it is cancelled with them, after the drain.
             await conn_nursery.start(self.pubsub.run)
             accept_scope = trio.CancelScope()
-            nursery.start_soon(self._accept_all, listeners, conn_nursery, accept_scope)
+            nursery.start_soon(self._acceptor.run, listeners, conn_nursery, accept_scope)
             conn_nursery.start_soon(self._tick)
             conn_nursery.start_soon(self._flush)
             if self.background is not None:
@@ -263,7 +229,7 @@ class Server:
         gracefully, another one stops at once. Main thread only."""
         error: OSError | None = None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_signals)
+            nursery.start_soon(watch_signals, lambda: self.stopping, self.stop, self.abort)
             try:
                 await self.serve(task_status=task_status)
             except OSError as exc:
@@ -274,16 +240,6 @@ class Server:
             nursery.cancel_scope.cancel()
         if error is not None:
             raise error
-
-    async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                if self.stopping:
-                    log.warning("%s again: stopping now", signal.Signals(signum).name)
-                    self.abort()
-                else:
-                    log.info("%s: graceful shutdown", signal.Signals(signum).name)
-                    self.stop()
 
     async def _tick(self) -> None:
         """One timer for every push connection: keepalives, pong and close
@@ -298,21 +254,22 @@ class Server:
 
     def _tick_all(self, now: float) -> None:
         # Not in _tick's loop: its loop variable would keep the last
-        # connection alive while it sleeps, closed or not.
-        for conn in list(self.push_connections):
-            conn.tick(now)
+        # session alive while it sleeps, closed or not.
+        for session in list(self.push_connections):
+            session.tick(now)
 
-    def flush_soon(self, conn: Connection) -> None:
-        """Have the flusher send what ``conn`` has queued."""
-        self._to_flush.append(conn)
+    def _flush_soon(self, session: Session) -> None:
+        """Have the flusher send what ``session`` has queued."""
+        self._to_flush.append(session)
         if len(self._to_flush) == 1:
             self._flush_lot.unpark_all()
 
     async def _flush(self) -> None:
-        """One task sends for every connection woken from outside its own
-        tasks, in the next turn of the event loop: a burst of publishes
-        leaves in one send per connection, and a connection needs a writer
-        task of its own only while the socket does not take what it has."""
+        """One task flushes every session that something was queued on from
+        outside its own tasks, in the next turn of the event loop: a burst
+        of publishes leaves in one send per session, and a session needs a
+        writer task of its own only while the socket does not take what it
+        has."""
         while True:
             if not self._to_flush:
                 await self._flush_lot.park()
@@ -321,14 +278,14 @@ class Server:
 
     def _flush_batch(self) -> None:
         # Not in _flush's loop: its locals would keep the last batch of
-        # connections alive while it waits for the next, closed or not.
+        # sessions alive while it waits for the next, closed or not.
         batch, self._to_flush = self._to_flush, []
-        for conn in batch:
+        for session in batch:
             try:
-                conn.push_out()
+                session.flush()
             except Exception:
-                log.exception("%s: internal error while sending, closing", conn.peer)
-                conn.end()
+                log.exception("%s: internal error while sending, closing", session.peer)
+                session.end()
 
     async def _run_background(self) -> None:
         assert self.background is not None
@@ -336,60 +293,6 @@ class Server:
             await self.background()
         except Exception:
             log.exception("error in the app's background task")
-
-    async def _accept_all(
-        self, listeners: list[Any], conn_nursery: trio.Nursery, scope: trio.CancelScope
-    ) -> None:
-        with scope:
-            try:
-                async with trio.open_nursery() as nursery:
-                    for listener in listeners:
-                        nursery.start_soon(self._accept, listener, conn_nursery)
-            finally:
-                with trio.CancelScope(shield=True):
-                    for listener in listeners:
-                        await listener.aclose()
-
-    async def _accept(self, listener: Any, conn_nursery: trio.Nursery) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("accept: %s; retrying in 0.1 s", exc)
-                    await trio.sleep(0.1)
-                    continue
-                raise
-            if self._admitted >= self.options.max_connections:
-                self._log_refusal()
-                conn_nursery.start_soon(_refuse, stream)
-            else:
-                # Counted here, not once _handle runs: otherwise a burst of
-                # accepts all pass the check before any of them is counted.
-                self._admitted += 1
-                conn_nursery.start_soon(self._handle, stream)
-
-    def _log_refusal(self) -> None:
-        self._refusals += 1
-        now = trio.current_time()
-        if now - self._refusals_logged_at < _REFUSALS_LOG_PERIOD:
-            return
-        limit = self.options.max_connections
-        if self._refusals == 1:
-            log.warning(
-                "max_connections (%d) reached: answering 503 (further refusals are logged"
-                " at most every %d s)",
-                limit,
-                _REFUSALS_LOG_PERIOD,
-            )
-        else:
-            log.warning(
-                "max_connections (%d) reached: %d connections answered 503 since the last warning",
-                limit,
-                self._refusals,
-            )
-        self._refusals = 0
-        self._refusals_logged_at = now
 
     async def _handle(self, stream: Any) -> None:
         # One coroutine, not two: its frame lives as long as the connection.
@@ -407,34 +310,33 @@ class Server:
                 await trio.aclose_forcefully(stream)
                 return
             core = sp.ServerConnection(self.options.protocol, client=peer, server=local)
-            conn = Connection(self, stream, sock, core)
+            transport = Transport(stream, sock, peer, self.options.write_timeout)
+            conn = Connection(self._context, transport)
             self.connections.add(conn)
             self._empty = trio.Event() if self._empty.is_set() else self._empty
-            await conn.run()
+            await conn.run(core)
         finally:
-            self._admitted -= 1
+            self._acceptor.release()
             if conn is not None:
                 self.connections.discard(conn)
                 if not self.connections:
                     self._empty.set()
 
     async def _shutdown(self) -> None:
-        self.stopping = True
+        self._context.stopping = True
         log.info(
             "shutting down: %d connections (%d push)",
             len(self.connections),
             len(self.push_connections),
         )
         for conn in list(self.connections):
-            if conn.client is not None:
-                conn.shutdown()
-            elif conn.idle and conn.scope is not None:
-                conn.scope.cancel()
+            conn.shutdown()
         with trio.move_on_after(self.options.drain_timeout) as self._drain_scope:
             await self._empty.wait()
-        self.close_deadline = trio.current_time() + self.options.close_timeout
-        for scope in self.closing:
-            scope.deadline = self.close_deadline
+        context = self._context
+        context.close_deadline = trio.current_time() + self.options.close_timeout
+        for scope in context.closing:
+            scope.deadline = context.close_deadline
         if self.connections:
             skipped = sum(conn.drain_expired() for conn in list(self.connections))
             log.warning(
@@ -452,13 +354,8 @@ class Server:
 
     def stop(self) -> None:
         """Stop gracefully. Safe from any thread; returns at once."""
-        if self.thread_id is None:
-            return
-        if threading.get_ident() == self.thread_id:
-            self._stop_event.set()
-        else:
-            with contextlib.suppress(trio.RunFinishedError):
-                self.token.run_sync_soon(self._stop_event.set)
+        if self.loop.thread_id is not None:
+            self.loop.call(self._stop_event.set)
 
     # -- for scripts that are not async -----------------------------------------
 
@@ -569,49 +466,15 @@ def subscriber_count(channel: str) -> int:
     once). Clients of other processes are not counted. Any thread."""
     total = 0
     for server in list(_running):
-        if threading.get_ident() == server.thread_id:
-            total += server.pubsub.count(channel)
-        else:
-            try:
-                total += trio.from_thread.run_sync(
-                    server.pubsub.count, channel, trio_token=server.token
-                )
-            except trio.RunFinishedError:
-                continue
+        try:
+            total += server.loop.call_and_wait(server.pubsub.count, channel)
+        except trio.RunFinishedError:
+            continue
     return total
-
-
-_UNAVAILABLE = sp.error_response(503, "too many connections", [(b"retry-after", b"1")])
-
-
-#: Seconds between two warnings about connections refused past max_connections.
-_REFUSALS_LOG_PERIOD = 10
-
-
-async def _refuse(stream: Any) -> None:
-    """Past max_connections: 503 at once, then close (bounded in time)."""
-    with trio.move_on_after(1):
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await stream.send_all(_UNAVAILABLE)
-            # Closing with the request still unread makes the kernel send a
-            # reset, which can destroy the 503 before the client reads it:
-            # say we are done, then read (a little, briefly) until it closes.
-            if isinstance(stream, trio.abc.HalfCloseableStream):
-                await stream.send_eof()
-            unread = 64 * 1024
-            while unread > 0 and (data := await stream.receive_some(16384)):
-                unread -= len(data)
-    await trio.aclose_forcefully(stream)
 
 
 def _not_found(env: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
     return _NOT_FOUND
-
-
-def _port_of(listener: Any) -> int:
-    if isinstance(listener, trio.SSLListener):
-        listener = listener.transport_listener
-    return int(listener.socket.getsockname()[1])
 
 
 def _scheme(server: Server) -> str:

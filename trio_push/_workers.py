@@ -17,12 +17,9 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Protocol, TypeVar
 
 import trio
-
-if TYPE_CHECKING:
-    from ._server import Server
 
 log = logging.getLogger("trio_push.workers")
 
@@ -32,42 +29,6 @@ _QUICK_DEATH = 2.0
 _MAX_QUICK_DEATHS = 5
 # Tells a worker its supervisor's pid (it may be gone before the worker asks).
 _SUPERVISOR_ENV = "TRIO_PUSH_SUPERVISOR_PID"
-
-
-async def open_reuse_port_listeners(
-    port: int, *, host: str | None = None, backlog: int | None = None
-) -> list[trio.SocketListener]:
-    """Like :func:`trio.open_tcp_listeners`, with ``SO_REUSEPORT`` set, so
-    that several processes can listen on the same address and port."""
-    if not hasattr(trio.socket, "SO_REUSEPORT"):
-        raise OSError("SO_REUSEPORT is not available on this platform")
-    addresses = await trio.socket.getaddrinfo(
-        host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
-    )
-    listeners: list[trio.SocketListener] = []
-    seen: set[tuple[int, Any]] = set()
-    try:
-        for family, type_, proto, _, address in addresses:
-            if (family, address) in seen:
-                continue
-            seen.add((family, address))
-            sock = trio.socket.socket(family, type_, proto)
-            try:
-                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
-                if family == trio.socket.AF_INET6:
-                    sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
-                await sock.bind(address)
-                sock.listen(backlog if backlog is not None else 0xFFFF)
-            except BaseException:
-                sock.close()
-                raise
-            listeners.append(trio.SocketListener(sock))
-    except BaseException:
-        for listener in listeners:
-            listener.socket.close()
-        raise
-    return listeners
 
 
 def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
@@ -196,8 +157,20 @@ class _Supervisor:
                 self._stop(signal.SIGTERM)
 
 
+class _Server(Protocol):
+    """What a worker needs of its server (``trio_push.Server`` is one)."""
+
+    @property
+    def thread_id(self) -> int | None: ...
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Server)
+
+
 async def serve_as_worker(
-    server: Server, serve: Callable[[Server], Awaitable[None]], poll: float = 0.5
+    server: S, serve: Callable[[S], Awaitable[None]], poll: float = 0.5
 ) -> None:
     """``serve(server)``, stopping gracefully if the supervisor goes away."""
     parent = int(os.environ.get(_SUPERVISOR_ENV, "0")) or os.getppid()

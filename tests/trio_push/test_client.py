@@ -1,22 +1,29 @@
 """The Client object: write, pending, close, open, env, protocol, SSE fields,
-and writes from other threads."""
+writes from other threads, and close_code (how a connection closed, as
+on_close sees it)."""
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from typing import Any
 
+import pytest
 import trio
 from httpx_sse import aconnect_sse
 from trio_websocket import ConnectionClosed, open_websocket_url
 from websockets.exceptions import ConnectionClosed as WSClosed
 
+import sansio_push
+import sansio_push as sp
+import trio_push
 from tests.helpers.server import (
     TIMEOUT,
     RawWebSocket,
     Recorder,
+    fill_until_refused,
     http_client,
     in_thread,
     push_app,
@@ -490,3 +497,163 @@ async def test_a_close_code_endpoints_may_not_send_fails_in_the_calling_thread(
             except ConnectionClosed as exc:
                 code = exc.reason.code
     assert code == 4000
+
+
+class Closes:
+    """Records close_code and close_reason as on_close sees them."""
+
+    def __init__(self) -> None:
+        self.client: trio_push.Client | None = None
+        self.opened = trio.Event()
+        self.closed = trio.Event()
+        self.seen: list[tuple[Any, str]] = []
+        self.while_open: list[Any] = []
+
+    async def on_open(self, client: trio_push.Client) -> None:
+        self.client = client
+        self.while_open.append(client.close_code)
+        self.opened.set()
+
+    async def on_close(self, client: trio_push.Client) -> None:
+        self.seen.append((client.close_code, client.close_reason))
+        self.closed.set()
+
+
+async def serve(start_server: Any, **options: Any) -> tuple[trio_push.Server, Closes]:
+    handler = Closes()
+    return await start_server(push_app(handler), **options), handler
+
+
+async def test_on_close_sees_the_code_the_peer_closed_with(start_server: Any) -> None:
+    server, handler = await serve(start_server)
+
+    def peer() -> None:
+        with ws_connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            ws.close(4001, "going to lunch")
+
+    with trio.fail_after(TIMEOUT):
+        await in_thread(peer)
+        await handler.closed.wait()
+    assert handler.while_open == [None]
+    assert handler.seen == [(4001, "going to lunch")]
+
+
+async def test_on_close_sees_1008_when_the_queue_bound_closed_a_client_that_does_not_read(
+    start_server: Any,
+) -> None:
+    server, handler = await serve(start_server, max_queue_messages=10)
+    ws = await RawWebSocket.open(server.port, rcvbuf=4096)
+    with trio.fail_after(TIMEOUT):
+        await handler.opened.wait()
+        client = handler.client
+        assert client is not None
+        await fill_until_refused(client)
+        while client.write("more"):
+            pass
+        await handler.closed.wait()
+    ((code, reason),) = handler.seen
+    assert code is sp.CloseCode.POLICY_VIOLATION
+    assert reason == "send queue full: the client does not read"
+    await ws.aclose()
+
+
+async def test_on_close_sees_the_code_the_server_closed_with(start_server: Any) -> None:
+    server, handler = await serve(start_server)
+
+    def peer() -> int | None:
+        with ws_connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            try:
+                ws.recv(TIMEOUT)
+            except WSClosed as exc:
+                return exc.rcvd.code if exc.rcvd is not None else None
+        return None
+
+    async def close_when_open() -> None:
+        await handler.opened.wait()
+        assert handler.client is not None
+        handler.client.close(4000, "done")
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(close_when_open)
+            assert await in_thread(peer) == 4000
+        await handler.closed.wait()
+    assert handler.seen == [(4000, "done")]
+
+
+async def test_on_close_sees_1006_when_the_peer_drops_the_connection(start_server: Any) -> None:
+    server, handler = await serve(start_server)
+    ws = await RawWebSocket.open(server.port)
+    with trio.fail_after(TIMEOUT):
+        await handler.opened.wait()
+        await ws.aclose()
+        await handler.closed.wait()
+    ((code, reason),) = handler.seen
+    assert code is sp.CloseCode.ABNORMAL
+    assert reason == ""
+
+
+async def test_an_event_stream_has_no_close_code(start_server: Any) -> None:
+    server, handler = await serve(start_server)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            http_client() as http,
+            http.stream(
+                "GET", f"http://127.0.0.1:{server.port}/", headers={"accept": "text/event-stream"}
+            ),
+        ):
+            await handler.opened.wait()
+        await handler.closed.wait()
+    assert handler.while_open == [None]
+    assert handler.seen == [(None, "")]
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, name: str, message: str) -> list[int]:
+    """Count the calls of sansio_push's function ``name`` that encode
+    ``message``, wherever its modules refer to it."""
+    calls = [0]
+    real = getattr(sansio_push, name)
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += args[0] == message
+        return real(*args, **kwargs)
+
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("sansio_push.") and getattr(module, name, None) is real:
+            monkeypatch.setattr(module, name, counting)
+    return calls
+
+
+async def test_a_write_from_a_thread_is_encoded_once_on_sse(
+    start_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, handler = await serve(start_server)
+    calls = count_calls(monkeypatch, "encode_event", "from a thread")
+    with trio.fail_after(TIMEOUT):
+        async with (
+            http_client() as http,
+            aconnect_sse(http, "GET", f"http://127.0.0.1:{server.port}/") as es,
+        ):
+            await handler.opened.wait()
+            client = handler.client
+            assert client is not None
+            assert await in_thread(client.write, "from a thread")
+            event = await es.aiter_sse().__anext__()
+    assert (event.event, event.data) == ("msg", "from a thread")
+    assert calls == [1]
+
+
+async def test_a_write_from_a_thread_is_encoded_once_on_a_websocket(
+    start_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, handler = await serve(start_server)
+    calls = count_calls(monkeypatch, "encode_message", "from a thread")
+    ws = await RawWebSocket.open(server.port)
+    with trio.fail_after(TIMEOUT):
+        await handler.opened.wait()
+        client = handler.client
+        assert client is not None
+        assert await in_thread(client.write, "from a thread")
+        assert await ws.messages(1) == ["from a thread"]
+    assert calls == [1]
+    await ws.aclose()

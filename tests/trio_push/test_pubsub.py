@@ -342,16 +342,12 @@ async def test_a_write_after_a_publish_arrives_after_it(nursery: trio.Nursery) -
 def test_many_idle_subscribers_leave_in_linear_time() -> None:
     # Every subscriber's writer asleep (registered in the topic's idle
     # set), then all of them leave: each leaves in O(its subscriptions).
-    class Conn:
+    class Subscriber:
         def __init__(self) -> None:
             self.cursors: list[object] = []
 
-    class FakeClient:
-        def __init__(self) -> None:
-            self._conn = Conn()
-
     subs = Subscriptions()
-    clients = [FakeClient() for _ in range(30_000)]
+    clients = [Subscriber() for _ in range(30_000)]
     for client in clients:
         subs.add(client, "everyone")  # type: ignore[arg-type]
     topic = subs.exact["everyone"]

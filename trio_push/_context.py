@@ -1,0 +1,143 @@
+"""What a connection may use of its server: :class:`Context`, and :class:`Options`.
+
+A connection (its HTTP loop, its push session, its client) never sees the
+:class:`~trio_push.Server`: the server hands each one the same
+:class:`Context`, which holds the few parts of it they use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+import sansio_push as sp
+
+from ._loop import Loop
+from ._pubsub import PubSub
+
+
+@dataclass(frozen=True)
+class Options:
+    """Server options (all times in seconds).
+
+    - ``threads``: 0 runs plain (non-async) apps and callbacks on the event
+      loop; N > 0 runs them in a pool of N worker threads.
+    - ``idle_timeout``: an HTTP keep-alive connection idle this long is closed.
+    - ``header_timeout``: a request head must be complete this long after its
+      first byte (slowloris); a request body that sends nothing for this
+      long is abandoned too (the connection is closed).
+    - ``pong_timeout``: a WebSocket that has not answered a ping this long
+      after it was queued is aborted (a half-open peer).
+    - ``max_connections``: past this many open connections, a new one is
+      answered 503 and closed.
+    - ``allow_origins``: if set, WebSocket and SSE requests whose ``Origin``
+      is not in it get 403 (requests without ``Origin`` are not browsers'
+      cross-site requests and pass).
+    - ``slow_callback``: a plain callable that holds the event loop longer
+      than this is logged (once per callable).
+    - ``write_timeout``: a socket that takes no bytes this long is aborted.
+    - ``close_timeout``: how long to wait for the peer's close frame, and for
+      ``on_close`` when the server is cancelled.
+    - ``ping_interval``: an idle WebSocket gets a ping this often.
+    - ``sse_keepalive``: an idle SSE stream gets a comment line this often.
+    - ``drain_timeout``: graceful shutdown waits this long for clients to
+      take their close before aborting them.
+    - ``tune_gc``: when the server starts, if the app left Python's default
+      garbage collector thresholds, raise them (see :func:`tune_gc`): with
+      thousands of long-lived connections the default ones make the
+      collector walk every connection's objects many times a second.
+    - ``protocol``: the protocol core's limits (:class:`sansio_push.Config`).
+    """
+
+    threads: int = 0
+    idle_timeout: float = 5.0
+    header_timeout: float = 10.0
+    pong_timeout: float = 20.0
+    max_connections: int = 10000
+    allow_origins: tuple[str, ...] | None = None
+    slow_callback: float = 0.25
+    write_timeout: float = 30.0
+    close_timeout: float = 5.0
+    ping_interval: float = 20.0
+    sse_keepalive: float = 15.0
+    drain_timeout: float = 10.0
+    tune_gc: bool = True
+    protocol: sp.Config = field(default_factory=sp.Config)
+
+
+class Session(Protocol):
+    """A push session, as the server's timer, flusher and shutdown see it."""
+
+    @property
+    def peer(self) -> str: ...
+
+    def tick(self, now: float) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class Context:
+    """The part of a server its connections use.
+
+    Made by the server; ``nursery`` and ``flush_soon`` are set once it
+    serves, ``stopping`` and ``close_deadline`` change during a graceful
+    shutdown. Event loop thread only (``loop`` is how other threads get
+    there).
+    """
+
+    __slots__ = (
+        "options",
+        "loop",
+        "pubsub",
+        "limiter",
+        "dispatch",
+        "wsgi",
+        "environ",
+        "nursery",
+        "flush_soon",
+        "sessions",
+        "closing",
+        "close_deadline",
+        "stopping",
+    )
+
+    def __init__(
+        self,
+        options: Options,
+        pubsub: PubSub,
+        limiter: trio.CapacityLimiter | None,
+        dispatch: Callable[[dict[str, Any]], Callable[..., Any]],
+        *,
+        wsgi: bool,
+        environ: dict[str, Any],
+    ) -> None:
+        self.options = options
+        #: The server's thread, and the way onto it from other threads.
+        self.loop = Loop()
+        self.pubsub = pubsub
+        #: Worker threads for plain callables, or None (threads=0).
+        self.limiter = limiter
+        #: The callable that answers a request's env.
+        self.dispatch = dispatch
+        #: Whether the app reads the body itself, as a WSGI app does.
+        self.wsgi = wsgi
+        #: What the server adds to every request's environ.
+        self.environ = environ
+        #: Where connections' helper tasks run (the server's connection nursery).
+        self.nursery: trio.Nursery | None = None
+        #: ``flush_soon(session)``: the server's flusher sends what ``session``
+        #: has queued, in the next turn of the loop.
+        self.flush_soon: Callable[[Session], None] | None = None
+        #: The push sessions open (the timer ticks them).
+        self.sessions: set[Session] = set()
+        #: The on_close calls under way, shielded, and their deadline: none
+        #: until a shutdown's drain is over, then close_timeout from there.
+        self.closing: set[trio.CancelScope] = set()
+        self.close_deadline = float("inf")
+        #: True once a graceful shutdown has begun.
+        self.stopping = False

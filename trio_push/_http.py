@@ -1,0 +1,282 @@
+"""The HTTP/1.1 request loop of one connection, until it ends or upgrades.
+
+One task reads, feeds the bytes to the protocol core, calls the app for each
+request and sends its answer, in order (so pipelined requests are answered
+in order). It bounds the wait between requests (``idle_timeout``), for a
+request head and for each piece of a body (``header_timeout``). When the app
+accepts a push upgrade, :meth:`RequestLoop.serve` returns what the push
+session needs: the kind, the handler and the env.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import AsyncIterable
+from http import HTTPStatus
+from typing import Any
+
+import trio
+
+import sansio_push as sp
+
+from ._app import (
+    NO_BODY,
+    AppError,
+    as_bytes,
+    close_body,
+    fixed_body,
+    is_body,
+    normalize,
+    with_length,
+)
+from ._calls import call, in_thread
+from ._context import Context
+from ._transport import Transport
+from ._wsgi import EMPTY_INPUT, BodyReader, finish_environ
+
+log = logging.getLogger("trio_push")
+access_log = logging.getLogger("trio_push.access")
+
+_ERROR_BODY = b"Internal Server Error\n"
+_END = object()
+
+#: What an upgrade hands the push session: its kind (``'websocket'`` or
+#: ``'sse'``), the app's handler, and the request's env.
+Upgrade = tuple[str, Any, dict[str, Any]]
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+class RequestLoop:
+    """Answers the requests of one connection (see the module)."""
+
+    __slots__ = ("_ctx", "_transport", "core", "idle", "_body_done", "_rejected")
+
+    def __init__(self, ctx: Context, transport: Transport, core: sp.ServerConnection) -> None:
+        self._ctx = ctx
+        self._transport = transport
+        self.core = core
+        #: True while waiting for a request (the server's graceful stop ends
+        #: such a connection at once).
+        self.idle = True
+        self._body_done = False
+        self._rejected = False
+
+    async def serve(self) -> Upgrade | None:
+        """Answer requests until the connection ends (None) or upgrades."""
+        core = self.core
+        transport = self._transport
+        ctx = self._ctx
+        options = ctx.options
+        head_started: float | None = None
+        fresh = False
+        while True:
+            event = core.next_event()
+            if event is None:
+                await self._flush()
+                if core.finished:
+                    await transport.linger()
+                    return None
+                if ctx.stopping:
+                    return None
+                # Between requests the idle bound applies; once a request's
+                # first bytes are in, its whole head must follow in time.
+                self.idle = head_started is None
+                if head_started is None:
+                    deadline = trio.current_time() + options.idle_timeout
+                else:
+                    deadline = head_started + options.header_timeout
+                with trio.move_on_at(deadline) as scope:
+                    data = await transport.receive()
+                if scope.cancelled_caught:
+                    if not self.idle:
+                        log.info(
+                            "%s: request head incomplete after %ss, closing",
+                            transport.peer,
+                            options.header_timeout,
+                        )
+                    return None
+                self.idle = False
+                fresh = True
+                if head_started is None:
+                    head_started = trio.current_time()
+                core.receive_data(data)
+                continue
+            self.idle = False
+            head_started = None
+            if isinstance(event, sp.Request):
+                if not fresh:
+                    # Pipelined: let other connections run between requests.
+                    await trio.lowlevel.checkpoint()
+                fresh = False
+                self._body_done = self._rejected = False
+                upgrade = await self._answer(event.env)
+                if upgrade is not None:
+                    return upgrade
+            elif isinstance(event, sp.Rejected):
+                access_log.info('%s - "-" %d (%s)', transport.peer, event.status, event.reason)
+
+    async def _flush(self) -> None:
+        """Send what the core has queued."""
+        data = self.core.data_to_send()
+        if data and not await self._transport.send(data, self.core):
+            raise trio.BrokenResourceError("write timeout")
+
+    async def body_chunk(self) -> bytes:
+        """The next piece of the request body; ``b""`` at its end."""
+        core = self.core
+        if not self._body_done:
+            await self._flush()  # a 100 Continue, if the client waits for it
+        while not self._body_done:
+            event = core.next_event()
+            if event is None:
+                if core.finished:
+                    self._body_done = True
+                else:
+                    # A body that stops coming would hold the connection
+                    # forever (slowloris on the body): bound each wait.
+                    timeout = self._ctx.options.header_timeout
+                    with trio.move_on_after(timeout) as scope:
+                        data = await self._transport.receive()
+                    if scope.cancelled_caught:
+                        log.info(
+                            "%s: request body stalled for %ss, closing",
+                            self._transport.peer,
+                            timeout,
+                        )
+                        raise trio.BrokenResourceError("request body stalled")
+                    core.receive_data(data)
+            elif isinstance(event, sp.Body):
+                return event.data
+            elif isinstance(event, sp.EndOfRequest):
+                self._body_done = True
+            elif isinstance(event, sp.Rejected):
+                # 413 (or 400) is queued; whatever the app answers is dropped.
+                access_log.info(
+                    '%s - "-" %d (%s)', self._transport.peer, event.status, event.reason
+                )
+                self._body_done = self._rejected = True
+        return b""
+
+    async def _discard_body(self) -> None:
+        while await self.body_chunk():
+            pass
+
+    async def _answer(self, env: dict[str, Any]) -> Upgrade | None:
+        """Call the app and send its answer; what the push session needs if
+        the connection upgraded."""
+        ctx = self._ctx
+        core = self.core
+        peer = self._transport.peer
+        if ctx.wsgi:
+            wsgi_input: Any = BodyReader(self.body_chunk)
+        else:
+            chunks = []
+            while chunk := await self.body_chunk():
+                chunks.append(chunk)
+            wsgi_input = io.BytesIO(b"".join(chunks)) if chunks else EMPTY_INPUT
+        finish_environ(env, wsgi_input, ctx.environ)
+        if self._rejected:
+            return None
+        request_line = f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"
+        origins = ctx.options.allow_origins
+        origin = env.get("HTTP_ORIGIN")
+        if (
+            env["rack.upgrade?"]
+            and origins is not None
+            and origin is not None
+            and origin not in origins
+        ):
+            core.respond(403, [("content-type", "text/plain")], b"Origin not allowed\n")
+            access_log.info('%s - "%s" 403 Forbidden (origin)', peer, request_line)
+            return None
+        try:
+            target = ctx.dispatch(env)
+            status, headers, result_body = normalize(
+                await call(target, env, limiter=ctx.limiter, slow=ctx.options.slow_callback)
+            )
+            # What the app did not read must be consumed before the answer
+            # ends, to find the next request (the core bounds it with
+            # max_body_size; past that the 413 replaces the app's answer).
+            await self._discard_body()
+            if self._rejected:
+                await close_body(result_body)
+                return None
+            handler = env.get("rack.upgrade")
+            upgrading = handler is not None and env["rack.upgrade?"] is not None and status < 300
+            if not upgrading and not is_body(result_body):
+                # Found now, a 500 can still be sent; once the head is out,
+                # all that is left is to cut the connection.
+                raise AppError(f"response body {result_body!r} is not bytes, str or iterable")
+            fixed = None if upgrading else fixed_body(result_body)
+            if fixed is not None:
+                if status in NO_BODY or 100 <= status < 200:
+                    fixed = b""
+                else:
+                    # HEAD gets the header fields GET would (RFC 9110 9.3.2):
+                    # without a length, h11 would frame it as chunked.
+                    head = env["REQUEST_METHOD"] == "HEAD"
+                    headers = with_length(headers, len(fixed), head=head)
+            kind = core.start_response(status, headers, upgrade=handler is not None)
+        except Exception:
+            log.exception("error in app for %s", request_line)
+            self._respond_error()
+            access_log.info('%s - "%s" 500 Internal Server Error', peer, request_line)
+            return None
+        if kind is not None:
+            await close_body(result_body)
+            sent = 101 if kind == "websocket" else 200
+            access_log.info('%s - "%s" %d %s open', peer, request_line, sent, kind)
+            return kind, handler, env
+        await self._send_body(result_body, fixed, request_line)
+        access_log.info('%s - "%s" %d %s', peer, request_line, status, _phrase(status))
+        return None
+
+    def _respond_error(self) -> None:
+        headers = [("content-type", "text/plain; charset=utf-8"), ("connection", "close")]
+        # If a response had already started, all we can do is close.
+        with contextlib.suppress(ValueError, RuntimeError):
+            self.core.respond(500, headers, _ERROR_BODY)
+
+    async def _send_body(self, body: Any, fixed: bytes | None, request_line: str) -> None:
+        core = self.core
+        if fixed is not None:
+            core.send_body(fixed)
+            core.end_response()
+            return
+        limiter = self._ctx.limiter
+        try:
+            # _answer checked it is one or the other (is_body).
+            if isinstance(body, AsyncIterable):
+                async for chunk in body:
+                    await self._send_chunk(chunk)
+            elif limiter is None:
+                for chunk in body:
+                    await self._send_chunk(chunk)
+            else:
+                # With threads, a plain iterable's rows may take time (a
+                # database cursor): each next() runs in the pool, as the app.
+                rows = iter(body)
+                while (chunk := await in_thread(next, rows, _END, limiter=limiter)) is not _END:
+                    await self._send_chunk(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise
+        except Exception:
+            log.exception("error in response body for %s", request_line)
+            # The head is out: the only honest signal left is to close.
+            raise trio.BrokenResourceError("response body failed") from None
+        finally:
+            await close_body(body, limiter)
+        core.end_response()
+
+    async def _send_chunk(self, chunk: Any) -> None:
+        self.core.send_body(as_bytes(chunk))
+        await self._flush()
+        await trio.lowlevel.checkpoint()  # a send may not have been one

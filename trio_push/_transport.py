@@ -1,0 +1,171 @@
+"""One TCP connection's bytes: in, out, with write deadlines. No HTTP.
+
+The words for sending, here and in ``_push.py``:
+
+- **send_now** (:meth:`Transport.send_now`): hand bytes to the socket
+  without waiting; it returns how many the socket took (plain TCP: one
+  ``os.write``, no task switch; TLS: none, as trio's SSL stream cannot be
+  written without waiting).
+- **send** (:meth:`Transport.send`): all of some bytes, waiting for the
+  socket as needed, in 64 KiB pieces each bounded by ``write_timeout``.
+- **sent**: the report that the socket took ``n`` more bytes
+  (:meth:`Progress.sent`; the protocol core's ``sent(n)`` is one).
+
+A :class:`Transport` is what a push session sends through (its *sink*):
+HTTP/1.1 hands it the transport itself, and HTTP/2 will hand each stream's
+session an object with the same three methods over the shared transport.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import trio
+
+_RECEIVE_SIZE = 65536
+# Sends that wait go out in pieces of this size; write_timeout bounds each.
+_SEND_PIECE = 65536
+# How long, and how much, to read from a peer after we decided to close.
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 1024 * 1024
+
+
+class Progress(Protocol):
+    """Who is told how a :meth:`Transport.send` goes (the protocol core is
+    one: these are its ``refused`` and ``sent``)."""
+
+    def refused(self) -> None:
+        """The socket did not take everything at once."""
+
+    def sent(self, n: int) -> object:
+        """The socket took ``n`` more bytes."""
+
+
+class Sink(Protocol):
+    """What a push session needs of what carries its bytes."""
+
+    @property
+    def peer(self) -> str: ...
+
+    def send_now(self, data: bytes) -> int: ...
+
+    async def send(self, data: bytes, progress: Progress) -> bool: ...
+
+    def stop_reading(self) -> None: ...
+
+
+class Transport:
+    """A Trio stream (plain TCP or TLS) and its socket.
+
+    One task reads (:meth:`receive`); sending is :meth:`send_now` from any
+    task, or :meth:`send` from one task at a time.
+    """
+
+    __slots__ = ("stream", "socket", "address", "write_timeout", "_fd")
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        socket: trio.socket.SocketType,
+        address: tuple[str, int] | None,
+        write_timeout: float,
+    ) -> None:
+        self.stream = stream
+        #: The TCP socket under ``stream`` (which may be TLS).
+        self.socket = socket
+        #: The peer's address.
+        self.address = address
+        self.write_timeout = write_timeout
+        # Plain TCP: the socket's descriptor, to send and read without
+        # trio's stream (-1 for TLS, and once closed).
+        self._fd = socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+
+    @property
+    def peer(self) -> str:
+        """``host:port`` of the peer, for logs."""
+        address = self.address
+        return f"{address[0]}:{address[1]}" if address else "-"
+
+    async def receive(self) -> bytes:
+        """The next bytes from the peer; ``b""`` once it closed, the
+        connection broke, or :meth:`stop_reading` was called."""
+        fd = self._fd
+        try:
+            if fd < 0:
+                return await self.stream.receive_some(_RECEIVE_SIZE)
+            # Plain TCP: wait, then read. We read whenever we have handled all
+            # that came, so trying first would mostly be a failed system call.
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    return os.read(fd, _RECEIVE_SIZE)
+                except BlockingIOError:
+                    continue
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            return b""
+
+    def send_now(self, data: bytes) -> int:
+        """Hand ``data`` to the socket without waiting; how much it took (0:
+        full, broken, or TLS, which trio's :meth:`send` says which)."""
+        if self._fd < 0:
+            return 0
+        try:
+            return os.write(self._fd, data)
+        except OSError:  # full (BlockingIOError), or broken: send() says which
+            return 0
+
+    async def send(self, data: bytes, progress: Progress) -> bool:
+        """Send all of ``data``, telling ``progress`` each piece the socket
+        takes. False if the socket took nothing for ``write_timeout``: the
+        bound is on progress, so a slow reader that keeps reading is not cut
+        off. Raises ``trio.BrokenResourceError`` if the connection broke."""
+        # Most sends fit the socket's buffer: one system call, without
+        # trio's checkpoints (the caller's next wait is one).
+        n = self.send_now(data)
+        if n:
+            progress.sent(n)
+            if n == len(data):
+                return True
+        progress.refused()
+        view = memoryview(data)[n:]
+        timeout = self.write_timeout
+        for start in range(0, len(view), _SEND_PIECE):
+            piece = view[start : start + _SEND_PIECE]
+            with trio.move_on_after(timeout) as scope:
+                await self.stream.send_all(piece)
+            if scope.cancelled_caught:
+                return False
+            progress.sent(len(piece))
+        return True
+
+    def stop_reading(self) -> None:
+        """Make the reader's :meth:`receive` return ``b""`` (without a cancel
+        scope of the reader's own: it would cost every connection one)."""
+        trio.lowlevel.notify_closing(self.socket)
+
+    async def linger(self) -> None:
+        """Close our side first and drop what the peer still sends, briefly.
+
+        Closing a socket with unread bytes makes the kernel send a reset,
+        which can destroy our last response (a 413 to a client still sending
+        its body) before the client reads it; nginx's lingering_close does
+        the same for the same reason.
+        """
+        send_eof = getattr(self.stream, "send_eof", None)
+        if send_eof is None:  # TLS streams cannot half-close
+            return
+        with trio.move_on_after(_LINGER_SECONDS):
+            try:
+                await send_eof()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            budget = _LINGER_BYTES
+            while budget > 0 and (data := await self.receive()):
+                budget -= len(data)
+
+    async def aclose(self) -> None:
+        """Close the stream, at once (shielded from cancellation)."""
+        self._fd = -1
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self.stream)
