@@ -78,6 +78,7 @@ class PushSession(CallbackQueue):
         "_flush_queued",
         "_writer_scope",
         "_close_deadline",
+        "_close_end",
         "_next_keepalive",
         "_pong_deadline",
         "_ping_end",
@@ -102,6 +103,9 @@ class PushSession(CallbackQueue):
         # the socket) exactly while this is set.
         self._writer_scope: trio.CancelScope | None = None
         self._close_deadline = _NEVER
+        # Where the close frame (SSE: the stream's end) ends in the bytes
+        # queued, while the socket has not taken it yet (0: none waits).
+        self._close_end = 0
         self._next_keepalive = _NEVER
         self._pong_deadline = _NEVER
         # Where the last ping ends in the bytes queued while the socket has
@@ -254,6 +258,12 @@ class PushSession(CallbackQueue):
             if core.bytes_sent >= self._ping_end:
                 self._ping_end = 0
             self._pong_deadline = trio.current_time() + self.ctx.options.pong_timeout
+        if self._close_end:
+            # The same for the close: a peer still reading what was queued
+            # before it is not cut off; close_timeout counts from when it is out.
+            if core.bytes_sent >= self._close_end:
+                self._close_end = 0
+            self._close_deadline = trio.current_time() + self.ctx.options.close_timeout
         self.unpark()
 
     def refused(self) -> None:
@@ -432,10 +442,17 @@ class PushSession(CallbackQueue):
                 core.pending,
                 core.pending_bytes,
             )
-            self._close_deadline = trio.current_time() + self.ctx.options.close_timeout
+            self._bound_close()
             self._leave_pubsub()
             self.flush_soon()
         return False
+
+    def _bound_close(self) -> None:
+        """The close is queued: the peer has ``close_timeout`` to complete it
+        from when it is out, and until then for as long as the socket keeps
+        taking bytes (see sent)."""
+        self._close_end = self.core.bytes_queued
+        self._close_deadline = trio.current_time() + self.ctx.options.close_timeout
 
     def overflow(self) -> None:
         """More was published to this session while its socket refused than
@@ -452,7 +469,7 @@ class PushSession(CallbackQueue):
         if core.open:
             core.close(code, reason)
             self.closed(code, reason)
-            self._close_deadline = trio.current_time() + self.ctx.options.close_timeout
+            self._bound_close()
             self._leave_pubsub()
         self.flush_soon()
 

@@ -6,7 +6,8 @@ message larger than the bound, a burst of large publishes. A client that does
 not read is still closed (or its writes dropped), with memory bounded.
 
 Idle WebSockets get pings and idle streams comments; a peer that never pongs is
-aborted; a frame that comes with the handshake is kept, one over the size limit
+aborted; a close after a burst waits for a slow reader to read it; a frame that
+comes with the handshake is kept, one over the size limit
 closes with 1009. Real clients on 127.0.0.1.
 """
 
@@ -413,3 +414,51 @@ async def test_message_over_the_size_limit_closes_1009(start_server: Any) -> Non
         assert await in_thread(client) == 1009
         await rec.closed.wait()
     assert "message" not in rec.names()
+
+
+async def slow_read(stream: trio.SocketStream, ws: Any = None) -> tuple[bytes, list[Any]]:
+    """Read 16 KiB every 50 ms (about 320 KB/s) until the server closes; the
+    bytes, and with ``ws`` the WebSocket events they made."""
+    data, events = b"", []
+    with trio.fail_after(TIMEOUT * 2):
+        while chunk := await stream.receive_some(16384):
+            data += chunk
+            if ws is not None:
+                ws.receive_data(chunk)
+                events += ws.events()
+            await trio.sleep(0.05)
+    return data, events
+
+
+async def test_close_after_a_queue_the_reader_needs_seconds_for_loses_nothing(
+    start_server: Any,
+) -> None:
+    # 600 KiB queued ahead of the close frame, read in about 2 s: the close
+    # timeout (0.5 s) counts from when the close frame is out, not from the
+    # close() call, so the slow reader is not cut off and gets every message.
+    rows = [f"row {i} " + "x" * 1024 for i in range(600)]
+    handler = Snapshot(rows)
+    server = await start_server(push_app(handler), close_timeout=0.5)
+    ws = await RawWebSocket.open(server.port, rcvbuf=16384)
+    _, events = await slow_read(ws.stream, ws.ws)
+    events = ws.events + events
+    texts, part = [], ""
+    for e in events:
+        if type(e).__name__ == "TextMessage":
+            part += e.data
+            if e.message_finished:
+                texts.append(part)
+                part = ""
+    closes = [e.code for e in events if type(e).__name__ == "CloseConnection"]
+    assert len(texts) == len(rows) and texts == rows
+    assert closes == [1000]
+    await wait_for(lambda: handler.closed == 1)
+
+    handler = Snapshot(rows)
+    server = await start_server(push_app(handler), close_timeout=0.5)
+    stream = await connect(server.port, rcvbuf=16384)
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    data, _ = await slow_read(stream)
+    assert data.count(b"data: row ") == len(rows)
+    assert data.endswith(b"\r\n0\r\n\r\n")  # the stream's end, not an abort
+    await wait_for(lambda: handler.closed == 1)
