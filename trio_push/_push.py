@@ -22,7 +22,8 @@ The words for sending (see also ``_transport.py``):
   server's flusher flushes it in the next turn of the loop, with whatever
   else is queued by then (:meth:`PushSession.flush_soon`).
 - **sent**: the socket took ``n`` more bytes (:meth:`PushSession.sent`):
-  ``pending`` drops, ``on_drained`` may follow, a ping's pong deadline runs.
+  ``pending`` drops, ``on_drained`` may follow, a ping's pong deadline and a
+  close's deadline run from when they are out.
 """
 
 from __future__ import annotations
