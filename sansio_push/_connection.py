@@ -152,25 +152,40 @@ class ServerConnection:
         ``ValueError``) for SSE fields that cannot be encoded (a line break
         in ``event`` or ``id``).
         """
-        data = self._state.encode(message, event, id, retry)
+        state = self._state
+        if state.compresses and not burst:
+            # Compressing a refused message would advance the context the
+            # client inflates with: judge the bounds on its size before.
+            if self._out.refusing and self._over_bound(len(message)):
+                return False
+            burst = True
+        data = state.encode(message, event, id, retry)
         return False if data is None else self._queue(data, burst)
 
     def send_prepared(self, prepared: Prepared, *, burst: bool = False) -> bool:
         """Queue a message encoded once by :func:`prepare`; as :meth:`send_message`."""
+        if self._state.compresses:
+            return self.send_message(prepared.message, burst=burst)
         data = self._state.encode_prepared(prepared)
         return False if data is None else self._queue(data, burst)
 
     def _queue(self, data: bytes, burst: bool = False) -> bool:
         out = self._out
         # Only what is queued while the socket refuses counts (see refused).
-        if out.refusing and not burst:
-            cfg = self.config
-            queued, size = out.backlog()
-            if queued >= cfg.max_queue_messages or size + len(data) > cfg.max_queue_bytes:
-                self.overflow()
-                return False
+        if out.refusing and not burst and self._over_bound(len(data)):
+            return False
         out.put(data, message=True)
         return True
+
+    def _over_bound(self, size: int) -> bool:
+        """Whether one more message of ``size`` bytes would pass a queue
+        bound; if so the overflow policy is applied to it."""
+        cfg = self.config
+        queued, pending = self._out.backlog()
+        if queued >= cfg.max_queue_messages or pending + size > cfg.max_queue_bytes:
+            self.overflow()
+            return True
+        return False
 
     def overflow(self) -> None:
         """Apply the overflow policy to a refused message: ``'drop'`` counts

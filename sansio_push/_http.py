@@ -98,6 +98,7 @@ class HttpPhase:
     )
     protocol = "http"
     writable = False
+    compresses = False
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ class PushPhase:
     """A phase after an upgrade; writable until it closes."""
 
     __slots__ = ("phase", "writable", "_out", "_config")
+    compresses = False
 
     def __init__(self, phase: Phase, out: Outbox, config: Config) -> None:
         self.phase = phase

@@ -114,6 +114,9 @@ class PhaseObject(Protocol):
     """
 
     phase: Phase
+    #: True if encoding a message changes the phase (permessage-deflate's
+    #: context): the queue bounds are then checked before it is encoded.
+    compresses: bool
 
     @property
     def protocol(self) -> str: ...

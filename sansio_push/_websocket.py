@@ -221,6 +221,7 @@ class DeflateWebSocketPhase(WebSocketPhase):
     message (each connection compresses its own, prepared or not)."""
 
     __slots__ = ()
+    compresses = True
 
     def __init__(
         self, out: Outbox, config: Config, received: bytes, deflate: PerMessageDeflate

@@ -110,3 +110,23 @@ def test_compressed_control_frame_closes_1002() -> None:
     conn, _ = connect_ws(Config(compression=True), headers=DEFLATE_OFFER)
     [event] = receive(conn, frame(OP_PING, b"x", rsv1=True))
     assert isinstance(event, Closed) and event.code == 1002
+
+
+def test_a_message_the_drop_policy_refuses_leaves_the_compressor_untouched() -> None:
+    # With context takeover each message is compressed against the ones
+    # before it: a refused one must not have been compressed, or what
+    # follows refers to bytes the client never got.
+    config = Config(compression=True, overflow="drop", max_queue_messages=3)
+    conn, _ = connect_ws(config, headers=[("Sec-WebSocket-Extensions", "permessage-deflate")])
+    messages = [f"price {i} of the same instrument, again and again" for i in range(10)]
+    assert conn.send_message(messages[0])
+    conn.refused()  # the socket took none of it: from here the bound counts
+    accepted = [messages[0]] + [m for m in messages[1:] if conn.send_message(m)]
+    assert len(accepted) == 4 and conn.dropped == 6
+    assert conn.send_message(messages[-1], burst=True)  # as a dropped one: a back-reference
+    inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+    got = [
+        inflate.decompress(f.payload + b"\x00\x00\xff\xff").decode()
+        for f in parse_frames(flush(conn))
+    ]
+    assert got == [*accepted, messages[-1]]
