@@ -34,7 +34,7 @@ class ServerConnection:
     """
 
     # No instance dict: thousands of connections wait at once.
-    __slots__ = ("config", "client", "server", "dropped", "_out", "_state")
+    __slots__ = ("config", "client", "server", "dropped", "_out", "_state", "_compresses")
 
     def __init__(
         self,
@@ -50,6 +50,8 @@ class ServerConnection:
         self.dropped = 0
         self._out = Outbox()
         self._state: PhaseObject = HttpPhase(self._out, config, client, server)
+        # The phase's own compresses, kept here: read on every send.
+        self._compresses = False
 
     # -- state ------------------------------------------------------------
 
@@ -110,6 +112,7 @@ class ServerConnection:
             return None
         move(self._state.phase, state.phase)  # the one phase change made here
         self._state = state
+        self._compresses = state.compresses
         return state.protocol
 
     def send_body(self, data: bytes) -> None:
@@ -152,19 +155,18 @@ class ServerConnection:
         ``ValueError``) for SSE fields that cannot be encoded (a line break
         in ``event`` or ``id``).
         """
-        state = self._state
-        if state.compresses and not burst:
+        if self._compresses and not burst:
             # Compressing a refused message would advance the context the
             # client inflates with: judge the bounds on its size before.
             if self._out.refusing and self._over_bound(len(message)):
                 return False
             burst = True
-        data = state.encode(message, event, id, retry)
+        data = self._state.encode(message, event, id, retry)
         return False if data is None else self._queue(data, burst)
 
     def send_prepared(self, prepared: Prepared, *, burst: bool = False) -> bool:
         """Queue a message encoded once by :func:`prepare`; as :meth:`send_message`."""
-        if self._state.compresses:
+        if self._compresses:
             return self.send_message(prepared.message, burst=burst)
         data = self._state.encode_prepared(prepared)
         return False if data is None else self._queue(data, burst)
