@@ -18,7 +18,9 @@ class Config:
       (:meth:`ServerConnection.refused`): a peer that reads is never cut off
       by what the app writes in one go. Over either, ``overflow`` applies:
       ``'close'`` closes with 1008 (SSE: ends the stream), ``'drop'`` refuses
-      the new message and counts it in :attr:`ServerConnection.dropped`.
+      the new message and counts it in :attr:`ServerConnection.dropped`;
+      ``'resync'`` does what ``'drop'`` does here, and tells the driver to
+      send what it refused again later, from the channel's history.
     - ``sse_event``: the SSE event name for messages written without one
       (``'msg'``, as Agoo sends; ``None`` for the browser's ``message``).
     - ``compression``: offer permessage-deflate to WebSocket clients.
@@ -30,7 +32,7 @@ class Config:
     max_message_size: int = 1024 * 1024
     max_queue_messages: int = 1000
     max_queue_bytes: int = 4 * 1024 * 1024
-    overflow: Literal["close", "drop"] = "close"
+    overflow: Literal["close", "drop", "resync"] = "close"
     sse_event: str | None = "msg"
     compression: bool = False
     scheme: str = "http"

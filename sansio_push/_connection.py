@@ -190,13 +190,20 @@ class ServerConnection:
         return False
 
     def overflow(self) -> None:
-        """Apply the overflow policy to a refused message: ``'drop'`` counts
-        it in :attr:`dropped`; ``'close'`` closes with 1008 (SSE: ends the
-        stream)."""
-        if self.config.overflow == "drop":
+        """Apply the overflow policy to a refused message: ``'drop'`` and
+        ``'resync'`` count it in :attr:`dropped`; ``'close'`` closes with
+        1008 (SSE: ends the stream)."""
+        if self.config.overflow != "close":
             self.dropped += 1
         else:
             self.close(POLICY_VIOLATION, "send queue full: the client does not read")
+
+    def send_event_id(self, id: str) -> None:
+        """SSE: queue a block with only an ``id`` field: it sets the client's
+        last event id (sent back as ``Last-Event-ID`` when it reconnects)
+        without dispatching an event. WebSocket: nothing. Raises
+        :class:`LocalProtocolError` for an id SSE cannot carry."""
+        self._state.send_event_id(id)
 
     def send_keepalive(self, payload: bytes = b"") -> None:
         """WebSocket: queue a ping carrying ``payload``. SSE: queue a comment

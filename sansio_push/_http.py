@@ -415,6 +415,9 @@ class HttpPhase:
     def send_keepalive(self, payload: bytes) -> None:
         """Nothing to keep alive before an upgrade."""
 
+    def send_event_id(self, id: str) -> None:
+        """No event stream before an upgrade."""
+
     def close(self, code: int, reason: str) -> None:
         """Nothing to close before an upgrade (the driver closes the transport)."""
 

@@ -14,7 +14,7 @@ def _field(name: str, value: str) -> str:
 
 
 def encode_event(
-    data: str | bytes,
+    data: str | bytes | None,
     *,
     event: str | None = None,
     id: str | None = None,
@@ -24,7 +24,9 @@ def encode_event(
 
     ``data`` is split into ``data:`` lines on ``\\r\\n``, ``\\r`` and ``\\n`` so a
     browser rebuilds it with ``\\n`` line breaks. ``bytes`` data must be UTF-8
-    (else ``UnicodeDecodeError``). Raises ``ValueError`` for a line break in
+    (else ``UnicodeDecodeError``). With ``data`` None the block has only
+    the fields: a client takes its ``id`` (and ``retry``) without
+    dispatching an event. Raises ``ValueError`` for a line break in
     ``event`` or ``id``, a NUL in ``id`` (browsers ignore such an id) or a
     negative ``retry``. (A connection raises these as
     :class:`~sansio_push.LocalProtocolError`, also a ``ValueError``.)
@@ -42,8 +44,9 @@ def encode_event(
         if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
             raise ValueError(f"SSE retry must be a non-negative int: {retry!r}")
         out.append(f"retry: {retry}\n")
-    for line in _LINE_BREAK.split(data):
-        out.append(f"data: {line}\n")
+    if data is not None:
+        for line in _LINE_BREAK.split(data):
+            out.append(f"data: {line}\n")
     out.append("\n")
     return "".join(out).encode("utf-8")
 

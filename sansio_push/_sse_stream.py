@@ -64,6 +64,15 @@ class SsePhase(PushPhase):
         except ValueError as exc:  # bytes that are not UTF-8
             raise LocalProtocolError(str(exc)) from exc
 
+    def send_event_id(self, id: str) -> None:
+        if not self.writable:
+            return
+        try:
+            block = encode_event(None, id=id)
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc)) from exc
+        self._out.put(chunk(block) if self._chunked else block, message=False)
+
     def send_keepalive(self, payload: bytes) -> None:
         if not self.writable:
             return

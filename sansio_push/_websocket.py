@@ -197,6 +197,9 @@ class WebSocketPhase(PushPhase):
             raise LocalProtocolError("a ping's payload is at most 125 bytes")
         self._out.put(encode_frame(OP_PING, payload), message=False)
 
+    def send_event_id(self, id: str) -> None:
+        """SSE only: a WebSocket has no event ids."""
+
     def close(self, code: int, reason: str) -> None:
         if not can_send_close_code(code):
             raise LocalProtocolError(

@@ -11,6 +11,7 @@ from sansio_push import Config
 
 from ._client import Client
 from ._context import Options
+from ._history import History, Position
 from ._pubsub import MemoryPubSub, PubSub
 from ._redis import PublishError, RedisPubSub
 from ._router import Router
@@ -20,8 +21,10 @@ from ._static import StaticFiles
 __all__ = [
     "Client",
     "Config",
+    "History",
     "MemoryPubSub",
     "Options",
+    "Position",
     "PubSub",
     "PublishError",
     "RedisPubSub",

@@ -139,9 +139,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         )
     parser.add_argument(
         "--overflow",
-        choices=["close", "drop"],
+        choices=["close", "drop", "resync"],
         default=defaults.protocol.overflow,
-        help="past a queue bound: close the client (1008) or drop the write (default %(default)s)",
+        help="past a queue bound: close the client (1008), drop the write, or (channels with"
+        " history) read on from history once it drains (default %(default)s)",
+    )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every channel keeps its last N messages, for clients that resume (default 0: none)",
+    )
+    parser.add_argument(
+        "--history-ttl",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="every channel keeps the messages of the last SECONDS (default: no time bound)",
     )
     parser.add_argument(
         "--compression",
@@ -238,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.root is not None and not os.path.isdir(args.root):
             raise CLIError(f"--root {args.root!r} is not a folder")
+        if args.history < 0 or (args.history_ttl is not None and args.history_ttl <= 0):
+            raise CLIError("--history must be at least 0 and --history-ttl above 0")
         pubsub = _pubsub_engine(args)
         if args.workers > 1 and not args.worker:
             sys.exit(supervise(argv, args.workers, args.host, args.port, args.drain_timeout + 5))
@@ -258,6 +275,8 @@ def main(argv: list[str] | None = None) -> None:
             max_queue_messages=args.max_queue_messages,
             max_queue_bytes=args.max_queue_bytes,
             overflow=args.overflow,
+            history=args.history,
+            history_ttl=args.history_ttl,
             compression=args.compression,
             pubsub=pubsub,
             reuse_port=args.worker,

@@ -6,6 +6,8 @@ from typing import Any
 
 import sansio_push as sp
 
+from ._glob import is_pattern
+from ._history import Position
 from ._push import PushSession
 
 
@@ -99,14 +101,43 @@ class Client:
         session = self._session
         session.ctx.loop.call(session.close, code, reason)
 
-    def subscribe(self, channel: str) -> None:
+    def subscribe(
+        self,
+        channel: str,
+        *,
+        since: str | Position | None = None,
+        envelope: bool = False,
+    ) -> None:
         """Receive every message published to ``channel``. A glob pattern
         (``chat.*``, ``room.?``, ``[ab]``) matches channels as Redis
         ``PSUBSCRIBE`` does. Subscribing twice is subscribing once; a closed
         client is not subscribed; closing unsubscribes from everything.
-        Safe from any thread (applied on the event loop, in call order)."""
+        Safe from any thread (applied on the event loop, in call order).
+
+        On a channel with history (docs/pubsub.md), ``since`` (a position,
+        or its text) first sends every message published after it, in
+        order, then the live ones; if history no longer holds them all, the
+        handler's ``on_gap(client, channel, reason)`` runs first instead.
+        On SSE, ``since`` defaults to the page's ``Last-Event-ID``. With
+        ``envelope``, WebSocket messages carry their channel and position
+        (``{"channel", "position", "data"}``; see docs/pubsub.md). Raises
+        ``ValueError`` for a malformed ``since``, or one on a pattern.
+        """
+        if isinstance(since, Position):
+            since = str(since)
+        if since is not None:
+            if is_pattern(channel):
+                raise ValueError(f"a pattern subscription cannot resume: {channel!r}")
+            Position.parse(channel, since)
         session = self._session
-        session.ctx.loop.call(session.subscribe, channel)
+        session.ctx.loop.call(session.subscribe, channel, since, envelope)
+
+    def since(self, channel: str) -> str | None:
+        """The position the page says it has on ``channel``: from the SSE
+        ``Last-Event-ID``, or on a WebSocket from the ``since`` query
+        parameter the shipped helper sends (``trio_push.JS_HELPER``); None
+        if it says nothing. Event loop only (callbacks)."""
+        return self._session.positions().get(channel)
 
     def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel`` (the same string given to subscribe).

@@ -7,7 +7,7 @@ A connection (its HTTP loop, its push session, its client) never sees the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,6 +15,7 @@ import trio
 
 import sansio_push as sp
 
+from ._history import History
 from ._loop import Loop
 from ._pubsub import PubSub
 
@@ -49,6 +50,13 @@ class Options:
       garbage collector thresholds, raise them (see :func:`tune_gc`): with
       thousands of long-lived connections the default ones make the
       collector walk every connection's objects many times a second.
+    - ``history``, ``history_ttl``: every channel keeps its last
+      ``history`` messages and/or those of the last ``history_ttl`` seconds
+      (0 and None, the defaults: no history), so that clients can resume
+      (docs/pubsub.md, "History and resume").
+    - ``history_for``: glob pattern -> :class:`trio_push.History` (or None
+      for none), for the channels it matches; the first match wins over
+      ``history`` and ``history_ttl``.
     - ``protocol``: the protocol core's limits (:class:`sansio_push.Config`).
     """
 
@@ -65,6 +73,9 @@ class Options:
     sse_keepalive: float = 15.0
     drain_timeout: float = 10.0
     tune_gc: bool = True
+    history: int = 0
+    history_ttl: float | None = None
+    history_for: Mapping[str, History | None] = field(default_factory=dict)
     protocol: sp.Config = field(default_factory=sp.Config)
 
 

@@ -1,8 +1,9 @@
 """The ordered callback queue of a push session.
 
 A handler's callbacks (``on_open``, ``on_message``, ``on_drained``,
-``on_subscribe_error``, ``on_shutdown``, ``on_close``) run one at a time, in
-the order of their events, ``on_close`` last and exactly once. Three ways:
+``on_subscribe_error``, ``on_gap``, ``on_shutdown``, ``on_close``) run one at
+a time, in the order of their events, ``on_close`` last and exactly once.
+Three ways:
 
 - **inline**: a plain ``on_message`` (``threads=0``) with nothing queued or
   running before it runs in the reader itself, with no task switch; what it
@@ -79,6 +80,7 @@ class CallbackQueue:
     peer: str
     close: Callable[[int, str], None]
     end: Callable[[], None]
+    gap_told: Callable[[], None]
 
     def __init__(self, ctx: Context, handler: Any) -> None:
         self.ctx = ctx
@@ -175,6 +177,8 @@ class CallbackQueue:
                     return
                 if name == "on_shutdown":
                     self.close(sp.CloseCode.GOING_AWAY, "server shutting down")
+                elif name == "on_gap":
+                    self.gap_told()
         finally:
             self._dispatching = False
 

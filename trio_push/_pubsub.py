@@ -20,7 +20,7 @@ published.
 from __future__ import annotations
 
 import logging
-import re
+import threading
 from bisect import bisect_left, bisect_right
 from typing import Any, Protocol
 
@@ -28,81 +28,22 @@ import trio
 
 import sansio_push as sp
 
+from ._glob import glob_to_regex, is_pattern
+from ._history import (
+    EPOCH,
+    MAX_ID_CHANNELS,
+    NO_HISTORY,
+    OVERFLOW,
+    TRIMMED,
+    HistoryRules,
+    MemoryHistory,
+    Position,
+    Published,
+    sse_id,
+)
 from ._loop import Loop
 
 log = logging.getLogger("trio_push.pubsub")
-
-_SPECIAL = frozenset("*?[")
-
-
-def is_pattern(channel: str) -> bool:
-    """Whether ``subscribe(channel)`` is a glob pattern (has ``*``, ``?`` or ``[``)."""
-    return not _SPECIAL.isdisjoint(channel)
-
-
-def glob_to_regex(pattern: str) -> re.Pattern[bytes]:
-    """Compile a Redis ``PSUBSCRIBE`` glob into a regex on UTF-8 bytes.
-
-    A port of Redis's ``stringmatchlen``: ``*`` any bytes, ``?`` one byte,
-    ``[abc]``, ``[^abc]``, ``[a-z]`` (reversed ranges allowed, an unclosed
-    ``[`` takes the rest of the pattern as its set), and ``\\`` escaping,
-    inside brackets too. Match the result with ``fullmatch``; see
-    :func:`glob_match` for the one case a regex cannot express (the empty
-    channel).
-    """
-    p = pattern.encode("utf-8", "surrogateescape")
-    out: list[bytes] = []
-    i, n = 0, len(p)
-    while i < n:
-        c = p[i]
-        if c == 0x2A:  # *
-            while i + 1 < n and p[i + 1] == 0x2A:
-                i += 1
-            out.append(b".*")
-        elif c == 0x3F:  # ?
-            out.append(b".")
-        elif c == 0x5B:  # [
-            i += 1
-            negate = i < n and p[i] == 0x5E  # ^
-            if negate:
-                i += 1
-            members: set[int] = set()
-            while True:
-                if i < n and p[i] == 0x5C and n - i >= 2:  # backslash
-                    i += 1
-                    members.add(p[i])
-                elif i >= n or p[i] == 0x5D:  # ] or an unclosed [
-                    break
-                elif n - i >= 3 and p[i + 1] == 0x2D:  # a-z
-                    lo, hi = sorted((p[i], p[i + 2]))
-                    members.update(range(lo, hi + 1))
-                    i += 2
-                else:
-                    members.add(p[i])
-                i += 1
-            out.append(_byte_class(members, negate))
-        elif c == 0x5C and i + 1 < n:  # backslash
-            i += 1
-            out.append(re.escape(p[i : i + 1]))
-        else:
-            out.append(re.escape(p[i : i + 1]))
-        i += 1
-    return re.compile(b"".join(out), re.DOTALL)
-
-
-def _byte_class(members: set[int], negate: bool) -> bytes:
-    if not members:
-        return b"." if negate else b"(?!)"
-    body = b"".join(re.escape(bytes((m,))) for m in sorted(members))
-    return b"[" + (b"^" if negate else b"") + body + b"]"
-
-
-def glob_match(pattern: str, channel: str) -> bool:
-    """Whether Redis would deliver a publish on ``channel`` to ``PSUBSCRIBE pattern``."""
-    if not channel:
-        return not pattern
-    return glob_to_regex(pattern).fullmatch(channel.encode("utf-8", "surrogateescape")) is not None
-
 
 # A topic's log is looked at for trimming once it holds this many messages
 # or bytes, and again each time as much again is published: what every
@@ -130,12 +71,20 @@ class QueueState(Protocol):
     def config(self) -> sp.Config:
         """Its queue bounds and overflow policy."""
 
+    @property
+    def protocol(self) -> str:
+        """``'websocket'`` or ``'sse'``."""
+
 
 class Subscriber(Protocol):
     """What pub/sub needs of a subscribed push session."""
 
     #: Its subscriptions (appended and removed by :class:`Subscriptions`).
     cursors: list[Cursor]
+    #: History loads (and gap notices) in flight: nothing is taken from
+    #: the logs for it until they are done, so that what history brings
+    #: goes before what is live.
+    loading: int
 
     @property
     def core(self) -> QueueState: ...
@@ -152,14 +101,33 @@ class Subscriber(Protocol):
     def subscribe_refused(self, channel: str, reason: str) -> None:
         """The engine refused its subscription to ``channel``."""
 
+    def gap(self, channel: str, reason: str) -> None:
+        """It will not get everything after its position on ``channel``:
+        tell the app (``on_gap``) before anything else is taken."""
+
+    def announce(self, cursor: Cursor) -> None:
+        """A history subscription knows its position (:attr:`Cursor.last`):
+        tell the page (an SSE id, a WebSocket envelope) before any message."""
+
 
 class Cursor:
     """One subscription of one subscriber: how far into its topic's log
-    the subscriber has taken messages."""
+    the subscriber has taken messages, and on a channel with history, the
+    position of the last one."""
 
-    __slots__ = ("topic", "subscriber", "pos", "idle")
+    __slots__ = (
+        "topic",
+        "subscriber",
+        "pos",
+        "idle",
+        "envelope",
+        "last",
+        "replay",
+        "seam",
+        "detached",
+    )
 
-    def __init__(self, topic: Topic, subscriber: Subscriber) -> None:
+    def __init__(self, topic: Topic, subscriber: Subscriber, envelope: bool = False) -> None:
         self.topic = topic
         self.subscriber = subscriber
         self.pos = topic.base + len(topic.log)
@@ -169,6 +137,18 @@ class Cursor:
         # writer that is awake costs nothing.
         self.idle = True
         topic.idle[self] = None
+        #: WebSocket messages go out in the envelope (Published.wrapped).
+        self.envelope = envelope
+        #: History channels: the position of the last message taken (where
+        #: it started, once its history load is done).
+        self.last: Position | None = None
+        #: What a history load brought, taken before the log.
+        self.replay: list[Published] | None = None
+        #: After a load: messages of the log up to ``last`` were in history
+        #: already, and are skipped.
+        self.seam = False
+        #: overflow='resync': where to read history from once the socket drains.
+        self.detached: Position | None = None
 
 
 class Topic:
@@ -194,11 +174,14 @@ class Topic:
         "trim_bytes",
         "cursors",
         "idle",
+        "history",
     )
 
-    def __init__(self, key: str, pattern: bool = False) -> None:
+    def __init__(self, key: str, pattern: bool = False, history: bool = False) -> None:
         self.key = key
         self.regex = glob_to_regex(key) if pattern else None
+        #: A channel (not a pattern) that keeps history: its messages have positions.
+        self.history = history
         self.log: list[sp.Prepared] = []
         # Publish order across topics, for connections on several.
         self.seqs: list[int] = []
@@ -282,12 +265,34 @@ def enforce_bounds(subscriber: Subscriber) -> None:
             subscriber.overflow()
 
 
+def detach(subscriber: Subscriber) -> None:
+    """overflow='resync': ``subscriber`` lets go of what waits for it in
+    the logs. A history subscription notes where it was, to read the rest
+    from history once its socket has drained (see :meth:`Subscriptions.load`);
+    one without history has lost it, and the app is told."""
+    for cursor in subscriber.cursors:
+        topic = cursor.topic
+        end = topic.base + len(topic.log)
+        if cursor.detached is None and cursor.pos < end:
+            if topic.history and cursor.last is not None:
+                cursor.detached = cursor.last
+            else:
+                subscriber.gap(topic.key, OVERFLOW)
+        cursor.pos = end
+        cursor.replay = None
+
+
 def pull(subscriber: Subscriber, limit: int | None = None) -> None:
     """Queue on ``subscriber`` what its subscriptions published since it
     last looked, in publish order (where its queue bound and overflow policy
     apply, as for any write): everything, or with ``limit`` about that
     many message bytes (at least one message)."""
+    if subscriber.loading:
+        return
     cursors = subscriber.cursors
+    if not _as_logged(subscriber):
+        _pull_views(subscriber, limit)
+        return
     if len(cursors) == 1:
         cursor = cursors[0]
         topic = cursor.topic
@@ -298,32 +303,159 @@ def pull(subscriber: Subscriber, limit: int | None = None) -> None:
         end = len(log) if limit is None else _limited_end(topic, start, limit)
         batch = log[start:end] if start or end < len(log) else log.copy()
         cursor.pos = topic.base + end
+        if topic.history:
+            _note_last(cursor, batch[-1])
     else:
-        entries: list[tuple[int, sp.Prepared]] = []
-        # With a limit, a cursor that stops early stops every other one at
-        # the same point of the publish order.
-        cut = None
-        spans = []
-        for cursor in cursors:
-            topic = cursor.topic
-            start = cursor.pos - topic.base
-            if start < len(topic.log):
-                end = len(topic.log) if limit is None else _limited_end(topic, start, limit)
-                if end < len(topic.log):
-                    last = topic.seqs[end - 1]
-                    cut = last if cut is None else min(cut, last)
-                spans.append((cursor, start, end))
-        if not spans:
+        entries = _live_entries(subscriber, limit)
+        if not entries:
             return
-        for cursor, start, end in spans:
-            topic = cursor.topic
-            if cut is not None:
-                end = bisect_right(topic.seqs, cut, start, end)
-            entries += zip(topic.seqs[start:end], topic.log[start:end], strict=True)
-            cursor.pos = topic.base + end
         entries.sort(key=_first)
-        batch = [p for _, p in entries]
+        batch = [p for _, _, p in entries]
     subscriber.take_published(batch)
+
+
+def _as_logged(subscriber: Subscriber) -> bool:
+    """Whether the log's messages go to ``subscriber`` as they are: no
+    history to take first, no envelope, and on SSE, no event id but the
+    message's own (at most one history channel, no pattern)."""
+    sse = subscriber.core.protocol == "sse"
+    kept = 0
+    for cursor in subscriber.cursors:
+        if cursor.replay is not None or cursor.seam or cursor.detached is not None:
+            return False
+        if sse:
+            if cursor.topic.regex is not None:
+                return False
+            kept += cursor.topic.history
+        elif cursor.envelope:
+            return False
+    return kept <= 1
+
+
+def _note_last(cursor: Cursor, prepared: sp.Prepared) -> None:
+    position = getattr(prepared, "position", None)
+    if position is not None:
+        cursor.last = position
+
+
+_Entry = tuple[int, Cursor, sp.Prepared]
+
+
+def _live_entries(subscriber: Subscriber, limit: int | None) -> list[_Entry]:
+    """What the subscriber's cursors have not taken from their logs, as
+    ``(publish order, cursor, message)``, their cursors moved past it. With
+    a limit, a cursor that stops early stops every other one at the same
+    point of the publish order."""
+    cut = None
+    spans = []
+    for cursor in subscriber.cursors:
+        topic = cursor.topic
+        start = cursor.pos - topic.base
+        if cursor.detached is not None:
+            cursor.pos = topic.base + len(topic.log)  # history brings them
+        elif start < len(topic.log):
+            end = len(topic.log) if limit is None else _limited_end(topic, start, limit)
+            if end < len(topic.log):
+                last = topic.seqs[end - 1]
+                cut = last if cut is None else min(cut, last)
+            spans.append((cursor, start, end))
+    entries: list[_Entry] = []
+    for cursor, start, end in spans:
+        topic = cursor.topic
+        if cut is not None:
+            end = bisect_right(topic.seqs, cut, start, end)
+        entries += (
+            (seq, cursor, p)
+            for seq, p in zip(topic.seqs[start:end], topic.log[start:end], strict=True)
+        )
+        cursor.pos = topic.base + end
+    return entries
+
+
+def _pull_views(subscriber: Subscriber, limit: int | None) -> None:
+    """:func:`pull` for a subscriber that needs more than the logged bytes:
+    history to take first, envelopes, SSE ids of several channels."""
+    sse = subscriber.core.protocol == "sse"
+    kept = [c for c in subscriber.cursors if c.topic.history]
+    views = _Views(sse, kept)
+    batch: list[sp.Prepared] = []
+    budget = PULL_BYTES if limit is None else limit
+    replaying = False
+    for cursor in subscriber.cursors:
+        replay = cursor.replay
+        if replay is None:
+            continue
+        replaying = True
+        n = 0
+        while n < len(replay) and (limit is None or budget > 0):
+            budget -= len(replay[n].message)
+            n += 1
+        for p in replay[:n]:
+            _note_last(cursor, p)
+            batch.append(views.of(cursor, p))
+        del replay[:n]
+        if not replay:
+            cursor.replay = None
+            cursor.seam = True
+    if not replaying:
+        entries = _live_entries(subscriber, limit)
+        entries.sort(key=_first)
+        for _, cursor, p in entries:
+            if cursor.seam and not _past_seam(cursor, p):
+                continue
+            if cursor.topic.history:
+                _note_last(cursor, p)
+            batch.append(views.of(cursor, p))
+    if batch:
+        subscriber.take_published(batch)
+
+
+class _Views:
+    """The form of each message for one subscriber (see :func:`_pull_views`)."""
+
+    __slots__ = ("sse", "kept")
+
+    def __init__(self, sse: bool, kept: list[Cursor]) -> None:
+        self.sse = sse
+        self.kept = kept
+
+    def of(self, cursor: Cursor, p: sp.Prepared) -> sp.Prepared:
+        if not isinstance(p, Published):
+            return p
+        if not self.sse:
+            return p.wrapped if cursor.envelope else p
+        if cursor.topic.regex is not None or not cursor.topic.history:
+            return p.plain
+        if len(self.kept) <= 1:
+            return p
+        return sp.Prepared(p.message, id=connection_id(self.kept))
+
+
+def connection_id(cursors: list[Cursor]) -> str:
+    """The SSE id of a connection on several history channels: every
+    channel's last position (the first MAX_ID_CHANNELS)."""
+    return sse_id([c.last for c in cursors if c.last is not None][:MAX_ID_CHANNELS])
+
+
+def _past_seam(cursor: Cursor, p: sp.Prepared) -> bool:
+    """Whether ``p``, live after a history load, is new to ``cursor`` (else
+    history brought it already). The first one that is new ends the seam."""
+    position = getattr(p, "position", None)
+    last = cursor.last
+    if position is None or not position.known:
+        return True
+    if last is not None and position.epoch == last.epoch and position.offset <= last.offset:
+        return False
+    cursor.seam = False
+    if last is not None and (position.epoch != last.epoch or position.offset > last.offset + 1):
+        log.error(
+            "channel %r: live messages resume at %s after history ended at %s",
+            cursor.topic.key,
+            position,
+            last,
+        )
+        cursor.subscriber.gap(cursor.topic.key, EPOCH if position.epoch != last.epoch else TRIMMED)
+    return True
 
 
 def _limited_end(topic: Topic, start: int, limit: int) -> int:
@@ -333,13 +465,16 @@ def _limited_end(topic: Topic, start: int, limit: int) -> int:
     return min(bisect_left(topic.ends, first + limit, start) + 1, len(topic.log))
 
 
-def _first(entry: tuple[int, sp.Prepared]) -> int:
+def _first(entry: _Entry) -> int:
     return entry[0]
 
 
 def backlog(subscriber: Subscriber) -> int:
     """Messages published to ``subscriber``'s subscriptions that it has not taken."""
-    return sum(c.topic.base + len(c.topic.log) - c.pos for c in subscriber.cursors)
+    return sum(
+        c.topic.base + len(c.topic.log) - c.pos + (len(c.replay) if c.replay else 0)
+        for c in subscriber.cursors
+    )
 
 
 _MATCH_CACHE_SIZE = 4096
@@ -354,35 +489,76 @@ class Subscriptions:
     own subscriptions. Event loop thread only.
     """
 
-    __slots__ = ("exact", "patterns", "by_client", "_matches", "seq")
+    __slots__ = ("exact", "patterns", "by_client", "_matches", "seq", "rules")
 
-    def __init__(self) -> None:
+    def __init__(self, rules: HistoryRules | None = None) -> None:
         self.exact: dict[str, Topic] = {}
         self.patterns: dict[str, Topic] = {}
         self.by_client: dict[Subscriber, set[str]] = {}
         # channel -> the patterns that match it; cleared when patterns change.
         self._matches: dict[str, tuple[Topic, ...]] = {}
         self.seq = 0
+        #: Which channels keep history (see _history.HistoryRules).
+        self.rules = rules if rules is not None else HistoryRules()
 
     def add(self, subscriber: Subscriber, channel: str) -> bool:
         """Subscribe; True if ``channel`` had no subscriber here before."""
+        cursor = self.join(subscriber, channel)
+        return cursor is not None and len(cursor.topic.cursors) == 1
+
+    def join(self, subscriber: Subscriber, channel: str, envelope: bool = False) -> Cursor | None:
+        """Subscribe: the new subscription, or None if it was there already.
+        A history subscription waits for :meth:`loaded` (subscriber.loading)."""
         mine = self.by_client.get(subscriber)
         if mine is None:
             mine = self.by_client[subscriber] = set()
         elif channel in mine:
-            return False
+            return None
         mine.add(channel)
         pattern = is_pattern(channel)
         table = self.patterns if pattern else self.exact
         topic = table.get(channel)
-        first = topic is None
         if topic is None:
-            topic = table[channel] = Topic(channel, pattern)
+            history = not pattern and self.rules.get(channel) is not None
+            topic = table[channel] = Topic(channel, pattern, history)
             if pattern:
                 self._matches.clear()
-        cursor = topic.cursors[subscriber] = Cursor(topic, subscriber)
+        cursor = topic.cursors[subscriber] = Cursor(topic, subscriber, envelope)
         subscriber.cursors.append(cursor)
-        return first
+        if topic.history:
+            subscriber.loading += 1
+        return cursor
+
+    def loaded(
+        self,
+        cursor: Cursor,
+        since: Position | None,
+        replay: list[Published],
+        top: Position | None,
+        reason: str | None = None,
+    ) -> None:
+        """A history subscription's load is done: ``replay``, what was
+        published after ``since`` (None: a new subscription, it starts at
+        ``top``, the channel's last position), or the gap ``reason``."""
+        subscriber = cursor.subscriber
+        subscriber.loading -= 1
+        if cursor.topic.cursors.get(subscriber) is not cursor:
+            return  # unsubscribed meanwhile
+        if reason is not None or since is None:
+            cursor.last = top
+            if reason is not None:
+                subscriber.gap(cursor.topic.key, reason)
+        else:
+            cursor.last = since
+            cursor.replay = replay or None
+        cursor.seam = cursor.last is not None
+        subscriber.announce(cursor)
+        subscriber.flush_soon()
+
+    def gap_all(self, topic: Topic, reason: str) -> None:
+        """Every subscriber of ``topic`` missed messages (its history was lost)."""
+        for subscriber in list(topic.cursors):
+            subscriber.gap(topic.key, reason)
 
     def remove(self, subscriber: Subscriber, channel: str) -> bool:
         """Unsubscribe; True if ``channel`` has no subscriber here any more.
@@ -466,45 +642,96 @@ class Subscriptions:
         return len(found)
 
 
-def as_prepared(message: str | bytes | sp.Prepared) -> sp.Prepared:
-    return message if isinstance(message, sp.Prepared) else sp.prepare(message)
-
-
 class PubSub(Protocol):
     """What :class:`trio_push.Server` needs of a pub/sub engine.
 
-    ``subscribe``, ``unsubscribe``, ``unsubscribe_all`` and ``count`` run on
-    the server's event loop thread (:class:`Client` hops there); what they
-    get is the client's push session, a :class:`Subscriber`. ``publish``
-    may be called from any task and any thread and never blocks.
-    ``run`` is started by the server in its own nursery, reports readiness
-    through ``task_status``, and is cancelled after the connections are gone.
+    ``subscribe``, ``unsubscribe``, ``unsubscribe_all``, ``resync`` and
+    ``count`` run on the server's event loop thread (:class:`Client` hops
+    there); what they get is the client's push session, a
+    :class:`Subscriber`. ``publish`` may be called from any task and any
+    thread and never blocks. ``run`` is started by the server in its own
+    nursery, reports readiness through ``task_status``, and is cancelled
+    after the connections are gone. ``history`` says which channels keep
+    history (the server sets it from its options before ``run``).
     """
 
-    def subscribe(self, subscriber: Subscriber, channel: str) -> None: ...
+    history: HistoryRules
+
+    def subscribe(
+        self,
+        subscriber: Subscriber,
+        channel: str,
+        since: Position | None = None,
+        envelope: bool = False,
+    ) -> None: ...
 
     def unsubscribe(self, subscriber: Subscriber, channel: str) -> None: ...
 
     def unsubscribe_all(self, subscriber: Subscriber) -> None: ...
 
-    def publish(self, channel: str, message: str | bytes | sp.Prepared) -> bool: ...
+    def resync(self, subscriber: Subscriber) -> None: ...
+
+    def publish(self, channel: str, message: str | bytes | sp.Prepared) -> Position | bool: ...
 
     def count(self, channel: str) -> int: ...
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None: ...
 
 
+def start_subscription(
+    subscriptions: Subscriptions,
+    subscriber: Subscriber,
+    channel: str,
+    since: Position | None,
+    envelope: bool,
+) -> Cursor | None:
+    """What every engine's ``subscribe`` does first: the new subscription
+    (None if it was there), the app told if it asked for a position on a
+    channel that keeps no history."""
+    cursor = subscriptions.join(subscriber, channel, envelope)
+    if cursor is not None and since is not None and not cursor.topic.history:
+        subscriber.gap(channel, NO_HISTORY)
+    return cursor
+
+
+def detached(subscriber: Subscriber) -> list[tuple[Cursor, Position]]:
+    """The subscriptions that overflow='resync' detached (see :func:`detach`),
+    now reattached: each to be loaded from where it was."""
+    found = []
+    for cursor in subscriber.cursors:
+        since = cursor.detached
+        if since is not None:
+            cursor.detached = None
+            subscriber.loading += 1
+            found.append((cursor, since))
+    return found
+
+
 class MemoryPubSub:
-    """The in-process engine: subscriptions and delivery in this process.
+    """The in-process engine: subscriptions, delivery and history in this process.
 
     ``publish`` from the event loop thread delivers before it returns; from
     another thread it hands the message (already encoded) to the event loop
-    in call order. It returns True, or False if the server has stopped.
+    in call order. It returns the message's :class:`Position` on a channel
+    with history, else True; False if the server has stopped.
     """
 
     def __init__(self) -> None:
         self.subscriptions = Subscriptions()
+        self._store = MemoryHistory(self.subscriptions.rules)
         self._loop = Loop()
+        # Positions are given in the caller's thread, in the order the
+        # messages reach the loop.
+        self._lock = threading.Lock()
+
+    @property
+    def history(self) -> HistoryRules:
+        """Which channels keep history (set by the server from its options)."""
+        return self.subscriptions.rules
+
+    @history.setter
+    def history(self, rules: HistoryRules) -> None:
+        self.subscriptions.rules = self._store.rules = rules
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self._loop.enter()
@@ -516,8 +743,26 @@ class MemoryPubSub:
         process-wide :func:`trio_push.publish` publishes once per bus."""
         return self
 
-    def subscribe(self, subscriber: Subscriber, channel: str) -> None:
-        self.subscriptions.add(subscriber, channel)
+    def subscribe(
+        self,
+        subscriber: Subscriber,
+        channel: str,
+        since: Position | None = None,
+        envelope: bool = False,
+    ) -> None:
+        cursor = start_subscription(self.subscriptions, subscriber, channel, since, envelope)
+        if cursor is not None and cursor.topic.history:
+            self._load(cursor, since)
+
+    def resync(self, subscriber: Subscriber) -> None:
+        for cursor, since in detached(subscriber):
+            self._load(cursor, since)
+
+    def _load(self, cursor: Cursor, since: Position | None) -> None:
+        with self._lock:
+            top = self._store.top(cursor.topic.key)
+            replay, reason = self._store.since(since) if since is not None else ([], None)
+        self.subscriptions.loaded(cursor, since, replay, top, reason)
 
     def unsubscribe(self, subscriber: Subscriber, channel: str) -> None:
         self.subscriptions.remove(subscriber, channel)
@@ -528,8 +773,17 @@ class MemoryPubSub:
     def count(self, channel: str) -> int:
         return self.subscriptions.count(channel)
 
-    def publish(self, channel: str, message: str | bytes | sp.Prepared) -> bool:
-        return self._loop.call(self._deliver, channel, as_prepared(message))
+    def publish(self, channel: str, message: str | bytes | sp.Prepared) -> Position | bool:
+        if isinstance(message, sp.Prepared):
+            message = message.message
+        if self._store.rules.get(channel) is None:
+            return self._loop.call(self._deliver, channel, Published(message, channel))
+        with self._lock:
+            published = self._store.append(channel, message)
+            if not self._loop.call(self._deliver, channel, published):
+                return False
+        assert published.position is not None
+        return published.position
 
     def _deliver(self, channel: str, prepared: sp.Prepared) -> int:
         return self.subscriptions.publish(channel, prepared)

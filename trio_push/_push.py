@@ -38,7 +38,9 @@ import sansio_push as sp
 
 from ._context import Context
 from ._dispatch import DONE, OVER, CallbackQueue
-from ._pubsub import PULL_BYTES, Cursor, backlog, pull
+from ._glob import is_pattern
+from ._history import UNKNOWN, PagePositions, Position, announcement
+from ._pubsub import PULL_BYTES, Cursor, backlog, connection_id, detach, pull
 from ._transport import Sink
 
 log = logging.getLogger("trio_push")
@@ -76,6 +78,8 @@ class PushSession(CallbackQueue):
         "_sink",
         "_thread",
         "cursors",
+        "loading",
+        "_positions",
         "_flush_queued",
         "_writer_scope",
         "_close_deadline",
@@ -98,6 +102,10 @@ class PushSession(CallbackQueue):
         #: Pub/sub subscriptions: what was published is taken from each
         #: topic's shared log right before a send (see _pubsub.Topic).
         self.cursors: list[Cursor] = []
+        #: History loads and gap notices in flight (see _pubsub.Subscriber).
+        self.loading = 0
+        # Where the page says it was (read from the request when first asked).
+        self._positions: PagePositions | None = None
         # On the server's flush list, or being flushed (see flush).
         self._flush_queued = False
         # The writer's scope: a writer task runs (only while a send waits for
@@ -250,8 +258,11 @@ class PushSession(CallbackQueue):
     def sent(self, n: int) -> None:
         """The socket took ``n`` more bytes."""
         core = self.core
-        if core.sent(n) is not None and not (self.cursors and backlog(self)):
-            self.queue("on_drained")
+        if core.sent(n) is not None:
+            if self.cursors and any(c.detached is not None for c in self.cursors):
+                self.ctx.pubsub.resync(self)  # overflow='resync': read on from history
+            elif not (self.cursors and backlog(self)):
+                self.queue("on_drained")
         if self._ping_end:
             # The socket takes bytes: the peer reads. Until the ping is out it
             # is behind what was queued before it, and once it is out, the
@@ -410,10 +421,14 @@ class PushSession(CallbackQueue):
         core = self.core
         was_open = core.open
         send = core.send_prepared
+        # With 'resync', what pub/sub hands over is not cut by the queue
+        # bounds: a subscriber too far behind lets go of the logs instead
+        # (_pubsub.detach) and reads on from history.
+        burst = core.config.overflow == "resync"
         queued = 0
         for prepared in batch:
             try:
-                if send(prepared):
+                if send(prepared, burst=burst):
                     queued += 1
                 elif not core.open:
                     break
@@ -457,7 +472,11 @@ class PushSession(CallbackQueue):
 
     def overflow(self) -> None:
         """More was published to this session while its socket refused than
-        its queue bounds allow (the 'close' policy)."""
+        its queue bounds allow: the 'close' policy, or 'resync'."""
+        if self.core.config.overflow == "resync":
+            log.warning("%s: too far behind; reading on from history once it drains", self.peer)
+            detach(self)
+            return
         was_open = self.core.open
         self.core.overflow()
         self._after_refusal(was_open)
@@ -474,9 +493,65 @@ class PushSession(CallbackQueue):
             self._leave_pubsub()
         self.flush_soon()
 
-    def subscribe(self, channel: str) -> None:
-        if self.core.open:
-            self.ctx.pubsub.subscribe(self, channel)
+    def subscribe(self, channel: str, since: str | None = None, envelope: bool = False) -> None:
+        """Client.subscribe, on the loop. On SSE without ``since``, a channel
+        with history resumes from the page's ``Last-Event-ID``."""
+        if not self.core.open:
+            return
+        pubsub = self.ctx.pubsub
+        if (
+            since is None
+            and self.core.protocol == "sse"
+            and not is_pattern(channel)
+            and pubsub.history.get(channel) is not None
+        ):
+            positions = self.positions()
+            since = positions.get(channel)
+            if since is None and positions.incomplete:
+                self.gap(channel, UNKNOWN)
+        position = Position.parse(channel, since) if since is not None else None
+        pubsub.subscribe(self, channel, position, envelope)
+
+    def positions(self) -> PagePositions:
+        """Where the page says it was on each channel (see Client.since)."""
+        if self._positions is None:
+            self._positions = PagePositions(self.client.env, self.core.protocol)
+        return self._positions
+
+    def gap(self, channel: str, reason: str) -> None:
+        """The client will not get everything after its position on
+        ``channel``: ``on_gap`` runs before anything more is taken from
+        pub/sub (see gap_told); without one, a warning says so."""
+        if getattr(self.handler, "on_gap", None) is None:
+            log.warning(
+                "%s: missed messages on %r (%s) and %s has no on_gap",
+                self.peer,
+                channel,
+                reason,
+                type(self.handler).__name__,
+            )
+            return
+        self.loading += 1
+        self.queue("on_gap", (channel, reason))
+
+    def gap_told(self) -> None:
+        """``on_gap`` has returned: pub/sub delivery goes on."""
+        self.loading -= 1
+        self.flush_soon()
+
+    def announce(self, cursor: Cursor) -> None:
+        """A history subscription knows where it starts: the page learns the
+        position before any message (SSE: an id-only block; WebSocket with
+        the envelope: one without data), so that a reconnect right away
+        resumes from there."""
+        last = cursor.last
+        core = self.core
+        if last is None or not core.open:
+            return
+        if core.protocol == "sse":
+            core.send_event_id(connection_id([c for c in self.cursors if c.topic.history]))
+        elif cursor.envelope:
+            core.send_message(announcement(last), burst=True)
 
     def unsubscribe(self, channel: str) -> None:
         self.ctx.pubsub.unsubscribe(self, channel)

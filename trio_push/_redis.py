@@ -21,8 +21,10 @@ import trio
 
 import sansio_push as sp
 
+from ._glob import is_pattern
+from ._history import HistoryRules, Position, Published
 from ._loop import Loop
-from ._pubsub import Subscriber, Subscriptions, is_pattern
+from ._pubsub import Cursor, Subscriber, Subscriptions, detached, start_subscription
 
 log = logging.getLogger("trio_push.redis")
 
@@ -195,9 +197,36 @@ class RedisPubSub:
 
     # -- the local side -------------------------------------------------------
 
-    def subscribe(self, subscriber: Subscriber, channel: str) -> None:
-        if self.subscriptions.add(subscriber, channel):
+    @property
+    def history(self) -> HistoryRules:
+        """Which channels keep history (set by the server from its options)."""
+        return self.subscriptions.rules
+
+    @history.setter
+    def history(self, rules: HistoryRules) -> None:
+        self.subscriptions.rules = rules
+
+    def subscribe(
+        self,
+        subscriber: Subscriber,
+        channel: str,
+        since: Position | None = None,
+        envelope: bool = False,
+    ) -> None:
+        cursor = start_subscription(self.subscriptions, subscriber, channel, since, envelope)
+        if cursor is None:
+            return
+        if len(cursor.topic.cursors) == 1:
             self._send_sub(b"PSUBSCRIBE" if is_pattern(channel) else b"SUBSCRIBE", [channel])
+        if cursor.topic.history:
+            self._load(cursor, since)
+
+    def resync(self, subscriber: Subscriber) -> None:
+        for cursor, since in detached(subscriber):
+            self._load(cursor, since)
+
+    def _load(self, cursor: Cursor, since: Position | None) -> None:
+        raise NotImplementedError("history through Redis")
 
     def unsubscribe(self, subscriber: Subscriber, channel: str) -> None:
         if self.subscriptions.remove(subscriber, channel):
@@ -461,13 +490,15 @@ class RedisPubSub:
                 # PING outside subscribed mode: a plain PONG, not an array.
                 kind = reply[0] if isinstance(reply, list) else reply
                 if kind == b"message":
-                    topic = subs.exact.get(_decode(reply[1]))
+                    channel = _decode(reply[1])
+                    topic = subs.exact.get(channel)
                     if topic is not None:
-                        subs.publish_to(topic, sp.Prepared(_message(reply[2])))
+                        subs.publish_to(topic, Published(_message(reply[2]), channel))
                 elif kind == b"pmessage":
                     topic = subs.patterns.get(_decode(reply[1]))
                     if topic is not None:
-                        subs.publish_to(topic, sp.Prepared(_message(reply[3])))
+                        published = Published(_message(reply[3]), _decode(reply[2]))
+                        subs.publish_to(topic, published)
                 else:
                     self._sub_replied(1)
 

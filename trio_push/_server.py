@@ -17,6 +17,7 @@ import sansio_push as sp
 from ._calls import app_callable
 from ._connection import Connection
 from ._context import Context, Options, Session
+from ._history import Position, rules_from
 from ._listen import Acceptor, open_listeners, port_of
 from ._loop import watch_signals
 from ._pubsub import MemoryPubSub, PubSub
@@ -92,6 +93,9 @@ class Server:
         self.background = background if background is not None else getattr(app, "background", None)
         #: The pub/sub engine: :class:`MemoryPubSub` unless given (``RedisPubSub``).
         self.pubsub: PubSub = pubsub if pubsub is not None else MemoryPubSub()
+        rules = rules_from(options.history, options.history_ttl, options.history_for)
+        if rules:
+            self.pubsub.history = rules
         #: Listen with SO_REUSEPORT, to share the port with other processes.
         self.reuse_port = reuse_port
         environ: dict[str, Any] = {"trio_push.server": self}
@@ -436,17 +440,18 @@ def tune_gc() -> None:
 _running: set[Server] = set()
 
 
-def publish(channel: str, message: str | bytes) -> bool:
+def publish(channel: str, message: str | bytes) -> Position | bool:
     """Publish ``message`` on ``channel`` through the pub/sub engine of every
     server running in this process (once per engine bus: servers sharing a
     Redis publish it once). Safe from any task and any thread; never blocks.
     The message is encoded once.
 
-    Returns True if every engine accepted it; False if none is running or
-    one refused it (Redis unreachable: see :class:`RedisPubSub`).
+    Returns False if none is running or one refused it (Redis unreachable:
+    see :class:`RedisPubSub`); else, on a channel with history, the
+    message's :class:`Position` (of the first engine), else True.
     """
     prepared = sp.prepare(message)
-    ok = False
+    ok: Position | bool = False
     buses: set[Any] = set()
     for server in list(_running):
         engine = server.pubsub
@@ -454,9 +459,11 @@ def publish(channel: str, message: str | bytes) -> bool:
         if bus in buses:
             continue
         buses.add(bus)
-        if not engine.publish(channel, prepared):
+        result = engine.publish(channel, prepared)
+        if not result:
             return False
-        ok = True
+        if not isinstance(ok, Position):
+            ok = result
     return ok
 
 

@@ -15,7 +15,8 @@ import sansio_push as sp
 import trio_push
 from tests.helpers.pubsub import Subscribe, connect_clients, start
 from tests.helpers.server import TIMEOUT, wait_for
-from trio_push._pubsub import LAG_FACTOR, TRIM_BYTES, Subscriptions, glob_match
+from trio_push._glob import glob_match
+from trio_push._pubsub import LAG_FACTOR, TRIM_BYTES, Subscriptions
 
 
 async def test_fanout_500_websocket_and_500_sse_clients_get_100_messages_in_order(

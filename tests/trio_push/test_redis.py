@@ -27,7 +27,7 @@ from tests.helpers.pubsub import (
     start,
 )
 from tests.helpers.server import TIMEOUT, wait_for
-from trio_push._pubsub import glob_match
+from trio_push._glob import glob_match
 from trio_push._redis import command, parse_url
 
 # -- matching -------------------------------------------------------------------------
