@@ -360,8 +360,9 @@ class MemoryHistory:
 
 class PagePositions:
     """Where a reconnecting page says it was: an SSE ``Last-Event-ID`` we
-    sent, or the ``since`` query parameter of the shipped WebSocket helper
-    (a JSON object, channel to position)."""
+    sent (the header, or a ``lastEventId`` query parameter), or the
+    ``since`` query parameter of the shipped WebSocket helper (a JSON
+    object, channel to position)."""
 
     __slots__ = ("by_tag", "by_channel", "incomplete")
 
@@ -371,14 +372,17 @@ class PagePositions:
         #: The page sent an id that does not name every channel it had:
         #: not ours (the app's own ids), or as long as an id may be.
         self.incomplete = False
+        query = parse_qs(env.get("QUERY_STRING", ""))
         if protocol == "sse":
-            text = env.get("HTTP_LAST_EVENT_ID")
+            # A page that reopens an EventSource itself cannot set the
+            # header: it may pass the id as ?lastEventId= (as for Mercure).
+            text = env.get("HTTP_LAST_EVENT_ID") or next(iter(query.get("lastEventId", [])), "")
             if text:
                 found = parse_last_event_id(text)
                 self.incomplete = found is None or len(found) == MAX_ID_CHANNELS
                 self.by_tag = found or {}
         else:
-            for value in parse_qs(env.get("QUERY_STRING", "")).get("since", [])[-1:]:
+            for value in query.get("since", [])[-1:]:
                 try:
                     found = json.loads(value)
                 except ValueError:
