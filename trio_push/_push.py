@@ -236,7 +236,8 @@ class PushSession(CallbackQueue):
                         core.refused()
                         self._start_writer()
                         return
-                if not (self.cursors and backlog(self) and core.open):
+                # (While history loads, nothing is taken: wait for loaded().)
+                if not (self.cursors and not self.loading and backlog(self) and core.open):
                     break
             if core.finished:
                 self.end()
