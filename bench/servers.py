@@ -16,6 +16,10 @@ at ``BENCH_REDIS_URL``), ``hypercorn``, ``uvicorn``, ``uvicorn-h11``,
 - ``/echo`` (WebSocket): sends back every message it receives; as SSE (not
   websockets), an event stream that stays open and idle (``mem_sse``).
 
+trio-push only (``bench/history.py``): ``BENCH_HISTORY=N`` gives the channel a
+history of N messages, and ``/envelope`` (WebSocket) subscribes with the
+envelope, resuming from the position of the ``since`` query parameter.
+
 Keepalive pings are off everywhere (the load client does not answer them).
 Each message is ASCII, starts with its number and ends with ``~`` (the byte
 the load client counts).
@@ -75,12 +79,17 @@ def run_trio_push(port: int, pubsub: Any = None) -> None:
         def on_open(self, client: trio_push.Client) -> None:
             client.subscribe("bench")
 
+    class Enveloped:
+        def on_open(self, client: trio_push.Client) -> None:
+            client.subscribe("bench", since=client.since("bench"), envelope=True)
+
     class Echo:
         def on_message(self, client: trio_push.Client, message: str | bytes) -> None:
             client.write(message)
 
     subscriber = Subscriber()
     echo = Echo()
+    upgrades = {"/echo": echo, "/envelope": Enveloped()}
     hello = (200, [("content-type", "text/plain")], HELLO)
 
     def app(env: dict[str, Any]) -> Any:
@@ -88,7 +97,7 @@ def run_trio_push(port: int, pubsub: Any = None) -> None:
         if path == "/hello":
             return hello
         if env["rack.upgrade?"] is not None:
-            env["rack.upgrade"] = echo if path == "/echo" else subscriber
+            env["rack.upgrade"] = upgrades.get(path, subscriber)
             return 200, {}, b""
         if path == "/count":
             return 200, {}, str(trio_push.subscriber_count("bench"))
@@ -108,6 +117,7 @@ def run_trio_push(port: int, pubsub: Any = None) -> None:
         ping_interval=3600,
         max_connections=20000,
         pubsub=pubsub,
+        history=int(os.environ.get("BENCH_HISTORY", "0")),
     )
     trio.run(server.serve)
 
