@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from hashlib import blake2b
 from typing import Any
 from urllib.parse import parse_qs
@@ -182,6 +183,7 @@ class Position:
         return self
 
 
+@lru_cache(maxsize=4096)
 def tag(channel: str) -> str:
     """A channel's short name in an SSE id: 8 hex digits of its hash."""
     return blake2b(channel.encode("utf-8", "surrogateescape"), digest_size=4).hexdigest()
