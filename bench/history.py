@@ -42,6 +42,8 @@ import json
 import os
 import re
 import resource
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -271,6 +273,19 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def run_time(pid: int) -> float:
+    """CPU time the server's threads have run, in seconds (schedstat: in
+    nanoseconds, where getrusage would round to clock ticks). Other
+    processes on the machine lengthen a round, not this."""
+    return (
+        sum(
+            int(path.read_text().split()[0])
+            for path in Path(f"/proc/{pid}/task").glob("*/schedstat")
+        )
+        / 1e9
+    )
+
+
 async def run_fanout(args: argparse.Namespace) -> dict[str, Any]:
     bench = Bench()
     t0 = time.perf_counter()
@@ -279,11 +294,12 @@ async def run_fanout(args: argparse.Namespace) -> dict[str, Any]:
     await wait_count(args.port, args.n, args.timeout)
     await asyncio.sleep(0.5)  # history loads and announcements: not part of a round
     check_all(args, clients, 0, 0)  # each notes where it starts
-    rounds, cpu, mismatches, why = [], [], 0, None
+    rounds, cpu, served, mismatches, why = [], [], [], 0, None
     for r in range(args.rounds):
-        cpu0 = cpu_seconds()
+        cpu0, server0 = cpu_seconds(), run_time(args.server_pid)
         elapsed = await publish_and_wait(args, bench, clients, args.messages, r)
         cpu.append((cpu_seconds() - cpu0) / elapsed)
+        served.append(run_time(args.server_pid) - server0)
         rounds.append(elapsed)
         bad, reason = check_all(args, clients, r, args.messages)
         mismatches += bad
@@ -296,6 +312,7 @@ async def run_fanout(args: argparse.Namespace) -> dict[str, Any]:
         "connect": connect,
         "rounds": rounds,
         "client_cpu": cpu,
+        "server_cpu": served,
         "mismatches": mismatches,
         "why": why,
         "lost": bench.lost,
@@ -349,12 +366,13 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
     sampler = asyncio.ensure_future(sample_rss(args.server_pid, peak))
     bench.wait_for(args.n)
     t0 = time.perf_counter()
-    cpu0 = cpu_seconds()
+    cpu0, server0 = cpu_seconds(), run_time(args.server_pid)
     clients = await connect_all(args.port, args.mode, bench, clients, 0, args.behind)
     connected = time.perf_counter() - t0
     await wait_all(args, bench, clients, "storm")
     elapsed = time.perf_counter() - t0
     cpu = (cpu_seconds() - cpu0) / elapsed
+    served = run_time(args.server_pid) - server0
     sampler.cancel()
     hwm = proc_status(args.server_pid, "VmHWM")
     after = proc_status(args.server_pid, "VmRSS")
@@ -365,6 +383,7 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
         "connected": connected,
         "median_client": statistics.median(bench.times) - t0,
         "client_cpu": cpu,
+        "server_cpu": served,
         "rss_before": before,
         "rss_hwm": hwm,
         "rss_sampled": peak[0],
@@ -522,6 +541,64 @@ def load(args: argparse.Namespace, server: Server, measure: str, mode: str, hist
     return json.loads(result.stdout)
 
 
+@contextlib.contextmanager
+def profiled(args: argparse.Namespace, server: Server, name: str) -> Iterator[None]:
+    """With ``--profile DIR``: ``py-spy record`` on the server meanwhile, its
+    raw (folded) output in DIR/name.txt."""
+    if not args.profile:
+        yield
+        return
+    out = Path(args.profile) / f"{name}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen(
+        [
+            shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy",
+            "record",
+            "-r",
+            "250",
+            "--format",
+            "raw",
+            "-o",
+            str(out),
+        ]
+        + ["-p", str(server.process.pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=pinned(args.load_cpu),
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait(5)
+
+
+def profile_top(path: Path, count: int = 12) -> list[str]:
+    """The functions with the most samples in a py-spy raw profile: of the
+    server's busy samples, the share in the function itself and below it."""
+    own: dict[str, int] = {}
+    below: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack:
+            continue
+        # "function (file:line)" -> "function (file)": a function's lines together.
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
+        total += int(n)
+        own[frames[-1]] = own.get(frames[-1], 0) + int(n)
+        for frame in set(frames):
+            below[frame] = below.get(frame, 0) + int(n)
+    lines = [f"{path.name}: {total} samples; self %, total %, function"]
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:count]:
+        lines.append(f"  {n / total:6.1%} {below[frame] / total:6.1%}  {frame}")
+    return lines
+
+
 def run_one(
     args: argparse.Namespace, measure: str, engine: str, mode: str, history: int, redis: str | None
 ) -> dict[str, Any]:
@@ -529,7 +606,8 @@ def run_one(
         with Server(history, redis if engine == "redis" else None, args.server_cpu) as server:
             if history:
                 probe_history(server)
-            result = load(args, server, measure, mode, history)
+            with profiled(args, server, f"{measure}-{engine}-{mode}-{history}"):
+                result = load(args, server, measure, mode, history)
             if os.fstat(server.log.fileno()).st_size:
                 result["server_log"] = server.log_tail(1)
             return dict(result)
@@ -555,40 +633,51 @@ def wrong(results: list[dict[str, Any]]) -> str:
     return f"{bad} ({why})"
 
 
+def round_median(key: str) -> Any:
+    return lambda r: statistics.median(r[key])
+
+
 def fanout_table(args: argparse.Namespace, runs: dict[tuple[str, ...], list[Any]]) -> list[str]:
     lines = [
         f"Fan-out: {args.n:,} subscribers, {args.messages} messages of {args.size} bytes;"
         f" median of {args.repeats} runs (each the median of {args.rounds} rounds)",
         "",
-        "| engine | protocol | history | time (s) | deliveries/s | vs history off | wrong |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| engine | protocol | history | time (s) | deliveries/s | vs off"
+        " | server CPU (s) | deliveries per CPU s | vs off | client CPU | wrong |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    notes = []
     for engine in args.engines:
+        medians: dict[tuple[str, int], tuple[float, float]] = {}
         for mode in args.fanout_modes:
-            rates = {}
             for history in (0, args.history):
                 results = runs[("fanout", engine, mode, str(history))]
-                t = median_of(results, lambda r: statistics.median(r["rounds"]))
-                if t is None:
+                t = median_of(results, round_median("rounds"))
+                cpu = median_of(results, round_median("server_cpu"))
+                label = f"| {engine} | {LABELS[mode]} | {history or 'off'} |"
+                if t is None or cpu is None:
                     lines.append(
-                        f"| {engine} | {LABELS[mode]} | {history or 'off'} | - | - | - |"
-                        f" error: {error_of(results)} |"
+                        f"{label} - | - | - | - | - | - | - | error: {error_of(results)} |"
                     )
                     continue
-                rates[history] = args.n * args.messages / t
-                ratio = f"{rates[history] / rates[0]:.0%}" if 0 in rates and history else ""
-                if mode == "envelope" and history and ("fanout", engine, "ws", "0") in runs:
-                    plain = median_of(
-                        runs[("fanout", engine, "ws", "0")],
-                        lambda r: statistics.median(r["rounds"]),
-                    )
-                    if plain:
-                        ratio += f" ({t and plain / t:.0%} of plain WebSocket off)"
+                medians[(mode, history)] = t, cpu
+                off = medians.get((mode, 0))
+                vs_t = f"{off[0] / t:.0%}" if off and history else "-"
+                vs_cpu = f"{off[1] / cpu:.0%}" if off and history else "-"
+                client = median_of(results, lambda r: max(r["client_cpu"]))
+                deliveries = args.n * args.messages
                 lines.append(
-                    f"| {engine} | {LABELS[mode]} | {history or 'off'} | {t:.3f} |"
-                    f" {rates[history]:,.0f} | {ratio or '-'} | {wrong(results)} |"
+                    f"{label} {t:.3f} | {deliveries / t:,.0f} | {vs_t} | {cpu:.3f} |"
+                    f" {deliveries / cpu:,.0f} | {vs_cpu} | {client:.0%} | {wrong(results)} |"
                 )
-    return lines
+        plain, enveloped = medians.get(("ws", 0)), medians.get(("envelope", args.history))
+        if plain and enveloped:
+            notes.append(
+                f"{engine}: WebSocket with the envelope and history against plain WebSocket"
+                f" without: {plain[0] / enveloped[0]:.0%} of its deliveries/s,"
+                f" {plain[1] / enveloped[1]:.0%} of its deliveries per CPU second"
+            )
+    return lines + [""] + notes
 
 
 def storm_table(args: argparse.Namespace, runs: dict[tuple[str, ...], list[Any]]) -> list[str]:
@@ -597,30 +686,31 @@ def storm_table(args: argparse.Namespace, runs: dict[tuple[str, ...], list[Any]]
         f" (history {args.history}), all reconnecting at once; median of {args.repeats} runs",
         "",
         "| engine | protocol | all connected (s) | half caught up (s) | all caught up (s)"
-        " | messages/s"
-        " | RSS before (MiB) | peak RSS (MiB) | peak - before | wrong |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        " | messages/s | server CPU (s) | RSS before (MiB) | peak RSS (MiB) | peak - before"
+        " | wrong |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for engine in args.engines:
         for mode in args.storm_modes:
             results = runs[("storm", engine, mode, str(args.history))]
             t = median_of(results, lambda r: r["time"])
+            label = f"| {engine} | {LABELS[mode]} |"
             if t is None:
                 lines.append(
-                    f"| {engine} | {LABELS[mode]} | - | - | - | - | - | - | - |"
-                    f" error: {error_of(results)} |"
+                    f"{label} - | - | - | - | - | - | - | - | error: {error_of(results)} |"
                 )
                 continue
             connected = median_of(results, lambda r: r["connected"])
             half = median_of(results, lambda r: r["median_client"])
+            cpu = median_of(results, lambda r: r["server_cpu"])
             before = median_of(results, lambda r: r["rss_before"] / 1024)
             peak = median_of(results, lambda r: max(r["rss_hwm"], r["rss_sampled"]) / 1024)
             growth = median_of(
                 results, lambda r: (max(r["rss_hwm"], r["rss_sampled"]) - r["rss_before"]) / 1024
             )
             lines.append(
-                f"| {engine} | {LABELS[mode]} | {connected:.3f} | {half:.3f} | {t:.3f} |"
-                f" {args.storm_n * args.behind / t:,.0f} | {before:.1f} | {peak:.1f} |"
+                f"{label} {connected:.3f} | {half:.3f} | {t:.3f} |"
+                f" {args.storm_n * args.behind / t:,.0f} | {cpu:.3f} | {before:.1f} | {peak:.1f} |"
                 f" +{growth:.1f} | {wrong(results)} |"
             )
     return lines
@@ -648,6 +738,7 @@ def main() -> None:
     parser.add_argument("--load-cpu", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=120.0, help="per wait, seconds")
     parser.add_argument("--json", help="also write every run's results to this file")
+    parser.add_argument("--profile", help="py-spy each run's server; raw profiles in this folder")
     args = parser.parse_args()
     args.engines = args.engines.split(",")
     args.fanout_modes = args.fanout_modes.split(",")
@@ -685,6 +776,10 @@ def main() -> None:
         print()
     if "storm" in measures:
         print("\n".join(storm_table(args, runs)))
+    if args.profile:
+        for path in sorted(Path(args.profile).glob("*.txt")):
+            print()
+            print("\n".join(profile_top(path)))
     if args.json:
         Path(args.json).write_text(
             json.dumps([{"run": "/".join(k), "results": v} for k, v in runs.items()], indent=1)
