@@ -30,7 +30,14 @@ that it got exactly the messages published, in order, and with history
 their positions: one epoch, offsets following each other from where it was.
 A client that did not counts as a mismatch, shown in the table. The server
 is pinned to ``--server-cpu``, the load client and redis-server to
-``--load-cpu``. Loopback only; every wait is bounded (``--timeout``).
+``--load-cpu``. Besides the wall time, each round's server CPU time
+(``/proc/PID/task/*/schedstat``) is reported, and what the rest of the
+machine ran meanwhile (``others``, in cores): other work on these few cores
+lengthens a round, not the CPU the server spends on it. Before each run the
+script waits (at most ``--quiet-wait`` s) for the machine to be quiet, and
+runs again (``--retries``) a run that other work disturbed all the same
+(``--max-others``).
+Loopback only; every wait is bounded (``--timeout``).
 """
 
 from __future__ import annotations
@@ -273,6 +280,13 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def busy_seconds() -> float:
+    """CPU time every process on the machine has run (/proc/stat), in seconds."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def run_time(pid: int) -> float:
     """CPU time the server's threads have run, in seconds (schedstat: in
     nanoseconds, where getrusage would round to clock ticks). Other
@@ -294,12 +308,16 @@ async def run_fanout(args: argparse.Namespace) -> dict[str, Any]:
     await wait_count(args.port, args.n, args.timeout)
     await asyncio.sleep(0.5)  # history loads and announcements: not part of a round
     check_all(args, clients, 0, 0)  # each notes where it starts
-    rounds, cpu, served, mismatches, why = [], [], [], 0, None
+    rounds, cpu, served, others, mismatches, why = [], [], [], [], 0, None
     for r in range(args.rounds):
-        cpu0, server0 = cpu_seconds(), run_time(args.server_pid)
+        cpu0, server0, busy0 = cpu_seconds(), run_time(args.server_pid), busy_seconds()
         elapsed = await publish_and_wait(args, bench, clients, args.messages, r)
-        cpu.append((cpu_seconds() - cpu0) / elapsed)
-        served.append(run_time(args.server_pid) - server0)
+        client = cpu_seconds() - cpu0
+        server = run_time(args.server_pid) - server0
+        cpu.append(client / elapsed)
+        served.append(server)
+        # What the rest of the machine ran meanwhile, in cores (other work slows a round).
+        others.append(max(busy_seconds() - busy0 - client - server, 0) / elapsed)
         rounds.append(elapsed)
         bad, reason = check_all(args, clients, r, args.messages)
         mismatches += bad
@@ -313,6 +331,7 @@ async def run_fanout(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": rounds,
         "client_cpu": cpu,
         "server_cpu": served,
+        "others": others,
         "mismatches": mismatches,
         "why": why,
         "lost": bench.lost,
@@ -366,13 +385,15 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
     sampler = asyncio.ensure_future(sample_rss(args.server_pid, peak))
     bench.wait_for(args.n)
     t0 = time.perf_counter()
-    cpu0, server0 = cpu_seconds(), run_time(args.server_pid)
+    cpu0, server0, busy0 = cpu_seconds(), run_time(args.server_pid), busy_seconds()
     clients = await connect_all(args.port, args.mode, bench, clients, 0, args.behind)
     connected = time.perf_counter() - t0
     await wait_all(args, bench, clients, "storm")
     elapsed = time.perf_counter() - t0
-    cpu = (cpu_seconds() - cpu0) / elapsed
+    client = cpu_seconds() - cpu0
     served = run_time(args.server_pid) - server0
+    others = max(busy_seconds() - busy0 - client - served, 0) / elapsed
+    cpu = client / elapsed
     sampler.cancel()
     hwm = proc_status(args.server_pid, "VmHWM")
     after = proc_status(args.server_pid, "VmRSS")
@@ -384,6 +405,7 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
         "median_client": statistics.median(bench.times) - t0,
         "client_cpu": cpu,
         "server_cpu": served,
+        "others": others,
         "rss_before": before,
         "rss_hwm": hwm,
         "rss_sampled": peak[0],
@@ -455,11 +477,11 @@ def redis_flush(url: str) -> None:
 
 class Server:
     """``servers.py``'s trio-push (through Redis if ``redis_url``) with a
-    history of ``history`` messages, on core ``cpu``."""
+    history of ``history`` messages, on core ``cpu``, its packages from ``root``."""
 
-    def __init__(self, history: int, redis_url: str | None, cpu: int) -> None:
+    def __init__(self, history: int, redis_url: str | None, cpu: int, root: str) -> None:
         self.port = free_port()
-        env = dict(os.environ, PYTHONPATH=str(ROOT), BENCH_HISTORY=str(history))
+        env = dict(os.environ, PYTHONPATH=root, BENCH_HISTORY=str(history))
         name = "trio-push"
         if redis_url is not None:
             redis_flush(redis_url)
@@ -599,11 +621,35 @@ def profile_top(path: Path, count: int = 12) -> list[str]:
     return lines
 
 
+def disturbance(result: dict[str, Any]) -> float:
+    """How much other work ran during a run's rounds (the median), in cores."""
+    others = result["others"]
+    return float(statistics.median(others) if isinstance(others, list) else others)
+
+
+def wait_quiet(args: argparse.Namespace) -> float:
+    """Until the rest of the machine uses under ``--quiet`` cores (over half a
+    second), at most ``--quiet-wait`` seconds: other work on these few cores
+    slows a round. The load it last saw."""
+    deadline = time.monotonic() + args.quiet_wait
+    while True:
+        busy0 = busy_seconds()
+        time.sleep(0.5)
+        busy = (busy_seconds() - busy0) / 0.5
+        if busy < args.quiet or time.monotonic() > deadline:
+            return busy
+
+
 def run_one(
     args: argparse.Namespace, measure: str, engine: str, mode: str, history: int, redis: str | None
 ) -> dict[str, Any]:
+    if args.quiet_wait:
+        busy = wait_quiet(args)
+        if busy >= args.quiet:
+            print(f"    not quiet: {busy:.2f} cores busy", file=sys.stderr, flush=True)
     try:
-        with Server(history, redis if engine == "redis" else None, args.server_cpu) as server:
+        url = redis if engine == "redis" else None
+        with Server(history, url, args.server_cpu, args.pythonpath) as server:
             if history:
                 probe_history(server)
             with profiled(args, server, f"{measure}-{engine}-{mode}-{history}"):
@@ -643,8 +689,8 @@ def fanout_table(args: argparse.Namespace, runs: dict[tuple[str, ...], list[Any]
         f" median of {args.repeats} runs (each the median of {args.rounds} rounds)",
         "",
         "| engine | protocol | history | time (s) | deliveries/s | vs off"
-        " | server CPU (s) | deliveries per CPU s | vs off | client CPU | wrong |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        " | server CPU (s) | deliveries per CPU s | vs off | client CPU | others | wrong |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     notes = []
     for engine in args.engines:
@@ -665,10 +711,12 @@ def fanout_table(args: argparse.Namespace, runs: dict[tuple[str, ...], list[Any]
                 vs_t = f"{off[0] / t:.0%}" if off and history else "-"
                 vs_cpu = f"{off[1] / cpu:.0%}" if off and history else "-"
                 client = median_of(results, lambda r: max(r["client_cpu"]))
+                others = median_of(results, round_median("others"))
                 deliveries = args.n * args.messages
                 lines.append(
                     f"{label} {t:.3f} | {deliveries / t:,.0f} | {vs_t} | {cpu:.3f} |"
-                    f" {deliveries / cpu:,.0f} | {vs_cpu} | {client:.0%} | {wrong(results)} |"
+                    f" {deliveries / cpu:,.0f} | {vs_cpu} | {client:.0%} | {others:.2f} |"
+                    f" {wrong(results)} |"
                 )
         plain, enveloped = medians.get(("ws", 0)), medians.get(("envelope", args.history))
         if plain and enveloped:
@@ -687,8 +735,8 @@ def storm_table(args: argparse.Namespace, runs: dict[tuple[str, ...], list[Any]]
         "",
         "| engine | protocol | all connected (s) | half caught up (s) | all caught up (s)"
         " | messages/s | server CPU (s) | RSS before (MiB) | peak RSS (MiB) | peak - before"
-        " | wrong |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        " | others | wrong |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for engine in args.engines:
         for mode in args.storm_modes:
@@ -705,13 +753,14 @@ def storm_table(args: argparse.Namespace, runs: dict[tuple[str, ...], list[Any]]
             cpu = median_of(results, lambda r: r["server_cpu"])
             before = median_of(results, lambda r: r["rss_before"] / 1024)
             peak = median_of(results, lambda r: max(r["rss_hwm"], r["rss_sampled"]) / 1024)
+            others = median_of(results, lambda r: r["others"])
             growth = median_of(
                 results, lambda r: (max(r["rss_hwm"], r["rss_sampled"]) - r["rss_before"]) / 1024
             )
             lines.append(
                 f"{label} {connected:.3f} | {half:.3f} | {t:.3f} |"
                 f" {args.storm_n * args.behind / t:,.0f} | {cpu:.3f} | {before:.1f} | {peak:.1f} |"
-                f" +{growth:.1f} | {wrong(results)} |"
+                f" +{growth:.1f} | {others:.2f} | {wrong(results)} |"
             )
     return lines
 
@@ -737,6 +786,20 @@ def main() -> None:
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=120.0, help="per wait, seconds")
+    parser.add_argument(
+        "--quiet", type=float, default=0.2, help="before each run, wait until others use under"
+    )
+    parser.add_argument("--quiet-wait", type=float, default=120.0, help="... this long at most")
+    parser.add_argument(
+        "--max-others",
+        type=float,
+        default=0.3,
+        help="a run during which other work used more cores than this is run again ...",
+    )
+    parser.add_argument("--retries", type=int, default=2, help="... at most this many times")
+    parser.add_argument(
+        "--pythonpath", default=str(ROOT), help="the server's trio_push from this tree"
+    )
     parser.add_argument("--json", help="also write every run's results to this file")
     parser.add_argument("--profile", help="py-spy each run's server; raw profiles in this folder")
     args = parser.parse_args()
@@ -765,9 +828,18 @@ def main() -> None:
                 file=sys.stderr,
                 flush=True,
             )
-            result = run_one(args, measure, engine, mode, history, redis)
-            if "error" in result:
-                print(f"    error: {result['error']}", file=sys.stderr, flush=True)
+            for _ in range(args.retries + 1):
+                result = run_one(args, measure, engine, mode, history, redis)
+                if "error" in result:
+                    print(f"    error: {result['error']}", file=sys.stderr, flush=True)
+                    break
+                if disturbance(result) <= args.max_others:
+                    break
+                print(
+                    f"    disturbed ({disturbance(result):.2f} cores of other work): again",
+                    file=sys.stderr,
+                    flush=True,
+                )
             runs.setdefault((measure, engine, mode, str(history)), []).append(result)
 
     print()
