@@ -22,7 +22,7 @@ import trio
 import sansio_push as sp
 
 from ._glob import is_pattern
-from ._history import HistoryRules, Position, Published
+from ._history import HistoryRules, Position, Published, PublishError
 from ._loop import Loop
 from ._pubsub import Cursor, Subscriber, Subscriptions, detached, start_subscription
 
@@ -33,10 +33,6 @@ _RECEIVE_SIZE = 65536
 _BATCH = 512
 # A connection up this long (seconds) had no trouble reconnecting.
 _HEALTHY = 5.0
-
-
-class PublishError(sp.PushError):
-    """A publish that Redis did not confirm (see :meth:`RedisPubSub.publish_confirmed`)."""
 
 
 class _Lost(Exception):
