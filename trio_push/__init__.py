@@ -12,6 +12,7 @@ from sansio_push import Config
 from ._client import Client
 from ._context import Options
 from ._history import History, Position
+from ._js import JS_HELPER, js_helper_app
 from ._pubsub import MemoryPubSub, PubSub
 from ._redis import PublishError, RedisPubSub
 from ._router import Router
@@ -22,6 +23,7 @@ __all__ = [
     "Client",
     "Config",
     "History",
+    "JS_HELPER",
     "MemoryPubSub",
     "Options",
     "Position",
@@ -31,6 +33,7 @@ __all__ = [
     "Router",
     "Server",
     "StaticFiles",
+    "js_helper_app",
     "publish",
     "serve",
     "subscriber_count",

@@ -145,10 +145,11 @@ class Client:
         session = self._session
         session.ctx.loop.call(session.unsubscribe, channel)
 
-    def publish(self, channel: str, message: str | bytes) -> bool:
+    def publish(self, channel: str, message: str | bytes) -> Position | bool:
         """Publish ``message`` to every subscriber of ``channel``, on every
         process sharing the server's pub/sub engine (this client too, if
         subscribed). Never blocks; safe from any thread. Returns what the
         engine's ``publish`` returns: False if it could not take the message
-        (Redis unreachable)."""
+        (Redis unreachable), else the message's :class:`Position` on a
+        channel with history, else True."""
         return self._session.ctx.pubsub.publish(channel, message)

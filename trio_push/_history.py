@@ -107,6 +107,11 @@ def rules_from(default_size: int, default_ttl: float | None, patterns: Any) -> H
     return HistoryRules(default, patterns)
 
 
+class PublishError(sp.PushError):
+    """A publish that was not confirmed: :meth:`Position.wait`, and
+    :meth:`trio_push.RedisPubSub.publish_confirmed`."""
+
+
 _POSITION = re.compile(r"([0-9a-z]{1,16}):([0-9]{1,15})-([0-9]{1,19})\Z")
 
 
@@ -179,7 +184,7 @@ class Position:
                 self._event = trio.Event()
             await self._event.wait()
         if self.epoch is None:
-            raise sp.PushError(self.error or "the publish was not confirmed")
+            raise PublishError(self.error or "the publish was not confirmed")
         return self
 
 

@@ -314,9 +314,14 @@ class PushSession(CallbackQueue):
         core = self.core
         sink = self._sink
         while True:
-            if self.cursors:
-                pull(self, PULL_BYTES)
             data = core.data_to_send()
+            if not data and self.cursors:
+                # Only once the socket has taken what is queued: taken while
+                # it refuses, a pull would count against the queue bounds and
+                # close a reader that reads (what waits stays in the log,
+                # where enforce_bounds judges the reader).
+                pull(self, PULL_BYTES)
+                data = core.data_to_send()
             if not data:
                 break
             if not await sink.send(data, self):

@@ -5,15 +5,29 @@ for the channels and patterns its clients use, and nothing else), one
 publishes (``PUBLISH``, pipelined). A publish is delivered to this server's
 own clients through Redis too, like everyone else's: every subscriber gets
 each message exactly once, in the order Redis saw it.
+
+Channel history lives in Redis, per channel: a stream ``tp:s:{channel}``
+of its recent messages, with ids ``ms-offset``, and a hash
+``tp:m:{channel}`` with its epoch (``e``), last offset (``o``) and last
+publish time (``m``). A publish on a channel with history is one Lua
+script (:data:`PUBLISH_SCRIPT`) that gives the message the next offset,
+adds it to the stream, trims it and publishes it with a header that carries
+its position; reads (a client's history load, or this server filling what
+its subscriber connection missed) are another (:data:`READ_SCRIPT`). Both go
+on the publisher connection, in its one queue, so that a read reaches Redis
+after the subscriptions made before it are in place: whatever is published
+after the read is delivered live.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import random
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -22,9 +36,19 @@ import trio
 import sansio_push as sp
 
 from ._glob import is_pattern
-from ._history import HistoryRules, Position, Published
+from ._history import (
+    EPOCH,
+    META_TTL,
+    TRIMMED,
+    UNAVAILABLE,
+    History,
+    HistoryRules,
+    Position,
+    Published,
+    PublishError,
+)
 from ._loop import Loop
-from ._pubsub import Cursor, Subscriber, Subscriptions, detached, start_subscription
+from ._pubsub import Cursor, Subscriber, Subscriptions, Topic, detached, start_subscription
 
 log = logging.getLogger("trio_push.redis")
 
@@ -33,10 +57,102 @@ _RECEIVE_SIZE = 65536
 _BATCH = 512
 # A connection up this long (seconds) had no trouble reconnecting.
 _HEALTHY = 5.0
+# What starts a message published on a channel with history: then its
+# position (``epoch:ms-offset``) and a newline, then the message.
+HEADER = b"\x00tp\x01"
+# Live messages of one channel held while history fills a gap before them
+# (also while the publisher connection is back to send the read): past this
+# many, or these many bytes, the gap is given up (``unavailable``) and they
+# go on.
+_HOLD_MAX = 100_000
+_HOLD_MAX_BYTES = 64 * 1024 * 1024
+# Replay entries made into messages between two checkpoints of the loop.
+_PARSE_CHUNK = 1000
+
+#: Publish on a channel with history. KEYS: meta, stream. ARGV: channel,
+#: message, size (0: none), ttl in ms (0: none), the stream's and the
+#: meta's expiry in ms. Returns epoch, offset, ms, receivers. The offset is
+#: written only once the entry is in the stream, so offsets have no hole.
+PUBLISH_SCRIPT = r"""
+local meta, stream = KEYS[1], KEYS[2]
+local t = redis.call('TIME')
+local m = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local e = redis.call('HGET', meta, 'e')
+local o = 1
+if e then
+  o = tonumber(redis.call('HGET', meta, 'o') or '0') + 1
+  local last = tonumber(redis.call('HGET', meta, 'm') or '0')
+  if last > m then m = last end
+else
+  e = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
+  redis.call('DEL', stream)
+end
+local ms, off = string.format('%d', m), string.format('%d', o)
+local id = ms .. '-' .. off
+if tonumber(ARGV[3]) > 0 then
+  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[3], id, 'd', ARGV[2])
+else
+  redis.call('XADD', stream, id, 'd', ARGV[2])
+end
+redis.call('HSET', meta, 'e', e, 'o', off, 'm', ms)
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', m - ttl))
+end
+redis.call('PEXPIRE', stream, ARGV[5])
+redis.call('PEXPIRE', meta, ARGV[6])
+local n = redis.call('PUBLISH', ARGV[1], '\0tp\1' .. e .. ':' .. id .. '\n' .. ARGV[2])
+return {e, off, ms, n}
+"""
+
+#: Read a channel's history. KEYS: meta, stream. ARGV: the epoch, ms and
+#: offset to read after (epoch '': only the top), '1' to read the current
+#: epoch from its start if the epoch is another, size, ttl in ms, the meta's
+#: expiry in ms. Creates the meta (a new epoch) if there is none. Returns
+#: epoch, top offset, top ms, and the entries after the position that the
+#: history still holds (its last ``size``, of the last ``ttl``), newest first.
+READ_SCRIPT = r"""
+local meta, stream = KEYS[1], KEYS[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local e = redis.call('HGET', meta, 'e')
+if not e then
+  e = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'e', e, 'o', '0', 'm', '0')
+end
+redis.call('PEXPIRE', meta, ARGV[7])
+local o = tonumber(redis.call('HGET', meta, 'o') or '0')
+local m = redis.call('HGET', meta, 'm') or '0'
+local entries = {}
+local n, start, after = 0, '-', 0
+if ARGV[1] == e then
+  n = o - tonumber(ARGV[3])
+  start = '(' .. ARGV[2] .. '-' .. ARGV[3]
+  after = tonumber(ARGV[2])
+elseif ARGV[1] ~= '' and ARGV[4] == '1' then
+  n = o
+end
+if n > 0 then
+  local size, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
+  if size > 0 and n > size then n = size end
+  if ttl > 0 and after < now - ttl then start = string.format('%d', now - ttl) .. '-0' end
+  entries = redis.call('XREVRANGE', stream, '+', start, 'COUNT', n)
+end
+return {e, string.format('%d', o), m, entries}
+"""
 
 
-class PublishError(sp.PushError):
-    """A publish that Redis did not confirm (see :meth:`RedisPubSub.publish_confirmed`)."""
+def _sha(script: str) -> bytes:
+    return hashlib.sha1(script.encode()).hexdigest().encode()
+
+
+_PUBLISH_SHA = _sha(PUBLISH_SCRIPT)
+_READ_SHA = _sha(READ_SCRIPT)
+# Positions whose ms or offset Lua's numbers (doubles) cannot hold exactly.
+_TOO_BIG = 2**53
+# Reads of a channel whose rules changed since it was subscribed.
+_ANY_HISTORY = History(ttl=META_TTL)
 
 
 class _Lost(Exception):
@@ -49,6 +165,11 @@ def command(*args: bytes) -> bytes:
     for arg in args:
         parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
     return b"".join(parts)
+
+
+#: Sent first on a publisher connection when channels keep history (and
+#: again after a NOSCRIPT); nobody waits for their replies.
+SCRIPT_LOADS = tuple(command(b"SCRIPT", b"LOAD", x.encode()) for x in (PUBLISH_SCRIPT, READ_SCRIPT))
 
 
 def _encode(text: str) -> bytes:
@@ -80,13 +201,87 @@ def parse_url(url: str) -> tuple[str, int, str | None, str | None]:
     return parts.hostname or "127.0.0.1", port, user, password
 
 
-class _Waiter:
-    __slots__ = ("event", "result", "error")
+def _key(kind: bytes, channel: str) -> bytes:
+    """A channel's history key: ``tp:<kind>:{channel}`` (the hash tag keeps a
+    channel's keys in one cluster slot)."""
+    return b"tp:%b:{%b}" % (kind, _encode(channel))
 
-    def __init__(self) -> None:
+
+@functools.lru_cache(maxsize=256)
+def _history_args(history: History) -> tuple[bytes, bytes, bytes, bytes]:
+    """size, ttl in ms, the stream's and the meta's expiry in ms."""
+    ttl = int(history.ttl * 1000) if history.ttl is not None else 0
+    meta = max(int(META_TTL * 1000), ttl)
+    return b"%d" % history.size, b"%d" % ttl, b"%d" % (ttl or meta), b"%d" % meta
+
+
+class _Waiter:
+    __slots__ = ("event", "result", "error", "position")
+
+    def __init__(self, position: Position | None = None) -> None:
         self.event = trio.Event()
         self.result: int = 0
         self.error: str | None = None
+        #: On a channel with history: settled with the reply.
+        self.position = position
+
+
+class _ScriptLoad:
+    """The reply to a SCRIPT LOAD, which nobody waits for."""
+
+
+_SCRIPT_LOAD = _ScriptLoad()
+
+
+class _Track:
+    """A channel with history that this server subscribes to, as its live
+    messages come from Redis: pub/sub loses what is published while the
+    subscriber connection is down, and what follows shows it (an offset that
+    is not the next one), so the engine reads the rest from history before it
+    lets them on. Event loop thread only."""
+
+    __slots__ = ("topic", "last", "known", "held", "held_bytes", "fill", "sent", "again", "loads")
+
+    def __init__(self, topic: Topic) -> None:
+        self.topic = topic
+        #: The position of the last message handed to the topic's log.
+        self.last: Position | None = None
+        #: The channel's top when a load last read it (where the live
+        #: messages go on from while none has come yet).
+        self.known: Position | None = None
+        #: Live messages held while history fills a gap before them.
+        self.held: list[Published] | None = None
+        self.held_bytes = 0
+        #: That read, while it is not answered; ``sent``: it is queued.
+        self.fill: _Read | None = None
+        self.sent = False
+        #: The subscriber reconnected while that read was out: read again
+        #: once it is answered.
+        self.again = False
+        #: Subscriptions whose load is in flight: they start where it says.
+        self.loads: set[Cursor] = set()
+
+    def ref(self) -> Position | None:
+        """Where the next live message should follow on."""
+        return self.last if self.last is not None else self.known
+
+
+class _Read:
+    """A history read: a subscription's load (``cursor``), or a fill of what
+    the live messages of ``track`` missed after ``since``."""
+
+    __slots__ = ("track", "cursor", "since", "retried", "done")
+
+    def __init__(self, track: _Track, cursor: Cursor | None, since: Position | None) -> None:
+        self.track = track
+        self.cursor = cursor
+        self.since = since
+        self.retried = False
+        self.done = False
+
+
+# Who waits for a reply of the publisher connection (see RedisPubSub._queue).
+_Pending = _Waiter | Position | _Read | _ScriptLoad | None
 
 
 class _SubCommand:
@@ -104,10 +299,15 @@ class _SubCommand:
 class RedisPubSub:
     """Pub/sub through Redis, for several processes and machines.
 
-    ``publish(channel, message)`` never blocks and returns a bool:
+    ``publish(channel, message)`` never blocks and returns:
 
-    - ``True``: the message was handed to the live connection to Redis (or is
-      queued for it); it reaches every subscriber, here and elsewhere, once.
+    - ``True`` (a channel without history): the message was handed to the
+      live connection to Redis (or is queued for it); it reaches every
+      subscriber, here and elsewhere, once.
+    - a :class:`Position` (a channel with history): the same, and the
+      position Redis gives it is filled in when Redis answers
+      (``await position.wait()``; if the connection breaks first it never
+      is: ``position.error`` says why).
     - ``False``: it was not published: Redis is unreachable (or, while
       reconnecting, not reachable yet, or this server has not resubscribed
       yet), or ``max_pending`` messages are already waiting. Nothing is
@@ -125,6 +325,11 @@ class RedisPubSub:
     and each transition is logged on ``trio_push.redis``. The subscriber
     connection pings Redis every ``health_interval`` seconds; a connection
     that answers nothing for that long is dropped and reopened.
+
+    On a channel with history, what was published while the subscriber
+    connection was down is read from history once it has resubscribed, and
+    delivered before the live messages that follow; what history no longer
+    holds reaches the clients as a gap (``on_gap``).
 
     A subscription Redis refuses (an ACL user's ``NOPERM``) is counted in
     :attr:`subscribe_errors`, logged, and dropped: its clients are
@@ -163,10 +368,14 @@ class RedisPubSub:
         # -- publisher state (the queue is shared with other threads) --
         self._lock = threading.Lock()
         self._pub_up = False
-        self._queue: deque[tuple[bytes, _Waiter | None]] = deque()
+        # A command, and who waits for its reply: nobody (a PUBLISH), a
+        # publish_confirmed, a history publish's position, a history read.
+        self._queue: deque[tuple[bytes, _Pending]] = deque()
         self._wake_pending = False
         self._pub_lot = trio.lowlevel.ParkingLot()
-        self._in_flight: deque[_Waiter | None] = deque()
+        self._in_flight: deque[_Pending] = deque()
+        # The scripts are (re)loaded ahead of the next batch.
+        self._load_scripts = False
         self._failed_while_down = 0
         self._pub_replies = 0
         # -- subscriber state (event loop thread only) --
@@ -184,6 +393,11 @@ class RedisPubSub:
         self._sub_ready = False
         self._ready_at = 0
         self._pong = True
+        # -- history (event loop thread only) --
+        self._tracks: dict[str, _Track] = {}
+        # The subscriber reconnected: fill every channel with history once
+        # both connections are ready.
+        self._refill = False
         #: True while publishes are accepted: both connections to Redis are
         #: up and the subscriber has resubscribed.
         self.connected = False
@@ -225,11 +439,9 @@ class RedisPubSub:
         for cursor, since in detached(subscriber):
             self._load(cursor, since)
 
-    def _load(self, cursor: Cursor, since: Position | None) -> None:
-        raise NotImplementedError("history through Redis")
-
     def unsubscribe(self, subscriber: Subscriber, channel: str) -> None:
         if self.subscriptions.remove(subscriber, channel):
+            self._tracks.pop(channel, None)
             self._send_sub(b"PUNSUBSCRIBE" if is_pattern(channel) else b"UNSUBSCRIBE", [channel])
 
     def unsubscribe_all(self, subscriber: Subscriber) -> None:
@@ -237,6 +449,8 @@ class RedisPubSub:
         if gone:
             exact = [c for c in gone if not is_pattern(c)]
             patterns = [c for c in gone if is_pattern(c)]
+            for channel in exact:
+                self._tracks.pop(channel, None)
             if exact:
                 self._send_sub(b"UNSUBSCRIBE", exact)
             if patterns:
@@ -258,28 +472,50 @@ class RedisPubSub:
 
     # -- publishing -----------------------------------------------------------
 
-    def publish(self, channel: str, message: str | bytes | sp.Prepared) -> bool:
-        """Publish through Redis; True if accepted, False if not (see the class)."""
-        cmd = command(b"PUBLISH", _encode(channel), _payload(message))
-        return self._enqueue(cmd, None)
+    def publish(self, channel: str, message: str | bytes | sp.Prepared) -> Position | bool:
+        """Publish through Redis: True or, on a channel with history, a
+        :class:`Position` if accepted; False if not (see the class)."""
+        history = self.subscriptions.rules.get(channel)
+        if history is None:
+            return self._enqueue(command(b"PUBLISH", _encode(channel), _payload(message)), None)
+        position = Position(channel)
+        if not self._enqueue(_publish_command(channel, history, _payload(message)), position):
+            return False
+        return position
 
     async def publish_confirmed(self, channel: str, message: str | bytes | sp.Prepared) -> int:
         """Publish and wait for Redis's reply: the number of Redis
         subscribers (server processes, not clients) it reached. Raises
         :class:`PublishError` if Redis is unreachable or the connection
-        breaks first. Event loop thread only."""
-        waiter = _Waiter()
-        if not self._enqueue(command(b"PUBLISH", _encode(channel), _payload(message)), waiter):
+        breaks first. Event loop thread only. (On a channel with history,
+        ``publish`` and ``await position.wait()`` give the position.)"""
+        history = self.subscriptions.rules.get(channel)
+        payload = _payload(message)
+        if history is None:
+            waiter = _Waiter()
+            cmd = command(b"PUBLISH", _encode(channel), payload)
+        else:
+            waiter = _Waiter(Position(channel))
+            cmd = _publish_command(channel, history, payload)
+        if not self._enqueue(cmd, waiter):
             raise PublishError(f"not connected to Redis at {self.host}:{self.port}")
         await waiter.event.wait()
         if waiter.error is not None:
             raise PublishError(waiter.error)
         return waiter.result
 
-    def _enqueue(self, cmd: bytes, waiter: _Waiter | None) -> bool:
+    def _enqueue(self, cmd: bytes, pending: _Pending) -> bool:
+        """Queue ``cmd`` for the publisher connection; False if Redis is not
+        ready. A history read is not a publish: it is not counted as one,
+        and the queue bound does not refuse it."""
+        read = isinstance(pending, _Read)
         with self._lock:
             ready = self._pub_up and self._sub_ready
-            if not ready or len(self._queue) + len(self._in_flight) >= self.max_pending:
+            if not ready or (
+                not read and len(self._queue) + len(self._in_flight) >= self.max_pending
+            ):
+                if read:
+                    return False
                 self.failed += 1
                 if not ready:
                     self._failed_while_down += 1
@@ -288,7 +524,7 @@ class RedisPubSub:
                     first = False
                 queue_full = ready
             else:
-                self._queue.append((cmd, waiter))
+                self._queue.append((cmd, pending))
                 wake = not self._wake_pending
                 self._wake_pending = True
                 if wake:
@@ -304,6 +540,262 @@ class RedisPubSub:
 
     def _wake_writer(self) -> None:
         self._loop.call(self._pub_lot.unpark_all)
+
+    # -- history --------------------------------------------------------------
+
+    def _track(self, topic: Topic) -> _Track:
+        track = self._tracks.get(topic.key)
+        if track is None or track.topic is not topic:
+            track = self._tracks[topic.key] = _Track(topic)
+        return track
+
+    def _current(self, track: _Track) -> bool:
+        """Whether ``track`` is still that of a topic with subscribers here."""
+        key = track.topic.key
+        return self._tracks.get(key) is track and self.subscriptions.exact.get(key) is track.topic
+
+    def _load(self, cursor: Cursor, since: Position | None) -> None:
+        """Read where ``cursor`` starts (and with ``since``, what it missed);
+        the subscriber is held until ``subscriptions.loaded``, called once
+        whatever happens."""
+        track = self._track(cursor.topic)
+        read = _Read(track, cursor, since)
+        track.loads.add(cursor)
+        if not self._send_read(read):
+            self._read_failed(read)
+
+    def _send_read(self, read: _Read) -> bool:
+        channel = read.track.topic.key
+        history = self.subscriptions.rules.get(channel) or _ANY_HISTORY
+        since = read.since
+        after: tuple[bytes, ...] = (b"", b"0", b"0")
+        if since is not None and since.epoch and since.ms < _TOO_BIG and since.offset < _TOO_BIG:
+            after = (since.epoch.encode(), b"%d" % since.ms, b"%d" % since.offset)
+        size, ttl, _, meta = _history_args(history)
+        cmd = command(
+            b"EVALSHA",
+            _READ_SHA,
+            b"2",
+            _key(b"m", channel),
+            _key(b"s", channel),
+            *after,
+            b"1" if read.cursor is None else b"0",  # a fill reads a new epoch from its start
+            size,
+            ttl,
+            meta,
+        )
+        return self._enqueue(cmd, read)
+
+    async def _read_replied(self, read: _Read, reply: Any) -> None:
+        resent = False
+        try:
+            if isinstance(reply, Exception):
+                if str(reply).startswith("NOSCRIPT") and not read.retried:
+                    # Redis forgot the scripts (SCRIPT FLUSH, a failover):
+                    # loaded again ahead of the next batch, with this read.
+                    self._load_scripts = read.retried = True
+                    resent = self._send_read(read)
+                    if resent:
+                        return
+                log.error("redis publisher: history read failed: %s", reply)
+                self._read_failed(read)
+                return
+            channel = read.track.topic.key
+            epoch = _decode(reply[0])
+            top = Position(channel, epoch, int(reply[1]), int(reply[2]))
+            raw = reply[3]
+            entries: list[Published] = []
+            for i in range(len(raw), 0, -_PARSE_CHUNK):
+                if entries:
+                    await trio.sleep(0)  # a long replay does not hold the loop
+                entries += _entries(channel, epoch, raw[max(0, i - _PARSE_CHUNK) : i])
+            if read.cursor is not None:
+                self._loaded(read, top, entries)
+            else:
+                self._filled(read, top, entries)
+        finally:
+            if not (read.done or resent):
+                self._read_failed(read)
+
+    def _loaded(self, read: _Read, top: Position, entries: list[Published]) -> None:
+        """A load's answer: where the subscription starts, what it missed."""
+        read.done = True
+        cursor, since, track = read.cursor, read.since, read.track
+        assert cursor is not None
+        track.loads.discard(cursor)
+        known = track.known
+        if known is None or known.epoch != top.epoch or known.offset < top.offset:
+            track.known = top
+        loaded = self.subscriptions.loaded
+        if since is None:
+            loaded(cursor, None, [], top)
+        elif since.epoch != top.epoch or since.offset > top.offset:
+            loaded(cursor, since, [], top, EPOCH)
+        elif since.offset == top.offset:
+            loaded(cursor, since, [], top)
+        elif (
+            not entries
+            or _offset(entries[0]) != since.offset + 1
+            or len(entries) != top.offset - since.offset
+        ):
+            loaded(cursor, since, [], top, TRIMMED)
+        else:
+            loaded(cursor, since, entries, top)
+
+    def _read_failed(self, read: _Read) -> None:
+        """No answer (Redis unreachable, the connection broke, an error): a
+        load starts with nothing (a resume: the gap ``unavailable``); a fill
+        gives up on what it was to bring."""
+        if read.done:
+            return
+        read.done = True
+        track, cursor, since = read.track, read.cursor, read.since
+        if cursor is not None:
+            track.loads.discard(cursor)
+            reason = UNAVAILABLE if since is not None else None
+            self.subscriptions.loaded(cursor, since, [], None, reason)
+            return
+        if track.fill is not read:
+            return
+        held = track.held or []
+        track.held = track.fill = None
+        track.sent = False
+        first = next((p.position for p in held if p.position is not None), None)
+        if first is None:
+            self._refill = True  # nothing shows a gap yet: read again once Redis is back
+        elif self._current(track):
+            before = Position(first.channel, first.epoch, first.offset - 1, first.ms)
+            self._tell_gap(track, UNAVAILABLE, before)
+            track.last = before
+        if self._current(track):
+            for published in held:
+                self._live(track, published)
+            self._fill_again(track)
+
+    def _live(self, track: _Track, published: Published) -> None:
+        """A message from the subscriber connection, on a channel with history."""
+        held = track.held
+        if held is not None:
+            held.append(published)
+            track.held_bytes += len(published.message)
+            if track.fill is not None and (
+                len(held) > _HOLD_MAX or track.held_bytes > _HOLD_MAX_BYTES
+            ):
+                log.error(
+                    "redis: %d live messages of %r wait for history; going on without it",
+                    len(held),
+                    track.topic.key,
+                )
+                self._read_failed(track.fill)
+            return
+        position = published.position
+        if position is not None:
+            ref = track.ref()
+            if ref is not None and (
+                position.epoch != ref.epoch or position.offset > ref.offset + 1
+            ):
+                # Pub/sub lost some (the subscriber reconnected), or the
+                # history was lost: hold the live ones, read the rest first.
+                self._fill(track, ref)
+                track.held = [published]
+                track.held_bytes = len(published.message)
+                return
+            last = track.last
+            if last is not None and position.offset <= last.offset and position.epoch == last.epoch:
+                return  # history brought it already
+            track.last = position
+        self.subscriptions.publish_to(track.topic, published)
+
+    def _fill(self, track: _Track, since: Position) -> None:
+        if track.held is None:
+            track.held, track.held_bytes = [], 0
+        read = track.fill = _Read(track, None, since)
+        track.sent = self._send_read(read)  # else when Redis is ready again (_resumed)
+
+    def _read_lost(self, read: _Read) -> None:
+        """The publisher connection broke before ``read`` was answered: a
+        load ends (the gap ``unavailable``); a fill is sent again once Redis
+        is ready (the live messages wait)."""
+        if read.cursor is None and read.track.fill is read and not read.done:
+            read.track.sent = False
+        else:
+            self._read_failed(read)
+
+    def _filled(self, read: _Read, top: Position, entries: list[Published]) -> None:
+        """A fill's answer: what the live messages missed after ``read.since``
+        goes first (as much of it as history has), then the held ones."""
+        read.done = True
+        track, since = read.track, read.since
+        assert since is not None
+        if track.fill is not read:
+            return
+        held = track.held or []
+        track.held = track.fill = None
+        track.sent = False
+        if not self._current(track):
+            return
+        channel = track.topic.key
+        told: set[Subscriber] = set()
+        expected = since.offset + 1
+        if top.epoch != since.epoch:
+            told = self._tell_gap(track, EPOCH, Position(channel, top.epoch))
+            expected = 1  # and the new epoch from its start, if history has it
+        fresh = [p for p in entries if _offset(p) >= expected]
+        first = _offset(fresh[0]) if fresh else top.offset + 1
+        if first > expected:
+            self._tell_gap(track, TRIMMED, Position(channel, top.epoch, first - 1), told)
+        last = track.last
+        for published in fresh:
+            position = published.position
+            assert position is not None
+            if last is None or last.epoch != position.epoch or last.offset < position.offset:
+                self.subscriptions.publish_to(track.topic, published)
+                last = position
+        if last is None or last.epoch != top.epoch or last.offset < top.offset:
+            last = top
+        track.last = last
+        if fresh or first > expected or told:
+            log.info(
+                "redis: %r: %d missed messages read from history%s",
+                channel,
+                len(fresh),
+                "" if first <= expected and not told else " (and a gap)",
+            )
+        for published in held:
+            self._live(track, published)
+        self._fill_again(track)
+
+    def _fill_again(self, track: _Track) -> None:
+        """A fill is over: if the subscriber reconnected meanwhile, read
+        from where it got to (unless a new gap started a fill already)."""
+        ref = track.ref()
+        if track.again and track.fill is None and ref is not None:
+            track.again = False
+            self._fill(track, ref)
+
+    def _tell_gap(
+        self, track: _Track, reason: str, after: Position, told: Container[Subscriber] = ()
+    ) -> set[Subscriber]:
+        """The subscribers of ``track`` that had not got up to ``after``
+        (the last position of the gap) will not get all of it: tell them.
+        Not those whose load is in flight (it says where they start), nor
+        those without a position, nor those told already."""
+        topic = track.topic
+        end = topic.base + len(topic.log)
+        found: set[Subscriber] = set()
+        for subscriber, cursor in list(topic.cursors.items()):
+            last = cursor.last
+            if subscriber in told or cursor in track.loads or last is None:
+                continue
+            if last.epoch == after.epoch and last.offset >= after.offset:
+                continue
+            if cursor.seam:
+                if cursor.replay or cursor.pos < end:
+                    continue  # where its history load ends, pull sees the gap and says so
+                cursor.seam = False
+            subscriber.gap(topic.key, reason)
+            found.add(subscriber)
+        return found
 
     # -- running --------------------------------------------------------------
 
@@ -401,6 +893,25 @@ class RedisPubSub:
             log.warning(
                 "redis: %d publishes failed while Redis was unreachable or resubscribing", refused
             )
+        self._refill_all()
+
+    def _refill_all(self) -> None:
+        """Both connections are ready: send the fills that waited for that,
+        and after the subscriber reconnected, read what every channel with
+        history published meanwhile (not waiting for its next publish)."""
+        refill, self._refill = self._refill, False
+        for track in list(self._tracks.values()):
+            if not self._current(track):
+                continue
+            if track.fill is not None:
+                if not track.sent:
+                    track.sent = self._send_read(track.fill)
+                else:
+                    track.again = track.again or refill
+                continue
+            ref = track.ref()
+            if refill and ref is not None:
+                self._fill(track, ref)
 
     async def _handshake(self, stream: trio.SocketStream, reader: Any) -> None:
         if self._password is None:
@@ -426,6 +937,9 @@ class RedisPubSub:
         self._sub_sent = self._sub_acked = 0
         self._sub_up = True
         self._pong = True
+        # What was published while we were not subscribed is read from
+        # history once resubscribed (_refill_all).
+        self._refill = True
         try:
             # Resubscribe to everything in use, synchronously with going
             # up: later changes are sent as they happen.
@@ -493,12 +1007,18 @@ class RedisPubSub:
                     channel = _decode(reply[1])
                     topic = subs.exact.get(channel)
                     if topic is not None:
-                        subs.publish_to(topic, Published(_message(reply[2]), channel))
+                        message, position = _unwrap(channel, reply[2])
+                        if topic.history:
+                            published = Published(message, channel, position)
+                            self._live(self._track(topic), published)
+                        else:
+                            subs.publish_to(topic, Published(message, channel))
                 elif kind == b"pmessage":
                     topic = subs.patterns.get(_decode(reply[1]))
                     if topic is not None:
-                        published = Published(_message(reply[3]), _decode(reply[2]))
-                        subs.publish_to(topic, published)
+                        channel = _decode(reply[2])
+                        message, position = _unwrap(channel, reply[3])
+                        subs.publish_to(topic, Published(message, channel, position))
                 else:
                     self._sub_replied(1)
 
@@ -564,6 +1084,8 @@ class RedisPubSub:
         reader = hiredis.Reader()
         with trio.fail_after(self.connect_timeout):
             await self._handshake(stream, reader)
+        # A new connection may reach a Redis that never saw our scripts.
+        self._load_scripts = bool(self.subscriptions.rules)
         with self._lock:
             self._pub_up = True
         self._resumed()
@@ -581,17 +1103,20 @@ class RedisPubSub:
                 self._in_flight.clear()
                 self._queue.clear()
                 self._wake_pending = False
-            if lost:
-                self.unconfirmed += len(lost)
+            reads = [p for p in lost if isinstance(p, _Read)]
+            publishes = [p for p in lost if not isinstance(p, (_Read, _ScriptLoad))]
+            if publishes:
+                self.unconfirmed += len(publishes)
                 log.error(
                     "redis publisher: %d publishes unconfirmed when the connection broke;"
                     " they may not have been delivered",
-                    len(lost),
+                    len(publishes),
                 )
-            for waiter in lost:
-                if waiter is not None:
-                    waiter.error = "the connection to Redis broke before it confirmed"
-                    waiter.event.set()
+            error = "the connection to Redis broke before it confirmed"
+            for pending in publishes:
+                _fail(pending, error)
+            for read in reads:
+                self._read_lost(read)
 
     async def _pub_writer(self, stream: trio.SocketStream) -> None:
         while True:
@@ -602,6 +1127,9 @@ class RedisPubSub:
                 else:
                     batch = list(self._queue)
                     self._queue.clear()
+                    if self._load_scripts:
+                        self._load_scripts = False
+                        batch[:0] = [(cmd, _SCRIPT_LOAD) for cmd in SCRIPT_LOADS]
                     self._in_flight.extend(w for _, w in batch)
             if batch is None:
                 await self._pub_lot.park()
@@ -635,16 +1163,95 @@ class RedisPubSub:
                     break
                 self._pub_replies += 1
                 with self._lock:
-                    waiter = self._in_flight.popleft() if self._in_flight else None
-                if isinstance(reply, Exception):
+                    pending = self._in_flight.popleft() if self._in_flight else None
+                if isinstance(pending, _Read):
+                    await self._read_replied(pending, reply)
+                elif isinstance(pending, _ScriptLoad):
+                    if isinstance(reply, Exception):
+                        log.error("redis publisher: SCRIPT LOAD failed: %s", reply)
+                elif isinstance(reply, Exception):
                     self.failed += 1
-                    log.error("redis publisher: PUBLISH failed: %s", reply)
-                    if waiter is not None:
-                        waiter.error = str(reply)
-                        waiter.event.set()
-                elif waiter is not None:
-                    waiter.result = int(reply)
-                    waiter.event.set()
+                    if str(reply).startswith("NOSCRIPT"):
+                        self._load_scripts = True  # ahead of the next batch
+                    log.error("redis publisher: publish failed: %s", reply)
+                    _fail(pending, str(reply))
+                else:
+                    _confirm(pending, reply)
+
+
+def _fail(pending: _Pending, error: str) -> None:
+    """A publish that Redis did not confirm."""
+    if isinstance(pending, Position):
+        pending.settle(None, error=error)
+    elif isinstance(pending, _Waiter):
+        if pending.position is not None:
+            pending.position.settle(None, error=error)
+        pending.error = error
+        pending.event.set()
+
+
+def _confirm(pending: _Pending, reply: Any) -> None:
+    """Redis's reply to a publish: the receivers, or the history script's
+    epoch, offset, ms and receivers."""
+    if isinstance(reply, list):
+        epoch, offset, ms, receivers = reply
+        position = pending.position if isinstance(pending, _Waiter) else pending
+        if isinstance(position, Position):
+            position.settle(_decode(epoch), int(offset), int(ms))
+        reply = receivers
+    if isinstance(pending, _Waiter):
+        pending.result = int(reply)
+        pending.event.set()
+
+
+def _publish_command(channel: str, history: History, payload: bytes) -> bytes:
+    size, ttl, stream_expiry, meta_expiry = _history_args(history)
+    return command(
+        b"EVALSHA",
+        _PUBLISH_SHA,
+        b"2",
+        _key(b"m", channel),
+        _key(b"s", channel),
+        _encode(channel),
+        payload,
+        size,
+        ttl,
+        stream_expiry,
+        meta_expiry,
+    )
+
+
+def _unwrap(channel: str, data: bytes) -> tuple[str | bytes, Position | None]:
+    """A message from the subscriber connection, and its position if the
+    history script's header says it."""
+    if data.startswith(HEADER):
+        end = data.find(b"\n", len(HEADER), len(HEADER) + 64)
+        if end > 0:
+            try:
+                position = Position.parse(channel, data[len(HEADER) : end].decode("ascii"))
+            except ValueError:
+                pass
+            else:
+                return _message(data[end + 1 :]), position
+    return _message(data), None
+
+
+def _entries(channel: str, epoch: str, raw: list[Any]) -> list[Published]:
+    """Stream entries (newest first, as XREVRANGE gives them) as messages,
+    oldest first."""
+    out = []
+    for entry_id, fields in reversed(raw):
+        ms, _, offset = entry_id.partition(b"-")
+        data = fields[1] if len(fields) > 1 else b""  # ["d", message]
+        position = Position(channel, epoch, int(offset), int(ms))
+        out.append(Published(_message(data), channel, position))
+    return out
+
+
+def _offset(published: Published) -> int:
+    position = published.position
+    assert position is not None
+    return position.offset
 
 
 def _payload(message: str | bytes | sp.Prepared) -> bytes:

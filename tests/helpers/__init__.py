@@ -10,6 +10,8 @@
   CLI (``cli``, ``run_cli``), ``vm_rss_kib``.
 - ``pubsub``: cheap raw push clients by the thousand, a throwaway ``redis-server``,
   in-process servers whose handler subscribes, ``ServerProcess``.
+- ``history``: channel history: an ``EventSource`` that resumes with ``Last-Event-ID``
+  (httpx-sse), a ``TcpProxy`` that keeps a server away from Redis.
 - ``browser``: headless Chromium.
 - ``wstest_venv``: builds the Python 2.7 virtualenv of Autobahn's wstest (also a script).
 

@@ -8,6 +8,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -83,3 +84,32 @@ def wait_for_text(
 def send_ws_from_page(driver: webdriver.Chrome, text: str) -> None:
     """Send text over the page's global WebSocket `sock` (websocket.html)."""
     driver.execute_script("sock.send(arguments[0]);", text)
+
+
+def wait_for_js(driver: webdriver.Chrome, script: str, timeout: float = 10.0, *args: object) -> Any:
+    """Run ``script`` (a function body: ``return ...``) in the page until it
+    returns something truthy; return that. Fails after ``timeout`` seconds
+    with the last value seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = driver.execute_script(script, *args)
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{script!r} still {value!r} after {timeout}s")
+        time.sleep(0.02)
+
+
+def console_errors(driver: webdriver.Chrome) -> list[str]:
+    """The page's script errors so far (uncaught exceptions included), as
+    the page recorded them with :data:`RECORD_ERRORS`."""
+    return list(driver.execute_script("return window.__errors || [];"))
+
+
+#: A script tag's body that makes the page record its uncaught errors (for
+#: :func:`console_errors`): put it first in the page.
+RECORD_ERRORS = (
+    "window.__errors = [];"
+    " window.addEventListener('error', function (e) {"
+    " window.__errors.push(String(e.message || e)); });"
+)

@@ -171,6 +171,28 @@ async def test_a_burst_of_large_publishes_reaches_every_reader(start_server: Any
         await in_thread(ws.close)
 
 
+async def test_a_burst_of_small_publishes_reaches_a_reader_behind_a_small_window(
+    start_server: Any,
+) -> None:
+    # 20,000 publishes of 100 bytes: more messages than the bound (1000) in
+    # each 256 KiB that one send takes from the log. The reader's window is
+    # small, so the socket refuses at first; what waits must stay in the log
+    # until the socket has taken what is queued, not be counted against the
+    # bound while it refuses (that closed it with 1008).
+    handler = Subscriber()
+    server = await start_server(push_app(handler))
+    ws = await RawWebSocket.open(server.port, rcvbuf=65536)
+    await wait_for(lambda: trio_push.subscriber_count("prices") == 1)
+    n = 20_000
+    for i in range(n):
+        assert trio_push.publish("prices", f"{i:06d}" + "s" * 94)
+    with trio.fail_after(TIMEOUT):
+        got = await ws.messages(n)
+    assert [m[:6] for m in got] == [f"{i:06d}" for i in range(n)]
+    assert handler.clients[0].open
+    await ws.aclose()
+
+
 async def nonreader(port: int) -> RawWebSocket:
     """A WebSocket client with a tiny receive window that does not read."""
     return await RawWebSocket.open(port, rcvbuf=4096)
