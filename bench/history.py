@@ -288,16 +288,13 @@ def busy_seconds() -> float:
 
 
 def run_time(pid: int) -> float:
-    """CPU time the server's threads have run, in seconds (schedstat: in
-    nanoseconds, where getrusage would round to clock ticks). Other
-    processes on the machine lengthen a round, not this."""
-    return (
-        sum(
-            int(path.read_text().split()[0])
-            for path in Path(f"/proc/{pid}/task").glob("*/schedstat")
-        )
-        / 1e9
-    )
+    """CPU time the threads of process ``pid`` have run, in seconds
+    (schedstat: in nanoseconds, where getrusage would round to clock ticks);
+    0 for pid 0. Other processes on the machine lengthen a round, not this."""
+    if not pid:
+        return 0.0
+    tasks = Path(f"/proc/{pid}/task").glob("*/schedstat")
+    return sum(int(path.read_text().split()[0]) for path in tasks) / 1e9
 
 
 async def run_fanout(args: argparse.Namespace) -> dict[str, Any]:
@@ -308,16 +305,15 @@ async def run_fanout(args: argparse.Namespace) -> dict[str, Any]:
     await wait_count(args.port, args.n, args.timeout)
     await asyncio.sleep(0.5)  # history loads and announcements: not part of a round
     check_all(args, clients, 0, 0)  # each notes where it starts
-    rounds, cpu, served, others, mismatches, why = [], [], [], [], 0, None
+    rounds, cpu, served, redis, others, mismatches, why = [], [], [], [], [], 0, None
     for r in range(args.rounds):
-        cpu0, server0, busy0 = cpu_seconds(), run_time(args.server_pid), busy_seconds()
+        usage = Usage(args)
         elapsed = await publish_and_wait(args, bench, clients, args.messages, r)
-        client = cpu_seconds() - cpu0
-        server = run_time(args.server_pid) - server0
-        cpu.append(client / elapsed)
-        served.append(server)
-        # What the rest of the machine ran meanwhile, in cores (other work slows a round).
-        others.append(max(busy_seconds() - busy0 - client - server, 0) / elapsed)
+        usage.stop(elapsed)
+        cpu.append(usage.client / elapsed)
+        served.append(usage.server)
+        redis.append(usage.redis)
+        others.append(usage.others)
         rounds.append(elapsed)
         bad, reason = check_all(args, clients, r, args.messages)
         mismatches += bad
@@ -331,11 +327,32 @@ async def run_fanout(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": rounds,
         "client_cpu": cpu,
         "server_cpu": served,
+        "redis_cpu": redis,
         "others": others,
         "mismatches": mismatches,
         "why": why,
         "lost": bench.lost,
     }
+
+
+class Usage:
+    """CPU time used from its creation to :meth:`stop`: by this client, the
+    server, redis-server, and the rest of the machine (``others``, in cores:
+    other work slows a round)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.pids = args.server_pid, args.redis_pid
+        self.client = cpu_seconds()
+        self.server, self.redis = run_time(self.pids[0]), run_time(self.pids[1])
+        self.busy = busy_seconds()
+        self.others = 0.0
+
+    def stop(self, elapsed: float) -> None:
+        self.client = cpu_seconds() - self.client
+        self.server = run_time(self.pids[0]) - self.server
+        self.redis = run_time(self.pids[1]) - self.redis
+        ours = self.client + self.server + self.redis
+        self.others = max(busy_seconds() - self.busy - ours, 0) / elapsed
 
 
 def proc_status(pid: int, field: str) -> int:
@@ -385,15 +402,12 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
     sampler = asyncio.ensure_future(sample_rss(args.server_pid, peak))
     bench.wait_for(args.n)
     t0 = time.perf_counter()
-    cpu0, server0, busy0 = cpu_seconds(), run_time(args.server_pid), busy_seconds()
+    usage = Usage(args)
     clients = await connect_all(args.port, args.mode, bench, clients, 0, args.behind)
     connected = time.perf_counter() - t0
     await wait_all(args, bench, clients, "storm")
     elapsed = time.perf_counter() - t0
-    client = cpu_seconds() - cpu0
-    served = run_time(args.server_pid) - server0
-    others = max(busy_seconds() - busy0 - client - served, 0) / elapsed
-    cpu = client / elapsed
+    usage.stop(elapsed)
     sampler.cancel()
     hwm = proc_status(args.server_pid, "VmHWM")
     after = proc_status(args.server_pid, "VmRSS")
@@ -403,9 +417,10 @@ async def run_storm(args: argparse.Namespace) -> dict[str, Any]:
         "time": elapsed,
         "connected": connected,
         "median_client": statistics.median(bench.times) - t0,
-        "client_cpu": cpu,
-        "server_cpu": served,
-        "others": others,
+        "client_cpu": usage.client / elapsed,
+        "server_cpu": usage.server,
+        "redis_cpu": usage.redis,
+        "others": usage.others,
         "rss_before": before,
         "rss_hwm": hwm,
         "rss_sampled": peak[0],
@@ -421,6 +436,7 @@ def client_main(argv: list[str]) -> None:
     parser.add_argument("measure", choices=["fanout", "storm"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--server-pid", type=int, default=0)
+    parser.add_argument("--redis-pid", type=int, default=0, help="0: no Redis")
     parser.add_argument("--mode", choices=list(PATHS), required=True)
     parser.add_argument("--history", action="store_true", help="check positions too")
     parser.add_argument("--n", type=int, default=5000)
@@ -448,9 +464,9 @@ LABELS = {"ws": "WebSocket", "envelope": "WebSocket, envelope", "sse": "SSE"}
 
 
 @contextlib.contextmanager
-def redis_server(cpu: int) -> Iterator[str]:
+def redis_server(cpu: int) -> Iterator[tuple[str, int]]:
     """A redis-server of its own on a free loopback port, without
-    persistence, on core ``cpu``; its URL."""
+    persistence, on core ``cpu``; its URL and process id."""
     port = free_port()
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
@@ -461,7 +477,7 @@ def redis_server(cpu: int) -> Iterator[str]:
     )
     try:
         wait_listening(port, process, 15)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", process.pid
     finally:
         stop(process)
 
@@ -539,9 +555,12 @@ def probe_history(server: Server, timeout: float = 5.0) -> None:
         )
 
 
-def load(args: argparse.Namespace, server: Server, measure: str, mode: str, history: int) -> Any:
+def load(
+    args: argparse.Namespace, server: Server, measure: str, mode: str, history: int, redis_pid: int
+) -> Any:
     cmd = [sys.executable, str(Path(__file__).resolve()), "client", measure]
     cmd += ["--port", str(server.port), "--server-pid", str(server.process.pid)]
+    cmd += ["--redis-pid", str(redis_pid)]
     cmd += ["--mode", mode, "--size", str(args.size), "--timeout", str(args.timeout)]
     if history:
         cmd.append("--history")
@@ -641,19 +660,24 @@ def wait_quiet(args: argparse.Namespace) -> float:
 
 
 def run_one(
-    args: argparse.Namespace, measure: str, engine: str, mode: str, history: int, redis: str | None
+    args: argparse.Namespace,
+    measure: str,
+    engine: str,
+    mode: str,
+    history: int,
+    redis: tuple[str, int] | None,
 ) -> dict[str, Any]:
     if args.quiet_wait:
         busy = wait_quiet(args)
         if busy >= args.quiet:
             print(f"    not quiet: {busy:.2f} cores busy", file=sys.stderr, flush=True)
     try:
-        url = redis if engine == "redis" else None
+        url, redis_pid = redis if redis and engine == "redis" else (None, 0)
         with Server(history, url, args.server_cpu, args.pythonpath) as server:
             if history:
                 probe_history(server)
             with profiled(args, server, f"{measure}-{engine}-{mode}-{history}"):
-                result = load(args, server, measure, mode, history)
+                result = load(args, server, measure, mode, history, redis_pid)
             if os.fstat(server.log.fileno()).st_size:
                 result["server_log"] = server.log_tail(1)
             return dict(result)
@@ -683,41 +707,47 @@ def round_median(key: str) -> Any:
     return lambda r: statistics.median(r[key])
 
 
+def first_round(key: str) -> Any:
+    return lambda r: r[key][0]
+
+
+def peak_rss(r: dict[str, Any]) -> float:
+    return float(max(r["rss_hwm"], r["rss_sampled"]))
+
+
+def markdown(head: list[str], rows: list[list[str]], names: int) -> list[str]:
+    """A markdown table, the first ``names`` columns left-aligned."""
+    align = ["---" if i < names else "---:" for i in range(len(head))]
+    return [f"| {' | '.join(row)} |" for row in [head, align, *rows]]
+
+
 def fanout_table(args: argparse.Namespace, runs: dict[tuple[str, ...], list[Any]]) -> list[str]:
-    lines = [
-        f"Fan-out: {args.n:,} subscribers, {args.messages} messages of {args.size} bytes;"
-        f" median of {args.repeats} runs (each the median of {args.rounds} rounds)",
-        "",
-        "| engine | protocol | history | time (s) | deliveries/s | vs off"
-        " | server CPU (s) | deliveries per CPU s | vs off | client CPU | others | wrong |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    notes = []
+    head = ["engine", "protocol", "history", "first round (s)", "time (s)", "deliveries/s"]
+    head += ["vs off", "server CPU (s)", "deliveries per CPU s", "vs off", "Redis CPU (s)"]
+    head += ["others", "wrong"]
+    rows, notes = [], []
+    deliveries = args.n * args.messages
     for engine in args.engines:
         medians: dict[tuple[str, int], tuple[float, float]] = {}
         for mode in args.fanout_modes:
             for history in (0, args.history):
                 results = runs[("fanout", engine, mode, str(history))]
+                row = [engine, LABELS[mode], str(history or "off")]
                 t = median_of(results, round_median("rounds"))
                 cpu = median_of(results, round_median("server_cpu"))
-                label = f"| {engine} | {LABELS[mode]} | {history or 'off'} |"
                 if t is None or cpu is None:
-                    lines.append(
-                        f"{label} - | - | - | - | - | - | - | error: {error_of(results)} |"
-                    )
+                    rows.append(row + ["-"] * (len(head) - 4) + [f"error: {error_of(results)}"])
                     continue
                 medians[(mode, history)] = t, cpu
                 off = medians.get((mode, 0))
-                vs_t = f"{off[0] / t:.0%}" if off and history else "-"
-                vs_cpu = f"{off[1] / cpu:.0%}" if off and history else "-"
-                client = median_of(results, lambda r: max(r["client_cpu"]))
-                others = median_of(results, round_median("others"))
-                deliveries = args.n * args.messages
-                lines.append(
-                    f"{label} {t:.3f} | {deliveries / t:,.0f} | {vs_t} | {cpu:.3f} |"
-                    f" {deliveries / cpu:,.0f} | {vs_cpu} | {client:.0%} | {others:.2f} |"
-                    f" {wrong(results)} |"
-                )
+                redis = median_of(results, round_median("redis_cpu")) or 0
+                row += [f"{median_of(results, first_round('rounds')):.3f}", f"{t:.3f}"]
+                row += [f"{deliveries / t:,.0f}", f"{off[0] / t:.0%}" if off and history else "-"]
+                row += [f"{cpu:.3f}", f"{deliveries / cpu:,.0f}"]
+                row += [f"{off[1] / cpu:.0%}" if off and history else "-"]
+                row += [f"{redis:.3f}" if engine == "redis" else "-"]
+                row += [f"{median_of(results, round_median('others')):.2f}", wrong(results)]
+                rows.append(row)
         plain, enveloped = medians.get(("ws", 0)), medians.get(("envelope", args.history))
         if plain and enveloped:
             notes.append(
@@ -725,44 +755,42 @@ def fanout_table(args: argparse.Namespace, runs: dict[tuple[str, ...], list[Any]
                 f" without: {plain[0] / enveloped[0]:.0%} of its deliveries/s,"
                 f" {plain[1] / enveloped[1]:.0%} of its deliveries per CPU second"
             )
-    return lines + [""] + notes
+    title = (
+        f"Fan-out: {args.n:,} subscribers, {args.messages} messages of {args.size} bytes;"
+        f" median of {args.repeats} runs (each the median of {args.rounds} rounds)"
+    )
+    return [title, "", *markdown(head, rows, 3), "", *notes]
 
 
 def storm_table(args: argparse.Namespace, runs: dict[tuple[str, ...], list[Any]]) -> list[str]:
-    lines = [
-        f"Reconnect storm: {args.storm_n:,} clients, each {args.behind:,} messages behind"
-        f" (history {args.history}), all reconnecting at once; median of {args.repeats} runs",
-        "",
-        "| engine | protocol | all connected (s) | half caught up (s) | all caught up (s)"
-        " | messages/s | server CPU (s) | RSS before (MiB) | peak RSS (MiB) | peak - before"
-        " | others | wrong |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    head = ["engine", "protocol", "all connected (s)", "half caught up (s)", "all caught up (s)"]
+    head += ["messages/s", "server CPU (s)", "Redis CPU (s)", "RSS before (MiB)"]
+    head += ["peak RSS (MiB)", "peak - before", "others", "wrong"]
+    rows = []
     for engine in args.engines:
         for mode in args.storm_modes:
             results = runs[("storm", engine, mode, str(args.history))]
+            row = [engine, LABELS[mode]]
             t = median_of(results, lambda r: r["time"])
-            label = f"| {engine} | {LABELS[mode]} |"
             if t is None:
-                lines.append(
-                    f"{label} - | - | - | - | - | - | - | - | error: {error_of(results)} |"
-                )
+                rows.append(row + ["-"] * (len(head) - 3) + [f"error: {error_of(results)}"])
                 continue
-            connected = median_of(results, lambda r: r["connected"])
-            half = median_of(results, lambda r: r["median_client"])
-            cpu = median_of(results, lambda r: r["server_cpu"])
-            before = median_of(results, lambda r: r["rss_before"] / 1024)
-            peak = median_of(results, lambda r: max(r["rss_hwm"], r["rss_sampled"]) / 1024)
-            others = median_of(results, lambda r: r["others"])
-            growth = median_of(
-                results, lambda r: (max(r["rss_hwm"], r["rss_sampled"]) - r["rss_before"]) / 1024
-            )
-            lines.append(
-                f"{label} {connected:.3f} | {half:.3f} | {t:.3f} |"
-                f" {args.storm_n * args.behind / t:,.0f} | {cpu:.3f} | {before:.1f} | {peak:.1f} |"
-                f" +{growth:.1f} | {others:.2f} | {wrong(results)} |"
-            )
-    return lines
+            redis = median_of(results, lambda r: r["redis_cpu"]) or 0
+            row += [f"{median_of(results, lambda r: r['connected']):.3f}"]
+            row += [f"{median_of(results, lambda r: r['median_client']):.3f}", f"{t:.3f}"]
+            row += [f"{args.storm_n * args.behind / t:,.0f}"]
+            row += [f"{median_of(results, lambda r: r['server_cpu']):.3f}"]
+            row += [f"{redis:.3f}" if engine == "redis" else "-"]
+            row += [f"{median_of(results, lambda r: r['rss_before'] / 1024):.1f}"]
+            row += [f"{median_of(results, lambda r: peak_rss(r) / 1024):.1f}"]
+            growth = median_of(results, lambda r: (peak_rss(r) - r["rss_before"]) / 1024)
+            row += [f"+{growth:.1f}", f"{median_of(results, lambda r: r['others']):.2f}"]
+            rows.append(row + [wrong(results)])
+    title = (
+        f"Reconnect storm: {args.storm_n:,} clients, each {args.behind:,} messages behind"
+        f" (history {args.history}), all reconnecting at once; median of {args.repeats} runs"
+    )
+    return [title, "", *markdown(head, rows, 2)]
 
 
 def main() -> None:
@@ -777,7 +805,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000, help="fan-out subscribers")
     parser.add_argument("--messages", type=int, default=100)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--fanout-modes", default=",".join(FANOUT_MODES))
     parser.add_argument("--storm-n", type=int, default=1000, help="storm clients")
     parser.add_argument("--warmup", type=int, default=10, help="messages read before leaving")
