@@ -1,14 +1,17 @@
 """Channel history (issue 13): what it costs a fan-out, and a reconnect storm.
 
-    .venv/bin/python bench/history.py                              # everything (about 10 minutes)
+    .venv/bin/python bench/history.py                    # everything (30-40 minutes)
     .venv/bin/python bench/history.py --engines memory --measures fanout --repeats 1
+    .venv/bin/python bench/history.py --pythonpath /tmp/patched     # the server from another tree
+    .venv/bin/python bench/history.py --profile /tmp/prof           # py-spy each server
 
 Two measures, side by side in one run, each ``--repeats`` times (a fresh
 server every time, history off and on alternating), medians reported:
 
 - **fanout**: ``--n`` subscribers of one channel, ``--messages`` messages of
   ``--size`` bytes published in a burst, ``--rounds`` times on the same
-  connections (the median round kept, as ``fanout.py`` does), with no
+  connections (the median round kept, and the first apart: a subscription's
+  first burst after its history load takes the slower path), with no
   history and with ``--history`` messages of it; on WebSocket plain
   (``/ws``) and with the envelope (``/envelope``, what a page that resumes
   uses), and on SSE (``/sse``, where every message then carries its id).
@@ -36,8 +39,7 @@ machine ran meanwhile (``others``, in cores): other work on these few cores
 lengthens a round, not the CPU the server spends on it. Before each run the
 script waits (at most ``--quiet-wait`` s) for the machine to be quiet, and
 runs again (``--retries``) a run that other work disturbed all the same
-(``--max-others``).
-Loopback only; every wait is bounded (``--timeout``).
+(``--max-others``). Loopback only; every wait is bounded (``--timeout``).
 """
 
 from __future__ import annotations
@@ -93,7 +95,18 @@ class Subscription(Handshaking):
     """One subscriber: keeps what it receives (checked after the round) and
     counts the messages in it (``MARKS``) to know when it has them all."""
 
-    __slots__ = ("bench", "mark", "count", "target", "buf", "last", "epoch", "offset", "lost")
+    __slots__ = (
+        "bench",
+        "mark",
+        "count",
+        "target",
+        "buf",
+        "reads",
+        "last",
+        "epoch",
+        "offset",
+        "lost",
+    )
 
     def __init__(self, bench: Bench, request: bytes, status: bytes, mark: bytes) -> None:
         super().__init__(request, status)
@@ -102,6 +115,7 @@ class Subscription(Handshaking):
         self.count = 0
         self.target = 0
         self.buf = bytearray()
+        self.reads = 0  # how many pieces it came in (about the server's sends)
         # The last position it was given: its text (as the page sends it back), epoch, offset.
         self.last: str | None = None
         self.epoch: bytes | None = None
@@ -109,6 +123,7 @@ class Subscription(Handshaking):
         self.lost = False
 
     def received(self, data: bytes) -> None:
+        self.reads += 1
         self.buf += data
         count = self.count + data.count(self.mark)
         if self.count < self.target <= count:
@@ -305,11 +320,13 @@ async def run_fanout(args: argparse.Namespace) -> dict[str, Any]:
     await wait_count(args.port, args.n, args.timeout)
     await asyncio.sleep(0.5)  # history loads and announcements: not part of a round
     check_all(args, clients, 0, 0)  # each notes where it starts
-    rounds, cpu, served, redis, others, mismatches, why = [], [], [], [], [], 0, None
+    rounds, cpu, served, redis, others, reads, mismatches, why = [], [], [], [], [], [], 0, None
     for r in range(args.rounds):
         usage = Usage(args)
+        reads0 = sum(c.reads for c in clients)
         elapsed = await publish_and_wait(args, bench, clients, args.messages, r)
         usage.stop(elapsed)
+        reads.append((sum(c.reads for c in clients) - reads0) / len(clients))
         cpu.append(usage.client / elapsed)
         served.append(usage.server)
         redis.append(usage.redis)
@@ -329,6 +346,7 @@ async def run_fanout(args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu": served,
         "redis_cpu": redis,
         "others": others,
+        "reads": reads,
         "mismatches": mismatches,
         "why": why,
         "lost": bench.lost,
@@ -805,7 +823,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000, help="fan-out subscribers")
     parser.add_argument("--messages", type=int, default=100)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--fanout-modes", default=",".join(FANOUT_MODES))
     parser.add_argument("--storm-n", type=int, default=1000, help="storm clients")
     parser.add_argument("--warmup", type=int, default=10, help="messages read before leaving")
