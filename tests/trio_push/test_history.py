@@ -1,0 +1,583 @@
+"""Channel history with the in-process engine, against a real server on
+127.0.0.1 and real clients (httpx + httpx-sse, websockets, raw sockets for a
+client that stops reading): resuming from a position over many reconnects,
+several channels on one SSE id, the gap signal and its order on the wire,
+history bounds (size, ttl, per pattern), publish's positions, and
+``overflow='resync'``. Last, a property: pub/sub's fast path queues what its
+general path would."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+import trio
+from httpx_sse import aconnect_sse
+from websockets.exceptions import ConnectionClosed
+
+import trio_push
+from tests.helpers.server import TIMEOUT, http_client, in_thread, push_app, wait_for, ws_connect
+
+StartServer = Callable[..., Awaitable[trio_push.Server]]
+
+CHANNEL = "feed"
+#: Messages published at full rate while the stream is dropped DROPS times.
+N = 10_000
+DROPS = 20
+EVERY = N // DROPS
+#: A position's text form, epoch:ms-offset.
+POSITION = re.compile(r"[0-9a-z]+:[0-9]+-[0-9]+")
+
+
+class Feed:
+    """Subscribes every client to ``channels`` when it opens, and keeps the
+    clients: an SSE one resumes from its Last-Event-ID by itself; a
+    WebSocket one from the ``since`` its page sent, in the envelope."""
+
+    def __init__(self, *channels: str) -> None:
+        self.channels = channels or (CHANNEL,)
+        self.clients: list[trio_push.Client] = []
+
+    def on_open(self, client: trio_push.Client) -> None:
+        self.clients.append(client)
+        for channel in self.channels:
+            if client.protocol == "websocket":
+                client.subscribe(channel, since=client.since(channel), envelope=True)
+            else:
+                client.subscribe(channel)
+
+
+class GapFeed(Feed):
+    """A :class:`Feed` whose ``on_gap`` records the gap and writes a notice
+    (SSE event ``gap``) before anything more from pub/sub goes out."""
+
+    def __init__(self, *channels: str) -> None:
+        super().__init__(*channels)
+        self.gaps: list[tuple[str, str]] = []
+
+    def on_gap(self, client: trio_push.Client, channel: str, reason: str) -> None:
+        self.gaps.append((channel, reason))
+        client.write(f"gap {channel} {reason}", event="gap")
+
+
+def session_of(server: trio_push.Server, client: trio_push.Client) -> Any:
+    """The push session behind ``client`` (None once it has left)."""
+    return next((s for s in server.push_connections if s.client is client), None)
+
+
+def abort(server: trio_push.Server, client: trio_push.Client) -> None:
+    """Give up on ``client``'s transport at once, as the server's timer does
+    past a write or pong deadline: what is queued is never sent, the socket
+    is closed without the end of the stream. Event loop only."""
+    session = session_of(server, client)
+    if session is None:
+        return
+    if session._writer_scope is not None:
+        # Its send stops at once (its cancel alone is lost if the send
+        # finishes without waiting again).
+        session._writer_scope.cancel()
+    session.end()
+
+
+class Drops:
+    """Drops the stream every EVERY messages, once the client is back: the
+    server closes it (``client.close()``), aborts it, or (``'client'``) the
+    client drops it itself and the publisher only waits for it to be back.
+    Call :meth:`after` from the publisher after each message."""
+
+    def __init__(self, server: trio_push.Server, handler: Feed, how: str) -> None:
+        self.server = server
+        self.handler = handler
+        self.how = how
+
+    def _back(self, k: int) -> bool:
+        return len(self.handler.clients) > k
+
+    def _drop(self) -> None:
+        client = self.handler.clients[-1]
+        if self.how == "close":
+            client.close()
+        elif self.how == "abort":
+            self.server.loop.call(abort, self.server, client)
+
+    def after_blocking(self, i: int) -> None:
+        """From a thread."""
+        if i % EVERY == EVERY - 1:
+            deadline = time.monotonic() + TIMEOUT
+            while not self._back(i // EVERY):
+                assert time.monotonic() < deadline, "the client did not come back"
+                time.sleep(0.001)
+            self._drop()
+
+    async def after(self, i: int) -> None:
+        """From a task of the server's run."""
+        if i % 50 == 49:
+            await trio.sleep(0)  # full rate, but let the server send now and then
+        if i % EVERY == EVERY - 1:
+            await wait_for(lambda: self._back(i // EVERY))
+            self._drop()
+
+
+class SseReader:
+    """An httpx-sse client that reads ``event: msg`` messages, and whenever
+    the stream ends or breaks reconnects with ``Last-Event-ID`` set to the
+    last id it saw; with ``drop_every`` it also drops the stream itself
+    after that many messages on it."""
+
+    def __init__(self, url: str, drop_every: int = 0) -> None:
+        self.url = url
+        self.drop_every = drop_every
+        self.messages: list[str] = []
+        #: Every event: (event, data), an id-only block as ("announce", its id).
+        self.events: list[tuple[str, str]] = []
+        self.ids: list[str] = []
+        self.last_id = ""
+        self.connections = 0
+        #: Streams that broke off (not ended by the server's last chunk).
+        self.broken = 0
+
+    async def read(self, n: int, *, connections: int = 200) -> list[str]:
+        """Until ``n`` messages have come (at most ``connections`` connections)."""
+        async with http_client() as http:
+            while len(self.messages) < n:
+                assert self.connections < connections, "too many reconnects"
+                await self.read_once(http, n)
+        return self.messages
+
+    async def read_once(self, http: httpx.AsyncClient, n: int) -> None:
+        """One connection, until it ends, breaks, or ``n`` messages have come."""
+        headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
+        self.connections += 1
+        on_this = 0
+        try:
+            async with aconnect_sse(http, "GET", self.url, headers=headers) as source:
+                async for event in source.aiter_sse():
+                    if event.id and event.id != self.last_id:
+                        self.last_id = event.id
+                        self.ids.append(event.id)
+                    if event.event == "message" and not event.data:
+                        # The id-only block: where the subscriptions start.
+                        self.events.append(("announce", event.id))
+                        continue
+                    self.events.append((event.event, event.data))
+                    if event.event == "msg":
+                        self.messages.append(event.data)
+                        on_this += 1
+                    if len(self.messages) >= n or on_this == self.drop_every > 0:
+                        return
+        except httpx.TransportError:
+            self.broken += 1  # aborted: the stream broke off
+
+
+def assert_resumed(reader: SseReader, how: str) -> None:
+    """Every message exactly once, in order, over DROPS drops made ``how``."""
+    assert reader.messages == sequence(N)
+    assert reader.connections >= DROPS
+    # An abort breaks the stream off; a close (by either side) ends it.
+    if how == "abort":
+        assert reader.broken >= DROPS - 1
+    else:
+        assert reader.broken == 0
+
+
+def sequence(n: int, prefix: str = "m") -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def assert_contiguous(positions: list[Any], first: int = 1) -> None:
+    """``positions`` are Positions of one epoch, offsets ``first``, ``first+1``..."""
+    assert all(isinstance(p, trio_push.Position) for p in positions)
+    assert len({p.epoch for p in positions}) == 1
+    assert [p.offset for p in positions] == list(range(first, first + len(positions)))
+
+
+# -- SSE: resume over 20 drops while 10,000 messages are published -------------------
+
+
+@pytest.mark.parametrize("how", ["close", "abort", "client"])
+async def test_sse_resumes_exactly_over_20_drops_while_a_thread_publishes(
+    start_server: StartServer, how: str
+) -> None:
+    handler = Feed()
+    server = await start_server(push_app(handler), history=N)
+    reader = SseReader(f"http://127.0.0.1:{server.port}/", EVERY if how == "client" else 0)
+    drops = Drops(server, handler, how)
+
+    def publisher() -> list[Any]:
+        positions = []
+        for i in range(N):
+            positions.append(trio_push.publish(CHANNEL, f"m{i}"))
+            drops.after_blocking(i)
+        return positions
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.read, N)
+            await wait_for(lambda: handler.clients)
+            positions = await in_thread(publisher)
+    assert_resumed(reader, how)
+    assert_contiguous(positions)
+
+
+@pytest.mark.parametrize("how", ["close", "abort", "client"])
+async def test_sse_resumes_exactly_over_20_drops_while_a_task_publishes(
+    start_server: StartServer, how: str
+) -> None:
+    handler = Feed()
+    server = await start_server(push_app(handler), history=N)
+    reader = SseReader(f"http://127.0.0.1:{server.port}/", EVERY if how == "client" else 0)
+    drops = Drops(server, handler, how)
+    positions = []
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.read, N)
+            await wait_for(lambda: handler.clients)
+            for i in range(N):
+                positions.append(trio_push.publish(CHANNEL, f"m{i}"))
+                await drops.after(i)
+    assert_resumed(reader, how)
+    assert_contiguous(positions)
+
+
+# -- WebSocket: the envelope, resumed with ``since`` over 20 reconnects -----------------
+
+
+def unwrap(frame: str | bytes) -> tuple[dict[str, Any], str | bytes | None]:
+    """An envelope's head and data (None: an announcement, which has no data)."""
+    if isinstance(frame, bytes):
+        head, _, data = frame.partition(b"\n")
+        return json.loads(head), data
+    head = json.loads(frame)
+    return head, head.pop("data", None)
+
+
+class WsReader:
+    """A ``websockets`` client (in a thread) that reads enveloped messages
+    and, whenever the server closes, reconnects with ``since`` (the query
+    parameter the shipped helper sends: JSON, channel -> position) set to
+    the last position it saw on each channel."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.messages: list[tuple[str, str | bytes]] = []  # (channel, data)
+        self.since: dict[str, str] = {}
+        self.connections = 0
+        #: Each connection's first frame.
+        self.firsts: list[str | bytes] = []
+        self.frames: list[str | bytes] = []  # everything, announcements and notices too
+
+    def url(self) -> str:
+        query = f"?since={quote(json.dumps(self.since))}" if self.since else ""
+        return f"ws://127.0.0.1:{self.port}/{query}"
+
+    def read(self, n: int, connections: int = 200) -> None:
+        while len(self.messages) < n:
+            assert self.connections < connections, "too many reconnects"
+            self.connections += 1
+            with ws_connect(self.url(), max_size=None) as ws:
+                first = True
+                try:
+                    while len(self.messages) < n:
+                        frame = ws.recv(timeout=TIMEOUT)
+                        self.frames.append(frame)
+                        if isinstance(frame, str) and not frame.startswith("{"):
+                            continue  # the app's own writes (a gap notice)
+                        if first:
+                            self.firsts.append(frame)
+                            first = False
+                        head, data = unwrap(frame)
+                        self.since[head["channel"]] = head["position"]
+                        if data is not None:
+                            self.messages.append((head["channel"], data))
+                except ConnectionClosed:
+                    pass
+
+
+def mixed(i: int) -> str | bytes:
+    """Message ``i``: every third one binary (not UTF-8)."""
+    return f"m{i}" if i % 3 else b"\xff\x00 m%d" % i
+
+
+async def test_websocket_resumes_exactly_with_since_over_20_reconnects(
+    start_server: StartServer,
+) -> None:
+    handler = Feed()
+    server = await start_server(push_app(handler), history=N)
+    reader = WsReader(server.port)
+    drops = Drops(server, handler, "close")
+
+    def publisher() -> None:
+        for i in range(N):
+            assert trio_push.publish(CHANNEL, mixed(i))
+            drops.after_blocking(i)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(in_thread, reader.read, N)
+            await wait_for(lambda: handler.clients)
+            await in_thread(publisher)
+    assert reader.messages == [(CHANNEL, mixed(i)) for i in range(N)]
+    assert reader.connections >= DROPS
+    # Each connection starts with its position: a text envelope without data.
+    assert len(reader.firsts) == reader.connections
+    for first in reader.firsts:
+        assert isinstance(first, str)
+        assert set(json.loads(first)) == {"channel", "position"}
+    # A binary message: the JSON head, a newline, the bytes, in a binary frame.
+    binary = [f for f in reader.frames if isinstance(f, bytes)]
+    assert len(binary) == len([i for i in range(N) if i % 3 == 0])
+    head, data = unwrap(binary[0])
+    assert set(head) == {"channel", "position"} and data == b"\xff\x00 m0"
+    assert POSITION.fullmatch(head["position"])
+
+
+# -- several channels on one SSE connection -------------------------------------------
+
+
+async def test_several_channels_on_one_sse_connection_resume_exactly(
+    start_server: StartServer,
+) -> None:
+    channels = [f"c{k}" for k in range(5)]
+    handler = Feed(*channels)
+    server = await start_server(push_app(handler), history=N)
+    reader = SseReader(f"http://127.0.0.1:{server.port}/")
+    drops = Drops(server, handler, "close")
+
+    def publisher() -> None:
+        for i in range(N):
+            trio_push.publish(channels[i % 5], f"{channels[i % 5]} {i}")
+            drops.after_blocking(i)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.read, N)
+            await wait_for(lambda: handler.clients)
+            await in_thread(publisher)
+    assert reader.connections >= DROPS
+    # Each channel exactly, in its order (after a reconnect each channel's
+    # history comes in turn, so the channels interleave differently).
+    for k, channel in enumerate(channels):
+        mine = [m for m in reader.messages if m.startswith(channel + " ")]
+        assert mine == [f"{channel} {i}" for i in range(k, N, 5)]
+    assert len(reader.messages) == N
+    # The id names every channel once, each a position of its own.
+    entries = [entry.split("=") for entry in reader.last_id.split(",")]
+    assert len(entries) == 5
+    assert {t for t, _ in entries} == {trio_push_tag(c) for c in channels}
+    assert all(POSITION.fullmatch(p) for _, p in entries)
+
+
+def trio_push_tag(channel: str) -> str:
+    """A channel's tag in an SSE id: 8 hex digits of blake2b (docs/pubsub.md)."""
+    from hashlib import blake2b
+
+    return blake2b(channel.encode(), digest_size=4).hexdigest()
+
+
+async def test_an_sse_id_names_at_most_32_channels_and_the_rest_get_unknown(
+    start_server: StartServer,
+) -> None:
+    channels = [f"c{k:02d}" for k in range(33)]
+    handler = GapFeed(*channels)
+    server = await start_server(push_app(handler), history=100)
+    url = f"http://127.0.0.1:{server.port}/"
+    reader = SseReader(url)
+    with trio.fail_after(TIMEOUT):
+        async with http_client() as http, trio.open_nursery() as nursery:
+            nursery.start_soon(reader.read_once, http, 33)
+            await wait_for(lambda: handler.clients)
+            for channel in channels:
+                trio_push.publish(channel, f"{channel} first")
+    assert reader.messages == [f"{c} first" for c in channels]
+    assert all(len(i.split(",")) <= 32 for i in reader.ids)
+    # The first 32 subscribed channels, each at its first message.
+    named = dict(entry.split("=") for entry in reader.last_id.split(","))
+    assert set(named) == {trio_push_tag(c) for c in channels[:32]}
+    # Away: one more message on each. Back with the id: the 32 it names
+    # resume, the 33rd cannot say (on_gap "unknown") and goes on live.
+    for channel in channels:
+        trio_push.publish(channel, f"{channel} away")
+    with trio.fail_after(TIMEOUT):
+        async with http_client() as http, trio.open_nursery() as nursery:
+            nursery.start_soon(reader.read_once, http, 33 + 32 + 1)
+            await wait_for(lambda: len(handler.clients) == 2)
+            await wait_for(lambda: ("msg", f"{channels[31]} away") in reader.events)
+            trio_push.publish(channels[32], "c32 live")
+    assert handler.gaps == [("c32", "unknown")]
+    assert reader.messages[33:] == [f"{c} away" for c in channels[:32]] + ["c32 live"]
+    notice = reader.events.index(("gap", "gap c32 unknown"))
+    assert notice < reader.events.index(("msg", "c32 live"))
+
+
+# -- the gap signal --------------------------------------------------------------------
+
+
+class HeldGap(GapFeed):
+    """A :class:`GapFeed` whose ``on_gap`` waits for :attr:`release` before it
+    writes its notice: whatever is published meanwhile must wait too."""
+
+    def __init__(self, *channels: str) -> None:
+        super().__init__(*channels)
+        self.release = trio.Event()
+
+    async def on_gap(self, client: trio_push.Client, channel: str, reason: str) -> None:
+        self.gaps.append((channel, reason))
+        await self.release.wait()
+        client.write(f"gap {channel} {reason}", event="gap")
+
+
+async def resume_with_gap(
+    server: trio_push.Server, handler: HeldGap, protocol: str, since: str, live: list[str]
+) -> list[tuple[str, str]]:
+    """Connect ``protocol`` resuming from ``since`` (an SSE id, or a
+    position on CHANNEL); once on_gap has started, publish ``live``, then let
+    on_gap go on. What the connection received: (kind, text), kind
+    ``announce`` for the start position, ``gap`` for the notice, ``msg``
+    for a message (its data)."""
+    n = len(handler.clients)
+    got: list[tuple[str, str]] = []
+
+    async def publish_live() -> None:
+        await wait_for(lambda: len(handler.clients) > n and handler.gaps)
+        for message in live:
+            trio_push.publish(CHANNEL, message)
+        handler.release.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish_live)
+            if protocol == "sse":
+                sse = SseReader(f"http://127.0.0.1:{server.port}/")
+                sse.last_id = since
+                async with http_client() as http:
+                    await sse.read_once(http, len(live))
+                got = sse.events
+            else:
+                ws = WsReader(server.port)
+                ws.since = {CHANNEL: since}
+                await in_thread(ws.read, len(live), 1)
+                for frame in ws.frames:
+                    assert isinstance(frame, str)
+                    if frame.startswith("gap "):
+                        got.append(("gap", frame))
+                        continue
+                    head, data = unwrap(frame)
+                    assert head["channel"] == CHANNEL
+                    if data is None:
+                        got.append(("announce", head["position"]))
+                    else:
+                        got.append(("msg", str(data)))
+    return got
+
+
+def announced_top(got: list[tuple[str, str]], protocol: str, top: Any) -> list[tuple[str, str]]:
+    """``got`` without its announcement, which must come before any message
+    and give ``top`` (a Position on CHANNEL) as the start."""
+    kinds = [kind for kind, _ in got]
+    assert kinds.count("announce") == 1
+    i = kinds.index("announce")
+    assert "msg" not in kinds[:i]
+    assert got[i][1] == (f"{trio_push_tag(CHANNEL)}={top}" if protocol == "sse" else str(top))
+    return got[:i] + got[i + 1 :]
+
+
+@pytest.mark.parametrize("protocol", ["sse", "websocket"])
+async def test_resuming_behind_what_history_holds_is_a_gap_told_before_live_messages(
+    start_server: StartServer, protocol: str
+) -> None:
+    handler = HeldGap()
+    server = await start_server(push_app(handler), history=10)
+    first = trio_push.publish(CHANNEL, "m0")
+    positions = [trio_push.publish(CHANNEL, f"m{i}") for i in range(1, 51)]
+    assert isinstance(first, trio_push.Position)
+    assert_contiguous([first, *positions])
+    since = f"{trio_push_tag(CHANNEL)}={first}" if protocol == "sse" else str(first)
+    live = sequence(5, "live")
+    got = await resume_with_gap(server, handler, protocol, since, live)
+    assert handler.gaps == [(CHANNEL, "trimmed")]
+    # Where it starts (the top), the notice, though the live messages were
+    # published before it was written; then the live ones, none of what
+    # history still held.
+    got = announced_top(got, protocol, positions[-1])
+    assert got == [("gap", f"gap {CHANNEL} trimmed")] + [("msg", m) for m in live]
+
+
+async def test_a_position_from_a_server_since_restarted_is_an_epoch_gap(
+    serve_scope: Callable[..., Awaitable[Any]],
+) -> None:
+    handler = HeldGap()
+    server, scope, done = await serve_scope(push_app(handler), history=10)
+    old = trio_push.publish(CHANNEL, "before the restart")
+    assert isinstance(old, trio_push.Position)
+    scope.cancel()
+    with trio.fail_after(TIMEOUT):
+        await done.wait()
+    server, _, _ = await serve_scope(push_app(handler), history=10)
+    now = trio_push.publish(CHANNEL, "after")
+    assert isinstance(now, trio_push.Position) and now.epoch != old.epoch
+    got = await resume_with_gap(server, handler, "websocket", str(old), ["live"])
+    assert handler.gaps == [(CHANNEL, "epoch")]
+    got = announced_top(got, "websocket", now)
+    assert got == [("gap", f"gap {CHANNEL} epoch"), ("msg", "live")]
+    # So is an offset past the channel's last one, in its current epoch.
+    handler.release = trio.Event()
+    now = trio_push.publish(CHANNEL, "now")
+    assert isinstance(now, trio_push.Position)
+    ahead = f"{trio_push_tag(CHANNEL)}={now.epoch}:{now.ms}-{now.offset + 5}"
+    got = await resume_with_gap(server, handler, "sse", ahead, ["l"])
+    assert handler.gaps[1:] == [(CHANNEL, "epoch")]
+    assert announced_top(got, "sse", now) == [("gap", f"gap {CHANNEL} epoch"), ("msg", "l")]
+
+
+async def test_since_on_a_channel_without_history_is_a_no_history_gap(
+    start_server: StartServer,
+) -> None:
+    handler = HeldGap()
+    server = await start_server(push_app(handler), history=10, history_for={CHANNEL: None})
+    assert trio_push.publish(CHANNEL, "no position") is True
+    got = await resume_with_gap(server, handler, "websocket", "abc:1-1", ["live"])
+    assert handler.gaps == [(CHANNEL, "no-history")]
+    # No announcement (no position to give); the notice, then live, in the
+    # envelope with no position.
+    assert got == [("gap", f"gap {CHANNEL} no-history"), ("msg", "live")]
+
+
+async def test_a_foreign_last_event_id_is_an_unknown_gap(start_server: StartServer) -> None:
+    handler = HeldGap()
+    server = await start_server(push_app(handler), history=10)
+    before = trio_push.publish(CHANNEL, "before")
+    live = sequence(3, "live")
+    got = await resume_with_gap(server, handler, "sse", "42", live)
+    assert handler.gaps == [(CHANNEL, "unknown")]
+    got = announced_top(got, "sse", before)
+    assert got == [("gap", f"gap {CHANNEL} unknown")] + [("msg", m) for m in live]
+
+
+async def test_a_gap_without_on_gap_is_logged_and_live_messages_go_on(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_push")
+    handler = Feed()
+    server = await start_server(push_app(handler), history=10)
+    first = trio_push.publish(CHANNEL, "m0")
+    for i in range(1, 51):
+        trio_push.publish(CHANNEL, f"m{i}")
+    reader = SseReader(f"http://127.0.0.1:{server.port}/")
+    reader.last_id = f"{trio_push_tag(CHANNEL)}={first}"
+    with trio.fail_after(TIMEOUT):
+        async with http_client() as http, trio.open_nursery() as nursery:
+            nursery.start_soon(reader.read_once, http, 1)
+            await wait_for(lambda: handler.clients)
+            trio_push.publish(CHANNEL, "live")
+    assert [kind for kind, _ in reader.events] == ["announce", "msg"]
+    assert reader.events[1] == ("msg", "live")
+    warnings = [r.getMessage() for r in caplog.records if "missed messages" in r.getMessage()]
+    assert len(warnings) == 1
+    assert f"{CHANNEL!r} (trimmed)" in warnings[0] and "Feed has no on_gap" in warnings[0]
