@@ -79,6 +79,7 @@ class PushSession(CallbackQueue):
         "_thread",
         "cursors",
         "loading",
+        "_unannounced",
         "_positions",
         "_flush_queued",
         "_writer_scope",
@@ -104,6 +105,9 @@ class PushSession(CallbackQueue):
         self.cursors: list[Cursor] = []
         #: History loads and gap notices in flight (see _pubsub.Subscriber).
         self.loading = 0
+        # History subscriptions whose start the page is not told yet: that
+        # waits until on_gap has returned (see announce).
+        self._unannounced: list[Cursor] | None = None
         # Where the page says it was (read from the request when first asked).
         self._positions: PagePositions | None = None
         # On the server's flush list, or being flushed (see flush).
@@ -543,21 +547,40 @@ class PushSession(CallbackQueue):
     def gap_told(self) -> None:
         """``on_gap`` has returned: pub/sub delivery goes on."""
         self.loading -= 1
+        if not self.loading and self._unannounced:
+            self._announce_waiting()
         self.flush_soon()
 
     def announce(self, cursor: Cursor) -> None:
         """A history subscription knows where it starts: the page learns the
         position before any message (SSE: an id-only block; WebSocket with
         the envelope: one without data), so that a reconnect right away
-        resumes from there."""
-        last = cursor.last
+        resumes from there. Not before ``on_gap`` has returned (or other
+        loads are done; nothing from pub/sub goes out before either): a
+        page given the position past a gap before what on_gap writes would,
+        if it left in between, resume from there and never hear of it."""
+        if cursor.last is None or not self.core.open:
+            return
+        if self._unannounced is None:
+            self._unannounced = []
+        self._unannounced.append(cursor)
+        if not self.loading:
+            self._announce_waiting()
+
+    def _announce_waiting(self) -> None:
+        waiting = self._unannounced or []
+        self._unannounced = None
         core = self.core
-        if last is None or not core.open:
+        if not core.open:
             return
         if core.protocol == "sse":
-            core.send_event_id(connection_id([c for c in self.cursors if c.topic.history]))
-        elif cursor.envelope:
-            core.send_message(announcement(last), burst=True)
+            id = connection_id([c for c in self.cursors if c.topic.history])
+            if id:
+                core.send_event_id(id)
+            return
+        for cursor in waiting:
+            if cursor.envelope and cursor.last is not None and cursor in self.cursors:
+                core.send_message(announcement(cursor.last), burst=True)
 
     def unsubscribe(self, channel: str) -> None:
         self.ctx.pubsub.unsubscribe(self, channel)

@@ -478,12 +478,13 @@ async def resume_with_gap(
 
 
 def announced_top(got: list[tuple[str, str]], protocol: str, top: Any) -> list[tuple[str, str]]:
-    """``got`` without its announcement, which must come before any message
-    and give ``top`` (a Position on CHANNEL) as the start."""
+    """``got`` without its announcement, which must give ``top`` (a Position
+    on CHANNEL) as the start, before any message and after the gap notice:
+    a page that left in between would resume past the gap, never told."""
     kinds = [kind for kind, _ in got]
     assert kinds.count("announce") == 1
     i = kinds.index("announce")
-    assert "msg" not in kinds[:i]
+    assert "msg" not in kinds[:i] and "gap" not in kinds[i:]
     assert got[i][1] == (f"{trio_push_tag(CHANNEL)}={top}" if protocol == "sse" else str(top))
     return got[:i] + got[i + 1 :]
 
@@ -581,3 +582,47 @@ async def test_a_gap_without_on_gap_is_logged_and_live_messages_go_on(
     warnings = [r.getMessage() for r in caplog.records if "missed messages" in r.getMessage()]
     assert len(warnings) == 1
     assert f"{CHANNEL!r} (trimmed)" in warnings[0] and "Feed has no on_gap" in warnings[0]
+
+
+class Greeting(HeldGap):
+    """A :class:`HeldGap` that writes ``hello`` (SSE event ``hello``) in
+    on_open, after subscribing."""
+
+    def on_open(self, client: trio_push.Client) -> None:
+        super().on_open(client)
+        client.write("hello", event="hello")
+
+
+async def test_a_page_that_leaves_before_the_gap_notice_gets_the_gap_again(
+    start_server: StartServer,
+) -> None:
+    # The start position must not reach the page before what on_gap writes:
+    # a page that has the new position but not the notice would resume
+    # from there, and never hear of what it missed.
+    handler = Greeting()
+    server = await start_server(push_app(handler), history=10)
+    first = trio_push.publish(CHANNEL, "m0")
+    for i in range(1, 51):
+        trio_push.publish(CHANNEL, f"m{i}")
+    last_id = f"{trio_push_tag(CHANNEL)}={first}"
+    reader = SseReader(f"http://127.0.0.1:{server.port}/")
+    with trio.fail_after(TIMEOUT):
+        async with http_client() as http:
+            # Gone after "hello", while on_gap is still busy.
+            headers = {"Last-Event-ID": last_id}
+            async with aconnect_sse(http, "GET", reader.url, headers=headers) as source:
+                async for event in source.aiter_sse():
+                    last_id = event.id or last_id
+                    if event.event == "hello":
+                        break
+            await wait_for(lambda: handler.gaps)
+            handler.release.set()  # its notice goes to a page that has gone
+            # Back, with the id the page has.
+            reader.last_id = last_id
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader.read_once, http, 1)
+                await wait_for(lambda: len(handler.clients) == 2)
+                trio_push.publish(CHANNEL, "live")
+    assert handler.gaps == [(CHANNEL, "trimmed")] * 2
+    kinds = [kind for kind, _ in reader.events]
+    assert kinds == ["hello", "gap", "announce", "msg"]
