@@ -23,7 +23,14 @@ from httpx_sse import aconnect_sse
 from websockets.exceptions import ConnectionClosed
 
 import trio_push
-from tests.helpers.server import TIMEOUT, http_client, in_thread, push_app, wait_for, ws_connect
+from tests.helpers.server import (
+    TIMEOUT,
+    http_client,
+    in_thread,
+    push_app,
+    wait_for,
+    ws_connect,
+)
 
 StartServer = Callable[..., Awaitable[trio_push.Server]]
 
@@ -626,3 +633,196 @@ async def test_a_page_that_leaves_before_the_gap_notice_gets_the_gap_again(
     assert handler.gaps == [(CHANNEL, "trimmed")] * 2
     kinds = [kind for kind, _ in reader.events]
     assert kinds == ["hello", "gap", "announce", "msg"]
+
+
+# -- history bounds: ttl, per pattern ---------------------------------------------------
+
+
+async def replay_since(
+    server: trio_push.Server, handler: Feed, since: dict[str, str], live: str, n: int
+) -> list[Any]:
+    """What a WebSocket resuming from ``since`` (channel -> position) gets,
+    ``n`` messages in all, the last one ``live``, published on its channel
+    once it is subscribed: ("gap", reason) for on_gap's notice, else each
+    message's data."""
+    ws = WsReader(server.port)
+    ws.since = dict(since)
+    opened = len(handler.clients)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(in_thread, ws.read, n, 1)
+            await wait_for(lambda: len(handler.clients) > opened)
+            trio_push.publish(next(iter(since)), live)
+    got: list[Any] = []
+    for frame in ws.frames:
+        if isinstance(frame, str) and frame.startswith("gap "):
+            got.append(("gap", frame.split()[-1]))
+        elif (data := unwrap(frame)[1]) is not None:
+            got.append(data)
+    return got
+
+
+async def test_history_ttl_replays_only_what_is_younger_than_the_ttl(
+    start_server: StartServer,
+) -> None:
+    ttl = 0.3
+    handler = GapFeed()
+    server = await start_server(push_app(handler), history_ttl=ttl)
+    old = [trio_push.publish(CHANNEL, f"old {i}") for i in range(5)]
+    # Within the ttl: all after the position.
+    got = await replay_since(server, handler, {CHANNEL: str(old[1])}, "live 0", 4)
+    assert got == ["old 2", "old 3", "old 4", "live 0"]
+    await trio.sleep(ttl + 0.05)
+    new = [trio_push.publish(CHANNEL, f"new {i}") for i in range(3)]
+    # The offsets go on (6 was "live 0"), whatever is kept.
+    assert_contiguous(new, first=7)
+    # What is older than the ttl is not replayed: behind it, a gap.
+    got = await replay_since(server, handler, {CHANNEL: str(old[1])}, "live 1", 1)
+    assert got == [("gap", "trimmed"), "live 1"]
+    # From a message still kept, the rest.
+    got = await replay_since(server, handler, {CHANNEL: str(new[0])}, "live 2", 4)
+    assert got == ["new 1", "new 2", "live 1", "live 2"]
+    assert handler.gaps == [(CHANNEL, "trimmed")]
+
+
+async def test_history_for_overrides_the_default_per_pattern(start_server: StartServer) -> None:
+    handler = GapFeed("small.1", "none.1", "other")
+    server = await start_server(
+        push_app(handler),
+        history=100,
+        history_for={"small.*": trio_push.History(size=3), "none.*": None},
+    )
+    assert trio_push.publish("none.1", "x") is True
+    small = [trio_push.publish("small.1", f"s{i}") for i in range(6)]
+    other = [trio_push.publish("other", f"o{i}") for i in range(6)]
+    assert_contiguous(small)
+    assert_contiguous(other)
+    # small.*: the last 3 only.
+    got = await replay_since(server, handler, {"small.1": str(small[2])}, "s live", 4)
+    assert got == ["s3", "s4", "s5", "s live"]
+    got = await replay_since(server, handler, {"small.1": str(small[1])}, "s live 2", 1)
+    assert got == [("gap", "trimmed"), "s live 2"]
+    # The default (100) for the rest.
+    got = await replay_since(server, handler, {"other": str(other[0])}, "o live", 6)
+    assert got == ["o1", "o2", "o3", "o4", "o5", "o live"]
+    # none.*: no history, no position; since there is a gap.
+    got = await replay_since(server, handler, {"none.1": "abc:1-1"}, "n live", 1)
+    assert got == [("gap", "no-history"), "n live"]
+    assert handler.gaps == [("small.1", "trimmed"), ("none.1", "no-history")]
+
+
+# -- publish's positions ----------------------------------------------------------------
+
+
+async def test_publish_returns_a_position_on_a_history_channel_true_elsewhere(
+    start_server: StartServer,
+) -> None:
+    await start_server(push_app(Feed()), history=10, history_for={"plain.*": None})
+    position = trio_push.publish(CHANNEL, "one")
+    assert isinstance(position, trio_push.Position) and position
+    assert position.channel == CHANNEL and position.known and position.offset == 1
+    assert POSITION.fullmatch(str(position))
+    assert str(position) == f"{position.epoch}:{position.ms}-{position.offset}"
+    assert abs(position.ms / 1000 - time.time()) < 60
+    assert trio_push.Position.parse(CHANNEL, str(position)) == position
+    assert await position.wait() is position
+    assert trio_push.publish("plain.x", "two") is True
+
+
+def test_publish_with_no_server_running_returns_false_on_a_history_channel() -> None:
+    server = trio_push.Server(push_app(Feed()), 0, history=10)
+    server.start()
+    try:
+        assert isinstance(trio_push.publish(CHANNEL, "while it runs"), trio_push.Position)
+    finally:
+        server.stop()
+        server.join(TIMEOUT)
+    assert trio_push.publish(CHANNEL, "after") is False
+    assert server.pubsub.publish(CHANNEL, "after") is False
+
+
+async def test_positions_from_concurrent_threads_are_contiguous_and_arrive_in_order(
+    start_server: StartServer,
+) -> None:
+    handler = Feed()
+    server = await start_server(push_app(handler), history=100_000)
+    readers = [WsReader(server.port) for _ in range(3)]
+    threads, per_thread = 4, 2000
+    results: list[list[Any]] = [[] for _ in range(threads)]
+
+    def publisher(k: int) -> None:
+        for i in range(per_thread):
+            results[k].append(trio_push.publish(CHANNEL, f"t{k} {i}"))
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for reader in readers:
+                nursery.start_soon(in_thread, reader.read, threads * per_thread)
+            await wait_for(lambda: len(handler.clients) == len(readers))
+            async with trio.open_nursery() as publishers:
+                for k in range(threads):
+                    publishers.start_soon(in_thread, publisher, k)
+    everything = [p for mine in results for p in mine]
+    # One channel's offsets: 1..N, no hole, none twice, one epoch.
+    assert sorted(p.offset for p in everything) == list(range(1, threads * per_thread + 1))
+    assert len({p.epoch for p in everything}) == 1
+    for mine in results:  # each thread's in its own order
+        assert [p.offset for p in mine] == sorted(p.offset for p in mine)
+    # Every subscriber gets them in offset order.
+    by_offset = {
+        p.offset: f"t{k} {i}" for k, mine in enumerate(results) for i, p in enumerate(mine)
+    }
+    expected = [(CHANNEL, by_offset[o]) for o in range(1, threads * per_thread + 1)]
+    for reader in readers:
+        assert reader.messages == expected
+
+
+# -- subscriptions -----------------------------------------------------------------------
+
+
+async def test_since_on_a_pattern_or_malformed_raises_value_error_in_the_caller(
+    start_server: StartServer,
+) -> None:
+    handler = Feed()
+    server = await start_server(push_app(handler), history=10)
+    ws = WsReader(server.port)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(in_thread, ws.read, 2, 1)
+            await wait_for(lambda: handler.clients)
+            client = handler.clients[0]
+            position = trio_push.publish(CHANNEL, "first")
+            assert isinstance(position, trio_push.Position)
+            for bad in ("", "nope", "abc:1", "ABC:1-1", "abc:1-1-1", "abc:x-1", "abc:1-1\n"):
+                with pytest.raises(ValueError):
+                    client.subscribe(CHANNEL, since=bad)
+            with pytest.raises(ValueError, match="pattern"):
+                client.subscribe("feed.*", since=position)
+            with pytest.raises(ValueError, match="pattern"):
+                client.subscribe("feed.*", since=str(position))
+            # Nothing of that reached the server; the client is still served.
+            assert client.open
+            trio_push.publish(CHANNEL, "second")
+    assert ws.messages == [(CHANNEL, "first"), (CHANNEL, "second")]
+
+
+async def test_subscribing_twice_keeps_one_subscription(start_server: StartServer) -> None:
+    class Twice(Feed):
+        def on_open(self, client: trio_push.Client) -> None:
+            super().on_open(client)
+            super().on_open(client)
+
+    handler = Twice()
+    server = await start_server(push_app(handler), history=10)
+    ws = WsReader(server.port)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(in_thread, ws.read, 3, 1)
+            await wait_for(lambda: handler.clients)
+            assert len(session_of(server, handler.clients[0]).cursors) == 1
+            assert server.pubsub.count(CHANNEL) == 1
+            for i in range(3):
+                trio_push.publish(CHANNEL, f"m{i}")
+    assert ws.messages == [(CHANNEL, f"m{i}") for i in range(3)]
+    announcements = [f for f in ws.frames if "data" not in json.loads(f)]
+    assert len(announcements) == 1
