@@ -240,8 +240,7 @@ class PushSession(CallbackQueue):
                         core.refused()
                         self._start_writer()
                         return
-                # (While history loads, nothing is taken: wait for loaded().)
-                if not (self.cursors and not self.loading and backlog(self) and core.open):
+                if not self._more_published():
                     break
             if core.finished:
                 self.end()
@@ -249,6 +248,13 @@ class PushSession(CallbackQueue):
                 self._cursors_idle()
         finally:
             self._flush_queued = False
+
+    def _more_published(self) -> bool:
+        """Whether a pull would take more: messages wait in the logs for us
+        (a pull may queue nothing and still take some: those after a history
+        load that the history brought already, up to its byte limit). While
+        history loads, nothing is taken: loaded() flushes us again."""
+        return bool(self.cursors) and not self.loading and backlog(self) > 0 and self.core.open
 
     def flush_soon(self) -> None:
         """Have the server's flusher :meth:`flush` in the next turn of the
@@ -327,6 +333,8 @@ class PushSession(CallbackQueue):
                 pull(self, PULL_BYTES)
                 data = core.data_to_send()
             if not data:
+                if self._more_published():
+                    continue  # that pull took only what history had brought
                 break
             if not await sink.send(data, self):
                 log.warning(

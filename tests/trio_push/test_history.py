@@ -23,14 +23,17 @@ from httpx_sse import aconnect_sse
 from websockets.exceptions import ConnectionClosed
 
 import trio_push
+from tests.helpers.pubsub import PushClient, connect_clients
 from tests.helpers.server import (
     TIMEOUT,
+    RawWebSocket,
     http_client,
     in_thread,
     push_app,
     wait_for,
     ws_connect,
 )
+from trio_push._pubsub import LAG_FACTOR, PULL_BYTES, TRIM_BYTES
 
 StartServer = Callable[..., Awaitable[trio_push.Server]]
 
@@ -826,3 +829,197 @@ async def test_subscribing_twice_keeps_one_subscription(start_server: StartServe
     assert ws.messages == [(CHANNEL, f"m{i}") for i in range(3)]
     announcements = [f for f in ws.frames if "data" not in json.loads(f)]
     assert len(announcements) == 1
+
+
+# -- overflow='resync' --------------------------------------------------------------------
+
+BIG = 65536
+#: 64 KiB messages: far more than the kernel's buffers and the queue bounds hold.
+FLOOD = 300
+QUEUE_BYTES = 256 * 1024
+
+
+class Plain(GapFeed):
+    """A :class:`GapFeed` that subscribes without the envelope: the log's
+    own bytes go out (the fan-out fast path)."""
+
+    def on_open(self, client: trio_push.Client) -> None:
+        self.clients.append(client)
+        for channel in self.channels:
+            client.subscribe(channel)
+
+
+def big(i: int, channel: str = CHANNEL) -> str:
+    head = f"{channel} {i:06d} "
+    return head + "x" * (BIG - len(head))
+
+
+class Flood:
+    """A server with ``overflow='resync'`` and small queue bounds, readers
+    that keep reading, and one WebSocket that stops reading (a small
+    receive buffer, then no reads) while 64 KiB messages are published."""
+
+    def __init__(self, server: trio_push.Server, handler: Plain, stuck: RawWebSocket) -> None:
+        self.server = server
+        self.handler = handler
+        self.stuck = stuck
+        port = stuck.stream.socket.getsockname()[1]
+        self.session = next(s for s in server.push_connections if s.core.client[1] == port)
+        self.peak_pending = 0  # the stuck one's queue, in bytes
+        self.peak_held = 0  # what its cursors hold in the channels' logs, in bytes
+        self.detached = False
+
+    @classmethod
+    async def start(
+        cls,
+        start_server: StartServer,
+        nursery: trio.Nursery,
+        history: int,
+        *channels: str,
+        readers: int = 4,
+    ) -> tuple[Flood, list[PushClient]]:
+        handler = Plain(*channels)
+        server = await start_server(
+            push_app(handler),
+            history=history,
+            overflow="resync",
+            max_queue_messages=8,
+            max_queue_bytes=QUEUE_BYTES,
+            # Far longer than the test: the stuck one is not cut by a deadline.
+            write_timeout=60,
+            pong_timeout=60,
+        )
+        clients = await connect_clients(nursery, server.port, readers) if readers else []
+        with trio.fail_after(TIMEOUT):
+            stuck = await RawWebSocket.open(server.port, rcvbuf=4096)
+        await wait_for(lambda: len(handler.clients) == readers + 1)
+        return cls(server, handler, stuck), clients
+
+    def watch(self) -> None:
+        session = self.session
+        self.peak_pending = max(self.peak_pending, session.core.pending_bytes)
+        held = 0
+        for cursor in session.cursors:
+            topic = cursor.topic
+            held += topic.bytes_from(cursor.pos - topic.base)
+            self.detached = self.detached or cursor.detached is not None
+        self.peak_held = max(self.peak_held, held)
+
+    async def publish(self, messages: list[str]) -> None:
+        """Publish at full rate, letting the server send every few messages."""
+        for i, message in enumerate(messages):
+            trio_push.publish(message.split(" ", 1)[0], message)
+            self.watch()
+            if i % 4 == 3:
+                await trio.sleep(0)
+                self.watch()
+
+    def assert_bounded(self) -> None:
+        """While it did not read, the server held little for it, and kept it."""
+        assert self.detached  # it did fall behind
+        # Its queue: what one pull takes from the logs (PULL_BYTES, and the
+        # message of each channel that passes it), twice: the flush's, then
+        # the writer's before its first wait.
+        channels = len(self.session.cursors)
+        assert self.peak_pending <= 2 * (PULL_BYTES + channels * (BIG + 16))
+        # The logs: a trim's worth, and the lag bound.
+        assert self.peak_held <= TRIM_BYTES + LAG_FACTOR * QUEUE_BYTES + BIG
+        assert self.session.core.open and self.session in self.server.push_connections
+        assert self.session.core.dropped == 0
+
+
+async def test_resync_a_client_that_stopped_reading_gets_every_message_from_history(
+    start_server: StartServer, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_push")
+    flood, readers = await Flood.start(start_server, nursery, 1000)
+    expected = [big(i) for i in range(FLOOD)]
+    await flood.publish(expected)
+    flood.assert_bounded()
+    # Those that read got everything, in order, and were neither cut nor slowed.
+    for reader in readers:
+        assert await reader.wait_messages(FLOOD) == expected
+        assert not reader.closed
+    # Now it reads: every message, exactly, in order, read on from history.
+    with trio.fail_after(TIMEOUT):
+        assert await flood.stuck.messages(FLOOD) == expected
+        trio_push.publish(CHANNEL, "live")
+        assert await flood.stuck.messages(1) == ["live"]
+    assert flood.handler.gaps == []
+    assert "too far behind; reading on from history" in caplog.text
+    assert "send queue full" not in caplog.text
+
+
+async def test_resync_live_messages_behind_what_history_brought_arrive_unprompted(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    # After a resync, the log holds again what history brought (published
+    # while it was detached, after its last trim): those are skipped, and
+    # one pull may skip a whole PULL_BYTES of them and queue nothing. The
+    # writer must go on to the messages behind them without waiting for
+    # another publish.
+    flood, _ = await Flood.start(start_server, nursery, 1000, readers=0)
+    (cursor,) = flood.session.cursors
+    sent: list[str] = []
+    with trio.fail_after(TIMEOUT):
+        while cursor.detached is None:  # it stopped reading, and fell behind
+            sent.append(big(len(sent)))
+            trio_push.publish(CHANNEL, sent[-1])
+            await trio.sleep(0)
+        more = [big(len(sent) + i) for i in range(10)]  # 640 KB: no trim
+        for message in more:
+            trio_push.publish(CHANNEL, message)
+        sent += more
+        # It reads until it resyncs (history's messages start coming), and
+        # stops again: only then are these published, behind the seam.
+        got: list[Any] = []
+        while cursor.replay is None:
+            got += await flood.stuck.messages(1)
+        after = ["after 1", "after 2"]
+        for message in after:
+            trio_push.publish(CHANNEL, message)
+        got += await flood.stuck.messages(len(sent) + len(after) - len(got))
+    assert got == sent + after
+    assert 10 * BIG > PULL_BYTES
+
+
+def assert_told(got: list[Any], expected: list[str]) -> None:
+    """``got`` is ``expected`` in order, none twice, and wherever it skips
+    some, the gap notice comes first."""
+    index = {m: i for i, m in enumerate(expected)}
+    nxt, told = 0, False
+    for message in got:
+        if message == f"gap {CHANNEL} trimmed":
+            told = True
+            continue
+        i = index[message]
+        assert i == nxt or (told and i > nxt), f"message {i} after {nxt - 1}, untold"
+        nxt, told = i + 1, False
+
+
+async def test_resync_behind_what_history_holds_is_a_gap_then_live(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    flood, readers = await Flood.start(start_server, nursery, 10)
+    expected = [big(i) for i in range(FLOOD)]
+    await flood.publish(expected)
+    flood.assert_bounded()
+    live = sequence(3, "live")
+    with trio.fail_after(TIMEOUT):
+        got: list[Any] = []
+        while f"gap {CHANNEL} trimmed" not in got:
+            got += await flood.stuck.messages(1)
+        # Before the notice: the start of the sequence, exactly.
+        assert got[:-1] == expected[: len(got) - 1] and len(got) < FLOOD
+        # After it, what is published from now on.
+        for message in live:
+            trio_push.publish(CHANNEL, message)
+        assert await flood.stuck.messages(3) == live
+    assert flood.handler.gaps[-1] == (CHANNEL, "trimmed")
+    assert flood.session.core.open
+    # Readers that fell behind too, reading at their pace, were told where
+    # they skipped (so little history holds little for them either).
+    for reader in readers:
+        await reader.wait_for(lambda r: r.messages[-3:] == live)
+        assert_told(reader.messages[:-3], expected)
+        assert not reader.closed
