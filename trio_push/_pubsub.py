@@ -306,7 +306,7 @@ def pull(subscriber: Subscriber, limit: int | None = None) -> None:
         if topic.history:
             _note_last(cursor, batch[-1])
     else:
-        entries = _live_entries(subscriber, limit)
+        entries = _live_entries(subscriber, limit, note=True)
         if not entries:
             return
         entries.sort(key=_first)
@@ -341,11 +341,13 @@ def _note_last(cursor: Cursor, prepared: sp.Prepared) -> None:
 _Entry = tuple[int, Cursor, sp.Prepared]
 
 
-def _live_entries(subscriber: Subscriber, limit: int | None) -> list[_Entry]:
+def _live_entries(subscriber: Subscriber, limit: int | None, note: bool = False) -> list[_Entry]:
     """What the subscriber's cursors have not taken from their logs, as
     ``(publish order, cursor, message)``, their cursors moved past it. With
     a limit, a cursor that stops early stops every other one at the same
-    point of the publish order."""
+    point of the publish order. With ``note``, a history cursor's
+    :attr:`Cursor.last` becomes its last message's position (the caller
+    queues them all as they are)."""
     cut = None
     spans = []
     for cursor in subscriber.cursors:
@@ -369,6 +371,8 @@ def _live_entries(subscriber: Subscriber, limit: int | None) -> list[_Entry]:
             for seq, p in zip(topic.seqs[start:end], topic.log[start:end], strict=True)
         )
         cursor.pos = topic.base + end
+        if note and topic.history and end > start:
+            _note_last(cursor, topic.log[end - 1])
     return entries
 
 

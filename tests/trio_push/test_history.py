@@ -20,8 +20,11 @@ import httpx
 import pytest
 import trio
 from httpx_sse import aconnect_sse
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
+import sansio_push as sp
 import trio_push
 from tests.helpers.pubsub import PushClient, connect_clients
 from tests.helpers.server import (
@@ -33,7 +36,16 @@ from tests.helpers.server import (
     wait_for,
     ws_connect,
 )
-from trio_push._pubsub import LAG_FACTOR, PULL_BYTES, TRIM_BYTES
+from trio_push._history import History, HistoryRules, MemoryHistory
+from trio_push._pubsub import (
+    LAG_FACTOR,
+    PULL_BYTES,
+    TRIM_BYTES,
+    Cursor,
+    Subscriptions,
+    _pull_views,
+    pull,
+)
 
 StartServer = Callable[..., Awaitable[trio_push.Server]]
 
@@ -1023,3 +1035,138 @@ async def test_resync_behind_what_history_holds_is_a_gap_then_live(
         await reader.wait_for(lambda r: r.messages[-3:] == live)
         assert_told(reader.messages[:-3], expected)
         assert not reader.closed
+
+
+def by_channel(messages: list[Any]) -> dict[str, list[Any]]:
+    """Messages (``big``'s) by channel, each in the order it came."""
+    found: dict[str, list[Any]] = {}
+    for message in messages:
+        found.setdefault(message.split(" ", 1)[0], []).append(message)
+    return found
+
+
+async def test_resync_on_two_history_channels_gets_each_exactly_once(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    # The fast path (no envelope, several channels) must note where each
+    # history subscription is, or a resync reads on from where it started.
+    flood, readers = await Flood.start(start_server, nursery, 1000, "a", "b")
+    expected = [big(i, "ab"[i % 2]) for i in range(FLOOD)]
+    await flood.publish(expected)
+    flood.assert_bounded()
+    # Each channel exactly once, in its order (after a resync each
+    # channel's history comes in turn: the channels interleave otherwise).
+    for reader in readers:
+        await reader.wait_messages(FLOOD)
+        assert by_channel(reader.messages) == by_channel(expected)
+    with trio.fail_after(TIMEOUT):
+        got = await flood.stuck.messages(FLOOD)
+        trio_push.publish("a", "a live")
+        got += await flood.stuck.messages(1)
+    assert by_channel(got) == by_channel([*expected, "a live"])
+    assert flood.handler.gaps == []
+
+
+# -- the fast path queues what the general path would -------------------------------------
+
+
+class Core:
+    """What pull reads of a protocol core."""
+
+    def __init__(self, protocol: str) -> None:
+        self.protocol = protocol
+        self.config = sp.Config()
+        self.refusing = False
+
+
+class Subscriber:
+    """A subscriber (the Subscriber protocol) that keeps what it is handed."""
+
+    def __init__(self, protocol: str) -> None:
+        self.cursors: list[Cursor] = []
+        self.loading = 0
+        self.core = Core(protocol)
+        self.batches: list[list[sp.Prepared]] = []
+        self.gaps: list[tuple[str, str]] = []
+
+    def flush_soon(self) -> None:
+        pass
+
+    def take_published(self, batch: list[sp.Prepared]) -> None:
+        self.batches.append(list(batch))
+
+    def overflow(self) -> None:
+        raise AssertionError("its socket never refuses")
+
+    def subscribe_refused(self, channel: str, reason: str) -> None:
+        raise AssertionError("never refused")
+
+    def gap(self, channel: str, reason: str) -> None:
+        self.gaps.append((channel, reason))
+
+    def announce(self, cursor: Cursor) -> None:
+        pass
+
+
+def wire(protocol: str, batch: list[sp.Prepared]) -> list[bytes]:
+    """The bytes a batch becomes on the wire."""
+    if protocol == "websocket":
+        return [p.ws_frame for p in batch]
+    return [p.sse_block("msg", True) for p in batch]
+
+
+def cursor_state(subscriber: Subscriber) -> list[tuple[Any, ...]]:
+    return [(c.topic.key, c.pos, c.last, c.seam, c.replay) for c in subscriber.cursors]
+
+
+#: Two channels with history, one without, and patterns over them.
+KEYS = ["h1", "h2", "plain", "h*", "*"]
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("publish"), st.sampled_from(KEYS[:3]), st.integers(0, 3000)),
+        st.tuples(st.just("pull"), st.none() | st.integers(1, 8000), st.none()),
+        st.tuples(st.just("subscribe"), st.sampled_from(KEYS), st.none()),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    protocol=st.sampled_from(["websocket", "sse"]),
+    first=st.lists(st.sampled_from(KEYS), min_size=1, max_size=3),
+    steps=STEPS,
+)
+def test_the_fast_path_of_pull_queues_what_the_general_path_would(
+    protocol: str, first: list[str], steps: list[tuple[str, Any, Any]]
+) -> None:
+    # Two identical subscribers, one pulled by pull (its fast path where it
+    # applies), the other by the general path, _pull_views, always; the same
+    # messages (one history, one publish each) reach both.
+    rules = HistoryRules(None, {"h*": History(size=50)})
+    store = MemoryHistory(rules)
+    fast, slow = Subscriber(protocol), Subscriber(protocol)
+    worlds = [(Subscriptions(rules), fast), (Subscriptions(rules), slow)]
+
+    def subscribe(key: str) -> None:
+        for subscriptions, subscriber in worlds:
+            cursor = subscriptions.join(subscriber, key)  # type: ignore[arg-type]
+            if cursor is not None and cursor.topic.history:
+                subscriptions.loaded(cursor, None, [], store.top(key))
+
+    for key in first:
+        subscribe(key)
+    for n, (step, arg, size) in enumerate(steps):
+        if step == "publish":
+            published = store.append(arg, f"{n} " + "x" * size)
+            for subscriptions, _ in worlds:
+                subscriptions.publish(arg, published)
+        elif step == "subscribe":
+            subscribe(arg)
+        else:
+            pull(fast, arg)  # type: ignore[arg-type]
+            _pull_views(slow, arg)  # type: ignore[arg-type]
+            assert [wire(protocol, b) for b in fast.batches] == [
+                wire(protocol, b) for b in slow.batches
+            ]
+            assert cursor_state(fast) == cursor_state(slow)
