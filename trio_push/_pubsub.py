@@ -344,10 +344,10 @@ _Entry = tuple[int, Cursor, sp.Prepared]
 def _live_entries(subscriber: Subscriber, limit: int | None, note: bool = False) -> list[_Entry]:
     """What the subscriber's cursors have not taken from their logs, as
     ``(publish order, cursor, message)``, their cursors moved past it. With
-    a limit, a cursor that stops early stops every other one at the same
-    point of the publish order. With ``note``, a history cursor's
-    :attr:`Cursor.last` becomes its last message's position (the caller
-    queues them all as they are)."""
+    a limit, about that many message bytes in all, in publish order: every
+    cursor stops at the same point of the publish order (see _shared_cut).
+    With ``note``, a history cursor's :attr:`Cursor.last` becomes its last
+    message's position (the caller queues them all as they are)."""
     cut = None
     spans = []
     for cursor in subscriber.cursors:
@@ -361,6 +361,8 @@ def _live_entries(subscriber: Subscriber, limit: int | None, note: bool = False)
                 last = topic.seqs[end - 1]
                 cut = last if cut is None else min(cut, last)
             spans.append((cursor, start, end))
+    if limit is not None and len(spans) > 1:
+        cut = _shared_cut(spans, limit, cut)
     entries: list[_Entry] = []
     for cursor, start, end in spans:
         topic = cursor.topic
@@ -374,6 +376,39 @@ def _live_entries(subscriber: Subscriber, limit: int | None, note: bool = False)
         if note and topic.history and end > start:
             _note_last(cursor, topic.log[end - 1])
     return entries
+
+
+def _shared_cut(spans: list[tuple[Cursor, int, int]], limit: int, cut: int | None) -> int | None:
+    """The point of the publish order at which the messages of ``spans``
+    (cursor, start, end in its topic's log), taken in publish order, reach
+    ``limit`` bytes in all (the message that reaches it included); None if
+    they all fit. ``cut``, where the first span that reaches the limit on
+    its own does, bounds it: each span taking ``limit`` would take about
+    that much once per channel."""
+
+    def upto(seq: int) -> int:
+        total = 0
+        for cursor, start, end in spans:
+            topic = cursor.topic
+            i = bisect_right(topic.seqs, seq, start, end)
+            if i > start:
+                total += topic.ends[i - 1] - (topic.ends[start - 1] if start else topic.base_bytes)
+        return total
+
+    if cut is not None:
+        high = cut
+    else:
+        high = max(c.topic.seqs[end - 1] for c, _, end in spans)
+        if upto(high) < limit:
+            return None
+    low = min(c.topic.seqs[start] for c, start, _ in spans)
+    while low < high:
+        mid = (low + high) // 2
+        if upto(mid) >= limit:
+            high = mid
+        else:
+            low = mid + 1
+    return high
 
 
 def _pull_views(subscriber: Subscriber, limit: int | None) -> None:

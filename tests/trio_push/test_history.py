@@ -929,13 +929,13 @@ class Flood:
     def assert_bounded(self) -> None:
         """While it did not read, the server held little for it, and kept it."""
         assert self.detached  # it did fall behind
-        # Its queue: what one pull takes from the logs (PULL_BYTES, and the
-        # message of each channel that passes it), twice: the flush's, then
-        # the writer's before its first wait.
+        # Its queue: what one pull takes from the logs (PULL_BYTES and the
+        # message that passes it, however many channels), twice: the
+        # flush's, then the writer's before its first wait.
+        assert self.peak_pending <= 2 * (PULL_BYTES + BIG + 16)
         channels = len(self.session.cursors)
-        assert self.peak_pending <= 2 * (PULL_BYTES + channels * (BIG + 16))
-        # The logs: a trim's worth, and the lag bound.
-        assert self.peak_held <= TRIM_BYTES + LAG_FACTOR * QUEUE_BYTES + BIG
+        # The logs: a trim's worth in each channel's, and the lag bound.
+        assert self.peak_held <= channels * (TRIM_BYTES + BIG) + LAG_FACTOR * QUEUE_BYTES
         assert self.session.core.open and self.session in self.server.push_connections
         assert self.session.core.dropped == 0
 
@@ -1067,6 +1067,24 @@ async def test_resync_on_two_history_channels_gets_each_exactly_once(
     assert flood.handler.gaps == []
 
 
+async def test_resync_what_one_pull_takes_is_bounded_for_the_connection_not_per_channel(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    # One pull takes about PULL_BYTES in all (at least a message), however
+    # many channels the messages are on: not PULL_BYTES from each.
+    channels = [f"c{k}" for k in range(8)]
+    flood, readers = await Flood.start(start_server, nursery, 1000, *channels)
+    expected = [big(i, channels[i % 8]) for i in range(FLOOD)]
+    await flood.publish(expected)
+    flood.assert_bounded()
+    for reader in readers:
+        await reader.wait_messages(FLOOD)
+        assert by_channel(reader.messages) == by_channel(expected)
+    with trio.fail_after(TIMEOUT):
+        got = await flood.stuck.messages(FLOOD)
+    assert by_channel(got) == by_channel(expected)
+
+
 # -- the fast path queues what the general path would -------------------------------------
 
 
@@ -1164,9 +1182,15 @@ def test_the_fast_path_of_pull_queues_what_the_general_path_would(
         elif step == "subscribe":
             subscribe(arg)
         else:
+            taken = len(fast.batches)
             pull(fast, arg)  # type: ignore[arg-type]
             _pull_views(slow, arg)  # type: ignore[arg-type]
             assert [wire(protocol, b) for b in fast.batches] == [
                 wire(protocol, b) for b in slow.batches
             ]
             assert cursor_state(fast) == cursor_state(slow)
+            # A limit is for the subscriber, whatever its number of channels:
+            # about that many bytes, past it by the one message that reaches it.
+            if arg is not None and len(fast.batches) > taken:
+                sizes = [len(p.message) for p in fast.batches[-1]]
+                assert sum(sizes[:-1]) < arg
