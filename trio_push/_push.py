@@ -269,11 +269,18 @@ class PushSession(CallbackQueue):
     def sent(self, n: int) -> None:
         """The socket took ``n`` more bytes."""
         core = self.core
-        if core.sent(n) is not None:
-            if self.cursors and any(c.detached is not None for c in self.cursors):
-                self.ctx.pubsub.resync(self)  # overflow='resync': read on from history
-            elif not (self.cursors and backlog(self)):
-                self.queue("on_drained")
+        drained = core.sent(n) is not None
+        # overflow='resync': once the socket has taken its queue (its
+        # messages, or all of it: a queue of pongs and pings has none to
+        # drain), read on from history.
+        if (
+            (drained or not core.pending_bytes)
+            and self.cursors
+            and any(c.detached is not None for c in self.cursors)
+        ):
+            self.ctx.pubsub.resync(self)
+        elif drained and not (self.cursors and backlog(self)):
+            self.queue("on_drained")
         if self._ping_end:
             # The socket takes bytes: the peer reads. Until the ping is out it
             # is behind what was queued before it, and once it is out, the

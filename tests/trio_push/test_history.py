@@ -19,6 +19,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 import trio
+import wsproto.events as wse
 from httpx_sse import aconnect_sse
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -993,6 +994,32 @@ async def test_resync_live_messages_behind_what_history_brought_arrive_unprompte
         got += await flood.stuck.messages(len(sent) + len(after) - len(got))
     assert got == sent + after
     assert 10 * BIG > PULL_BYTES
+
+
+async def test_resync_when_only_pongs_were_queued_as_it_fell_behind(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    # It pings and does not read: its queue holds pongs, no message, when it
+    # falls behind and lets go of the log. Once it reads, it must read on
+    # from history, though no message of its queue was left to drain.
+    flood, _ = await Flood.start(start_server, nursery, 1000, readers=0)
+    stuck, session = flood.stuck, flood.session
+    (cursor,) = session.cursors
+    sent: list[str] = []
+    with trio.fail_after(TIMEOUT):
+        while not session.core.refusing:
+            await stuck.stream.send_all(stuck.ws.send(wse.Ping(b"p" * 125)) * 50)
+            await trio.sleep(0.001)
+        assert session.core.pending == 0
+        while cursor.detached is None:
+            sent.append(big(len(sent)))
+            trio_push.publish(CHANNEL, sent[-1])
+            await trio.sleep(0)
+        assert session.core.pending == 0
+        got = await stuck.messages(len(sent))
+        trio_push.publish(CHANNEL, "live")
+        got += await stuck.messages(1)
+    assert got == [*sent, "live"]
 
 
 def assert_told(got: list[Any], expected: list[str]) -> None:
