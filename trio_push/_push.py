@@ -520,19 +520,20 @@ class PushSession(CallbackQueue):
 
     def subscribe(self, channel: str, since: str | None = None, envelope: bool = False) -> None:
         """Client.subscribe, on the loop. On SSE without ``since``, a channel
-        with history resumes from the page's ``Last-Event-ID``."""
+        with history resumes from the page's ``Last-Event-ID``; where the
+        page's id (or on a WebSocket, the ``since`` it sent, once the app
+        has read it) says nothing we can read about it, on_gap hears
+        'unknown'."""
         if not self.core.open:
             return
         pubsub = self.ctx.pubsub
-        if (
-            since is None
-            and self.core.protocol == "sse"
-            and not is_pattern(channel)
-            and pubsub.history.get(channel) is not None
-        ):
-            positions = self.positions()
-            since = positions.get(channel)
-            if since is None and positions.incomplete:
+        if since is None and not is_pattern(channel) and pubsub.history.get(channel) is not None:
+            if self.core.protocol == "sse":
+                positions = self.positions()
+                since = positions.get(channel)
+                if since is None and positions.incomplete:
+                    self.gap(channel, UNKNOWN)
+            elif self._positions is not None and channel in self._positions.unreadable:
                 self.gap(channel, UNKNOWN)
         position = Position.parse(channel, since) if since is not None else None
         pubsub.subscribe(self, channel, position, envelope)

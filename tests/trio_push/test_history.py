@@ -584,6 +584,27 @@ async def test_a_foreign_last_event_id_is_an_unknown_gap(start_server: StartServ
     assert got == [("gap", f"gap {CHANNEL} unknown")] + [("msg", m) for m in live]
 
 
+@pytest.mark.parametrize("since", ["garbage", "abc:1-1 ", "5"])
+async def test_a_websocket_since_that_is_not_a_position_is_an_unknown_gap(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture, since: str
+) -> None:
+    # What the page sends is not the app's mistake: client.since() gives
+    # None for it, and on_gap hears "unknown", as for a foreign SSE id.
+    caplog.set_level(logging.WARNING, logger="trio_push")
+    handler = HeldGap()
+    server = await start_server(push_app(handler), history=10)
+    before = trio_push.publish(CHANNEL, "before")
+    got = await resume_with_gap(
+        server, handler, "websocket", json.loads(since) if since == "5" else since, ["live"]
+    )
+    assert handler.gaps == [(CHANNEL, "unknown")]
+    assert announced_top(got, "websocket", before) == [
+        ("gap", f"gap {CHANNEL} unknown"),
+        ("msg", "live"),
+    ]
+    assert "error in" not in caplog.text
+
+
 async def test_a_gap_without_on_gap_is_logged_and_live_messages_go_on(
     start_server: StartServer, caplog: pytest.LogCaptureFixture
 ) -> None:
