@@ -269,6 +269,27 @@ async def test_sse_resumes_exactly_over_20_drops_while_a_task_publishes(
     assert_contiguous(positions)
 
 
+async def test_sse_resumes_from_a_last_event_id_query_parameter(start_server: StartServer) -> None:
+    # A page that reopens its EventSource itself cannot set the header.
+    handler = Feed("a", "b")
+    server = await start_server(push_app(handler), history=100)
+    reader = SseReader(f"http://127.0.0.1:{server.port}/")
+    with trio.fail_after(TIMEOUT):
+        async with http_client() as http, trio.open_nursery() as nursery:
+            nursery.start_soon(reader.read_once, http, 2)
+            await wait_for(lambda: handler.clients)
+            trio_push.publish("a", "a0")
+            trio_push.publish("b", "b0")
+    for message in ("a1", "b1", "a2"):
+        trio_push.publish(message[0], message)
+    reader.url += f"?lastEventId={quote(reader.last_id)}"
+    reader.last_id = ""  # no header
+    with trio.fail_after(TIMEOUT):
+        async with http_client() as http:
+            await reader.read_once(http, 5)
+    assert reader.messages == ["a0", "b0", "a1", "a2", "b1"]
+
+
 # -- WebSocket: the envelope, resumed with ``since`` over 20 reconnects -----------------
 
 
