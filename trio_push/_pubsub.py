@@ -33,7 +33,6 @@ from ._history import (
     EPOCH,
     MAX_ID_CHANNELS,
     NO_HISTORY,
-    OVERFLOW,
     TRIMMED,
     HistoryRules,
     MemoryHistory,
@@ -265,11 +264,13 @@ def enforce_bounds(subscriber: Subscriber) -> None:
             subscriber.overflow()
 
 
-def detach(subscriber: Subscriber) -> None:
+def detach(subscriber: Subscriber) -> list[str]:
     """overflow='resync': ``subscriber`` lets go of what waits for it in
     the logs. A history subscription notes where it was, to read the rest
     from history once its socket has drained (see :meth:`Subscriptions.load`);
-    one without history has lost it, and the app is told."""
+    one without history has lost it: the channels of those are returned,
+    for the app to be told (reason 'overflow')."""
+    lost = []
     for cursor in subscriber.cursors:
         topic = cursor.topic
         end = topic.base + len(topic.log)
@@ -277,9 +278,10 @@ def detach(subscriber: Subscriber) -> None:
             if topic.history and cursor.last is not None:
                 cursor.detached = cursor.last
             else:
-                subscriber.gap(topic.key, OVERFLOW)
+                lost.append(topic.key)
         cursor.pos = end
         cursor.replay = None
+    return lost
 
 
 def pull(subscriber: Subscriber, limit: int | None = None) -> None:

@@ -39,7 +39,7 @@ import sansio_push as sp
 from ._context import Context
 from ._dispatch import DONE, OVER, CallbackQueue
 from ._glob import is_pattern
-from ._history import UNKNOWN, PagePositions, Position, announcement
+from ._history import OVERFLOW, UNKNOWN, PagePositions, Position, announcement
 from ._pubsub import PULL_BYTES, Cursor, backlog, connection_id, detach, pull
 from ._transport import Sink
 
@@ -80,6 +80,7 @@ class PushSession(CallbackQueue):
         "cursors",
         "loading",
         "_unannounced",
+        "_lost",
         "_positions",
         "_flush_queued",
         "_writer_scope",
@@ -108,6 +109,9 @@ class PushSession(CallbackQueue):
         # History subscriptions whose start the page is not told yet: that
         # waits until on_gap has returned (see announce).
         self._unannounced: list[Cursor] | None = None
+        # overflow='resync': channels without history whose messages it
+        # missed, for on_gap once its socket has taken its queue (see _lose).
+        self._lost: list[str] | None = None
         # Where the page says it was (read from the request when first asked).
         self._positions: PagePositions | None = None
         # On the server's flush list, or being flushed (see flush).
@@ -272,13 +276,11 @@ class PushSession(CallbackQueue):
         drained = core.sent(n) is not None
         # overflow='resync': once the socket has taken its queue (its
         # messages, or all of it: a queue of pongs and pings has none to
-        # drain), read on from history.
-        if (
-            (drained or not core.pending_bytes)
-            and self.cursors
-            and any(c.detached is not None for c in self.cursors)
+        # drain), read on from history, and tell what was lost.
+        if (drained or not core.pending_bytes) and (
+            self._lost or (self.cursors and any(c.detached is not None for c in self.cursors))
         ):
-            self.ctx.pubsub.resync(self)
+            self._read_on()
         elif drained and not (self.cursors and backlog(self)):
             self.queue("on_drained")
         if self._ping_end:
@@ -295,6 +297,30 @@ class PushSession(CallbackQueue):
                 self._close_end = 0
             self._close_deadline = trio.current_time() + self.ctx.options.close_timeout
         self.unpark()
+
+    def _read_on(self) -> None:
+        """overflow='resync', its socket drained: on_gap for what it lost,
+        and history for what it let go of."""
+        lost, self._lost = self._lost, None
+        for channel in lost or ():
+            self.loading -= 1  # held by _lose, now by on_gap
+            self.gap(channel, OVERFLOW)
+        if any(c.detached is not None for c in self.cursors):
+            self.ctx.pubsub.resync(self)
+
+    def _lose(self, channel: str) -> None:
+        """overflow='resync' dropped messages of ``channel``, which keeps
+        no history. on_gap runs once the socket has taken its queue: run
+        now, what it writes would be refused by the bounds the client is
+        past. Until then nothing more from pub/sub is taken for it."""
+        if getattr(self.handler, "on_gap", None) is None:
+            self.gap(channel, OVERFLOW)  # a warning, now
+            return
+        if self._lost is None:
+            self._lost = []
+        if channel not in self._lost:
+            self._lost.append(channel)
+            self.loading += 1
 
     def refused(self) -> None:
         """The socket did not take everything at once (see Config's bounds)."""
@@ -500,7 +526,8 @@ class PushSession(CallbackQueue):
         its queue bounds allow: the 'close' policy, or 'resync'."""
         if self.core.config.overflow == "resync":
             log.warning("%s: too far behind; reading on from history once it drains", self.peer)
-            detach(self)
+            for channel in detach(self):
+                self._lose(channel)
             return
         was_open = self.core.open
         self.core.overflow()

@@ -1064,13 +1064,13 @@ async def test_resync_when_only_pongs_were_queued_as_it_fell_behind(
     assert got == [*sent, "live"]
 
 
-def assert_told(got: list[Any], expected: list[str]) -> None:
+def assert_told(got: list[Any], expected: list[str], reason: str = "trimmed") -> None:
     """``got`` is ``expected`` in order, none twice, and wherever it skips
     some, the gap notice comes first."""
     index = {m: i for i, m in enumerate(expected)}
     nxt, told = 0, False
     for message in got:
-        if message == f"gap {CHANNEL} trimmed":
+        if message == f"gap {CHANNEL} {reason}":
             told = True
             continue
         i = index[message]
@@ -1112,6 +1112,29 @@ def by_channel(messages: list[Any]) -> dict[str, list[Any]]:
     for message in messages:
         found.setdefault(message.split(" ", 1)[0], []).append(message)
     return found
+
+
+async def test_resync_on_a_channel_without_history_tells_the_gap_once_it_can_hear_it(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    # Without history, what it missed is lost: on_gap 'overflow'. What
+    # on_gap writes must reach it (not be refused by the bounds it is past),
+    # before anything published after what it missed.
+    flood, _ = await Flood.start(start_server, nursery, 0, readers=0)
+    expected = [big(i) for i in range(FLOOD)]
+    await flood.publish(expected)
+    assert flood.session.core.open and flood.session.core.dropped == 0
+    notice = f"gap {CHANNEL} overflow"
+    with trio.fail_after(TIMEOUT):
+        got: list[Any] = []
+        while notice not in got:
+            got += await flood.stuck.messages(1)
+        trio_push.publish(CHANNEL, "live")
+        while got[-1] != "live":
+            got += await flood.stuck.messages(1)
+    assert_told(got[:-1], expected, "overflow")
+    assert got.count(notice) == len(flood.handler.gaps) == 1
+    assert flood.handler.gaps == [(CHANNEL, "overflow")]
 
 
 async def test_resync_on_two_history_channels_gets_each_exactly_once(
