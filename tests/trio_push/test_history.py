@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from hashlib import blake2b
 from typing import Any
 from urllib.parse import quote
 
@@ -212,6 +213,11 @@ def assert_resumed(reader: SseReader, how: str) -> None:
 
 def sequence(n: int, prefix: str = "m") -> list[str]:
     return [f"{prefix}{i}" for i in range(n)]
+
+
+def trio_push_tag(channel: str) -> str:
+    """A channel's tag in an SSE id: 8 hex digits of blake2b (docs/pubsub.md)."""
+    return blake2b(channel.encode(), digest_size=4).hexdigest()
 
 
 def assert_contiguous(positions: list[Any], first: int = 1) -> None:
@@ -416,13 +422,6 @@ async def test_several_channels_on_one_sse_connection_resume_exactly(
     assert len(entries) == 5
     assert {t for t, _ in entries} == {trio_push_tag(c) for c in channels}
     assert all(POSITION.fullmatch(p) for _, p in entries)
-
-
-def trio_push_tag(channel: str) -> str:
-    """A channel's tag in an SSE id: 8 hex digits of blake2b (docs/pubsub.md)."""
-    from hashlib import blake2b
-
-    return blake2b(channel.encode(), digest_size=4).hexdigest()
 
 
 async def test_an_sse_id_names_at_most_32_channels_and_the_rest_get_unknown(
