@@ -340,6 +340,15 @@ class MemoryHistory:
             self._forget(now)
         return published
 
+    def retract(self, published: Published) -> None:
+        """Take back ``published``, the last message :meth:`append` recorded."""
+        state = self.channels.get(published.channel)
+        position = published.position
+        if state is not None and position is not None and state.offset == position.offset:
+            if state.entries and state.entries[-1][1] is published:
+                state.entries.pop()
+            state.offset -= 1
+
     def _forget(self, now: float) -> None:
         for name in [n for n, s in self.channels.items() if now - s.last > META_TTL]:
             del self.channels[name]

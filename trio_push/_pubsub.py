@@ -822,6 +822,7 @@ class MemoryPubSub:
         with self._lock:
             published = self._store.append(channel, message)
             if not self._loop.call(self._deliver, channel, published):
+                self._store.retract(published)  # never delivered: not history either
                 return False
         assert published.position is not None
         return published.position

@@ -525,7 +525,8 @@ class PushSession(CallbackQueue):
         """More was published to this session while its socket refused than
         its queue bounds allow: the 'close' policy, or 'resync'."""
         if self.core.config.overflow == "resync":
-            log.warning("%s: too far behind; reading on from history once it drains", self.peer)
+            if not any(c.detached is not None for c in self.cursors):
+                log.warning("%s: too far behind; reading on from history once it drains", self.peer)
             for channel in detach(self):
                 self._lose(channel)
             return

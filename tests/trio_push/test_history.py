@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from hashlib import blake2b
@@ -1285,3 +1286,18 @@ def test_the_fast_path_of_pull_queues_what_the_general_path_would(
             if arg is not None and len(fast.batches) > taken:
                 sizes = [len(p.message) for p in fast.batches[-1]]
                 assert sum(sizes[:-1]) < arg
+
+
+def test_a_publish_after_the_server_stopped_is_not_kept_in_history() -> None:
+    engine = trio_push.MemoryPubSub()
+    engine.history = HistoryRules(History(10))
+    trio.run(engine.run)
+    # From another thread the finished run refuses the message: history must
+    # not keep what no subscriber got, nor give its offset away.
+    results: list[object] = []
+    worker = threading.Thread(target=lambda: results.append(engine.publish("ch", "lost")))
+    worker.start()
+    worker.join()
+    assert results == [False]
+    top = engine._store.top("ch")
+    assert top is not None and top.offset == 0
