@@ -136,7 +136,10 @@ class Client:
         """The position the page says it has on ``channel``: from the SSE
         ``Last-Event-ID``, or on a WebSocket from the ``since`` query
         parameter the shipped helper sends (``trio_push.JS_HELPER``); None
-        if it says nothing. Event loop only (callbacks)."""
+        if it says nothing, or nothing that is a position (then a
+        subscription to ``channel`` without ``since`` gets on_gap
+        ``'unknown'``, as with an SSE id that is not ours). Event loop only
+        (callbacks)."""
         return self._session.positions().get(channel)
 
     def unsubscribe(self, channel: str) -> None:

@@ -340,6 +340,15 @@ class MemoryHistory:
             self._forget(now)
         return published
 
+    def retract(self, published: Published) -> None:
+        """Take back ``published``, the last message :meth:`append` recorded."""
+        state = self.channels.get(published.channel)
+        position = published.position
+        if state is not None and position is not None and state.offset == position.offset:
+            if state.entries and state.entries[-1][1] is published:
+                state.entries.pop()
+            state.offset -= 1
+
     def _forget(self, now: float) -> None:
         for name in [n for n, s in self.channels.items() if now - s.last > META_TTL]:
             del self.channels[name]
@@ -371,7 +380,7 @@ class PagePositions:
     ``since`` query parameter of the shipped WebSocket helper (a JSON
     object, channel to position)."""
 
-    __slots__ = ("by_tag", "by_channel", "incomplete")
+    __slots__ = ("by_tag", "by_channel", "incomplete", "unreadable")
 
     def __init__(self, env: Mapping[str, Any], protocol: str) -> None:
         self.by_tag: dict[str, str] = {}
@@ -379,6 +388,10 @@ class PagePositions:
         #: The page sent an id that does not name every channel it had:
         #: not ours (the app's own ids), or as long as an id may be.
         self.incomplete = False
+        #: WebSocket: the channels whose ``since`` is not a position (not
+        #: what the shipped helper sends): the page was somewhere we cannot
+        #: tell, as with an SSE id that is not ours.
+        self.unreadable: frozenset[str] = frozenset()
         query = parse_qs(env.get("QUERY_STRING", ""))
         if protocol == "sse":
             # A page that reopens an EventSource itself cannot set the
@@ -396,11 +409,15 @@ class PagePositions:
                     found = None
                 if isinstance(found, dict) and len(found) <= MAX_ID_CHANNELS:
                     self.by_channel = {
-                        k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)
+                        k: v
+                        for k, v in found.items()
+                        if isinstance(v, str) and _POSITION.match(v) is not None
                     }
+                    self.unreadable = frozenset(found.keys() - self.by_channel.keys())
 
     def get(self, channel: str) -> str | None:
-        """The position the page has on ``channel``, as it sent it."""
+        """The position the page has on ``channel``, as it sent it (None
+        if it sent none, or none that can be one)."""
         if self.by_tag:
             return self.by_tag.get(tag(channel))
         return self.by_channel.get(channel)

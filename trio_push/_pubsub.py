@@ -33,7 +33,6 @@ from ._history import (
     EPOCH,
     MAX_ID_CHANNELS,
     NO_HISTORY,
-    OVERFLOW,
     TRIMMED,
     HistoryRules,
     MemoryHistory,
@@ -265,11 +264,13 @@ def enforce_bounds(subscriber: Subscriber) -> None:
             subscriber.overflow()
 
 
-def detach(subscriber: Subscriber) -> None:
+def detach(subscriber: Subscriber) -> list[str]:
     """overflow='resync': ``subscriber`` lets go of what waits for it in
     the logs. A history subscription notes where it was, to read the rest
     from history once its socket has drained (see :meth:`Subscriptions.load`);
-    one without history has lost it, and the app is told."""
+    one without history has lost it: the channels of those are returned,
+    for the app to be told (reason 'overflow')."""
+    lost = []
     for cursor in subscriber.cursors:
         topic = cursor.topic
         end = topic.base + len(topic.log)
@@ -277,9 +278,10 @@ def detach(subscriber: Subscriber) -> None:
             if topic.history and cursor.last is not None:
                 cursor.detached = cursor.last
             else:
-                subscriber.gap(topic.key, OVERFLOW)
+                lost.append(topic.key)
         cursor.pos = end
         cursor.replay = None
+    return lost
 
 
 def pull(subscriber: Subscriber, limit: int | None = None) -> None:
@@ -306,7 +308,7 @@ def pull(subscriber: Subscriber, limit: int | None = None) -> None:
         if topic.history:
             _note_last(cursor, batch[-1])
     else:
-        entries = _live_entries(subscriber, limit)
+        entries = _live_entries(subscriber, limit, note=True)
         if not entries:
             return
         entries.sort(key=_first)
@@ -341,11 +343,13 @@ def _note_last(cursor: Cursor, prepared: sp.Prepared) -> None:
 _Entry = tuple[int, Cursor, sp.Prepared]
 
 
-def _live_entries(subscriber: Subscriber, limit: int | None) -> list[_Entry]:
+def _live_entries(subscriber: Subscriber, limit: int | None, note: bool = False) -> list[_Entry]:
     """What the subscriber's cursors have not taken from their logs, as
     ``(publish order, cursor, message)``, their cursors moved past it. With
-    a limit, a cursor that stops early stops every other one at the same
-    point of the publish order."""
+    a limit, about that many message bytes in all, in publish order: every
+    cursor stops at the same point of the publish order (see _shared_cut).
+    With ``note``, a history cursor's :attr:`Cursor.last` becomes its last
+    message's position (the caller queues them all as they are)."""
     cut = None
     spans = []
     for cursor in subscriber.cursors:
@@ -359,6 +363,8 @@ def _live_entries(subscriber: Subscriber, limit: int | None) -> list[_Entry]:
                 last = topic.seqs[end - 1]
                 cut = last if cut is None else min(cut, last)
             spans.append((cursor, start, end))
+    if limit is not None and len(spans) > 1:
+        cut = _shared_cut(spans, limit, cut)
     entries: list[_Entry] = []
     for cursor, start, end in spans:
         topic = cursor.topic
@@ -369,7 +375,42 @@ def _live_entries(subscriber: Subscriber, limit: int | None) -> list[_Entry]:
             for seq, p in zip(topic.seqs[start:end], topic.log[start:end], strict=True)
         )
         cursor.pos = topic.base + end
+        if note and topic.history and end > start:
+            _note_last(cursor, topic.log[end - 1])
     return entries
+
+
+def _shared_cut(spans: list[tuple[Cursor, int, int]], limit: int, cut: int | None) -> int | None:
+    """The point of the publish order at which the messages of ``spans``
+    (cursor, start, end in its topic's log), taken in publish order, reach
+    ``limit`` bytes in all (the message that reaches it included); None if
+    they all fit. ``cut``, where the first span that reaches the limit on
+    its own does, bounds it: each span taking ``limit`` would take about
+    that much once per channel."""
+
+    def upto(seq: int) -> int:
+        total = 0
+        for cursor, start, end in spans:
+            topic = cursor.topic
+            i = bisect_right(topic.seqs, seq, start, end)
+            if i > start:
+                total += topic.ends[i - 1] - (topic.ends[start - 1] if start else topic.base_bytes)
+        return total
+
+    if cut is not None:
+        high = cut
+    else:
+        high = max(c.topic.seqs[end - 1] for c, _, end in spans)
+        if upto(high) < limit:
+            return None
+    low = min(c.topic.seqs[start] for c, start, _ in spans)
+    while low < high:
+        mid = (low + high) // 2
+        if upto(mid) >= limit:
+            high = mid
+        else:
+            low = mid + 1
+    return high
 
 
 def _pull_views(subscriber: Subscriber, limit: int | None) -> None:
@@ -781,6 +822,7 @@ class MemoryPubSub:
         with self._lock:
             published = self._store.append(channel, message)
             if not self._loop.call(self._deliver, channel, published):
+                self._store.retract(published)  # never delivered: not history either
                 return False
         assert published.position is not None
         return published.position

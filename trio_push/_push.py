@@ -39,7 +39,7 @@ import sansio_push as sp
 from ._context import Context
 from ._dispatch import DONE, OVER, CallbackQueue
 from ._glob import is_pattern
-from ._history import UNKNOWN, PagePositions, Position, announcement
+from ._history import OVERFLOW, UNKNOWN, PagePositions, Position, announcement
 from ._pubsub import PULL_BYTES, Cursor, backlog, connection_id, detach, pull
 from ._transport import Sink
 
@@ -79,6 +79,8 @@ class PushSession(CallbackQueue):
         "_thread",
         "cursors",
         "loading",
+        "_unannounced",
+        "_lost",
         "_positions",
         "_flush_queued",
         "_writer_scope",
@@ -104,6 +106,12 @@ class PushSession(CallbackQueue):
         self.cursors: list[Cursor] = []
         #: History loads and gap notices in flight (see _pubsub.Subscriber).
         self.loading = 0
+        # History subscriptions whose start the page is not told yet: that
+        # waits until on_gap has returned (see announce).
+        self._unannounced: list[Cursor] | None = None
+        # overflow='resync': channels without history whose messages it
+        # missed, for on_gap once its socket has taken its queue (see _lose).
+        self._lost: list[str] | None = None
         # Where the page says it was (read from the request when first asked).
         self._positions: PagePositions | None = None
         # On the server's flush list, or being flushed (see flush).
@@ -236,8 +244,7 @@ class PushSession(CallbackQueue):
                         core.refused()
                         self._start_writer()
                         return
-                # (While history loads, nothing is taken: wait for loaded().)
-                if not (self.cursors and not self.loading and backlog(self) and core.open):
+                if not self._more_published():
                     break
             if core.finished:
                 self.end()
@@ -245,6 +252,13 @@ class PushSession(CallbackQueue):
                 self._cursors_idle()
         finally:
             self._flush_queued = False
+
+    def _more_published(self) -> bool:
+        """Whether a pull would take more: messages wait in the logs for us
+        (a pull may queue nothing and still take some: those after a history
+        load that the history brought already, up to its byte limit). While
+        history loads, nothing is taken: loaded() flushes us again."""
+        return bool(self.cursors) and not self.loading and backlog(self) > 0 and self.core.open
 
     def flush_soon(self) -> None:
         """Have the server's flusher :meth:`flush` in the next turn of the
@@ -259,11 +273,16 @@ class PushSession(CallbackQueue):
     def sent(self, n: int) -> None:
         """The socket took ``n`` more bytes."""
         core = self.core
-        if core.sent(n) is not None:
-            if self.cursors and any(c.detached is not None for c in self.cursors):
-                self.ctx.pubsub.resync(self)  # overflow='resync': read on from history
-            elif not (self.cursors and backlog(self)):
-                self.queue("on_drained")
+        drained = core.sent(n) is not None
+        # overflow='resync': once the socket has taken its queue (its
+        # messages, or all of it: a queue of pongs and pings has none to
+        # drain), read on from history, and tell what was lost.
+        if (drained or not core.pending_bytes) and (
+            self._lost or (self.cursors and any(c.detached is not None for c in self.cursors))
+        ):
+            self._read_on()
+        elif drained and not (self.cursors and backlog(self)):
+            self.queue("on_drained")
         if self._ping_end:
             # The socket takes bytes: the peer reads. Until the ping is out it
             # is behind what was queued before it, and once it is out, the
@@ -278,6 +297,30 @@ class PushSession(CallbackQueue):
                 self._close_end = 0
             self._close_deadline = trio.current_time() + self.ctx.options.close_timeout
         self.unpark()
+
+    def _read_on(self) -> None:
+        """overflow='resync', its socket drained: on_gap for what it lost,
+        and history for what it let go of."""
+        lost, self._lost = self._lost, None
+        for channel in lost or ():
+            self.loading -= 1  # held by _lose, now by on_gap
+            self.gap(channel, OVERFLOW)
+        if any(c.detached is not None for c in self.cursors):
+            self.ctx.pubsub.resync(self)
+
+    def _lose(self, channel: str) -> None:
+        """overflow='resync' dropped messages of ``channel``, which keeps
+        no history. on_gap runs once the socket has taken its queue: run
+        now, what it writes would be refused by the bounds the client is
+        past. Until then nothing more from pub/sub is taken for it."""
+        if getattr(self.handler, "on_gap", None) is None:
+            self.gap(channel, OVERFLOW)  # a warning, now
+            return
+        if self._lost is None:
+            self._lost = []
+        if channel not in self._lost:
+            self._lost.append(channel)
+            self.loading += 1
 
     def refused(self) -> None:
         """The socket did not take everything at once (see Config's bounds)."""
@@ -323,6 +366,8 @@ class PushSession(CallbackQueue):
                 pull(self, PULL_BYTES)
                 data = core.data_to_send()
             if not data:
+                if self._more_published():
+                    continue  # that pull took only what history had brought
                 break
             if not await sink.send(data, self):
                 log.warning(
@@ -480,8 +525,10 @@ class PushSession(CallbackQueue):
         """More was published to this session while its socket refused than
         its queue bounds allow: the 'close' policy, or 'resync'."""
         if self.core.config.overflow == "resync":
-            log.warning("%s: too far behind; reading on from history once it drains", self.peer)
-            detach(self)
+            if not any(c.detached is not None for c in self.cursors):
+                log.warning("%s: too far behind; reading on from history once it drains", self.peer)
+            for channel in detach(self):
+                self._lose(channel)
             return
         was_open = self.core.open
         self.core.overflow()
@@ -501,19 +548,20 @@ class PushSession(CallbackQueue):
 
     def subscribe(self, channel: str, since: str | None = None, envelope: bool = False) -> None:
         """Client.subscribe, on the loop. On SSE without ``since``, a channel
-        with history resumes from the page's ``Last-Event-ID``."""
+        with history resumes from the page's ``Last-Event-ID``; where the
+        page's id (or on a WebSocket, the ``since`` it sent, once the app
+        has read it) says nothing we can read about it, on_gap hears
+        'unknown'."""
         if not self.core.open:
             return
         pubsub = self.ctx.pubsub
-        if (
-            since is None
-            and self.core.protocol == "sse"
-            and not is_pattern(channel)
-            and pubsub.history.get(channel) is not None
-        ):
-            positions = self.positions()
-            since = positions.get(channel)
-            if since is None and positions.incomplete:
+        if since is None and not is_pattern(channel) and pubsub.history.get(channel) is not None:
+            if self.core.protocol == "sse":
+                positions = self.positions()
+                since = positions.get(channel)
+                if since is None and positions.incomplete:
+                    self.gap(channel, UNKNOWN)
+            elif self._positions is not None and channel in self._positions.unreadable:
                 self.gap(channel, UNKNOWN)
         position = Position.parse(channel, since) if since is not None else None
         pubsub.subscribe(self, channel, position, envelope)
@@ -543,21 +591,40 @@ class PushSession(CallbackQueue):
     def gap_told(self) -> None:
         """``on_gap`` has returned: pub/sub delivery goes on."""
         self.loading -= 1
+        if not self.loading and self._unannounced:
+            self._announce_waiting()
         self.flush_soon()
 
     def announce(self, cursor: Cursor) -> None:
         """A history subscription knows where it starts: the page learns the
         position before any message (SSE: an id-only block; WebSocket with
         the envelope: one without data), so that a reconnect right away
-        resumes from there."""
-        last = cursor.last
+        resumes from there. Not before ``on_gap`` has returned (or other
+        loads are done; nothing from pub/sub goes out before either): a
+        page given the position past a gap before what on_gap writes would,
+        if it left in between, resume from there and never hear of it."""
+        if cursor.last is None or not self.core.open:
+            return
+        if self._unannounced is None:
+            self._unannounced = []
+        self._unannounced.append(cursor)
+        if not self.loading:
+            self._announce_waiting()
+
+    def _announce_waiting(self) -> None:
+        waiting = self._unannounced or []
+        self._unannounced = None
         core = self.core
-        if last is None or not core.open:
+        if not core.open:
             return
         if core.protocol == "sse":
-            core.send_event_id(connection_id([c for c in self.cursors if c.topic.history]))
-        elif cursor.envelope:
-            core.send_message(announcement(last), burst=True)
+            id = connection_id([c for c in self.cursors if c.topic.history])
+            if id:
+                core.send_event_id(id)
+            return
+        for cursor in waiting:
+            if cursor.envelope and cursor.last is not None and cursor in self.cursors:
+                core.send_message(announcement(cursor.last), burst=True)
 
     def unsubscribe(self, channel: str) -> None:
         self.ctx.pubsub.unsubscribe(self, channel)

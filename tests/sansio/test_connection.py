@@ -23,7 +23,7 @@ from sansio_wire import (
     request,
 )
 
-from sansio_push import Config, ServerConnection, prepare
+from sansio_push import Config, LocalProtocolError, Request, ServerConnection, prepare
 
 #: Bytes one connection may hold, measured with tracemalloc on CPython 3.11
 #: when these budgets were set (424, 449 and 361 bytes), plus a margin of
@@ -182,3 +182,84 @@ def test_writes_on_a_plain_http_connection_return_false() -> None:
     assert conn.send_message("x") is False
     assert conn.send_prepared(prepare("x")) is False
     assert conn.data_to_send() == b""
+
+
+# -- the 'resync' policy, and event-id blocks ----------------------------------------
+
+
+def test_resync_overflow_refuses_the_message_counts_it_and_stays_open() -> None:
+    # In the core 'resync' is 'drop': the driver reads on from history.
+    conn = refusing(connect_ws(Config(max_queue_messages=1, overflow="resync"))[0])
+    assert conn.send_message("1")
+    assert conn.send_message("2") is False
+    assert conn.send_prepared(prepare("3")) is False
+    assert conn.dropped == 2
+    assert conn.open and conn.pending == 2
+    assert [f.payload for f in parse_frames(flush(conn))] == [b"0", b"1"]
+    assert conn.send_message("4")
+
+
+def test_resync_overflow_on_the_byte_bound_and_on_sse() -> None:
+    conn = refusing(connect_sse(Config(max_queue_bytes=100, overflow="resync"))[0])
+    assert conn.send_message("x" * 40)
+    assert conn.send_message("y" * 80) is False
+    assert conn.dropped == 1 and conn.open and not conn.finished
+    assert (
+        dechunk(flush(conn)) == b"event: msg\ndata: 0\n\nevent: msg\ndata: " + b"x" * 40 + b"\n\n"
+    )
+
+
+def test_a_burst_is_not_cut_by_the_bounds_under_resync() -> None:
+    conn = refusing(connect_ws(Config(max_queue_messages=1, overflow="resync"))[0])
+    assert all(conn.send_message(f"{i}", burst=True) for i in range(50))
+    assert conn.dropped == 0 and conn.pending == 51
+
+
+def test_send_event_id_queues_an_id_only_block_that_is_not_a_message() -> None:
+    conn, _ = connect_sse()
+    conn.send_event_id("ab12cd34=e:1-1")
+    assert conn.pending == 0 and conn.pending_bytes > 0
+    conn.send_message("m")
+    assert dechunk(flush(conn)) == b"id: ab12cd34=e:1-1\n\nevent: msg\ndata: m\n\n"
+
+
+def test_send_event_id_is_outside_the_queue_bounds() -> None:
+    conn = refusing(connect_sse(Config(max_queue_messages=1, overflow="drop"))[0])
+    assert conn.send_message("1")
+    for i in range(5):
+        conn.send_event_id(f"id{i}")
+    assert conn.dropped == 0
+    assert dechunk(flush(conn)).count(b"id: id") == 5
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\0b"])
+def test_send_event_id_refuses_an_id_sse_cannot_carry(bad: str) -> None:
+    conn, _ = connect_sse()
+    with pytest.raises(LocalProtocolError):
+        conn.send_event_id(bad)
+    assert conn.data_to_send() == b""
+
+
+def test_send_event_id_after_the_end_or_off_sse_queues_nothing() -> None:
+    conn, _ = connect_sse()
+    conn.close()
+    flush(conn)
+    conn.send_event_id("x")
+    assert conn.data_to_send() == b""
+    ws, _ = connect_ws()
+    ws.send_event_id("x")
+    assert ws.data_to_send() == b""
+    http = new()
+    receive(http, request())
+    http.send_event_id("x")
+    assert http.data_to_send() == b""
+
+
+def test_send_event_id_on_http_1_0_is_not_chunked() -> None:
+    conn = new()
+    events = receive(conn, request("GET", "/", [("Accept", "text/event-stream")], version="1.0"))
+    assert isinstance(events[0], Request)
+    assert conn.start_response(200, upgrade=True) == "sse"
+    flush(conn)
+    conn.send_event_id("7")
+    assert flush(conn) == b"id: 7\n\n"

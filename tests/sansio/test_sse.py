@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from whatwg_sse import ParsedEvent, parse
 
 from sansio_push import encode_comment, encode_event
 
@@ -81,3 +82,29 @@ def test_comment_keepalive_is_one_colon_line() -> None:
 def test_line_break_in_a_comment_raises_value_error() -> None:
     with pytest.raises(ValueError):
         encode_comment("a\nb")
+
+
+def test_no_data_is_a_block_of_the_fields_alone() -> None:
+    assert encode_event(None, id="ab12cd34=e:1-1") == b"id: ab12cd34=e:1-1\n\n"
+    assert encode_event(None, id="7", retry=10) == b"id: 7\nretry: 10\n\n"
+    assert encode_event(None, event="x", id="7") == b"event: x\nid: 7\n\n"
+
+
+def test_no_data_is_not_an_empty_data_line() -> None:
+    # Data "" is an event a browser dispatches; no data is none.
+    assert b"data" not in encode_event(None, id="7")
+    assert encode_event("", id="7") == b"id: 7\ndata: \n\n"
+
+
+def test_an_id_only_block_sets_the_last_event_id_without_dispatching() -> None:
+    # Checked against the WHATWG parser: the block is taken, no event comes
+    # of it, and the next event carries its id (what Last-Event-ID sends).
+    stream = encode_event(None, id="start") + encode_event("m", event="msg")
+    assert parse(stream) == [ParsedEvent("msg", "m", "start", None)]
+    assert parse(encode_event(None, id="start")) == []
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\0b"])
+def test_no_data_with_an_id_sse_cannot_carry_raises_value_error(bad: str) -> None:
+    with pytest.raises(ValueError):
+        encode_event(None, id=bad)

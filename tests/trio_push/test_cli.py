@@ -6,6 +6,7 @@ flags. (SIGINT and the drain are in test_server.py.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import textwrap
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -580,3 +582,75 @@ async def test_queue_flags_reach_the_server(tmp_path: Path) -> None:
     # 2 of the 100 kB ones fit the byte bound, then 3 small ones the message bound.
     assert last == "accepted 2 3 dropped 15"
     await ws.aclose()
+
+
+HISTORY_APP = """
+import trio_push
+
+
+class Feed:
+    def on_open(self, client):
+        client.subscribe("feed", since=client.since("feed"), envelope=True)
+
+    def on_gap(self, client, channel, reason):
+        client.write(f"gap {channel} {reason}")
+
+
+def app(env):
+    if env["rack.upgrade?"]:
+        env["rack.upgrade"] = Feed()
+        return 200, {}, b""
+    if env["PATH_INFO"] == "/pub":
+        return 200, {}, str(trio_push.publish("feed", env["QUERY_STRING"])).encode()
+    options = env["trio_push.server"].options
+    report = f"{options.history} {options.history_ttl} {options.protocol.overflow}"
+    return 200, {}, report.encode()
+"""
+
+
+def _resume(port: int, position: str, n: int) -> list[str]:
+    """``n`` frames from a WebSocket resuming ``feed`` from ``position``:
+    each message's data, or the gap notice (the start position left out)."""
+    since = quote(json.dumps({"feed": position}))
+    got: list[str] = []
+    with ws_connect(f"ws://127.0.0.1:{port}/?since={since}") as ws:
+        while len(got) < n:
+            frame = ws.recv(timeout=TIMEOUT)
+            assert isinstance(frame, str)
+            if frame.startswith("gap "):
+                got.append(frame)
+            elif "data" in (envelope := json.loads(frame)):
+                got.append(envelope["data"])
+    return got
+
+
+async def test_history_and_overflow_resync_flags_reach_the_server(tmp_path: Path) -> None:
+    (tmp_path / "historyapp.py").write_text(HISTORY_APP)
+    flags = ["--history", "3", "--overflow", "resync"]
+    async with cli(MODULE, tmp_path, "historyapp:app", *flags) as running:
+        assert await get_text(running.url + "/options") == "3 None resync"
+        positions = [await get_text(f"{running.url}/pub?m{i}") for i in range(5)]
+        assert all(re.fullmatch(r"[0-9a-z]+:[0-9]+-[0-9]+", p) for p in positions)
+        assert [p.rsplit("-", 1)[1] for p in positions] == ["1", "2", "3", "4", "5"]
+        # The last 3 are kept: from the 2nd, all of them; from the 1st, a gap.
+        assert await in_thread(_resume, running.port, positions[1], 3) == ["m2", "m3", "m4"]
+        assert await in_thread(_resume, running.port, positions[0], 1) == ["gap feed trimmed"]
+
+
+async def test_history_ttl_flag_reaches_the_server(tmp_path: Path) -> None:
+    (tmp_path / "historyapp.py").write_text(HISTORY_APP)
+    async with cli(MODULE, tmp_path, "historyapp:app", "--history-ttl", "0.5") as running:
+        assert await get_text(running.url + "/options") == "0 0.5 close"
+        old = [await get_text(f"{running.url}/pub?old{i}") for i in range(2)]
+        assert await in_thread(_resume, running.port, old[0], 1) == ["old1"]
+        await trio.sleep(0.55)
+        await get_text(f"{running.url}/pub?new")
+        # What is older than 0.5 s is gone: behind it, a gap.
+        assert await in_thread(_resume, running.port, old[0], 1) == ["gap feed trimmed"]
+        assert await in_thread(_resume, running.port, old[1], 1) == ["new"]
+
+
+@pytest.mark.parametrize("flags", [["--history", "-1"], ["--history-ttl", "0"]])
+async def test_a_bad_history_flag_is_a_one_line_error(app_dir: Path, flags: list[str]) -> None:
+    result = await run_cli(MODULE, app_dir, "pushapp:function", *flags, "--port", "0")
+    assert_one_line_error(result, "--history")

@@ -392,6 +392,24 @@ async def test_a_resume_while_redis_is_down_is_an_unavailable_gap(
     assert after.epoch != before.epoch and after.offset == 1
 
 
+async def test_redis_flushed_is_a_new_epoch_and_an_old_position_an_epoch_gap(
+    nursery: trio.Nursery, redis: RedisServer
+) -> None:
+    pubsub = history_engine(redis.url)
+    port = await serve(nursery, pubsub, "f")
+    old = await publish_all(pubsub, "f", names("old", 20))
+    redis.call("FLUSHALL")
+    new = await publish_all(pubsub, "f", names("new", 5))
+    assert new[0].epoch != old[0].epoch and [p.offset for p in new] == [1, 2, 3, 4, 5]
+    # A page that had old10 resumes: its history is gone, it hears so before
+    # any message, then gets what is live.
+    source, _ = await open_event_source(nursery, sse_url(port, "f"), last_id("f", old[10]))
+    await source.wait_for(lambda s: len(s.gaps) == 1)
+    assert source.gaps == ["gap f epoch"]
+    await publish_all(pubsub, "f", ["live"])
+    assert await source.wait_messages(1) == ["live"]
+
+
 # -- several channels ---------------------------------------------------------------------
 
 
