@@ -596,11 +596,6 @@ class Subscriptions:
         subscriber.announce(cursor)
         subscriber.flush_soon()
 
-    def gap_all(self, topic: Topic, reason: str) -> None:
-        """Every subscriber of ``topic`` missed messages (its history was lost)."""
-        for subscriber in list(topic.cursors):
-            subscriber.gap(topic.key, reason)
-
     def remove(self, subscriber: Subscriber, channel: str) -> bool:
         """Unsubscribe; True if ``channel`` has no subscriber here any more.
         What was published before still reaches the subscriber."""
