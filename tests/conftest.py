@@ -19,7 +19,7 @@ import trustme
 
 import trio_push
 from tests.helpers.procs import APP_SOURCE
-from tests.helpers.pubsub import RedisServer
+from tests.helpers.pubsub import RedisServer, ServerProcess
 from tests.helpers.server import FAST, TIMEOUT
 
 StartServer = Callable[..., Awaitable[trio_push.Server]]
@@ -67,6 +67,17 @@ async def serve_scope(nursery: trio.Nursery) -> Callable[..., Awaitable[Any]]:
         return server, scope, done
 
     return start
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServerProcess]]:
+    """Server processes a test starts (append them): stopped at its end."""
+    started: list[ServerProcess] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            process.stop()
 
 
 @pytest.fixture

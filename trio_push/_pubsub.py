@@ -714,36 +714,62 @@ class PubSub(Protocol):
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None: ...
 
 
-def start_subscription(
-    subscriptions: Subscriptions,
-    subscriber: Subscriber,
-    channel: str,
-    since: Position | None,
-    envelope: bool,
-) -> Cursor | None:
-    """What every engine's ``subscribe`` does first: the new subscription
-    (None if it was there), the app told if it asked for a position on a
-    channel that keeps no history."""
-    cursor = subscriptions.join(subscriber, channel, envelope)
-    if cursor is not None and since is not None and not cursor.topic.history:
-        subscriber.gap(channel, NO_HISTORY)
-    return cursor
+class Engine:
+    """What the engines here share: the table of this process's
+    subscriptions (and the history rules in it), and subscribing, where a
+    history subscription first loads from the engine's history
+    (:meth:`_load`, which ends in :meth:`Subscriptions.loaded`)."""
+
+    subscriptions: Subscriptions
+
+    @property
+    def history(self) -> HistoryRules:
+        """Which channels keep history (set by the server from its options)."""
+        return self.subscriptions.rules
+
+    @history.setter
+    def history(self, rules: HistoryRules) -> None:
+        self.subscriptions.rules = rules
+
+    def subscribe(
+        self,
+        subscriber: Subscriber,
+        channel: str,
+        since: Position | None = None,
+        envelope: bool = False,
+    ) -> None:
+        cursor = self.subscriptions.join(subscriber, channel, envelope)
+        if cursor is None:
+            return
+        if len(cursor.topic.cursors) == 1:
+            self._first_subscriber(channel)
+        if cursor.topic.history:
+            self._load(cursor, since)
+        elif since is not None:
+            subscriber.gap(channel, NO_HISTORY)
+
+    def resync(self, subscriber: Subscriber) -> None:
+        """The subscriptions that overflow='resync' detached (see
+        :func:`detach`) load again, each from where it was."""
+        for cursor in subscriber.cursors:
+            since = cursor.detached
+            if since is not None:
+                cursor.detached = None
+                subscriber.loading += 1
+                self._load(cursor, since)
+
+    def count(self, channel: str) -> int:
+        """Clients of this process that a publish on ``channel`` reaches."""
+        return self.subscriptions.count(channel)
+
+    def _first_subscriber(self, channel: str) -> None:
+        """``channel`` (or pattern) has its first subscriber in this process."""
+
+    def _load(self, cursor: Cursor, since: Position | None) -> None:
+        raise NotImplementedError
 
 
-def detached(subscriber: Subscriber) -> list[tuple[Cursor, Position]]:
-    """The subscriptions that overflow='resync' detached (see :func:`detach`),
-    now reattached: each to be loaded from where it was."""
-    found = []
-    for cursor in subscriber.cursors:
-        since = cursor.detached
-        if since is not None:
-            cursor.detached = None
-            subscriber.loading += 1
-            found.append((cursor, since))
-    return found
-
-
-class MemoryPubSub:
+class MemoryPubSub(Engine):
     """The in-process engine: subscriptions, delivery and history in this process.
 
     ``publish`` from the event loop thread delivers before it returns; from
@@ -760,12 +786,7 @@ class MemoryPubSub:
         # messages reach the loop.
         self._lock = threading.Lock()
 
-    @property
-    def history(self) -> HistoryRules:
-        """Which channels keep history (set by the server from its options)."""
-        return self.subscriptions.rules
-
-    @history.setter
+    @Engine.history.setter
     def history(self, rules: HistoryRules) -> None:
         self.subscriptions.rules = self._store.rules = rules
 
@@ -779,21 +800,6 @@ class MemoryPubSub:
         process-wide :func:`trio_push.publish` publishes once per bus."""
         return self
 
-    def subscribe(
-        self,
-        subscriber: Subscriber,
-        channel: str,
-        since: Position | None = None,
-        envelope: bool = False,
-    ) -> None:
-        cursor = start_subscription(self.subscriptions, subscriber, channel, since, envelope)
-        if cursor is not None and cursor.topic.history:
-            self._load(cursor, since)
-
-    def resync(self, subscriber: Subscriber) -> None:
-        for cursor, since in detached(subscriber):
-            self._load(cursor, since)
-
     def _load(self, cursor: Cursor, since: Position | None) -> None:
         with self._lock:
             top = self._store.top(cursor.topic.key)
@@ -805,9 +811,6 @@ class MemoryPubSub:
 
     def unsubscribe_all(self, subscriber: Subscriber) -> None:
         self.subscriptions.remove_all(subscriber)
-
-    def count(self, channel: str) -> int:
-        return self.subscriptions.count(channel)
 
     def publish(self, channel: str, message: str | bytes | sp.Prepared) -> Position | bool:
         if isinstance(message, sp.Prepared):

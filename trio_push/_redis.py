@@ -42,13 +42,12 @@ from ._history import (
     TRIMMED,
     UNAVAILABLE,
     History,
-    HistoryRules,
     Position,
     Published,
     PublishError,
 )
 from ._loop import Loop
-from ._pubsub import Cursor, Subscriber, Subscriptions, Topic, detached, start_subscription
+from ._pubsub import Cursor, Engine, Subscriber, Subscriptions, Topic
 
 log = logging.getLogger("trio_push.redis")
 
@@ -296,7 +295,7 @@ class _SubCommand:
         self.left = len(channels) or 1
 
 
-class RedisPubSub:
+class RedisPubSub(Engine):
     """Pub/sub through Redis, for several processes and machines.
 
     ``publish(channel, message)`` never blocks and returns:
@@ -411,33 +410,8 @@ class RedisPubSub:
 
     # -- the local side -------------------------------------------------------
 
-    @property
-    def history(self) -> HistoryRules:
-        """Which channels keep history (set by the server from its options)."""
-        return self.subscriptions.rules
-
-    @history.setter
-    def history(self, rules: HistoryRules) -> None:
-        self.subscriptions.rules = rules
-
-    def subscribe(
-        self,
-        subscriber: Subscriber,
-        channel: str,
-        since: Position | None = None,
-        envelope: bool = False,
-    ) -> None:
-        cursor = start_subscription(self.subscriptions, subscriber, channel, since, envelope)
-        if cursor is None:
-            return
-        if len(cursor.topic.cursors) == 1:
-            self._send_sub(b"PSUBSCRIBE" if is_pattern(channel) else b"SUBSCRIBE", [channel])
-        if cursor.topic.history:
-            self._load(cursor, since)
-
-    def resync(self, subscriber: Subscriber) -> None:
-        for cursor, since in detached(subscriber):
-            self._load(cursor, since)
+    def _first_subscriber(self, channel: str) -> None:
+        self._send_sub(b"PSUBSCRIBE" if is_pattern(channel) else b"SUBSCRIBE", [channel])
 
     def unsubscribe(self, subscriber: Subscriber, channel: str) -> None:
         if self.subscriptions.remove(subscriber, channel):
@@ -455,10 +429,6 @@ class RedisPubSub:
                 self._send_sub(b"UNSUBSCRIBE", exact)
             if patterns:
                 self._send_sub(b"PUNSUBSCRIBE", patterns)
-
-    def count(self, channel: str) -> int:
-        """Clients of this process that a publish on ``channel`` reaches."""
-        return self.subscriptions.count(channel)
 
     def _send_sub(self, verb: bytes, channels: list[str]) -> None:
         # While disconnected there is nothing to do: the subscriber sends

@@ -161,16 +161,6 @@ def spawn(*args: str) -> ServerProcess:
     return ServerProcess("pubsub_app:app", "--log-level", "info", *args)
 
 
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    try:
-        yield started
-    finally:
-        for process in started:
-            process.stop()
-
-
 async def subscriber(
     nursery: trio.Nursery, port: int, channel: str, protocol: str = "websocket"
 ) -> tuple[PushClient, str]:

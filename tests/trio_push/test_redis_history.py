@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -71,16 +70,6 @@ async def publish_all(
 
 def names(prefix: str, n: int, start: int = 0) -> list[str]:
     return [f"{prefix}{i}" for i in range(start, start + n)]
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    try:
-        yield started
-    finally:
-        for process in started:
-            process.stop()
 
 
 def spawn(redis: RedisServer, *args: str) -> ServerProcess:
