@@ -399,6 +399,19 @@ async def test_redis_flushed_is_a_new_epoch_and_an_old_position_an_epoch_gap(
     assert await source.wait_messages(1) == ["live"]
 
 
+async def test_megabyte_messages_resume_exactly_through_redis(
+    nursery: trio.Nursery, redis: RedisServer
+) -> None:
+    pubsub = history_engine(redis.url)
+    port = await serve(nursery, pubsub, "big")
+    messages = [f"{i}:" + chr(ord("a") + i) * (1024 * 1024) for i in range(4)]
+    (first,) = await publish_all(pubsub, "big", ["start"])
+    await publish_all(pubsub, "big", messages)
+    source, _ = await open_event_source(nursery, sse_url(port, "big"), last_id("big", first))
+    assert await source.wait_messages(4) == messages
+    assert source.gaps == []
+
+
 # -- several channels ---------------------------------------------------------------------
 
 
