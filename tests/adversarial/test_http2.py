@@ -1,0 +1,516 @@
+"""The known HTTP/2 attacks, sent frame by frame (tests/helpers/h2raw.py) over
+h2c with prior knowledge: each gets its GOAWAY or RST_STREAM code, the
+attacker's connection is closed where it must be, the server's work and
+memory stay bounded, and a bystander on connections of its own (HTTP/2 with
+an SSE stream it receives pushes on, and HTTP/1.1) is served throughout and
+after."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from tests.helpers.h2raw import (
+    MAX_WINDOW,
+    PREFACE,
+    SSE_ACCEPT,
+    Bystander,
+    ContinuationFrame,
+    DataFrame,
+    ErrorCodes,
+    GoAwayFrame,
+    HeadersFrame,
+    Peaks,
+    PingFrame,
+    RawH2,
+    RstStreamFrame,
+    SettingCodes,
+    SettingsFrame,
+    WindowUpdateFrame,
+    request_headers,
+)
+from tests.helpers.server import Recorder, wait_for
+
+MB = 1024 * 1024
+KB = 1024
+#: What an attack may add to the process' resident set (the attacks would
+#: take tens of MiB if unbounded: 48 MiB of decoded headers, 6 MiB queued).
+RSS_BOUND_KIB = 24 * 1024
+#: The attacker, the bystander's HTTP/2 connection and its HTTP/1.1 one.
+CONNECTIONS = 3
+
+
+class App:
+    """The app under attack. ``/`` answers ``hello`` (the bystander's);
+    ``/slow`` after ``delay``; ``/hold`` once :attr:`release` is set (and
+    ``/busy`` too, shielded from cancellation, like a sync app in a thread);
+    ``/large`` 1 MiB; a GET accepting SSE gets :attr:`sse` (``/bystander``:
+    :attr:`bystander`); anything else ``hello``. Counts the calls by path,
+    and how many run at once."""
+
+    def __init__(self, delay: float = 1.0) -> None:
+        self.delay = delay
+        self.calls: Counter[str] = Counter()
+        self.running = 0
+        self.most_running = 0
+        self.release = trio.Event()
+        self.sse = Recorder()
+        self.bystander = Recorder()
+
+    async def __call__(self, env: dict[str, Any]) -> Any:
+        path = env["PATH_INFO"]
+        self.calls[path] += 1
+        if env["rack.upgrade?"] == "sse":
+            env["rack.upgrade"] = self.bystander if path == "/bystander" else self.sse
+            return 200, {}, b""
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            if path == "/slow":
+                await trio.sleep(self.delay)
+            elif path == "/hold":
+                await self.release.wait()
+            elif path == "/busy":
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + 10):
+                    await self.release.wait()
+            elif path == "/large":
+                return 200, {"content-type": "application/octet-stream"}, b"L" * MB
+            return 200, {"content-type": "text/plain"}, b"hello"
+        finally:
+            self.running -= 1
+
+
+async def serve(start_server: Any, **kwargs: Any) -> tuple[Any, App]:
+    app = App()
+    kwargs.setdefault("write_timeout", 1.0)
+    return await start_server(app, **kwargs), app
+
+
+class Attack:
+    """An attacked server: ``async with attack.running() as raw:`` opens the
+    attacker's connection (``open`` arguments) while the bystander is served
+    and the peaks watched; on the way out, checks the bounds and that all the
+    connections end once the clients go."""
+
+    def __init__(self, server: Any, app: App) -> None:
+        self.server = server
+        self.app = app
+        self.peaks = Peaks(server)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.port)
+
+    @asynccontextmanager
+    async def running(self, **open_args: Any) -> AsyncIterator[RawH2]:
+        async with Bystander(self.port, self.app.bystander).serving(), self.peaks.watching():
+            raw = await RawH2.open(self.port, **open_args)
+            yield raw
+        assert self.peaks.growth_kib < RSS_BOUND_KIB, f"RSS grew {self.peaks.growth_kib} KiB"
+        assert self.peaks.connections <= CONNECTIONS, self.peaks.connections
+        # The bystander's SSE stream and at most one of the attacker's.
+        assert self.peaks.sessions <= 2, self.peaks.sessions
+        await raw.aclose()
+        await wait_for(lambda: not self.server.connections and not self.server.push_connections)
+        await wait_for(lambda: self.app.running == 0)
+
+
+@pytest.fixture
+async def attack(start_server: Any) -> Attack:
+    """A server with write_timeout 1 s and default HTTP/2 limits."""
+    return Attack(*await serve(start_server))
+
+
+def server_settings(raw: RawH2) -> dict[int, int]:
+    """The settings of the server's first SETTINGS frame."""
+    first = next(f for f in raw.of_type(SettingsFrame) if "ACK" not in f.flags)
+    return dict(first.settings)
+
+
+def literals(total: int) -> bytes:
+    """A valid HPACK fragment of ``total`` bytes or more: literal fields
+    without indexing, ``x-pad: aaa…``, each decoding to 137 bytes of header
+    list (RFC 7541 4.1) from 108 on the wire."""
+    field = b"\x00\x05x-pad\x64" + b"a" * 100
+    return field * (total // len(field) + 1)
+
+
+# -- Rapid Reset (CVE-2023-44487) ----------------------------------------------------
+
+
+async def open_and_reset(raw: RawH2, path: str, streams: int, batch: int = 100) -> int:
+    """HEADERS then RST_STREAM (CANCEL) on ``streams`` new streams, ``batch``
+    pairs a write, reading what comes meanwhile; stops at the server's GOAWAY
+    or the end of the connection. How many streams went out."""
+    sent = 0
+    done = trio.Event()
+
+    async def read() -> None:
+        while not raw.eof and not raw.of_type(GoAwayFrame):
+            await raw.receive()
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        while sent < streams and not done.is_set():
+            frames: list[Any] = []
+            for stream_id in range(2 * sent + 1, 2 * (sent + batch) + 1, 2):
+                reset = RstStreamFrame(stream_id, error_code=ErrorCodes.CANCEL)
+                frames += [raw.headers(stream_id, path), reset]
+            try:
+                await raw.send(*frames)
+            except trio.BrokenResourceError:
+                break
+            sent += batch
+            await trio.sleep(0)
+        with trio.move_on_after(5):
+            await done.wait()
+        nursery.cancel_scope.cancel()
+    return sent
+
+
+@pytest.mark.parametrize("path", ["/fast", "/slow"])
+async def test_rapid_reset_gets_enhance_your_calm_with_bounded_work(
+    attack: Attack, path: str
+) -> None:
+    limit = attack.server.options.protocol.h2_max_concurrent_streams
+    async with attack.running() as raw:
+        sent = await open_and_reset(raw, path, streams=5000)
+        goaway = await raw.goaway()
+        await raw.wait_closed(5)
+    assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM, raw.summary()
+    # Cut off long before its 5000: past 2 x the limit of streams reset before
+    # their response started (plus what was in flight).
+    assert sent < 5000, (sent, raw.summary())
+    # The app ran a bounded number of times, never more than the limit at once.
+    assert attack.app.calls[path] <= 3 * limit, attack.app.calls
+    assert attack.app.most_running <= limit, attack.app.most_running
+
+
+async def test_reset_streams_still_worked_on_count_against_the_limit(start_server: Any) -> None:
+    # Streams reset while their app still runs (it cannot be cancelled) hold
+    # their place: the stream past the limit is refused.
+    attack = Attack(*await serve(start_server, h2_max_concurrent_streams=10))
+    streams = range(1, 21, 2)
+    async with attack.running() as raw:
+        await raw.send(*(raw.headers(s, "/busy") for s in streams))
+        await wait_for(lambda: attack.app.calls["/busy"] == 10)
+        await raw.send(*(RstStreamFrame(s, error_code=ErrorCodes.CANCEL) for s in streams))
+        await raw.request(21, "/busy")
+        assert await raw.reset_of(21) == ErrorCodes.REFUSED_STREAM, raw.summary()
+        attack.app.release.set()
+        await wait_for(lambda: attack.app.running == 0)
+        await raw.request(23)
+        assert await raw.ended(23) == b"hello"
+    assert attack.app.calls["/busy"] == 10
+
+
+# -- CONTINUATION flood (CVE-2024-27316) ---------------------------------------------
+
+
+async def continuation_flood(raw: RawH2, size: int, frames: int) -> int:
+    """HEADERS without END_HEADERS, then up to ``frames`` CONTINUATION frames
+    of ``size`` bytes each (a valid HPACK fragment, never ended); stops when
+    the server closes. How many went out."""
+    block = raw.block(request_headers(raw.port, "/flood"))
+    await raw.send(HeadersFrame(1, block, flags=["END_STREAM"]))
+    pad = literals(size * frames)
+    for n in range(frames):
+        try:
+            await raw.send(ContinuationFrame(1, pad[n * size : (n + 1) * size]))
+        except trio.BrokenResourceError:
+            return n
+    return frames
+
+
+@pytest.mark.parametrize(
+    ("size", "code"),
+    [(16, ErrorCodes.PROTOCOL_ERROR), (16384, ErrorCodes.ENHANCE_YOUR_CALM)],
+    ids=["small frames", "max-size frames"],
+)
+async def test_continuation_flood_is_cut_off(attack: Attack, size: int, code: int) -> None:
+    # Small frames: past 64 CONTINUATION frames, PROTOCOL_ERROR. Max-size
+    # ones: the header list passes h2_max_header_list_size (64 KiB) after four
+    # frames, ENHANCE_YOUR_CALM, long before 64 of them (1 MiB) are buffered.
+    async with attack.running() as raw:
+        await continuation_flood(raw, size, frames=1000 if size < 100 else 100)
+        goaway = await raw.goaway()
+        await raw.wait_closed(5)
+    assert goaway.error_code == code, raw.summary()
+    assert attack.app.calls["/flood"] == 0
+
+
+async def test_header_list_over_the_limit_gets_enhance_your_calm(attack: Attack) -> None:
+    # A complete block (END_HEADERS) of 80 KiB of literal fields.
+    async with attack.running() as raw:
+        block = raw.block(request_headers(raw.port, "/flood")) + literals(80 * KB)
+        chunks = [block[i : i + 16384] for i in range(0, len(block), 16384)]
+        await raw.send(
+            HeadersFrame(1, chunks[0], flags=["END_STREAM"]),
+            *(ContinuationFrame(1, c) for c in chunks[1:-1]),
+            ContinuationFrame(1, chunks[-1], flags=["END_HEADERS"]),
+        )
+        goaway = await raw.goaway()
+        await raw.wait_closed(5)
+    assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM, raw.summary()
+    assert attack.app.calls["/flood"] == 0
+
+
+# -- HPACK bomb --------------------------------------------------------------------------
+
+
+async def test_hpack_bomb_gets_enhance_your_calm(attack: Attack) -> None:
+    # A 4 KiB field goes into the dynamic table (literal with incremental
+    # indexing: index 62), then 12,000 one-byte references to it: 12 KiB on
+    # the wire that would decode to 48 MiB of headers.
+    async with attack.running() as raw:
+        bomb = raw.block(request_headers(raw.port, "/bomb"))
+        bomb += raw.block([("x-bomb", "b" * 4000)]) + b"\xbe" * 12000
+        assert len(bomb) < 16384
+        await raw.send(HeadersFrame(1, bomb, flags=["END_HEADERS", "END_STREAM"]))
+        goaway = await raw.goaway()
+        await raw.wait_closed(5)
+    assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM, raw.summary()
+    assert attack.app.calls["/bomb"] == 0
+
+
+# -- SETTINGS and PING floods --------------------------------------------------------------
+
+FLOODS = {"settings": SettingsFrame(0), "ping": PingFrame(0, b"12345678")}
+
+
+@pytest.mark.parametrize("kind", FLOODS)
+async def test_flood_from_a_peer_that_never_reads_gets_enhance_your_calm(
+    attack: Attack, kind: str
+) -> None:
+    # Small segments and a small receive buffer keep what the kernel holds of
+    # the server's acks to ~128 KiB; past its 128 KiB of unsent replies the
+    # server gives up on the peer. Up to 400,000 frames, until the server
+    # stops taking them; then the peer reads what came, to its end.
+    chunk = FLOODS[kind].serialize() * 4000
+    sent = 0
+    async with attack.running(handshake=False, rcvbuf=4096, mss=536) as raw:
+        while sent < 400_000:
+            with trio.move_on_after(1) as stalled:
+                try:
+                    await raw.send_raw(chunk)
+                except trio.BrokenResourceError:
+                    break
+            if stalled.cancelled_caught:
+                break
+            sent += 4000
+        await raw.wait_closed(10)
+    goaways = raw.of_type(GoAwayFrame)
+    assert [g.error_code for g in goaways] == [ErrorCodes.ENHANCE_YOUR_CALM], raw.summary()
+    assert sent < 400_000, raw.summary()
+
+
+async def test_pings_from_a_peer_that_reads_its_acks_are_answered(attack: Attack) -> None:
+    async with attack.running() as raw:
+        for n in range(20):
+            await raw.send(*(PingFrame(0, b"%08d" % (n * 100 + i)) for i in range(100)))
+            last = b"%08d" % (n * 100 + 99)
+            await raw.until(lambda f, last=last: isinstance(f, PingFrame) and f.opaque_data == last)
+        await raw.request(1)
+        assert await raw.ended(1) == b"hello"
+    acks = [f for f in raw.of_type(PingFrame) if "ACK" in f.flags]
+    assert len(acks) == 2000 and not raw.of_type(GoAwayFrame), raw.summary()
+
+
+# -- WINDOW_UPDATE overflow ------------------------------------------------------------
+
+
+async def test_window_update_overflowing_the_connection_window(attack: Attack) -> None:
+    async with attack.running() as raw:
+        await raw.send(WindowUpdateFrame(0, MAX_WINDOW))
+        goaway = await raw.goaway()
+        await raw.wait_closed(5)
+    assert goaway.error_code == ErrorCodes.FLOW_CONTROL_ERROR, raw.summary()
+
+
+async def test_window_update_overflowing_a_stream_window(attack: Attack) -> None:
+    # The stream is reset; the connection goes on serving.
+    async with attack.running() as raw:
+        await raw.request(1, "/sse", extra=SSE_ACCEPT)
+        await wait_for(lambda: len(attack.app.sse.clients) == 1)
+        await raw.send(WindowUpdateFrame(1, MAX_WINDOW))
+        assert await raw.reset_of(1) == ErrorCodes.FLOW_CONTROL_ERROR, raw.summary()
+        await wait_for(lambda: attack.app.sse.closed.is_set())
+        await raw.request(3)
+        assert await raw.ended(3) == b"hello"
+    assert not raw.of_type(GoAwayFrame), raw.summary()
+
+
+# -- zero-window slowloris ---------------------------------------------------------------
+
+
+async def stall(attack: Attack, raw: RawH2, path: str) -> int:
+    """Start a response on stream 1 that the peer's windows will hold up: 1
+    MiB, or 64 KiB events written to the SSE stream until they are refused
+    (at most 100). The bytes of events the server took."""
+    await raw.request(1, path, extra=SSE_ACCEPT if path == "/sse" else ())
+    await raw.until(lambda f: isinstance(f, HeadersFrame) and f.stream_id == 1)
+    if path != "/sse":
+        return MB
+    await wait_for(lambda: len(attack.app.sse.clients) == 1)
+    client = attack.app.sse.clients[0]
+    accepted = 0
+    for _ in range(100):
+        if not client.write("e" * (64 * KB)):
+            break
+        accepted += 64 * KB
+        await trio.sleep(0.005)
+    return accepted
+
+
+@pytest.mark.parametrize("path", ["/sse", "/large"])
+async def test_zero_stream_window_resets_the_stream_after_write_timeout(
+    start_server: Any, path: str
+) -> None:
+    # SETTINGS_INITIAL_WINDOW_SIZE=0 and no WINDOW_UPDATE: the stream is reset
+    # (CANCEL) after write_timeout; the connection still serves a stream whose
+    # window the peer opens.
+    write_timeout = 1.0
+    server, app = await serve(start_server, write_timeout=write_timeout, overflow="drop")
+    attack = Attack(server, app)
+    async with attack.running(settings={SettingCodes.INITIAL_WINDOW_SIZE: 0}) as raw:
+        started = trio.current_time()
+        accepted = await stall(attack, raw, path)
+        assert await raw.reset_of(1, write_timeout + 4) == ErrorCodes.CANCEL, raw.summary()
+        assert trio.current_time() - started >= write_timeout / 2
+        assert not raw.bodies.get(1), raw.summary()
+        await raw.send(raw.headers(3), WindowUpdateFrame(3, 100))
+        assert await raw.ended(3) == b"hello"
+    assert not raw.of_type(GoAwayFrame), raw.summary()
+    assert accepted <= server.options.protocol.max_queue_bytes + MB, accepted
+    if path == "/sse":
+        assert app.sse.closed.is_set()
+
+
+@pytest.mark.parametrize("path", ["/sse", "/large"])
+async def test_connection_window_never_opened_closes_the_connection(
+    start_server: Any, path: str
+) -> None:
+    # Stream windows of 2^31-1 but the connection's 64 KiB never reopened:
+    # after write_timeout with data waiting, GOAWAY ENHANCE_YOUR_CALM and close.
+    write_timeout = 1.0
+    server, app = await serve(start_server, write_timeout=write_timeout, overflow="drop")
+    attack = Attack(server, app)
+    async with attack.running(settings={SettingCodes.INITIAL_WINDOW_SIZE: MAX_WINDOW}) as raw:
+        started = trio.current_time()
+        accepted = await stall(attack, raw, path)
+        goaway = await raw.goaway(write_timeout + 4)
+        assert trio.current_time() - started >= write_timeout / 2
+        await raw.wait_closed(3)
+    assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM, raw.summary()
+    # It got what the connection window allowed, no more.
+    assert len(raw.bodies.get(1, b"")) <= 65535, raw.summary()
+    assert accepted <= server.options.protocol.max_queue_bytes + MB, accepted
+
+
+# -- closed streams and stream ids ---------------------------------------------------------
+
+
+async def test_data_on_a_closed_stream_gets_stream_closed(attack: Attack) -> None:
+    async with attack.running() as raw:
+        await raw.request(1)
+        assert await raw.ended(1) == b"hello"
+        await raw.send(DataFrame(1, b"late", flags=["END_STREAM"]))
+        assert await raw.reset_of(1) == ErrorCodes.STREAM_CLOSED, raw.summary()
+        await raw.request(3)
+        assert await raw.ended(3) == b"hello"
+    assert not raw.of_type(GoAwayFrame), raw.summary()
+
+
+@pytest.mark.parametrize("late", [3, 2], ids=["backwards", "even"])
+async def test_stream_id_going_backwards_or_even_gets_protocol_error(
+    attack: Attack, late: int
+) -> None:
+    async with attack.running() as raw:
+        await raw.request(5)
+        assert await raw.ended(5) == b"hello"
+        await raw.request(late, "/late")
+        goaway = await raw.goaway()
+        await raw.wait_closed(5)
+    assert goaway.error_code == ErrorCodes.PROTOCOL_ERROR, raw.summary()
+    assert goaway.last_stream_id == 5
+    assert attack.app.calls["/late"] == 0
+
+
+# -- max concurrent streams ---------------------------------------------------------------
+
+
+async def test_streams_past_the_limit_are_refused_the_others_served(start_server: Any) -> None:
+    attack = Attack(*await serve(start_server, h2_max_concurrent_streams=10))
+    async with attack.running() as raw:
+        assert server_settings(raw)[SettingCodes.MAX_CONCURRENT_STREAMS] == 10
+        streams = list(range(1, 31, 2))
+        await raw.send(*(raw.headers(s, "/hold") for s in streams))
+        for s in streams[10:]:
+            assert await raw.reset_of(s) == ErrorCodes.REFUSED_STREAM, raw.summary()
+        await wait_for(lambda: attack.app.calls["/hold"] == 10)
+        attack.app.release.set()
+        for s in streams[:10]:
+            assert await raw.ended(s) == b"hello"
+            assert raw.status(s) == 200
+        await raw.request(31)
+        assert await raw.ended(31) == b"hello"
+    assert attack.app.calls["/hold"] == 10 and attack.app.most_running == 10
+    refused = {f.stream_id for f in raw.of_type(RstStreamFrame)}
+    assert refused == set(streams[10:]), raw.summary()
+
+
+# -- malformed frames ------------------------------------------------------------------------
+
+MALFORMED = {
+    # RFC 9113 3.4: the preface is the magic then a SETTINGS frame.
+    "bad magic": b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + SettingsFrame(0).serialize(),
+    "ping before settings": PREFACE + PingFrame(0).serialize(),
+    # The header of a frame of 16,385 bytes (of an unknown type, which would
+    # be ignored): refused on sight, before its body comes.
+    "oversized frame": PREFACE + SettingsFrame(0).serialize() + b"\x00\x40\x01\xfa" + bytes(5),
+    # An HTTP/1.1 request after the preface reads as a 4.6 MB frame header.
+    "garbage": PREFACE + SettingsFrame(0).serialize() + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+MALFORMED_CODES = {
+    "bad magic": ErrorCodes.PROTOCOL_ERROR,
+    "ping before settings": ErrorCodes.PROTOCOL_ERROR,
+    "oversized frame": ErrorCodes.FRAME_SIZE_ERROR,
+    "garbage": ErrorCodes.FRAME_SIZE_ERROR,
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+async def test_malformed_start_gets_goaway(attack: Attack, name: str) -> None:
+    # The attacker opens a plain TCP connection (no preface of ours), sends
+    # these bytes and nothing more: the server answers within the bound.
+    async with attack.running(handshake=False, preface=False) as raw:
+        await raw.send_raw(MALFORMED[name])
+        goaway = await raw.goaway(5)
+        await raw.wait_closed(5)
+    assert goaway.error_code == MALFORMED_CODES[name], raw.summary()
+    bystander_calls = attack.app.calls["/"] + attack.app.calls["/bystander"]
+    assert sum(attack.app.calls.values()) == bystander_calls, attack.app.calls
+
+
+@pytest.mark.parametrize("max_frame", [16384, 32768])
+async def test_data_frame_over_h2_max_frame_size_gets_frame_size_error(
+    start_server: Any, max_frame: int
+) -> None:
+    attack = Attack(*await serve(start_server, h2_max_frame_size=max_frame))
+    async with attack.running() as raw:
+        assert server_settings(raw).get(SettingCodes.MAX_FRAME_SIZE, 16384) == max_frame
+        # A frame of exactly the limit is taken; one byte more is not.
+        await raw.request(1, "/upload", method="POST", end_stream=False)
+        await raw.send(DataFrame(1, b"u" * max_frame, flags=["END_STREAM"]))
+        assert await raw.ended(1) == b"hello"
+        await raw.request(3, "/upload", method="POST", end_stream=False)
+        await raw.send(DataFrame(3, b"u" * (max_frame + 1)))
+        goaway = await raw.goaway()
+        await raw.wait_closed(5)
+    assert goaway.error_code == ErrorCodes.FRAME_SIZE_ERROR, raw.summary()
