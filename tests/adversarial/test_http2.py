@@ -286,17 +286,19 @@ FLOODS = {"settings": SettingsFrame(0), "ping": PingFrame(0, b"12345678")}
 
 @pytest.mark.parametrize("kind", FLOODS)
 async def test_flood_from_a_peer_that_never_reads_gets_enhance_your_calm(
-    attack: Attack, kind: str
+    start_server: Any, kind: str
 ) -> None:
     # Small segments and a small receive buffer keep what the kernel holds of
     # the server's acks to ~128 KiB; past its 128 KiB of unsent replies the
-    # server gives up on the peer. Up to 400,000 frames, until the server
-    # stops taking them; then the peer reads what came, to its end.
+    # server gives up on the peer: GOAWAY, close. write_timeout (5 s) is not
+    # what ends it. Up to 400,000 frames, until the server stops taking them
+    # for 0.25 s; then the peer reads what came, to its end.
+    attack = Attack(*await serve(start_server, write_timeout=5.0))
     chunk = FLOODS[kind].serialize() * 4000
     sent = 0
     async with attack.running(handshake=False, rcvbuf=4096, mss=536) as raw:
         while sent < 400_000:
-            with trio.move_on_after(1) as stalled:
+            with trio.move_on_after(0.25) as stalled:
                 try:
                     await raw.send_raw(chunk)
                 except trio.BrokenResourceError:
@@ -304,7 +306,7 @@ async def test_flood_from_a_peer_that_never_reads_gets_enhance_your_calm(
             if stalled.cancelled_caught:
                 break
             sent += 4000
-        await raw.wait_closed(10)
+        await raw.wait_closed(4)
     goaways = raw.of_type(GoAwayFrame)
     assert [g.error_code for g in goaways] == [ErrorCodes.ENHANCE_YOUR_CALM], raw.summary()
     assert sent < 400_000, raw.summary()
@@ -344,6 +346,42 @@ async def test_window_update_overflowing_a_stream_window(attack: Attack) -> None
         await raw.request(3)
         assert await raw.ended(3) == b"hello"
     assert not raw.of_type(GoAwayFrame), raw.summary()
+
+
+# -- push streams the peer leaves ---------------------------------------------------------
+
+
+async def sessions_closed(attack: Attack, n: int) -> None:
+    """Until the attacker's SSE sessions have seen ``n`` on_close calls in
+    all (bounded), then that no session but the bystander's is left."""
+    with trio.move_on_after(5):
+        while attack.app.sse.names().count("close") < n:
+            await trio.sleep(0.01)
+    closes = attack.app.sse.names().count("close")
+    live = len(attack.server.push_connections)
+    assert closes == n and live == 1, f"{closes} of {n} sessions closed, {live} live"
+
+
+@pytest.mark.parametrize("how", ["reset", "gone"])
+async def test_push_streams_the_peer_resets_or_leaves_are_closed(attack: Attack, how: str) -> None:
+    # 10 rounds of 20 SSE streams: reset by the peer (RST_STREAM CANCEL) on
+    # one connection, or left by their connection, closed under them. Each
+    # session ends (on_close) and none is left over; on one connection the
+    # streams never pile up to h2_max_concurrent_streams (100).
+    ids = range(1, 41, 2)
+    async with attack.running() as raw:
+        for n in range(10):
+            conn = raw if how == "reset" else await RawH2.open(attack.port)
+            first = 40 * n if how == "reset" else 0
+            streams = [first + s for s in ids]
+            await conn.send(*(conn.headers(s, "/sse", extra=SSE_ACCEPT) for s in streams))
+            await wait_for(lambda n=n: len(attack.app.sse.clients) == 20 * (n + 1))
+            if how == "reset":
+                await conn.send(*(RstStreamFrame(s, error_code=ErrorCodes.CANCEL) for s in streams))
+            else:
+                await conn.aclose()
+            await sessions_closed(attack, 20 * (n + 1))
+    assert not raw.of_type(GoAwayFrame) and not raw.of_type(RstStreamFrame), raw.summary()
 
 
 # -- zero-window slowloris ---------------------------------------------------------------
@@ -469,20 +507,24 @@ async def test_streams_past_the_limit_are_refused_the_others_served(start_server
 
 MALFORMED = {
     # RFC 9113 3.4: the preface is the magic then a SETTINGS frame.
-    "bad magic": b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + SettingsFrame(0).serialize(),
     "ping before settings": PREFACE + PingFrame(0).serialize(),
     # The header of a frame of 16,385 bytes (of an unknown type, which would
     # be ignored): refused on sight, before its body comes.
     "oversized frame": PREFACE + SettingsFrame(0).serialize() + b"\x00\x40\x01\xfa" + bytes(5),
-    # An HTTP/1.1 request after the preface reads as a 4.6 MB frame header.
+    # An HTTP/1.1 request after the preface reads as the header of a 4.6 MB
+    # frame: refused on sight too, not buffered up to 16 MiB.
     "garbage": PREFACE + SettingsFrame(0).serialize() + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
 }
 MALFORMED_CODES = {
-    "bad magic": ErrorCodes.PROTOCOL_ERROR,
     "ping before settings": ErrorCodes.PROTOCOL_ERROR,
     "oversized frame": ErrorCodes.FRAME_SIZE_ERROR,
     "garbage": ErrorCodes.FRAME_SIZE_ERROR,
 }
+
+
+def bystander_only(app: App) -> bool:
+    """Whether only the bystander's requests reached the app."""
+    return sum(app.calls.values()) == app.calls["/"] + app.calls["/bystander"]
 
 
 @pytest.mark.parametrize("name", MALFORMED)
@@ -494,8 +536,18 @@ async def test_malformed_start_gets_goaway(attack: Attack, name: str) -> None:
         goaway = await raw.goaway(5)
         await raw.wait_closed(5)
     assert goaway.error_code == MALFORMED_CODES[name], raw.summary()
-    bystander_calls = attack.app.calls["/"] + attack.app.calls["/bystander"]
-    assert sum(attack.app.calls.values()) == bystander_calls, attack.app.calls
+    assert bystander_only(attack.app), attack.app.calls
+
+
+async def test_bad_preface_magic_is_answered_as_http1(attack: Attack) -> None:
+    # A connection that does not start with the whole preface is HTTP/1.1 (the
+    # interface: h2c is prior knowledge of the preface): "PRI * HTTP/2.0" is
+    # answered 505 and the connection closed, as over HTTP/1.1.
+    async with attack.running(handshake=False, preface=False) as raw:
+        await raw.send_raw(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + SettingsFrame(0).serialize())
+        await raw.wait_closed(5)
+    assert bytes(raw.buf).startswith(b"HTTP/1.1 505 "), bytes(raw.buf[:200])
+    assert bystander_only(attack.app), attack.app.calls
 
 
 @pytest.mark.parametrize("max_frame", [16384, 32768])
@@ -505,12 +557,29 @@ async def test_data_frame_over_h2_max_frame_size_gets_frame_size_error(
     attack = Attack(*await serve(start_server, h2_max_frame_size=max_frame))
     async with attack.running() as raw:
         assert server_settings(raw).get(SettingCodes.MAX_FRAME_SIZE, 16384) == max_frame
-        # A frame of exactly the limit is taken; one byte more is not.
         await raw.request(1, "/upload", method="POST", end_stream=False)
-        await raw.send(DataFrame(1, b"u" * max_frame, flags=["END_STREAM"]))
-        assert await raw.ended(1) == b"hello"
-        await raw.request(3, "/upload", method="POST", end_stream=False)
-        await raw.send(DataFrame(3, b"u" * (max_frame + 1)))
+        await raw.send(DataFrame(1, b"u" * (max_frame + 1)))
         goaway = await raw.goaway()
         await raw.wait_closed(5)
     assert goaway.error_code == ErrorCodes.FRAME_SIZE_ERROR, raw.summary()
+    assert attack.app.calls["/upload"] == 0
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one write", "a read each"])
+async def test_data_frame_of_exactly_h2_max_frame_size_is_taken(
+    start_server: Any, together: bool
+) -> None:
+    # The request's HEADERS and its one DATA frame (END_STREAM) come in one
+    # read, or in two (as clients send bodies): answered either way.
+    attack = Attack(*await serve(start_server, h2_max_frame_size=32768))
+    async with attack.running() as raw:
+        headers = raw.headers(1, "/upload", method="POST", end_stream=False)
+        data = DataFrame(1, b"u" * 32768, flags=["END_STREAM"])
+        if together:
+            await raw.send(headers, data)
+        else:
+            await raw.send(headers)
+            await trio.sleep(0.05)  # so that the server reads the HEADERS alone
+            await raw.send(data)
+        assert await raw.ended(1, 5) == b"hello"
+    assert not raw.of_type(GoAwayFrame) and not raw.of_type(RstStreamFrame), raw.summary()
