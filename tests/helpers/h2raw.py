@@ -438,7 +438,8 @@ class Bystander:
 
     @contextlib.asynccontextmanager
     async def _connected(self) -> AsyncIterator[trio.Nursery]:
-        async with trio.open_nursery() as nursery, http_client() as self.http:
+        # The nursery inside the HTTP/1.1 client: the rounds stop before it closes.
+        async with http_client() as self.http, trio.open_nursery() as nursery:
             self.h2 = await H2Client.open(self.port, nursery)
             self.connects += 1
             self.sse = await self.h2.start(self.sse_path, SSE_ACCEPT)
