@@ -158,6 +158,7 @@ class H2Client:
         self.settings: dict[int, int] = {}
         #: The server's GOAWAY: (error code, last stream id), once it came.
         self.goaway: tuple[int, int] | None = None
+        self._frames = bytearray()
         #: The connection is gone (EOF, reset, or a protocol error of the server's).
         self.closed = False
         self.error: Exception | None = None
@@ -267,7 +268,7 @@ class H2Client:
     ) -> H2WebSocket:
         """A WebSocket over HTTP/2 (RFC 8441) on a new stream, once accepted."""
         await self.wait(lambda: ENABLE_CONNECT_PROTOCOL in self.settings or self.closed)
-        assert self.settings.get(ENABLE_CONNECT_PROTOCOL) == 1, self.settings
+        assert self.settings.get(ENABLE_CONNECT_PROTOCOL) == 1, (self.settings, self.error)
         connect = [
             (":method", "CONNECT"),
             (":protocol", "websocket"),
@@ -304,7 +305,7 @@ class H2Client:
     async def read_loop(self) -> None:
         try:
             while data := await self.sock.receive_some(65536):
-                for event in self.h2.receive_data(data):
+                for event in self.h2.receive_data(self._take_goaway(data)):
                     self._on(event)
                 await self.flush()
                 self._wake()
@@ -317,13 +318,32 @@ class H2Client:
             self.closed = True
             self._wake()
 
+    def _take_goaway(self, data: bytes) -> bytes:
+        """``data`` without its GOAWAY frames, which are kept in ``goaway``.
+
+        h2 takes a GOAWAY for the end of everything (any frame after it is a
+        ProtocolError), but a graceful GOAWAY lets the streams below its last
+        stream id finish: the client must go on reading them."""
+        self._frames += data
+        out = bytearray()
+        while len(self._frames) >= 9:
+            end = 9 + int.from_bytes(self._frames[:3], "big")
+            if len(self._frames) < end:
+                break
+            frame = self._frames[:end]
+            del self._frames[:end]
+            if frame[3] == 0x7:
+                last = int.from_bytes(frame[9:13], "big") & 0x7FFFFFFF
+                self.goaway = (int.from_bytes(frame[13:17], "big"), last)
+            else:
+                out += frame
+        return bytes(out)
+
     def _on(self, event: h2.events.Event) -> None:
         stream = self.streams.get(getattr(event, "stream_id", 0) or 0)
         if isinstance(event, h2.events.RemoteSettingsChanged):
             for code, change in event.changed_settings.items():
                 self.settings[int(code)] = change.new_value
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self.goaway = (int(event.error_code or 0), int(event.last_stream_id or 0))
         elif isinstance(event, h2.events.PingAckReceived):
             self.ping_acks += 1
         elif stream is None:
