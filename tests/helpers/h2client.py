@@ -242,8 +242,12 @@ class H2Client:
             (":authority", self.authority),
             (":path", path),
         ]
+        fields = pseudo + list(headers)
+        if body and end_stream and not any(name == "content-length" for name, _ in fields):
+            # As curl, httpx and browsers do for a body of known size.
+            fields.append(("content-length", str(len(body))))
         stream = await self.open_stream(
-            pseudo + list(headers), end_stream=end_stream and not body, open_window=open_window
+            fields, end_stream=end_stream and not body, open_window=open_window
         )
         if body:
             await stream.send(body, end_stream=end_stream)
