@@ -307,8 +307,9 @@ async def test_a_shut_stream_past_its_queue_bound_closes_1008_alone(start_server
             await ws_shut.stream.open()
             assert len(await ws_shut.messages(filled)) == filled
             assert await ws_shut.close_code() == 1008
+            assert reading.open
     assert 0 < accepted.count(True) <= 10 and accepted[-1] is False
-    assert shut.close_code == 1008 and reading.open
+    assert shut.close_code == 1008
 
 
 async def test_a_stream_that_gets_no_window_is_reset_while_the_others_are_served(
@@ -380,7 +381,8 @@ async def test_idle_sse_stream_gets_keepalive_comments(start_server: Any) -> Non
             data = b""
             while data.count(b":\n") < 2:
                 data += await reader.stream.read_some()
-    assert not reader.stream.done
+            assert not reader.stream.done
+    assert set(data.splitlines()) == {b":"}, data
 
 
 async def test_pubsub_reaches_h2_streams_and_http1_connections_alike(
