@@ -32,6 +32,7 @@ from tests.helpers.server import (
     TIMEOUT,
     RawWebSocket,
     Recorder,
+    echo_app,
     fill_until_refused,
     push_app,
     wait_for,
@@ -449,3 +450,76 @@ async def test_graceful_shutdown_goaway_then_1001_and_end_stream(serve_scope: An
     assert sorted(handler.closed_clients, key=id) == sorted(handler.clients, key=id)
     codes = {c.env["PATH_INFO"]: c.close_code for c in handler.clients}
     assert codes == {"/ws/0": 1001, "/ws/1": 1001, "/sse/0": None, "/sse/1": None}
+
+
+# -- the client ends streams: reset, or gone --------------------------------------
+
+
+async def test_a_push_stream_the_client_resets_closes_alone(start_server: Any) -> None:
+    handler, server = await h2c_server(start_server)
+    with trio.fail_after(TIMEOUT):
+        async with h2_connect(server.port) as h2:
+            ws = await h2.websocket("/ws")
+            sse = await h2.sse("/sse")
+            kept = await h2.websocket("/kept")
+            await wait_for(lambda: len(handler.clients) == 3)
+            await ws.stream.cancel()
+            await sse.stream.cancel()
+            await wait_for(lambda: len(handler.closed_clients) == 2)
+            # The connection and its other stream go on.
+            await kept.send("still here")
+            assert await kept.receive() == "still here"
+            status, _, body = await h2.fetch("GET", "/")
+            assert (status, body) == (200, b"hello")
+            assert handler.clients[2].open
+    closed = sorted(c.env["PATH_INFO"] for c in handler.closed_clients[:2])
+    assert closed == ["/sse", "/ws"]
+    await wait_for(lambda: len(handler.closed_clients) == 3)
+    assert handler.callbacks() == ["open"] * 3 + ["close"] * 3
+
+
+async def test_a_connection_that_drops_closes_each_of_its_streams_once(start_server: Any) -> None:
+    handler, server = await h2c_server(start_server)
+    with trio.fail_after(TIMEOUT):
+        async with h2_connect(server.port) as h2:
+            for i in range(5):
+                await h2.websocket(f"/ws/{i}")
+                await h2.sse(f"/sse/{i}")
+            await wait_for(lambda: len(handler.clients) == 10)
+        # Closed without a word (no GOAWAY, no RST_STREAM).
+        await wait_for(lambda: len(handler.closed_clients) == 10)
+    assert sorted(map(id, handler.closed_clients)) == sorted(map(id, handler.clients))
+    assert {c.close_code for c in handler.clients if c.protocol == "websocket"} == {1006}
+    await trio.sleep(0.1)
+    assert handler.callbacks() == ["open"] * 10 + ["close"] * 10
+
+
+async def test_a_burst_from_a_worker_thread_callback_reaches_an_h2_stream(
+    start_server: Any,
+) -> None:
+    handler = Burst(3000)
+    server = await start_server(push_app(handler), threads=2, max_queue_messages=100)
+    with trio.fail_after(TIMEOUT):
+        async with h2_connect(server.port) as h2:
+            sse = await h2.sse("/")
+            events = await sse.rest()
+    assert handler.accepted == [True] * 3000
+    assert [e.data for e in events] == handler.messages
+
+
+async def test_request_bodies_with_and_without_content_length(start_server: Any) -> None:
+    server = await start_server(echo_app(Recorder()))
+    body = bytes(range(256)) * 3000  # 750 KiB, past the 64 KiB default window we open
+    with trio.fail_after(TIMEOUT):
+        async with h2_connect(server.port) as h2:
+            status, _, got = await h2.fetch("POST", "/body", body=body)
+            assert (status, got) == (200, body)
+            # No content-length: the body ends with the stream (END_STREAM).
+            stream = await h2.request("POST", "/body", end_stream=False)
+            await stream.send(body[:100_000])
+            await stream.send(body[100_000:], end_stream=True)
+            await stream.response()
+            assert (stream.status, await stream.read_all()) == (200, body)
+            status, head, got = await h2.fetch("HEAD", "/")
+            assert (status, got) == (200, b"")
+            assert head.header("content-length") == "5"
