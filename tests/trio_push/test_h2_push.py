@@ -523,3 +523,47 @@ async def test_request_bodies_with_and_without_content_length(start_server: Any)
             status, head, got = await h2.fetch("HEAD", "/")
             assert (status, got) == (200, b"")
             assert head.header("content-length") == "5"
+
+
+async def test_a_response_behind_a_shut_window_holds_up_no_other_stream(
+    start_server: Any,
+) -> None:
+    server = await start_server(echo_app(Recorder()), write_timeout=1.0)
+    body = bytes(range(256)) * 4096  # 1 MiB
+    with trio.fail_after(TIMEOUT):
+        async with h2_connect(server.port) as h2:
+            waiting = await h2.request("POST", "/body", body=body, open_window=False)
+            stuck = await h2.request("POST", "/body", body=body, open_window=False)
+            await waiting.response()
+            for _ in range(20):
+                status, _, got = await h2.fetch("GET", "/")
+                assert (status, got) == (200, b"hello")
+            assert waiting.received == stuck.received == 65535
+            # Opened, one gets its whole body; the other, never opened, is reset.
+            await waiting.open()
+            assert await waiting.read_all() == body
+            await stuck.wait_done()
+            assert stuck.reset == CANCEL
+            assert not h2.closed
+
+
+async def test_shutdown_aborts_a_stream_that_cannot_take_its_1001_at_the_drain_bound(
+    serve_scope: Any,
+) -> None:
+    handler = Handler()
+    server, scope, done = await serve_scope(push_app(handler), drain_timeout=1.0)
+    with trio.fail_after(TIMEOUT):
+        async with h2_connect(server.port) as h2:
+            shut = await h2.websocket("/shut", open_window=False)
+            reading = await h2.websocket("/reading")
+            await wait_for(lambda: len(handler.clients) == 2)
+            await fill_until_refused(handler.clients[0])
+            scope.cancel()
+            assert await reading.receive() == "server going down"
+            assert await reading.close_code() == 1001
+            await done.wait()
+            await shut.stream.wait_done()
+            await h2.wait(lambda: h2.closed)
+    assert len(handler.shutdowns) == 2
+    assert handler.clients[1].close_code == 1001
+    assert sorted(map(id, handler.closed_clients)) == sorted(map(id, handler.clients))
