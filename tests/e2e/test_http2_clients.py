@@ -438,3 +438,19 @@ async def test_router_and_static_files_over_h2(
     url = url.replace("localhost", "127.0.0.1")
     got = await run("h2load", "-n", "500", "-c", "2", "-m", "10", url + "/big.bin")
     assert "500 succeeded, 0 failed, 0 errored" in got.stdout.decode(), got.stdout
+
+
+async def test_http2_off_serves_http_1_1_to_the_same_clients(
+    start_server: Any, server_context: ssl.SSLContext, ca_file: Path
+) -> None:
+    tls = await start_server(App(), ssl_context=server_context, http2=False)
+    plain = await start_server(App(), http2=False)
+    url = f"https://localhost:{tls.port}/proto"
+    got = await run(*curl_args(url, ca_file), "-w", " %{http_version}", url)
+    assert got.stdout == b"HTTP/1.1 1.1", got.stderr
+    got = await run("curl", "-sS", "-w", " %{http_version}", f"http://127.0.0.1:{plain.port}/proto")
+    assert got.stdout == b"HTTP/1.1 1.1", got.stderr
+    # A client that insists on HTTP/2 in clear is not answered in HTTP/2.
+    url = f"http://127.0.0.1:{plain.port}/proto"
+    got = await run(*curl_args(url, ca_file), "-w", " %{http_version}", url)
+    assert got.returncode != 0 and not got.stdout.startswith(b"HTTP/2"), got
