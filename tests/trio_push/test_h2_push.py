@@ -13,6 +13,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+import pytest
 import trio
 import trustme
 
@@ -150,12 +151,16 @@ async def test_pings_both_ways(start_server: Any) -> None:
     assert handler.callbacks() == ["open", "close"]
 
 
-async def test_a_1_mib_message_each_way(start_server: Any) -> None:
-    handler, server = await h2c_server(start_server)
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "tls"])
+async def test_a_1_mib_message_each_way(
+    start_server: Any, server_context: ssl.SSLContext, ca: trustme.CA, tls: bool
+) -> None:
+    context = server_context if tls else None
+    handler, server = await h2c_server(start_server, ssl_context=context)
     text = "".join(chr(0x41 + i % 26) for i in range(MIB))
     binary = bytes(i % 251 for i in range(MIB))
     with trio.fail_after(TIMEOUT):
-        async with h2_connect(server.port) as h2:
+        async with h2_connect(server.port, tls=tls_context(ca) if tls else None) as h2:
             ws = await h2.websocket("/")
             await ws.send(text)
             await ws.send(binary)
@@ -352,24 +357,28 @@ class Channel:
         self.clients.append(client)
 
 
-async def test_several_sse_streams_on_one_connection_each_get_the_publishes(
+async def test_a_hundred_sse_streams_on_one_connection_each_get_every_publish(
     start_server: Any,
 ) -> None:
+    # 100 is the default h2_max_concurrent_streams: all on one connection.
     handler = Channel()
     server = await start_server(push_app(handler))
-    n = 500
+    streams, n = 100, 200
     with trio.fail_after(TIMEOUT):
         async with h2_connect(server.port) as h2:
-            readers = [await h2.sse(f"/events/{i}") for i in range(8)]
-            await wait_for(lambda: trio_push.subscriber_count("news") == 8)
+            await h2.wait(lambda: 0x3 in h2.settings)  # SETTINGS_MAX_CONCURRENT_STREAMS
+            assert h2.settings[0x3] == streams
+            readers = [await h2.sse(f"/events/{i}") for i in range(streams)]
+            await wait_for(lambda: trio_push.subscriber_count("news") == streams)
             for i in range(n):
                 assert trio_push.publish("news", f"{i:04d} " + "n" * 200)
             got = [[e.data[:4] for e in await reader.next(n)] for reader in readers]
-    assert got == [[f"{i:04d}" for i in range(n)]] * 8
+    assert got == [[f"{i:04d}" for i in range(n)]] * streams
     for reader in readers:
         assert reader.stream.status == 200
         assert (reader.stream.header("content-type") or "").startswith("text/event-stream")
         assert reader.stream.header("connection") is None
+    assert len({id(c) for c in handler.clients}) == streams
     assert {c.env["SERVER_PROTOCOL"] for c in handler.clients} == {"HTTP/2"}
     assert {c.env["rack.upgrade?"] for c in handler.clients} == {"sse"}
 
