@@ -113,7 +113,7 @@ async def test_twelve_eventsources_open_over_http2_and_six_over_http1(
         states, ticks, ready = await twelve_eventsources(driver, server.port, SOURCES)
         connections = len(server.connections)
         await in_thread(driver.get, "about:blank")
-    assert states == ["connected"] * SOURCES
+    assert states == ["connected"] * SOURCES, states
     assert all(ticking(t) for t in ticks), ticks
     assert ready == [1] * SOURCES  # OPEN
     assert len(clock.clients) == SOURCES
