@@ -132,6 +132,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "BYTES",
             "bytes a push client's queue holds while its socket refuses them",
         ),
+        (
+            "--h2-max-streams",
+            int,
+            defaults.protocol.h2_max_concurrent_streams,
+            "N",
+            "streams one HTTP/2 connection may have open at once",
+        ),
+        (
+            "--h2-max-header-list-size",
+            int,
+            defaults.protocol.h2_max_header_list_size,
+            "BYTES",
+            "largest HTTP/2 request header list, decoded",
+        ),
+        (
+            "--h2-max-frame-size",
+            int,
+            defaults.protocol.h2_max_frame_size,
+            "BYTES",
+            "largest HTTP/2 frame a client may send (16384 to 16777215)",
+        ),
     ):
         shown = "%(default)d" if kind is int else "%(default)g"
         parser.add_argument(
@@ -162,6 +183,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compression",
         action="store_true",
         help="offer permessage-deflate to WebSocket clients (default off)",
+    )
+    parser.add_argument(
+        "--no-http2",
+        action="store_true",
+        help="speak only HTTP/1.1: no h2 in TLS's ALPN, no cleartext HTTP/2 (default: both on)",
     )
     parser.add_argument(
         "--reload",
@@ -255,6 +281,10 @@ def main(argv: list[str] | None = None) -> None:
             raise CLIError(f"--root {args.root!r} is not a folder")
         if args.history < 0 or (args.history_ttl is not None and args.history_ttl <= 0):
             raise CLIError("--history must be at least 0 and --history-ttl above 0")
+        if not 16384 <= args.h2_max_frame_size <= 16777215:
+            raise CLIError("--h2-max-frame-size must be from 16384 to 16777215")
+        if args.h2_max_streams < 1 or args.h2_max_header_list_size < 1:
+            raise CLIError("--h2-max-streams and --h2-max-header-list-size must be at least 1")
         pubsub = _pubsub_engine(args)
         if args.workers > 1 and not args.worker:
             sys.exit(supervise(argv, args.workers, args.host, args.port, args.drain_timeout + 5))
@@ -278,6 +308,10 @@ def main(argv: list[str] | None = None) -> None:
             history=args.history,
             history_ttl=args.history_ttl,
             compression=args.compression,
+            http2=not args.no_http2,
+            h2_max_concurrent_streams=args.h2_max_streams,
+            h2_max_header_list_size=args.h2_max_header_list_size,
+            h2_max_frame_size=args.h2_max_frame_size,
             pubsub=pubsub,
             reuse_port=args.worker,
         )
