@@ -2,8 +2,8 @@
 
 The seed's clock (``examples/clock``), with what the tests need to see on
 the server side: every push client it opened (``clock.clients``, whose
-``env`` says the protocol and the peer's port) and every page request
-(``clock.pages``).
+``env`` says the protocol and the peer's port) and every request
+(``clock.requests``, their envs: pages, push requests, the favicon).
 
 - ``/websocket.html``: the seed's page, with one change: it connects to
   ``wss://`` when the page came over https (the seed's page says ``ws://``,
@@ -76,8 +76,8 @@ class Clock:
         self.clients: list[Any] = []
         #: Every message a client sent.
         self.received: list[Any] = []
-        #: The env of every page request.
-        self.pages: list[dict[str, Any]] = []
+        #: The env of every request, in order.
+        self.requests: list[dict[str, Any]] = []
         self._open: set[Any] = set()
 
     def on_open(self, client: Any) -> None:
@@ -86,6 +86,15 @@ class Clock:
 
     def on_close(self, client: Any) -> None:
         self._open.discard(client)
+
+    def page(self, path: str) -> dict[str, Any]:
+        """The env of the one request for ``path``."""
+        [env] = [env for env in self.requests if env["PATH_INFO"] == path]
+        return env
+
+    def ports(self) -> set[str]:
+        """The peer ports of every request: one per connection that carried any."""
+        return {env["REMOTE_PORT"] for env in self.requests}
 
     def on_message(self, client: Any, data: Any) -> None:
         self.received.append(data)
@@ -101,12 +110,12 @@ class Clock:
 
     def app(self, env: dict[str, Any]) -> Any:
         """The pages, and the push connections to the clock."""
+        self.requests.append(env)
         path = env["PATH_INFO"]
         if path in ("/sse", "/listen") and env["rack.upgrade?"] is not None:
             env["rack.upgrade"] = self
             return 200, {}, b""
         pages = {"/websocket.html": websocket_page, "/twelve.html": twelve_page}
         if path in pages:
-            self.pages.append(env)
             return 200, {"content-type": "text/html; charset=utf-8"}, pages[path]()
         return 404, {}, b""
