@@ -19,7 +19,6 @@ import contextlib
 import re
 import ssl
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -27,7 +26,6 @@ import trio
 import trustme
 
 from tests.apps.h2_pages import SOURCES, Clock
-from tests.helpers import browser as browser_helper
 from tests.helpers.browser import browser, wait_for_js, wait_for_text
 from tests.helpers.server import TIMEOUT, in_thread
 
@@ -38,20 +36,10 @@ HTTP1_LIMIT = 6
 BOUND = 20.0
 
 
-@contextmanager
-def tls_browser() -> Iterator[Any]:
-    """The tests' headless Chromium, ignoring that the certificate's CA is unknown."""
-    flags = (*browser_helper._FLAGS, "--ignore-certificate-errors")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(browser_helper, "_FLAGS", flags)
-        with browser() as driver:
-            patch.undo()
-            yield driver
-
-
 @pytest.fixture(scope="module")
 def driver() -> Iterator[Any]:
-    with tls_browser() as d:
+    # The trustme certificate's CA is not one Chromium knows.
+    with browser("--ignore-certificate-errors") as d:
         yield d
 
 
