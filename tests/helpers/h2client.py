@@ -40,7 +40,7 @@ from tests.sansio.whatwg_sse import ParsedEvent, parse
 #: SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441).
 ENABLE_CONNECT_PROTOCOL = 0x8
 #: RST_STREAM / GOAWAY codes the tests look for.
-NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, CANCEL = 0x0, 0x1, 0x7, 0x8
+NO_ERROR, REFUSED_STREAM, CANCEL = 0x0, 0x7, 0x8
 
 
 def tls_context(ca: trustme.CA) -> ssl.SSLContext:
@@ -63,7 +63,6 @@ class Stream:
         self.id = stream_id
         #: The response's headers (pseudo-headers too), once they came.
         self.headers: list[tuple[str, str]] | None = None
-        self.trailers: list[tuple[str, str]] | None = None
         self.data = bytearray()
         #: Bytes of body received in all (``data`` is emptied as it is read).
         self.received = 0
@@ -322,7 +321,7 @@ class H2Client:
             self.closed = True
             self._wake()
 
-    def _take_goaway(self, data: bytes) -> bytes:
+    def _take_goaway(self, data: bytes | bytearray) -> bytes:
         """``data`` without its GOAWAY frames, which are kept in ``goaway``.
 
         h2 takes a GOAWAY for the end of everything (any frame after it is a
@@ -354,8 +353,6 @@ class H2Client:
             return
         elif isinstance(event, h2.events.ResponseReceived):
             stream.headers = list(event.headers)  # type: ignore[arg-type]
-        elif isinstance(event, h2.events.TrailersReceived):
-            stream.trailers = list(event.headers)  # type: ignore[arg-type]
         elif isinstance(event, h2.events.DataReceived):
             stream.data += event.data or b""
             stream.received += len(event.data or b"")
@@ -466,9 +463,6 @@ class H2WebSocket:
         self.pings: list[bytes] = []
         self.pongs: list[bytes] = []
         self.auto_pong = True
-        #: End our half of the stream after the close handshake (hypercorn's
-        #: Trio worker crashes on that, KeyError in its stream table).
-        self.end_on_close = True
         #: The server's close (code, reason), once it came.
         self.close: tuple[int | None, str] | None = None
         self._sent_close = False
@@ -526,8 +520,7 @@ class H2WebSocket:
             with contextlib.suppress(StreamGone):
                 if not self._sent_close:
                     await self.send_close(int(code))
-                if self.end_on_close:
-                    await self._send(b"", end_stream=True)
+                await self._send(b"", end_stream=True)
         else:
             self._parts.append(frame.payload)
             if frame.message_finished:

@@ -341,6 +341,7 @@ async def test_a_stream_that_gets_no_window_is_reset_while_the_others_are_served
                 assert reading.open and reading.write("after the reset")
                 assert await reader.messages(1) == ["after the reset"]
                 assert not h2.closed and h2.goaway is None
+                await h2.ping()  # the connection itself answers too
 
 
 # -- SSE over HTTP/2 ------------------------------------------------------------
@@ -577,3 +578,23 @@ async def test_shutdown_aborts_a_stream_that_cannot_take_its_1001_at_the_drain_b
     assert handler.clients[1].close_code == 1001
     # on_close for each, the one aborted at the drain bound too.
     assert sorted(c.env["PATH_INFO"] for c in handler.closed_clients) == ["/reading", "/shut"]
+
+
+async def test_a_websocket_stream_that_never_pongs_is_ended_alone(start_server: Any) -> None:
+    handler, server = await h2c_server(start_server, ping_interval=0.05, pong_timeout=0.3)
+    with trio.fail_after(TIMEOUT):
+        async with h2_connect(server.port) as h2:
+            silent = await h2.websocket("/silent")
+            silent.auto_pong = False
+            answering = await h2.websocket("/answering")
+            await wait_for(lambda: len(handler.clients) == 2)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(answering.close_code)  # reads, and so pongs
+                await silent.close_code()
+                await silent.stream.wait_done()
+                assert handler.clients[1].open
+                nursery.cancel_scope.cancel()
+            await answering.send("still here")
+            assert await answering.receive() == "still here"
+            assert [c.env["PATH_INFO"] for c in handler.closed_clients] == ["/silent"]
+    assert silent.pings and not silent.pongs
