@@ -47,7 +47,7 @@ class StreamSink:
     """What a stream's request loop and push session send through (a
     ``_transport.Sink``), and where its request loop waits for the body."""
 
-    __slots__ = ("_driver", "core", "session", "paused", "_lot")
+    __slots__ = ("_driver", "core", "session", "paused", "feeding", "_lot")
 
     def __init__(self, driver: H2Driver, core: sp.H2Stream) -> None:
         self._driver = driver
@@ -56,6 +56,8 @@ class StreamSink:
         self.session: PushSession | None = None
         #: Reading is paused (callbacks pile up); a helper resumes it.
         self.paused = False
+        #: Its events are being read (by the reader, or the resume helper).
+        self.feeding = False
         self._lot: trio.lowlevel.ParkingLot | None = None
 
     @property
@@ -153,6 +155,7 @@ class H2Driver:
         "sinks",
         "_nursery",
         "_room_lot",
+        "_gone_lot",
         "_read_scope",
         "_writing",
         "_flush_queued",
@@ -168,6 +171,8 @@ class H2Driver:
         self.sinks: dict[int, StreamSink] = {}
         self._nursery: trio.Nursery | None = None
         self._room_lot = trio.lowlevel.ParkingLot()
+        # Where the end of the connection waits for its streams to be gone.
+        self._gone_lot = trio.lowlevel.ParkingLot()
         self._read_scope: trio.CancelScope | None = None
         self._writing = False
         self._flush_queued = False
@@ -184,7 +189,8 @@ class H2Driver:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
-                core.receive_data(received)
+                if received:  # b"" would be the peer's end
+                    core.receive_data(received)
                 await self._read()
             finally:
                 with trio.CancelScope(shield=True):
@@ -193,6 +199,21 @@ class H2Driver:
                     await self._handle_events()
                     self._room_lot.unpark_all()
                     await self._last_words()
+                await self._see_sessions_out()
+
+    async def _see_sessions_out(self) -> None:
+        """Keep the nursery open until every push session is seen out
+        (``_finish_push`` runs in it: on_close, exactly once), shielded as
+        an HTTP/1.1 connection's on_close is: once a shutdown's drain is
+        over, for close_timeout at most."""
+        ctx = self._ctx
+        with trio.CancelScope(shield=True, deadline=ctx.close_deadline) as scope:
+            ctx.closing.add(scope)
+            try:
+                while self.sinks:
+                    await self._gone_lot.park()
+            finally:
+                ctx.closing.discard(scope)
 
     async def _read(self) -> None:
         core = self.core
@@ -268,36 +289,43 @@ class H2Driver:
         self.flush_soon()  # the stream's HEADERS
         await self._feed(sink)  # frames that came with the request
 
-    async def _feed(self, sink: StreamSink) -> None:
+    async def _feed(self, sink: StreamSink, resuming: bool = False) -> None:
         """Hand a push session the peer's events on its stream, as the
-        HTTP/1.1 reader does, until none is left or its callbacks pile up."""
+        HTTP/1.1 reader does, until none is left or its callbacks pile up
+        (then a helper waits for them and reads on: one reader at a time)."""
         session = sink.session
         assert session is not None
         core = sink.core
-        while not session.state:
-            if session.reading_paused:
-                if not sink.paused:
+        if resuming:
+            sink.paused = False
+        elif sink.paused or sink.feeding:
+            return  # the one reading it reads what came, to the end
+        sink.feeding = True
+        try:
+            while not session.state:
+                if session.reading_paused:
                     sink.paused = True
                     session.start_helper(lambda: self._resume(sink))
-                return
-            event = core.next_event()
-            if event is None:
-                if core.pending_bytes or not core.open:
-                    session.flush()
-                return
-            if isinstance(event, sp.Message):
-                await session.message(event.data)
-            elif isinstance(event, sp.Pong):
-                session.pong()
-            elif isinstance(event, sp.Closed):
-                session.closed(event.code, event.reason)
+                    return
+                event = core.next_event()
+                if event is None:
+                    if core.pending_bytes or not core.open:
+                        session.flush()
+                    return
+                if isinstance(event, sp.Message):
+                    await session.message(event.data)
+                elif isinstance(event, sp.Pong):
+                    session.pong()
+                elif isinstance(event, sp.Closed):
+                    session.closed(event.code, event.reason)
+        finally:
+            sink.feeding = False
 
     async def _resume(self, sink: StreamSink) -> None:
         session = sink.session
         assert session is not None
         await session.resume_reading()
-        sink.paused = False
-        await self._feed(sink)
+        await self._feed(sink, resuming=True)
         self.flush()
 
     def stream_over(self, sink: StreamSink) -> None:
@@ -305,8 +333,13 @@ class H2Driver:
         see the session out in a task (its helpers, on_close)."""
         self.core.close_stream(sink.core)
         self.flush_soon()
-        if self._nursery is not None:
-            self._nursery.start_soon(self._finish_push, sink)
+        nursery = self._nursery
+        assert nursery is not None
+        try:
+            nursery.start_soon(self._finish_push, sink)
+        except RuntimeError:  # past close_timeout at a shutdown: the run is over
+            assert self._ctx.nursery is not None
+            self._ctx.nursery.start_soon(self._finish_push, sink)
 
     async def _finish_push(self, sink: StreamSink) -> None:
         session = sink.session
@@ -321,6 +354,7 @@ class H2Driver:
     def _forget(self, sink: StreamSink) -> None:
         self.core.close_stream(sink.core)
         self.sinks.pop(sink.core.stream_id, None)
+        self._gone_lot.unpark_all()
         self.flush_soon()
         if self.core.finished and self._read_scope is not None:
             self._read_scope.cancel()  # drained: the reader ends the connection
