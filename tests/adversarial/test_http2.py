@@ -49,7 +49,7 @@ class App:
     ``/busy`` too, shielded from cancellation, like a sync app in a thread);
     ``/large`` 1 MiB; a GET accepting SSE gets :attr:`sse` (``/bystander``:
     :attr:`bystander`); anything else ``hello``. Counts the calls by path,
-    and how many run at once."""
+    and how many run at once (but for ``/``)."""
 
     def __init__(self, delay: float = 1.0) -> None:
         self.delay = delay
@@ -66,6 +66,8 @@ class App:
         if env["rack.upgrade?"] == "sse":
             env["rack.upgrade"] = self.bystander if path == "/bystander" else self.sse
             return 200, {}, b""
+        if path == "/":
+            return 200, {"content-type": "text/plain"}, b"hello"
         self.running += 1
         self.most_running = max(self.most_running, self.running)
         try:

@@ -142,8 +142,10 @@ class RawH2:
     ) -> RawH2:
         """Connect, send the preface and our SETTINGS (unless not ``preface``:
         then nothing); with ``handshake``, wait for the server's SETTINGS and
-        acknowledge them."""
+        acknowledge them (without, the server's SETTINGS are never
+        acknowledged: a peer that floods may not be able to send an ack)."""
         self = cls(await open_socket(port, rcvbuf, mss), port)
+        self.ack_settings = handshake
         if preface:
             await self.send_raw(PREFACE + SettingsFrame(0, settings or {}).serialize())
         if handshake:
