@@ -136,12 +136,12 @@ def server_settings(raw: RawH2) -> dict[int, int]:
     return dict(first.settings)
 
 
-def literals(total: int) -> bytes:
-    """A valid HPACK fragment of ``total`` bytes or more: literal fields
-    without indexing, ``x-pad: aaa…``, each decoding to 137 bytes of header
-    list (RFC 7541 4.1) from 108 on the wire."""
-    field = b"\x00\x05x-pad\x64" + b"a" * 100
-    return field * (total // len(field) + 1)
+def literals(total: int, width: int = 128) -> bytes:
+    """A valid HPACK fragment of ``total`` bytes (a multiple of ``width``, at
+    most 130): literal fields without indexing (RFC 7541 6.2.2), ``x: aaa…``,
+    ``width`` bytes each on the wire and ``width + 29`` in the header list."""
+    field = b"\x00\x01x" + bytes([width - 4]) + b"a" * (width - 4)
+    return field * -(-total // width)
 
 
 # -- Rapid Reset (CVE-2023-44487) ----------------------------------------------------
@@ -219,14 +219,14 @@ async def test_reset_streams_still_worked_on_count_against_the_limit(start_serve
 
 async def continuation_flood(raw: RawH2, size: int, frames: int) -> int:
     """HEADERS without END_HEADERS, then up to ``frames`` CONTINUATION frames
-    of ``size`` bytes each (a valid HPACK fragment, never ended); stops when
+    of ``size`` bytes each (whole literal fields, never ended); stops when
     the server closes. How many went out."""
     block = raw.block(request_headers(raw.port, "/flood"))
     await raw.send(HeadersFrame(1, block, flags=["END_STREAM"]))
-    pad = literals(size * frames)
+    continuation = ContinuationFrame(1, literals(size, min(size, 128))).serialize()
     for n in range(frames):
         try:
-            await raw.send(ContinuationFrame(1, pad[n * size : (n + 1) * size]))
+            await raw.send_raw(continuation)
         except trio.BrokenResourceError:
             return n
     return frames
@@ -234,15 +234,21 @@ async def continuation_flood(raw: RawH2, size: int, frames: int) -> int:
 
 @pytest.mark.parametrize(
     ("size", "code"),
-    [(16, ErrorCodes.PROTOCOL_ERROR), (16384, ErrorCodes.ENHANCE_YOUR_CALM)],
-    ids=["small frames", "max-size frames"],
+    [
+        (16, ErrorCodes.PROTOCOL_ERROR),
+        (16384, ErrorCodes.ENHANCE_YOUR_CALM),
+        (MB, ErrorCodes.ENHANCE_YOUR_CALM),
+    ],
+    ids=["small frames", "max-size frames", "1 MiB frames"],
 )
-async def test_continuation_flood_is_cut_off(attack: Attack, size: int, code: int) -> None:
-    # Small frames: past 64 CONTINUATION frames, PROTOCOL_ERROR. Max-size
-    # ones: the header list passes h2_max_header_list_size (64 KiB) after four
-    # frames, ENHANCE_YOUR_CALM, long before 64 of them (1 MiB) are buffered.
+async def test_continuation_flood_is_cut_off(start_server: Any, size: int, code: int) -> None:
+    # Small frames: past 64 CONTINUATION frames, PROTOCOL_ERROR. Frames of the
+    # largest size (16 KiB, or 1 MiB with h2_max_frame_size=1 MiB): the header
+    # list passes h2_max_header_list_size (64 KiB) within five frames,
+    # ENHANCE_YOUR_CALM, long before 64 of them (1 or 64 MiB) are buffered.
+    attack = Attack(*await serve(start_server, h2_max_frame_size=max(size, 16384)))
     async with attack.running() as raw:
-        await continuation_flood(raw, size, frames=1000 if size < 100 else 100)
+        await continuation_flood(raw, size, frames=1000 if size < 100 else 80)
         goaway = await raw.goaway()
         await raw.wait_closed(5)
     assert goaway.error_code == code, raw.summary()
