@@ -7,6 +7,7 @@ after."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -519,16 +520,12 @@ async def test_streams_past_the_limit_are_refused_the_others_served(start_server
 MALFORMED = {
     # RFC 9113 3.4: the preface is the magic then a SETTINGS frame.
     "ping before settings": PREFACE + PingFrame(0).serialize(),
-    # The header of a frame of 16,385 bytes (of an unknown type, which would
-    # be ignored): refused on sight, before its body comes.
-    "oversized frame": PREFACE + SettingsFrame(0).serialize() + b"\x00\x40\x01\xfa" + bytes(5),
     # An HTTP/1.1 request after the preface reads as the header of a 4.6 MB
     # frame: refused on sight too, not buffered up to 16 MiB.
     "garbage": PREFACE + SettingsFrame(0).serialize() + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
 }
 MALFORMED_CODES = {
     "ping before settings": ErrorCodes.PROTOCOL_ERROR,
-    "oversized frame": ErrorCodes.FRAME_SIZE_ERROR,
     "garbage": ErrorCodes.FRAME_SIZE_ERROR,
 }
 
@@ -559,6 +556,21 @@ async def test_bad_preface_magic_is_answered_as_http1(attack: Attack) -> None:
         await raw.wait_closed(5)
     assert bytes(raw.buf).startswith(b"HTTP/1.1 505 "), bytes(raw.buf[:200])
     assert bystander_only(attack.app), attack.app.calls
+
+
+async def test_frame_header_over_the_limit_is_refused_before_its_body(attack: Attack) -> None:
+    # The header of a frame of 16 MiB - 1 (of an unknown type, which would be
+    # ignored), then 8 MiB of its body: refused on sight, FRAME_SIZE_ERROR,
+    # without holding the body (h2 alone waits for the whole frame).
+    chunk = bytes(64 * KB)
+    async with attack.running() as raw:
+        await raw.send_raw(b"\xff\xff\xff\xfa" + bytes(5))
+        with contextlib.suppress(trio.BrokenResourceError), trio.move_on_after(5):
+            for _ in range(128):
+                await raw.send_raw(chunk)
+        goaway = await raw.goaway(5)
+        await raw.wait_closed(5)
+    assert goaway.error_code == ErrorCodes.FRAME_SIZE_ERROR, raw.summary()
 
 
 @pytest.mark.parametrize("max_frame", [16384, 32768])
