@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -112,7 +111,7 @@ class Attack:
     def port(self) -> int:
         return int(self.server.port)
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def running(self, **open_args: Any) -> AsyncIterator[RawH2]:
         async with Bystander(self.port, self.app.bystander).serving(), self.peaks.watching():
             raw = await RawH2.open(self.port, **open_args)
