@@ -43,7 +43,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from ._config import DEFAULT_CONFIG, Config
 from ._events import Event
@@ -98,14 +98,15 @@ class _FrameGuard:
     """Reads the frame headers of what comes in before h2 buffers it: h2
     holds a frame whole before it judges its length, and a header block
     whole (up to 64 CONTINUATION frames of any size) before it decodes it.
-    Here a frame past ``h2_max_frame_size`` is refused at its header
+    Here a first frame that is not SETTINGS is refused (PROTOCOL_ERROR, as
+    RFC 9113 3.4 asks), a frame past ``h2_max_frame_size`` at its header
     (FRAME_SIZE_ERROR), and a header block whose compressed bytes pass
     ``h2_max_header_list_size`` at the frame that passes it
     (ENHANCE_YOUR_CALM: HPACK never makes a list smaller than its block
     but for rare characters' Huffman codes, and no real request is near
     the limit): what a peer makes us hold is bounded by those two."""
 
-    __slots__ = ("_max_frame", "_max_block", "_skip", "_head", "_block")
+    __slots__ = ("_max_frame", "_max_block", "_skip", "_head", "_block", "_first")
 
     def __init__(self, config: Config) -> None:
         self._max_frame = config.h2_max_frame_size
@@ -116,6 +117,8 @@ class _FrameGuard:
         self._head = b""
         # Bytes of the header block under way, -1 between blocks.
         self._block = -1
+        # No frame header seen yet: the first must be SETTINGS (RFC 9113 3.4).
+        self._first = True
 
     def check(self, data: bytes) -> int | None:
         """The GOAWAY code for what ``data`` holds, or None if it is fine."""
@@ -140,6 +143,10 @@ class _FrameGuard:
             at += need
             length = int.from_bytes(header[:3], "big")
             kind, flags = header[3], header[4]
+            if self._first:
+                self._first = False
+                if kind != 0x4:
+                    return int(ErrorCodes.PROTOCOL_ERROR)
             if length > self._max_frame:
                 return int(ErrorCodes.FRAME_SIZE_ERROR)
             if kind == 0x1:  # HEADERS: a block starts
@@ -203,23 +210,31 @@ class H2Connection:
             )
         )
         codes = h2.settings.SettingCodes
+        announced = {
+            codes.MAX_CONCURRENT_STREAMS: config.h2_max_concurrent_streams,
+            codes.MAX_HEADER_LIST_SIZE: config.h2_max_header_list_size,
+            codes.MAX_FRAME_SIZE: config.h2_max_frame_size,
+            codes.INITIAL_WINDOW_SIZE: config.h2_stream_window,
+            codes.ENABLE_CONNECT_PROTOCOL: 1,
+        }
+        # h2 enforces the concurrent streams itself by closing the whole
+        # connection (PROTOCOL_ERROR), where RFC 9113 5.1.2 has one stream
+        # refused, and a client may open streams before our SETTINGS reach
+        # it. So h2 is told there is no limit, the client is told ours (the
+        # SETTINGS frame is ours), and _on_request refuses past it.
         conn.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                codes.MAX_CONCURRENT_STREAMS: config.h2_max_concurrent_streams,
-                codes.MAX_HEADER_LIST_SIZE: config.h2_max_header_list_size,
-                codes.MAX_FRAME_SIZE: config.h2_max_frame_size,
-                codes.INITIAL_WINDOW_SIZE: config.h2_stream_window,
-                codes.ENABLE_CONNECT_PROTOCOL: 1,
-            },
+            client=False, initial_values={**announced, codes.MAX_CONCURRENT_STREAMS: 2**31 - 1}
         )
         conn.max_inbound_frame_size = config.h2_max_frame_size
         conn.decoder.max_header_list_size = config.h2_max_header_list_size
         conn.initiate_connection()
+        conn.data_to_send()  # h2's SETTINGS, in place of which ours go
+        self._out = Outbox()
+        settings = {int(code): value for code, value in announced.items()}
+        self._out.put(SettingsFrame(0, settings=settings).serialize(), message=False)
         extra = config.h2_connection_window - 65535
         if extra > 0:
             conn.increment_flow_control_window(extra)
-        self._out = Outbox()
         self._out.put(conn.data_to_send(), message=False)
         self._events: list[Event] = []
         #: The streams the driver works on, by id (until close_stream).

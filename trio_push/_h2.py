@@ -200,6 +200,10 @@ class H2Driver:
                     self._room_lot.unpark_all()
                     await self._last_words()
                 await self._see_sessions_out()
+        if core.error_code is not None and not self._over:
+            # A GOAWAY for an error, to a peer still sending: closing with
+            # its bytes unread would reset the connection and lose it.
+            await self.transport.linger()
 
     async def _see_sessions_out(self) -> None:
         """Keep the nursery open until every push session is seen out

@@ -17,7 +17,7 @@ import h2.events
 import h2.settings
 import pytest
 from h2.errors import ErrorCodes
-from hyperframe.frame import PingFrame, SettingsFrame
+from hyperframe.frame import Frame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -453,3 +453,29 @@ def test_the_frame_guard_reads_the_same_however_the_bytes_are_split(data: st.Dat
         if verdict is not None:
             break
     assert verdict == whole
+
+
+def test_a_stream_past_the_announced_limit_is_refused_alone() -> None:
+    pair = Pair(sp.Config(h2_max_concurrent_streams=2))
+    a = pair.open(1, [*GET, (":path", "/a")])
+    b = pair.open(3, [*GET, (":path", "/b")])
+    # A third at once: h2's client would not send it, a racing one may.
+    block = pair.client.encoder.encode([*GET, (":path", "/c")])
+    third = HeadersFrame(5, data=block, flags=["END_HEADERS", "END_STREAM"])
+    pair.server.receive_data(third.serialize())
+    out = pair.server.data_to_send()
+    resets = []
+    while out:
+        frame, length = Frame.parse_frame_header(memoryview(out[:9]))
+        frame.parse_body(memoryview(out[9 : 9 + length]))
+        if isinstance(frame, RstStreamFrame):
+            resets.append((frame.stream_id, frame.error_code))
+        out = out[9 + length :]
+    assert resets == [(5, ErrorCodes.REFUSED_STREAM)]
+    assert not pair.server.finished and not a.reset and not b.reset
+
+
+def test_a_first_frame_that_is_not_settings_gets_goaway_protocol_error() -> None:
+    server = sp.H2Connection()
+    server.receive_data(sp.PREFACE + PingFrame(0, opaque_data=b"12345678").serialize())
+    assert server.finished and server.error_code == ErrorCodes.PROTOCOL_ERROR
