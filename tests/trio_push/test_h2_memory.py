@@ -1,0 +1,153 @@
+"""What an idle event stream costs the server on a shared HTTP/2 connection,
+measured with tracemalloc, as tests/trio_push/test_connection.py does for a
+connection: STREAMS streams on CONNECTIONS h2c connections (prior knowledge)
+from another process (the ``h2`` library as the client), so that only the
+server's allocations are counted; the growth of traced memory over the number
+of streams (each connection's own share included), after a first round has
+warmed the caches up. Over the budget, the test fails and says where the bytes
+went: the biggest allocations by traceback, per stream."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import trio_push
+from tests.helpers.server import TIMEOUT, wait_for
+
+CONNECTIONS = 5
+STREAMS_PER_CONNECTION = 100
+STREAMS = CONNECTIONS * STREAMS_PER_CONNECTION
+
+#: Bytes per idle event stream on a shared HTTP/2 connection (issue 14's target).
+BUDGET = 4096
+
+_CLIENT = r"""
+import socket, sys
+import h2.config, h2.connection, h2.events
+port, connections, streams = map(int, sys.argv[1:4])
+request = [
+    (":method", "GET"), (":scheme", "http"), (":authority", f"127.0.0.1:{port}"),
+    (":path", "/events"), ("accept", "text/event-stream"),
+]
+held = []
+for _ in range(connections):
+    sock = socket.create_connection(("127.0.0.1", port))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    for i in range(streams):
+        conn.send_headers(2 * i + 1, request, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    heads = 0
+    while heads < streams:
+        data = sock.recv(65536)
+        if not data:
+            sys.exit(f"closed after {heads} response heads")
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                assert (b":status", b"200") in event.headers, event.headers
+                heads += 1
+            elif isinstance(event, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                sys.exit(repr(event))
+        sock.sendall(conn.data_to_send())
+    held.append((sock, conn))
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+class Streams:
+    """Counts the event streams opened and closed, and the protocols they came on."""
+
+    def __init__(self) -> None:
+        self.opened = self.closed = 0
+        self.protocols: set[str] = set()
+
+    def on_open(self, client: trio_push.Client) -> None:
+        self.opened += 1
+        self.protocols.add(client.env["SERVER_PROTOCOL"])
+
+    def on_close(self, client: trio_push.Client) -> None:
+        self.closed += 1
+
+
+async def _streams_held(port: int, handler: Streams, inside: Any) -> Any:
+    """Opens STREAMS idle event streams from another process and, once the
+    server has them all, returns what ``inside()`` gives; then closes them."""
+    opened, closed = handler.opened, handler.closed
+    args = [str(port), str(CONNECTIONS), str(STREAMS_PER_CONNECTION)]
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _CLIENT, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        with trio.fail_after(TIMEOUT):
+            ready = await process.stdout.receive_some(100)
+        assert ready == b"ready\n", f"the h2 client did not open its streams: {ready!r}"
+        await wait_for(lambda: handler.opened == opened + STREAMS)
+        await trio.sleep(0.2)  # on_open's dispatchers end
+        gc.collect()
+        held = inside()
+    finally:
+        await process.stdin.aclose()
+        with trio.fail_after(TIMEOUT):
+            await process.wait()
+    await wait_for(lambda: handler.closed == closed + STREAMS)
+    return held
+
+
+def _where(frames: tracemalloc.Traceback) -> str:
+    """A traceback, innermost frame first, its last 6 frames."""
+    return " < ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames[-6:]))
+
+
+def _biggest(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, count: int) -> str:
+    ours = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    grown = after.filter_traces(ours).compare_to(before.filter_traces(ours), "traceback")
+    return "\n".join(
+        f"  {stat.size_diff / STREAMS:7.0f} B/stream  {stat.count_diff / STREAMS:5.2f} blocks"
+        f"  {_where(stat.traceback)}"
+        for stat in grown[:count]
+    )
+
+
+async def test_an_idle_event_stream_on_a_shared_h2_connection_stays_under_4_kib(
+    nursery: trio.Nursery,
+) -> None:
+    handler = Streams()
+
+    def app(env: dict[str, Any]) -> Any:
+        if env["rack.upgrade?"] == "sse":
+            env["rack.upgrade"] = handler
+            return 200, {}, []
+        return 404, {}, []
+
+    server = await nursery.start(trio_push.serve, app, 0)
+    tracemalloc.start(25)
+    try:
+        await _streams_held(server.port, handler, lambda: None)  # warm-up
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        after = await _streams_held(
+            server.port, handler, lambda: tracemalloc.get_traced_memory()[0]
+        )
+        # Where it goes (a third round: the first snapshot would count in the figure).
+        gc.collect()
+        first = tracemalloc.take_snapshot()
+        second = await _streams_held(server.port, handler, tracemalloc.take_snapshot)
+    finally:
+        tracemalloc.stop()
+    assert handler.protocols == {"HTTP/2"}
+    per_stream = (after - before) / STREAMS
+    top = _biggest(first, second, 12)
+    print(f"{per_stream:.0f} bytes per idle event stream on a shared HTTP/2 connection\n{top}")
+    assert per_stream <= BUDGET, (
+        f"an idle event stream on a shared HTTP/2 connection costs {per_stream:.0f} bytes, over"
+        f" its budget of {BUDGET}; the biggest allocations:\n{top}"
+    )
