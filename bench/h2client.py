@@ -101,79 +101,84 @@ class H2Streams(asyncio.Protocol):
         self.counts = [0] * streams
         self.ended = [False] * streams
         self.stream_used = [0] * streams
-        self.used = 0  # DATA bytes not yet returned in a connection WINDOW_UPDATE
+        self.used = 0  # DATA bytes not yet given back to the connection window
         self.frames = 0
         self.data_bytes = 0
         self.resets: list[int] = []
         self.goaway: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.first)
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.write(self.first)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
         pos, end = 0, len(buf)
         out: list[bytes] = []
+        counts, stream_used, target = self.counts, self.stream_used, self.target
+        half = self.window // 2
+        unpack = HEAD.unpack_from
+        frames = used = 0
+        # DATA inline (the hot path), the other frames in control().
         while end - pos >= 9:
-            high, low, kind, flags, stream = HEAD.unpack_from(buf, pos)
+            high, low, kind, flags, stream = unpack(buf, pos)
             start = pos + 9
             stop = start + (high << 16 | low)
             if stop > end:
                 break
             pos = stop
-            self.frames += 1
+            frames += 1
             stream &= MAX_WINDOW
-            if kind == DATA:
-                self.on_data(buf, start, stop, flags, stream, out)
-            elif kind == HEADERS:
-                self.heads += 1
-                if flags & END_STREAM:
-                    self.end(stream)
-                if self.heads == self.streams and not self.opened.done():
-                    self.opened.set_result(None)
-            elif kind == SETTINGS and not flags & ACK:
-                out.append(frame(SETTINGS, ACK, 0))
-            elif kind == PING and not flags & ACK:
-                out.append(frame(PING, ACK, 0, buf[start:stop]))
-            elif kind == RST_STREAM:
-                self.resets.append(int.from_bytes(buf[start:stop], "big"))
+            if kind:
+                self.control(kind, flags, stream, buf[start:stop], out)
+                continue
+            length = stop - start
+            used += length
+            if flags & PADDED:
+                stop -= buf[start]
+                start += 1
+            i = stream >> 1
+            count = counts[i] + buf.count(MARK, start, stop)
+            if counts[i] < target <= count:
+                self.bench.arrived()
+            counts[i] = count
+            # Flow control: a stream's bytes go back once half its window is used.
+            length += stream_used[i]
+            if length >= half and not self.ended[i]:
+                out.append(window_update(stream, length))
+                length = 0
+            stream_used[i] = length
+            if flags & END_STREAM:
                 self.end(stream)
-                self.fail(f"stream {stream} reset, code {self.resets[-1]}")
-            elif kind == GOAWAY:
-                self.goaway = int.from_bytes(buf[start + 4 : start + 8], "big")
-                self.fail(f"GOAWAY, code {self.goaway}")
         self.buf = buf[pos:]
+        self.frames += frames
+        self.data_bytes += used
+        self.used += used
+        if self.used >= MAX_WINDOW // 2:
+            out.append(window_update(0, self.used))
+            self.used = 0
         if out:
             assert self.transport is not None
             self.transport.write(b"".join(out))
 
-    def on_data(
-        self, buf: bytes, start: int, stop: int, flags: int, stream: int, out: list[bytes]
-    ) -> None:
-        length = stop - start
-        self.data_bytes += length
-        i = stream >> 1
-        if flags & PADDED:
-            stop -= buf[start]
-            start += 1
-        count = self.counts[i] + buf.count(MARK, start, stop)
-        if self.counts[i] < self.target <= count:
-            self.bench.arrived()
-        self.counts[i] = count
-        if flags & END_STREAM:
+    def control(self, kind: int, flags: int, stream: int, payload: bytes, out: list[bytes]) -> None:
+        if kind == HEADERS:
+            self.heads += 1
+            if flags & END_STREAM:
+                self.end(stream)
+            if self.heads == self.streams and not self.opened.done():
+                self.opened.set_result(None)
+        elif kind == SETTINGS and not flags & ACK:
+            out.append(frame(SETTINGS, ACK, 0))
+        elif kind == PING and not flags & ACK:
+            out.append(frame(PING, ACK, 0, payload))
+        elif kind == RST_STREAM:
+            self.resets.append(int.from_bytes(payload, "big"))
             self.end(stream)
-        # Flow control: give back what was used once half a window is.
-        self.used += length
-        if self.used >= MAX_WINDOW // 2:
-            out.append(window_update(0, self.used))
-            self.used = 0
-        used = self.stream_used[i] + length
-        if used >= self.window // 2 and not self.ended[i]:
-            out.append(window_update(stream, used))
-            used = 0
-        self.stream_used[i] = used
+            self.fail(f"stream {stream} reset, code {self.resets[-1]}")
+        elif kind == GOAWAY:
+            self.goaway = int.from_bytes(payload[4:8], "big")
+            self.fail(f"GOAWAY, code {self.goaway}")
 
     def end(self, stream: int) -> None:
         i = stream >> 1
