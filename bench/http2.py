@@ -18,7 +18,8 @@ over HTTP/2 against the same over HTTP/1.1, side by side in one run.
   messages / time) measured at the client, and HTTP/2 as a share of HTTP/1.1.
 
 The server runs pinned to ``--server-cpu``, the load to ``--load-cpu``
-(``compare.py``'s ``ServerProcess`` and ``load``). ``others`` is the CPU the
+(``compare.py``'s ``load``); hypercorn without its cap of 1,000 requests per
+connection (see ``serve``). ``others`` is the CPU the
 rest of the machine used meanwhile, in cores: other work slows a run, so each
 run waits for a quiet machine and a disturbed one runs again (``--quiet``,
 ``--max-others``, ``--retries``, as ``history.py`` does).
@@ -28,21 +29,68 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from compare import ServerProcess, load, machine
+from compare import load, machine, pinned
+from fanout import free_port, stop, wait_listening
 from history import busy_seconds, run_time, wait_quiet
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 LABELS = {"trio-push": "trio-push", "hypercorn": "hypercorn (trio)"}
 PROTOCOLS = {"h2": ("h2c", []), "h1": ("http/1.1", ["--h1"])}
+
+
+def serve(name: str, port: int) -> None:
+    """Runs ``servers.py``'s server ``name``; hypercorn without its cap of 1,000
+    requests per connection (``keep_alive_max_requests``): past it hypercorn
+    closes the connection, and h2load, which does not reconnect, would then
+    measure idle time."""
+    import servers
+
+    if name == "hypercorn":
+        from hypercorn.config import Config
+
+        Config.keep_alive_max_requests = 2**62
+    servers.raise_fd_limit()
+    servers.SERVERS[name](port)
+
+
+class ServerProcess:
+    """``serve(name)`` in a process of its own on a free port, pinned to
+    ``--server-cpu``; its stderr in a file (a pipe could fill and block it)."""
+
+    def __init__(self, name: str, args: argparse.Namespace) -> None:
+        self.port = free_port()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", name, str(self.port)],
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            preexec_fn=pinned(args.server_cpu),
+        )
+        try:
+            wait_listening(self.port, self.process, 20)
+        except RuntimeError:
+            self.__exit__()
+            raise
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop(self.process)
+        self.log.close()
 
 
 class Others:
@@ -75,20 +123,22 @@ def h2load(args: argparse.Namespace, port: int, seconds: int) -> dict[str, Any]:
     out = load(args, cmd, seconds + 60)
     protocol = re.search(r"Application protocol: (\S+)", out)
     if not protocol or protocol.group(1) != want:
-        raise RuntimeError(f"h2load spoke {protocol and protocol.group(1)}, not {want}")
+        tail = " / ".join(out.strip().splitlines()[-3:])
+        raise RuntimeError(f"h2load spoke {protocol and protocol.group(1)}, not {want}: {tail}")
     rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
     counts = re.search(
         r"requests: .* (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out
     )
     codes = re.search(r"status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
     assert counts and codes
-    done, succeeded, failed, errored = map(int, counts.groups())
-    # Over HTTP/1.1, h2load takes no status line without a reason phrase (hypercorn's
-    # "HTTP/1.1 200 "): such answers count as failed, not as non-2xx.
-    bad = errored + sum(map(int, codes.groups())) + (failed if args.rps_protocol == "h2" else 0)
-    if not done or bad:
+    done, succeeded, failed, errored = (int(x) for x in counts.groups())
+    # Stopping at the end of the duration, h2load counts the requests still in flight as
+    # failed or errored: at most one per stream it keeps open. And over HTTP/1.1 it takes no
+    # status line without a reason phrase (hypercorn's "HTTP/1.1 200 "): failed, not non-2xx.
+    cut = errored + (failed if args.rps_protocol == "h2" else 0)
+    if not done or any(x != "0" for x in codes.groups()) or cut > args.clients * args.max_streams:
         raise RuntimeError(f"h2load: {counts.group(0)}; {codes.group(0)}")
-    return {"rps": rps, "done": done, "succeeded": succeeded}
+    return {"rps": rps, "done": done, "succeeded": succeeded, "cut": cut}
 
 
 def undisturbed(args: argparse.Namespace, run: Any) -> dict[str, Any]:
@@ -108,15 +158,16 @@ def undisturbed(args: argparse.Namespace, run: Any) -> dict[str, Any]:
 
 
 def rps(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    with ServerProcess(name, args) as server:
-        h2load(args, server.port, 2)  # warm-up
-
-        def run() -> dict[str, Any]:
+    def run() -> dict[str, Any]:
+        # A fresh server per run: once h2load has dropped its connections with requests in
+        # flight, hypercorn's Trio worker answers no more (BusyResourceError in its h2
+        # send_task: two tasks sending on one stream). h2load warms up itself.
+        with ServerProcess(name, args) as server:
             others = Others(server)
             result = h2load(args, server.port, args.rps_seconds)
             return {**result, "others": others.stop()}
 
-        runs = [undisturbed(args, run) for _ in range(args.repeats)]
+    runs = [undisturbed(args, run) for _ in range(args.repeats)]
     return {
         "rps": statistics.median(r["rps"] for r in runs),
         "others": max(r["others"] for r in runs),
@@ -206,6 +257,9 @@ def fanout_table(args: argparse.Namespace, results: dict[tuple[str, str], Any]) 
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--serve"]:
+        serve(sys.argv[2], int(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--measures", default="rps,fanout")
     parser.add_argument("--servers", default="trio-push,hypercorn", help="for rps")
