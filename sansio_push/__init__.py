@@ -2,7 +2,9 @@
 
 One :class:`ServerConnection` per TCP connection carries it from HTTP/1.1
 (through h11) to a WebSocket (through wsproto) or Server-Sent Events stream,
-with exact backpressure accounting. Bytes in, events out; answers in, bytes
+with exact backpressure accounting; over HTTP/2 (through h2) one
+:class:`H2Connection` carries many :class:`H2Stream` s, each read and
+answered like a ServerConnection. Bytes in, events out; answers in, bytes
 out. It imports no socket, thread, asyncio or trio module, so any event loop
 can drive it.
 """
@@ -35,6 +37,8 @@ from ._events import (
     Request,
 )
 from ._frames import encode_message
+from ._h2 import PREFACE, H2Connection, StreamInput, StreamOpened, WindowOpened, is_h2_preface
+from ._h2_stream import H2Stream
 from ._outbox import Outbox
 from ._prepared import DEFAULT_EVENT, DefaultEvent, Prepared, prepare
 from ._sse import encode_comment, encode_event
@@ -43,6 +47,7 @@ __all__ = [
     "ABNORMAL",
     "DEFAULT_EVENT",
     "GOING_AWAY",
+    "PREFACE",
     "INTERNAL_ERROR",
     "INVALID_DATA",
     "MESSAGE_TOO_BIG",
@@ -57,6 +62,8 @@ __all__ = [
     "Drained",
     "EndOfRequest",
     "Event",
+    "H2Connection",
+    "H2Stream",
     "LocalProtocolError",
     "Message",
     "Outbox",
@@ -67,10 +74,14 @@ __all__ = [
     "RemoteProtocolError",
     "Request",
     "ServerConnection",
+    "StreamInput",
+    "StreamOpened",
+    "WindowOpened",
     "can_send_close_code",
     "encode_comment",
     "encode_event",
     "encode_message",
     "error_response",
+    "is_h2_preface",
     "prepare",
 ]

@@ -25,6 +25,20 @@ class Config:
       (``'msg'``, as Agoo sends; ``None`` for the browser's ``message``).
     - ``compression``: offer permessage-deflate to WebSocket clients.
     - ``scheme``: ``'http'`` or ``'https'``, for ``wsgi.url_scheme``.
+    - ``http2``: speak HTTP/2 to a client that asks (docs/http2.md): one that
+      starts with the HTTP/2 preface (h2c with prior knowledge), or chose
+      ``h2`` in TLS's ALPN.
+    - ``h2_max_concurrent_streams``: streams one HTTP/2 connection may have
+      open (SETTINGS_MAX_CONCURRENT_STREAMS); streams still being answered
+      after the client reset them count too.
+    - ``h2_max_header_list_size``: a request's headers, decoded
+      (SETTINGS_MAX_HEADER_LIST_SIZE); past it the connection gets GOAWAY
+      ENHANCE_YOUR_CALM (HPACK bombs included).
+    - ``h2_max_frame_size``: the largest frame a client may send
+      (SETTINGS_MAX_FRAME_SIZE, 16384 to 16777215).
+    - ``h2_stream_window`` / ``h2_connection_window``: how much a client may
+      send on a stream, and on the whole connection, before we have read it
+      (our receive windows, and so the bound on what we hold for it).
     """
 
     max_head_size: int = 64 * 1024
@@ -36,6 +50,12 @@ class Config:
     sse_event: str | None = "msg"
     compression: bool = False
     scheme: str = "http"
+    http2: bool = True
+    h2_max_concurrent_streams: int = 100
+    h2_max_header_list_size: int = 64 * 1024
+    h2_max_frame_size: int = 16 * 1024
+    h2_stream_window: int = 1024 * 1024
+    h2_connection_window: int = 4 * 1024 * 1024
 
 
 DEFAULT_CONFIG = Config()

@@ -132,6 +132,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "BYTES",
             "bytes a push client's queue holds while its socket refuses them",
         ),
+        (
+            "--h2-max-streams",
+            int,
+            defaults.protocol.h2_max_concurrent_streams,
+            "N",
+            "streams one HTTP/2 connection may have open at once",
+        ),
+        (
+            "--h2-max-header-list-size",
+            int,
+            defaults.protocol.h2_max_header_list_size,
+            "BYTES",
+            "largest HTTP/2 request header list, decoded",
+        ),
+        (
+            "--h2-max-frame-size",
+            int,
+            defaults.protocol.h2_max_frame_size,
+            "BYTES",
+            "largest HTTP/2 frame a client may send (16384 to 16777215)",
+        ),
     ):
         shown = "%(default)d" if kind is int else "%(default)g"
         parser.add_argument(
@@ -162,6 +183,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compression",
         action="store_true",
         help="offer permessage-deflate to WebSocket clients (default off)",
+    )
+    parser.add_argument(
+        "--no-http2",
+        action="store_true",
+        help="speak only HTTP/1.1: no h2 in TLS's ALPN, no cleartext HTTP/2 (default: both on)",
     )
     parser.add_argument(
         "--reload",
@@ -278,6 +304,10 @@ def main(argv: list[str] | None = None) -> None:
             history=args.history,
             history_ttl=args.history_ttl,
             compression=args.compression,
+            http2=not args.no_http2,
+            h2_max_concurrent_streams=args.h2_max_streams,
+            h2_max_header_list_size=args.h2_max_header_list_size,
+            h2_max_frame_size=args.h2_max_frame_size,
             pubsub=pubsub,
             reuse_port=args.worker,
         )

@@ -1,11 +1,13 @@
-"""One TCP connection: its transport, HTTP/1.1, then maybe a push session.
+"""One TCP connection: its transport, HTTP/1.1 or HTTP/2, push sessions.
 
 :class:`Connection` ties the layers together: a :class:`Transport` (bytes),
-the HTTP/1.1 request loop (``_http.py``) until the connection ends or
-upgrades, then one push session (``_push.py``) and its
+then, for HTTP/1.1, the request loop (``_http.py``) until the connection
+ends or upgrades, then one push session (``_push.py``) and its
 :class:`~trio_push.Client`, fed by this module's reader. An idle push
 connection is this one task; a writer and a dispatcher exist only while they
-have work (see ``_push.py`` and ``_dispatch.py``).
+have work (see ``_push.py`` and ``_dispatch.py``). A client that speaks
+HTTP/2 (``h2`` chosen in TLS's ALPN, or the preface on a cleartext
+connection) is handed to ``_h2.py`` instead: one push session per stream.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sansio_push as sp
 
 from ._client import Client
 from ._context import Context
+from ._h2 import H2Driver
 from ._http import RequestLoop
 from ._push import PushSession
 from ._transport import Transport
@@ -29,13 +32,15 @@ log = logging.getLogger("trio_push")
 class Connection:
     """Drives one :class:`sansio_push.ServerConnection` over a transport."""
 
-    __slots__ = ("transport", "session", "_ctx", "_http", "_scope")
+    __slots__ = ("transport", "session", "h2", "_ctx", "_http", "_scope")
 
     def __init__(self, ctx: Context, transport: Transport) -> None:
         self._ctx = ctx
         self.transport = transport
         #: The push session, once the connection has upgraded.
         self.session: PushSession | None = None
+        #: The HTTP/2 driver, if the client speaks HTTP/2.
+        self.h2: H2Driver | None = None
         self._http: RequestLoop | None = None
         # The server's graceful stop cancels this scope to end an idle HTTP
         # connection; a push session is stopped by its handler (on_shutdown).
@@ -51,7 +56,12 @@ class Connection:
             http = self._http = RequestLoop(self._ctx, self.transport, core)
             upgrade = None
             with trio.CancelScope() as self._scope:
-                upgrade = await http.serve()
+                started = None
+                if core.config.http2:
+                    done, started = await self._sniff(core)
+                    if done:
+                        return
+                upgrade = await http.serve(started)
             # Nothing of the HTTP phase is kept: a push session lasts long.
             self._scope = self._http = http = None
             if upgrade is not None:
@@ -72,6 +82,49 @@ class Connection:
             await self.transport.aclose()
             if session is not None:
                 session.release()
+
+    async def _first_bytes(self) -> tuple[bool, bytes] | None:
+        """Whether the client speaks HTTP/2 (TLS: it chose ``h2`` in ALPN;
+        cleartext: it sent the preface), and the bytes it sent to tell, to
+        be read as the protocol's. None if it sent nothing in time."""
+        transport = self.transport
+        stream = transport.stream
+        options = self._ctx.options
+        if isinstance(stream, trio.SSLStream):
+            # Until its handshake a client has sent nothing: the idle bound.
+            with trio.move_on_after(options.idle_timeout):
+                await stream.do_handshake()
+                return stream.selected_alpn_protocol() == "h2", b""
+            return None
+        data = b""
+        with trio.move_on_after(options.idle_timeout):
+            while True:
+                more = await transport.receive()
+                data += more
+                if not more or sp.is_h2_preface(data) is not None:
+                    return bool(sp.is_h2_preface(data)), data
+        return (False, data) if data else None
+
+    async def _sniff(self, core: sp.ServerConnection) -> tuple[bool, float | None]:
+        """Serve the connection as HTTP/2 if the client speaks it; else feed
+        ``core`` what it sent. Whether the connection is done (served, or
+        nothing came in time), and when its first bytes came. (A method of
+        its own: the bytes read are not kept by run's frame for as long as
+        the connection lives.)"""
+        first = await self._first_bytes()
+        if first is None:
+            return True, None
+        h2, data = first
+        if h2:
+            self._scope = self._http = None
+            h2core = sp.H2Connection(core.config, client=core.client, server=core.server)
+            self.h2 = H2Driver(self._ctx, self.transport, h2core)
+            await self.h2.run(data)
+            return True, None
+        if not data:
+            return False, None
+        core.receive_data(data)
+        return False, trio.current_time()
 
     async def _serve_push(
         self, core: sp.ServerConnection, kind: str, handler: Any, env: dict[str, Any]
@@ -111,9 +164,13 @@ class Connection:
         an HTTP connection waiting between requests is closed."""
         if self.session is not None:
             self.session.shutdown()
+        elif self.h2 is not None:
+            self.h2.shutdown()
         elif self._http is not None and self._http.idle and self._scope is not None:
             self._scope.cancel()
 
     def drain_expired(self) -> bool:
         """The shutdown's drain is over: see :meth:`PushSession.drain_expired`."""
+        if self.h2 is not None:
+            return self.h2.drain_expired()
         return self.session.drain_expired() if self.session is not None else False

@@ -69,14 +69,15 @@ class RequestLoop:
         self._body_done = False
         self._rejected = False
 
-    async def serve(self) -> Upgrade | None:
-        """Answer requests until the connection ends (None) or upgrades."""
+    async def serve(self, started: float | None = None) -> Upgrade | None:
+        """Answer requests until the connection ends (None) or upgrades;
+        ``started``: when the first bytes (already fed to the core) came."""
         core = self.core
         transport = self._transport
         ctx = self._ctx
         options = ctx.options
-        head_started: float | None = None
-        fresh = False
+        head_started = started
+        fresh = started is not None
         while True:
             event = core.next_event()
             if event is None:
@@ -144,7 +145,7 @@ class RequestLoop:
                     # forever (slowloris on the body): bound each wait.
                     timeout = self._ctx.options.header_timeout
                     with trio.move_on_after(timeout) as scope:
-                        data = await self._transport.receive()
+                        await self._receive()
                     if scope.cancelled_caught:
                         log.info(
                             "%s: request body stalled for %ss, closing",
@@ -152,7 +153,6 @@ class RequestLoop:
                             timeout,
                         )
                         raise trio.BrokenResourceError("request body stalled")
-                    core.receive_data(data)
             elif isinstance(event, sp.Body):
                 return event.data
             elif isinstance(event, sp.EndOfRequest):
@@ -164,6 +164,11 @@ class RequestLoop:
                 )
                 self._body_done = self._rejected = True
         return b""
+
+    async def _receive(self) -> None:
+        """Feed the core the next bytes of the body (an HTTP/2 stream waits
+        for its connection to do it instead)."""
+        self.core.receive_data(await self._transport.receive())
 
     async def _discard_body(self) -> None:
         while await self.body_chunk():

@@ -63,10 +63,12 @@ class Server:
         proto = {k: option_values.pop(k) for k in list(option_values) if k in protocol_fields}
         if ssl_context is not None:
             proto.setdefault("scheme", "https")
-            # WebSocket and SSE here are HTTP/1.1: say so in ALPN.
-            ssl_context.set_alpn_protocols(["http/1.1"])
         if proto:
             options = replace(options, protocol=replace(options.protocol, **proto))
+        if ssl_context is not None:
+            # HTTP/2 first, for the clients that speak it (docs/http2.md).
+            http2 = options.protocol.http2
+            ssl_context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
         if option_values:
             options = replace(options, **option_values)
         self.options = options

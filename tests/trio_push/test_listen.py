@@ -109,10 +109,18 @@ async def test_sse_over_tls_with_httpx_sse(tls_port: int, client_context: ssl.SS
     ]
 
 
-async def test_alpn_chooses_http_1_1(tls_port: int, ca: trustme.CA) -> None:
+async def test_alpn_prefers_h2_and_serves_http_1_1_to_who_asks_for_it(
+    tls_port: int, ca: trustme.CA
+) -> None:
     context = ssl.create_default_context()
     ca.configure_trust(context)
-    context.set_alpn_protocols(["h2", "http/1.1"])
+    context.set_alpn_protocols(["http/1.1", "h2"])
+    with trio.fail_after(TIMEOUT):
+        stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", tls_port, ssl_context=context)
+        await stream.do_handshake()
+        assert stream.selected_alpn_protocol() == "h2"
+        await stream.aclose()
+    context.set_alpn_protocols(["http/1.1"])
     with trio.fail_after(TIMEOUT):
         stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", tls_port, ssl_context=context)
         await stream.do_handshake()
