@@ -31,6 +31,7 @@ What h2 does not bound, this module does (docs/http2.md, "Attacks"):
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import h2.config
@@ -215,7 +216,7 @@ class H2Connection:
         if not events:
             return None
         event = events.pop(0)
-        if isinstance(event, StreamInput):
+        if isinstance(event, StreamInput | StreamOpened):
             event.stream.input_flagged = False
         return event
 
@@ -247,7 +248,12 @@ class H2Connection:
         config = self.config
         if self._draining or len(self.streams) >= config.h2_max_concurrent_streams:
             # Still answering streams the peer reset (or stopping): no more.
-            self._h2.reset_stream(stream_id, REFUSED_STREAM)
+            # Each refusal is owed too: a peer that keeps opening streams
+            # past the limit is doing what Rapid Reset does.
+            with contextlib.suppress(h2.exceptions.ProtocolError):  # reset already
+                self._h2.reset_stream(stream_id, REFUSED_STREAM)
+            if not self._draining:
+                self._owe()
             return
         headers: Pairs = [(bytes(n), bytes(v)) for n, v in event.headers or ()]
         stream = H2Stream(self, stream_id, headers, config, client=self.client, server=self.server)
@@ -272,12 +278,16 @@ class H2Connection:
             return
         if not stream.answered:
             # Reset before its answer started: what Rapid Reset does.
-            self._owed_resets += 1
-            if self._owed_resets > 2 * self.config.h2_max_concurrent_streams:
-                self.goaway(ENHANCE_YOUR_CALM)
+            self._owe()
+            if self._failed:
                 return
         stream.peer_reset()
         self._flag(stream)
+
+    def _owe(self) -> None:
+        self._owed_resets += 1
+        if self._owed_resets > 2 * self.config.h2_max_concurrent_streams:
+            self.goaway(ENHANCE_YOUR_CALM)
 
     def _flag(self, stream: H2Stream) -> None:
         if not stream.input_flagged:

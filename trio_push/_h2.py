@@ -47,7 +47,7 @@ class StreamSink:
     """What a stream's request loop and push session send through (a
     ``_transport.Sink``), and where its request loop waits for the body."""
 
-    __slots__ = ("_driver", "core", "session", "paused", "_lot")
+    __slots__ = ("_driver", "core", "session", "paused", "feeding", "_lot")
 
     def __init__(self, driver: H2Driver, core: sp.H2Stream) -> None:
         self._driver = driver
@@ -56,6 +56,8 @@ class StreamSink:
         self.session: PushSession | None = None
         #: Reading is paused (callbacks pile up); a helper resumes it.
         self.paused = False
+        #: Its events are being read (by the reader, or the resume helper).
+        self.feeding = False
         self._lot: trio.lowlevel.ParkingLot | None = None
 
     @property
@@ -268,36 +270,43 @@ class H2Driver:
         self.flush_soon()  # the stream's HEADERS
         await self._feed(sink)  # frames that came with the request
 
-    async def _feed(self, sink: StreamSink) -> None:
+    async def _feed(self, sink: StreamSink, resuming: bool = False) -> None:
         """Hand a push session the peer's events on its stream, as the
-        HTTP/1.1 reader does, until none is left or its callbacks pile up."""
+        HTTP/1.1 reader does, until none is left or its callbacks pile up
+        (then a helper waits for them and reads on: one reader at a time)."""
         session = sink.session
         assert session is not None
         core = sink.core
-        while not session.state:
-            if session.reading_paused:
-                if not sink.paused:
+        if resuming:
+            sink.paused = False
+        elif sink.paused or sink.feeding:
+            return  # the one reading it reads what came, to the end
+        sink.feeding = True
+        try:
+            while not session.state:
+                if session.reading_paused:
                     sink.paused = True
                     session.start_helper(lambda: self._resume(sink))
-                return
-            event = core.next_event()
-            if event is None:
-                if core.pending_bytes or not core.open:
-                    session.flush()
-                return
-            if isinstance(event, sp.Message):
-                await session.message(event.data)
-            elif isinstance(event, sp.Pong):
-                session.pong()
-            elif isinstance(event, sp.Closed):
-                session.closed(event.code, event.reason)
+                    return
+                event = core.next_event()
+                if event is None:
+                    if core.pending_bytes or not core.open:
+                        session.flush()
+                    return
+                if isinstance(event, sp.Message):
+                    await session.message(event.data)
+                elif isinstance(event, sp.Pong):
+                    session.pong()
+                elif isinstance(event, sp.Closed):
+                    session.closed(event.code, event.reason)
+        finally:
+            sink.feeding = False
 
     async def _resume(self, sink: StreamSink) -> None:
         session = sink.session
         assert session is not None
         await session.resume_reading()
-        sink.paused = False
-        await self._feed(sink)
+        await self._feed(sink, resuming=True)
         self.flush()
 
     def stream_over(self, sink: StreamSink) -> None:
