@@ -42,7 +42,7 @@ from typing import Any
 
 from compare import load, machine, pinned
 from fanout import free_port, stop, wait_listening
-from history import busy_seconds, run_time, wait_quiet
+from history import busy_seconds, profile_top, profiled, run_time, wait_quiet
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -188,7 +188,7 @@ def fanout_run(name: str, protocol: str, args: argparse.Namespace) -> dict[str, 
     else:
         cmd = [sys.executable, str(HERE / "loadclient.py"), "--protocol", "sse"]
         cmd += ["--n", str(args.connections * args.streams)]
-    with ServerProcess(name, args) as server:
+    with ServerProcess(name, args) as server, profiled(args, server, f"fanout-{protocol}"):  # type: ignore[arg-type]
         others = Others(server)
         out = load(args, [*cmd, *common, "--port", str(server.port)], args.timeout * 5 + 120)
         result: dict[str, Any] = json.loads(out)
@@ -289,6 +289,9 @@ def main() -> None:
     )
     parser.add_argument("--retries", type=int, default=2, help="... at most this many times")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--profile", help="py-spy each fan-out run's server; raw profiles in this folder"
+    )
     args = parser.parse_args()
     measures = args.measures.split(",")
 
@@ -315,6 +318,9 @@ def main() -> None:
         lines += ["", *rps_table(args, rps_results)]
     if fanout_results:
         lines += ["", *fanout_table(args, fanout_results)]
+    if args.profile:
+        for path in sorted(Path(args.profile).glob("fanout-*.txt")):
+            lines += ["", *profile_top(path)]
     print()
     print("\n".join(lines))
     if args.json:
