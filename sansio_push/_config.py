@@ -57,5 +57,17 @@ class Config:
     h2_stream_window: int = 1024 * 1024
     h2_connection_window: int = 4 * 1024 * 1024
 
+    def __post_init__(self) -> None:
+        # What HTTP/2 allows (RFC 9113 6.5.2), refused here rather than by
+        # h2 on the first connection.
+        if not 16384 <= self.h2_max_frame_size <= 16777215:
+            raise ValueError("h2_max_frame_size must be from 16384 to 16777215")
+        if self.h2_max_concurrent_streams < 1 or self.h2_max_header_list_size < 1:
+            raise ValueError("h2_max_concurrent_streams and h2_max_header_list_size must be >= 1")
+        if not 65535 <= self.h2_stream_window <= 2**31 - 1:
+            raise ValueError("h2_stream_window must be from 65535 to 2**31-1")
+        if not 65535 <= self.h2_connection_window <= 2**31 - 1:
+            raise ValueError("h2_connection_window must be from 65535 to 2**31-1")
+
 
 DEFAULT_CONFIG = Config()

@@ -281,6 +281,10 @@ def main(argv: list[str] | None = None) -> None:
             raise CLIError(f"--root {args.root!r} is not a folder")
         if args.history < 0 or (args.history_ttl is not None and args.history_ttl <= 0):
             raise CLIError("--history must be at least 0 and --history-ttl above 0")
+        if not 16384 <= args.h2_max_frame_size <= 16777215:
+            raise CLIError("--h2-max-frame-size must be from 16384 to 16777215")
+        if args.h2_max_streams < 1 or args.h2_max_header_list_size < 1:
+            raise CLIError("--h2-max-streams and --h2-max-header-list-size must be at least 1")
         pubsub = _pubsub_engine(args)
         if args.workers > 1 and not args.worker:
             sys.exit(supervise(argv, args.workers, args.host, args.port, args.drain_timeout + 5))

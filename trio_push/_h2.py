@@ -186,7 +186,8 @@ class H2Driver:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
-                core.receive_data(received)
+                if received:  # b"" would be the peer's end
+                    core.receive_data(received)
                 await self._read()
             finally:
                 with trio.CancelScope(shield=True):

@@ -35,14 +35,15 @@ def chromium_available() -> bool:
 
 
 @contextmanager
-def browser() -> Iterator[webdriver.Chrome]:
-    """Yield a headless Chromium WebDriver; always quit it and drop its profile."""
+def browser(*flags: str) -> Iterator[webdriver.Chrome]:
+    """Yield a headless Chromium WebDriver (with ``flags`` besides ours);
+    always quit it and drop its profile."""
     os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager go online
     profile = tempfile.mkdtemp(prefix="trio-push-chromium-")
     try:
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
-        for flag in _FLAGS:
+        for flag in (*_FLAGS, *flags):
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={profile}")
         driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))

@@ -654,3 +654,45 @@ async def test_history_ttl_flag_reaches_the_server(tmp_path: Path) -> None:
 async def test_a_bad_history_flag_is_a_one_line_error(app_dir: Path, flags: list[str]) -> None:
     result = await run_cli(MODULE, app_dir, "pushapp:function", *flags, "--port", "0")
     assert_one_line_error(result, "--history")
+
+
+async def test_http2_flags_reach_the_server(tmp_path: Path) -> None:
+    (tmp_path / "pushapp.py").write_text(APP_SOURCE)
+    flags = ["--h2-max-streams", "7", "--h2-max-header-list-size", "9000"]
+    flags += ["--h2-max-frame-size", "32768"]
+    async with cli(MODULE, tmp_path, "pushapp:function", *flags) as running:
+        result = await trio.run_process(
+            ["nghttp", "-nv", running.url + "/"], capture_stdout=True, check=False
+        )
+        out = result.stdout.decode()
+        assert result.returncode == 0, out
+        # The server's SETTINGS carry them (and extended CONNECT, for WebSockets).
+        for setting in (
+            "SETTINGS_MAX_CONCURRENT_STREAMS(0x03):7]",
+            "SETTINGS_MAX_HEADER_LIST_SIZE(0x06):9000]",
+            "SETTINGS_MAX_FRAME_SIZE(0x05):32768]",
+            "SETTINGS_ENABLE_CONNECT_PROTOCOL(0x08):1]",
+        ):
+            assert setting in out
+        assert ":status: 200" in out
+
+
+async def test_no_http2_answers_the_http2_preface_as_http_1_1_would(tmp_path: Path) -> None:
+    (tmp_path / "pushapp.py").write_text(APP_SOURCE)
+    async with cli(MODULE, tmp_path, "pushapp:function", "--no-http2") as running:
+        h2c = await trio.run_process(
+            ["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", running.url + "/"],
+            capture_stdout=True,
+            check=False,
+        )
+        assert h2c.returncode != 0  # h11 answers the preface with a 400, not HTTP/2
+        async with http_client() as http:
+            assert (await http.get(running.url)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "flags", [["--h2-max-frame-size", "1000"], ["--h2-max-streams", "0"]], ids=["frame", "streams"]
+)
+async def test_a_bad_http2_flag_is_a_one_line_error(app_dir: Path, flags: list[str]) -> None:
+    result = await run_cli(MODULE, app_dir, "pushapp:function", *flags, "--port", "0")
+    assert_one_line_error(result, flags[0])
