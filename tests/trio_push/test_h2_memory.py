@@ -81,21 +81,34 @@ class Streams:
         self.closed += 1
 
 
-async def _streams_held(port: int, handler: Streams, inside: Any) -> Any:
+def _tasks(server: Any) -> int:
+    """The server's connection tasks and every task under them."""
+
+    def count(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(count(c) for n in task.child_nurseries for c in n.child_tasks)
+
+    return sum(count(task) for task in server.conn_nursery.child_tasks)
+
+
+async def _streams_held(server: Any, handler: Streams, inside: Any) -> Any:
     """Opens STREAMS idle event streams from another process and, once the
-    server has them all, returns what ``inside()`` gives; then closes them."""
-    opened, closed = handler.opened, handler.closed
-    args = [str(port), str(CONNECTIONS), str(STREAMS_PER_CONNECTION)]
+    server holds them all with one task per connection, returns what
+    ``inside()`` gives; then closes them, and waits until the server has let
+    go of them (every session finished, its connection task gone)."""
+    opened, closed, baseline = handler.opened, handler.closed, _tasks(server)
+    args = [str(server.port), str(CONNECTIONS), str(STREAMS_PER_CONNECTION)]
     process = await trio.lowlevel.open_process(
         [sys.executable, "-c", _CLIENT, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     assert process.stdin is not None and process.stdout is not None
     try:
+        ready = b""
         with trio.fail_after(TIMEOUT):
-            ready = await process.stdout.receive_some(100)
+            while not ready.endswith(b"\n") and (chunk := await process.stdout.receive_some()):
+                ready += chunk
         assert ready == b"ready\n", f"the h2 client did not open its streams: {ready!r}"
         await wait_for(lambda: handler.opened == opened + STREAMS)
-        await trio.sleep(0.2)  # on_open's dispatchers end
+        await wait_for(lambda: _tasks(server) == baseline + CONNECTIONS)  # on_open's are done
         gc.collect()
         held = inside()
     finally:
@@ -103,6 +116,8 @@ async def _streams_held(port: int, handler: Streams, inside: Any) -> Any:
         with trio.fail_after(TIMEOUT):
             await process.wait()
     await wait_for(lambda: handler.closed == closed + STREAMS)
+    # on_close comes before a session finishes: until then it holds all it had.
+    await wait_for(lambda: _tasks(server) == baseline)
     return held
 
 
@@ -139,16 +154,14 @@ async def test_an_idle_event_stream_on_a_shared_h2_connection_stays_under_4_kib(
     server = await nursery.start(trio_push.serve, app, 0)
     tracemalloc.start(FRAMES_SHOWN)
     try:
-        await _streams_held(server.port, handler, lambda: None)  # warm-up
+        await _streams_held(server, handler, lambda: None)  # warm-up
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
-        after = await _streams_held(
-            server.port, handler, lambda: tracemalloc.get_traced_memory()[0]
-        )
+        after = await _streams_held(server, handler, lambda: tracemalloc.get_traced_memory()[0])
         # Where it goes (a third round: the first snapshot would count in the figure).
         gc.collect()
         first = tracemalloc.take_snapshot()
-        second = await _streams_held(server.port, handler, tracemalloc.take_snapshot)
+        second = await _streams_held(server, handler, tracemalloc.take_snapshot)
     finally:
         tracemalloc.stop()
     assert handler.protocols == {"HTTP/2"}
