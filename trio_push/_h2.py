@@ -155,6 +155,7 @@ class H2Driver:
         "sinks",
         "_nursery",
         "_room_lot",
+        "_gone_lot",
         "_read_scope",
         "_writing",
         "_flush_queued",
@@ -170,6 +171,8 @@ class H2Driver:
         self.sinks: dict[int, StreamSink] = {}
         self._nursery: trio.Nursery | None = None
         self._room_lot = trio.lowlevel.ParkingLot()
+        # Where the end of the connection waits for its streams to be gone.
+        self._gone_lot = trio.lowlevel.ParkingLot()
         self._read_scope: trio.CancelScope | None = None
         self._writing = False
         self._flush_queued = False
@@ -196,6 +199,21 @@ class H2Driver:
                     await self._handle_events()
                     self._room_lot.unpark_all()
                     await self._last_words()
+                await self._see_sessions_out()
+
+    async def _see_sessions_out(self) -> None:
+        """Keep the nursery open until every push session is seen out
+        (``_finish_push`` runs in it: on_close, exactly once), shielded as
+        an HTTP/1.1 connection's on_close is: once a shutdown's drain is
+        over, for close_timeout at most."""
+        ctx = self._ctx
+        with trio.CancelScope(shield=True, deadline=ctx.close_deadline) as scope:
+            ctx.closing.add(scope)
+            try:
+                while self.sinks:
+                    await self._gone_lot.park()
+            finally:
+                ctx.closing.discard(scope)
 
     async def _read(self) -> None:
         core = self.core
@@ -315,8 +333,13 @@ class H2Driver:
         see the session out in a task (its helpers, on_close)."""
         self.core.close_stream(sink.core)
         self.flush_soon()
-        if self._nursery is not None:
-            self._nursery.start_soon(self._finish_push, sink)
+        nursery = self._nursery
+        assert nursery is not None
+        try:
+            nursery.start_soon(self._finish_push, sink)
+        except RuntimeError:  # past close_timeout at a shutdown: the run is over
+            assert self._ctx.nursery is not None
+            self._ctx.nursery.start_soon(self._finish_push, sink)
 
     async def _finish_push(self, sink: StreamSink) -> None:
         session = sink.session
@@ -331,6 +354,7 @@ class H2Driver:
     def _forget(self, sink: StreamSink) -> None:
         self.core.close_stream(sink.core)
         self.sinks.pop(sink.core.stream_id, None)
+        self._gone_lot.unpark_all()
         self.flush_soon()
         if self.core.finished and self._read_scope is not None:
             self._read_scope.cancel()  # drained: the reader ends the connection
