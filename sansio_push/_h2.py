@@ -21,12 +21,15 @@ What h2 does not bound, this module does (docs/http2.md, "Attacks"):
 - **Floods** of frames that need an answer (SETTINGS, PING, frames on closed
   streams) from a peer that does not read: our answers that the socket has
   not taken, past :data:`MAX_UNSENT_REPLIES` bytes: GOAWAY ENHANCE_YOUR_CALM.
+- What h2 would hold before it judges it, :class:`_FrameGuard` judges at the
+  frame headers: a frame past ``h2_max_frame_size`` (FRAME_SIZE_ERROR) and a
+  header block (CONTINUATION floods) past ``h2_max_header_list_size``
+  (ENHANCE_YOUR_CALM).
 - h2 itself refuses the rest: a header block of over 64 CONTINUATION frames
-  (PROTOCOL_ERROR), a header list past ``h2_max_header_list_size`` however
-  it was compressed (ENHANCE_YOUR_CALM), a window past 2^31-1
-  (FLOW_CONTROL_ERROR), a stream id that goes backwards (PROTOCOL_ERROR),
-  DATA on a closed stream (RST_STREAM STREAM_CLOSED), a frame past
-  ``h2_max_frame_size`` (FRAME_SIZE_ERROR).
+  (PROTOCOL_ERROR), a header list that decodes past
+  ``h2_max_header_list_size`` (HPACK bombs: ENHANCE_YOUR_CALM), a window past
+  2^31-1 (FLOW_CONTROL_ERROR), a stream id that goes backwards
+  (PROTOCOL_ERROR), DATA on a closed stream (RST_STREAM STREAM_CLOSED).
 """
 
 from __future__ import annotations
@@ -91,6 +94,66 @@ class WindowOpened(Event):
 _WINDOW_OPENED = WindowOpened()
 
 
+class _FrameGuard:
+    """Reads the frame headers of what comes in before h2 buffers it: h2
+    holds a frame whole before it judges its length, and a header block
+    whole (up to 64 CONTINUATION frames of any size) before it decodes it.
+    Here a frame past ``h2_max_frame_size`` is refused at its header
+    (FRAME_SIZE_ERROR), and a header block whose compressed bytes pass
+    ``h2_max_header_list_size`` at the frame that passes it
+    (ENHANCE_YOUR_CALM: HPACK never makes a list smaller than its block
+    but for rare characters' Huffman codes, and no real request is near
+    the limit): what a peer makes us hold is bounded by those two."""
+
+    __slots__ = ("_max_frame", "_max_block", "_skip", "_head", "_block")
+
+    def __init__(self, config: Config) -> None:
+        self._max_frame = config.h2_max_frame_size
+        self._max_block = config.h2_max_header_list_size
+        # Bytes of the current frame's body (first, the preface) not yet seen.
+        self._skip = len(PREFACE)
+        # The start of a frame header split between two reads.
+        self._head = b""
+        # Bytes of the header block under way, -1 between blocks.
+        self._block = -1
+
+    def check(self, data: bytes) -> int | None:
+        """The GOAWAY code for what ``data`` holds, or None if it is fine."""
+        end = len(data)
+        at = 0
+        skip = self._skip
+        block = self._block
+        while True:
+            if skip:
+                taken = min(skip, end - at)
+                skip -= taken
+                at += taken
+                if skip:
+                    break
+            head = self._head
+            need = 9 - len(head)
+            if end - at < need:
+                self._head = head + data[at:]
+                break
+            header = head + data[at : at + need] if head else data[at : at + 9]
+            self._head = b""
+            at += need
+            length = int.from_bytes(header[:3], "big")
+            kind, flags = header[3], header[4]
+            if length > self._max_frame:
+                return int(ErrorCodes.FRAME_SIZE_ERROR)
+            if kind == 0x1:  # HEADERS: a block starts
+                block = length if not flags & 0x4 else -1
+            elif kind == 0x9 and block >= 0:  # CONTINUATION
+                block = block + length if not flags & 0x4 else -1
+            if block > self._max_block:
+                return int(ENHANCE_YOUR_CALM)
+            skip = length
+        self._skip = skip
+        self._block = block
+        return None
+
+
 class H2Connection:
     """The server side of one HTTP/2 connection, with no I/O.
 
@@ -116,6 +179,7 @@ class H2Connection:
         "_replies",
         "_draining",
         "_failed",
+        "_frames",
         "error_code",
     )
 
@@ -165,6 +229,7 @@ class H2Connection:
         self._replies = 0
         self._draining = False
         self._failed = False
+        self._frames = _FrameGuard(config)
         #: The GOAWAY code we closed with, once the connection failed.
         self.error_code: int | None = None
 
@@ -195,6 +260,10 @@ class H2Connection:
             return
         if not data:
             self._fail_quietly()
+            return
+        refused = self._frames.check(data)
+        if refused is not None:
+            self.goaway(refused)
             return
         try:
             events = self._h2.receive_data(data)

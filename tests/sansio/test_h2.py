@@ -18,9 +18,11 @@ import h2.settings
 import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import PingFrame, SettingsFrame
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sansio_push as sp
-from sansio_push._h2 import MAX_UNSENT_REPLIES, SEND_BUDGET
+from sansio_push._h2 import MAX_UNSENT_REPLIES, SEND_BUDGET, _FrameGuard
 
 GET = [(":method", "GET"), (":scheme", "https"), (":authority", "example.com")]
 
@@ -384,3 +386,70 @@ def test_graceful_shutdown_keeps_open_streams_and_refuses_new_ones() -> None:
     stream.close()
     pair.server.close_stream(stream)
     assert pair.server.finished
+
+
+def _frame(
+    kind: int, flags: int, stream_id: int, payload: bytes, length: int | None = None
+) -> bytes:
+    size = len(payload) if length is None else length
+    return size.to_bytes(3, "big") + bytes([kind, flags]) + stream_id.to_bytes(4, "big") + payload
+
+
+def test_a_frame_past_the_max_frame_size_is_refused_at_its_header() -> None:
+    pair = Pair()
+    # Only the header of a 8 MiB DATA frame: nothing of its body is waited for.
+    pair.server.receive_data(_frame(0x0, 0, 1, b"", length=8 * 1024 * 1024))
+    assert pair.server.finished and pair.server.error_code == ErrorCodes.FRAME_SIZE_ERROR
+    assert pair.server.pending_bytes < 1024
+
+
+@pytest.mark.parametrize(
+    ("piece", "code"),
+    [
+        # Small frames: h2's bound of 64 CONTINUATION frames comes first.
+        (1, ErrorCodes.PROTOCOL_ERROR),
+        (100, ErrorCodes.PROTOCOL_ERROR),
+        # Large ones: the block passes the header list size first.
+        (16384, ErrorCodes.ENHANCE_YOUR_CALM),
+    ],
+)
+def test_a_continuation_flood_is_refused_at_64_frames_or_the_header_list_size(
+    piece: int, code: int
+) -> None:
+    config = sp.Config(h2_max_header_list_size=8192)
+    pair = Pair(config)
+    pair.server.receive_data(_frame(0x1, 0, 1, b"\x82"))  # HEADERS, no END_HEADERS
+    fed = 0
+    while not pair.server.finished and fed < 1024 * 1024:
+        pair.server.receive_data(_frame(0x9, 0, 1, b"\x00" * piece))
+        fed += piece
+    assert pair.server.error_code == code
+    assert fed <= max(config.h2_max_header_list_size + piece, 65 * piece)
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_the_frame_guard_reads_the_same_however_the_bytes_are_split(data: st.DataObject) -> None:
+    """The guard sees frame headers split anywhere, as h2 does: the verdict
+    on a stream of frames does not depend on where the reads cut it."""
+    frames = data.draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from([0x0, 0x1, 0x8, 0x9]), st.integers(0, 5), st.integers(0, 300)
+            ),
+            max_size=20,
+        )
+    )
+    wire = sp.PREFACE + b"".join(
+        _frame(kind, 0x4 if flags % 2 else 0, 1, b"\x00" * size) for kind, flags, size in frames
+    )
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=8)))
+    config = sp.Config(h2_max_header_list_size=500)
+    whole = _FrameGuard(config).check(wire)
+    guard = _FrameGuard(config)
+    verdict = None
+    for start, stop in zip([0, *cuts], [*cuts, len(wire)], strict=True):
+        verdict = guard.check(wire[start:stop])
+        if verdict is not None:
+            break
+    assert verdict == whole
