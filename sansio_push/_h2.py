@@ -263,6 +263,12 @@ class H2Connection:
         return self._draining
 
     @property
+    def has_room(self) -> bool:
+        """Whether streams may frame more: the frames the socket has not
+        taken are under :data:`SEND_BUDGET`."""
+        return self._out.pending_bytes < SEND_BUDGET
+
+    @property
     def connection_window(self) -> int:
         """What the peer lets us send on the connection, all streams together."""
         return self._h2.outbound_flow_control_window

@@ -65,9 +65,18 @@ class StreamSink:
         return self._driver.transport.peer
 
     def send_now(self, data: bytes | memoryview) -> int:
-        """Frame what the windows and the socket's room allow; how much."""
+        """Frame what the windows and the socket's room allow; how much.
+        When the room is what ran out, the frames go to the socket at once
+        (if it takes them, there is room again): a burst to many streams of
+        one connection is framed in a few sends, not refused stream by
+        stream into a writer task each."""
         driver = self._driver
-        n = driver.core.frame(self.core, data)
+        core = driver.core
+        n = core.frame(self.core, data)
+        if n < len(data) and not core.has_room:
+            driver.flush()
+            if core.has_room:
+                n += core.frame(self.core, memoryview(data)[n:])
         if n:
             driver.flush_soon()
         return n
