@@ -369,8 +369,14 @@ class H2Driver:
         self.sinks.pop(sink.core.stream_id, None)
         self._gone_lot.unpark_all()
         self.flush_soon()
-        if self.core.finished and self._read_scope is not None:
-            self._read_scope.cancel()  # drained: the reader ends the connection
+        scope = self._read_scope
+        if scope is None:
+            return
+        if self.core.finished:
+            scope.cancel()  # drained: the reader ends the connection
+        elif not self.core.streams:
+            # The last stream is done: the idle bound runs from now.
+            scope.deadline = trio.current_time() + self.options.idle_timeout
 
     # -- the socket -----------------------------------------------------------
 

@@ -598,3 +598,23 @@ async def test_a_websocket_stream_that_never_pongs_is_ended_alone(start_server: 
             assert await answering.receive() == "still here"
             assert [c.env["PATH_INFO"] for c in handler.closed_clients] == ["/silent"]
     assert silent.pings and not silent.pongs
+
+
+async def test_an_idle_connection_gets_goaway_after_idle_timeout_and_one_with_a_stream_does_not(
+    start_server: Any,
+) -> None:
+    handler, server = await h2c_server(start_server, idle_timeout=0.5)
+    with trio.fail_after(TIMEOUT):
+        async with h2_connect(server.port) as idle, h2_connect(server.port) as busy:
+            status, _, _ = await idle.fetch("GET", "/plain")
+            assert status == 200
+            events = await busy.sse("/events")
+            started = trio.current_time()
+            assert await idle.wait_goaway() == (0, 1)  # NO_ERROR, last stream 1
+            await idle.wait(lambda: idle.closed)
+            assert trio.current_time() - started >= 0.4
+            # The connection with an event stream open stays, well past the bound.
+            await trio.sleep(1.0)
+            assert not busy.closed and busy.goaway is None
+            handler.clients[-1].write("still here")
+            assert [e.data for e in await events.next()] == ["still here"]
