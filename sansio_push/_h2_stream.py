@@ -391,6 +391,28 @@ class H2Stream(ServerConnection):
             self, self._out, config, headers, client, server
         )
 
+    # -- the app's answer, to a peer that may have gone ------------------
+
+    def start_response(
+        self, status: int, headers: Headers = (), *, upgrade: bool = False
+    ) -> str | None:
+        """As :meth:`ServerConnection.start_response`; once the peer reset the
+        stream the answer goes nowhere (as bytes to a closed socket would),
+        and no upgrade is made."""
+        if self.reset:
+            return None
+        return super().start_response(status, headers, upgrade=upgrade)
+
+    def send_body(self, data: bytes) -> None:
+        if not self.reset:
+            super().send_body(data)
+
+    def end_response(self) -> None:
+        if not self.reset:
+            super().end_response()
+
+    # -- bytes in -----------------------------------------------------------
+
     def receive_data(self, data: bytes, flow_controlled: int = 0) -> None:
         """DATA from the peer (``flow_controlled`` counts its padding too)."""
         self._unacked += flow_controlled or len(data)

@@ -479,3 +479,19 @@ def test_a_first_frame_that_is_not_settings_gets_goaway_protocol_error() -> None
     server = sp.H2Connection()
     server.receive_data(sp.PREFACE + PingFrame(0, opaque_data=b"12345678").serialize())
     assert server.finished and server.error_code == ErrorCodes.PROTOCOL_ERROR
+
+
+def test_an_answer_to_a_stream_the_peer_reset_goes_nowhere_without_an_error() -> None:
+    pair = Pair()
+    stream = pair.open(1, [*GET, (":path", "/slow")])
+    stream_events(stream)
+    pair.client.reset_stream(1, ErrorCodes.CANCEL)
+    pair.pump()
+    pair.server_events()
+    # The app answers late, as a slow one does: nothing is sent, nothing raised.
+    assert stream.start_response(200, [("content-type", "text/plain")]) is None
+    stream.send_body(b"too late")
+    stream.end_response()
+    assert stream.data_to_send() == b"" and stream.finished
+    pair.server.close_stream(stream)
+    assert not of(pair.pump(), h2.events.DataReceived)

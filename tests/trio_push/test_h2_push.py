@@ -10,6 +10,7 @@ HTTP/1.1 connections alike. The same handlers as over HTTP/1.1.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
 
@@ -618,3 +619,24 @@ async def test_an_idle_connection_gets_goaway_after_idle_timeout_and_one_with_a_
             assert not busy.closed and busy.goaway is None
             handler.clients[-1].write("still here")
             assert [e.data for e in await events.next()] == ["still here"]
+
+
+async def test_a_slow_answer_to_a_stream_the_client_reset_is_dropped_without_an_error(
+    start_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    answered = trio.Event()
+
+    async def app(env: dict[str, Any]) -> Any:
+        await trio.sleep(0.2)
+        answered.set()
+        return 200, {"content-type": "text/plain"}, [b"too late"]
+
+    server = await start_server(app)
+    with trio.fail_after(TIMEOUT):
+        async with h2_connect(server.port) as h2:
+            stream = await h2.request("GET", "/slow")
+            await stream.cancel(CANCEL)
+            await answered.wait()
+            status, _, body = await h2.fetch("GET", "/next")  # the connection is fine
+            assert (status, body) == (200, b"too late")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
