@@ -79,17 +79,22 @@ class Options:
     protocol: sp.Config = field(default_factory=sp.Config)
 
 
-class Session(Protocol):
-    """A push session, as the server's timer, flusher and shutdown see it."""
+class Flushable(Protocol):
+    """What the server's flusher flushes: a push session, or an HTTP/2
+    connection (the frames its streams made)."""
 
     @property
     def peer(self) -> str: ...
 
-    def tick(self, now: float) -> None: ...
-
     def flush(self) -> None: ...
 
     def end(self) -> None: ...
+
+
+class Session(Flushable, Protocol):
+    """A push session, as the server's timer, flusher and shutdown see it."""
+
+    def tick(self, now: float) -> None: ...
 
 
 class Context:
@@ -143,7 +148,7 @@ class Context:
         self.nursery: trio.Nursery | None = None
         #: ``flush_soon(session)``: the server's flusher sends what ``session``
         #: has queued, in the next turn of the loop.
-        self.flush_soon: Callable[[Session], None] | None = None
+        self.flush_soon: Callable[[Flushable], None] | None = None
         #: The push sessions open (the timer ticks them).
         self.sessions: set[Session] = set()
         #: The on_close calls under way, shielded, and their deadline: none

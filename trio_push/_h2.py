@@ -435,9 +435,6 @@ class H2Driver:
         """The socket did not take everything at once (the core's budget
         already bounds what is framed)."""
 
-    def tick(self, now: float) -> None:
-        """Not ticked: the streams' sessions are."""
-
     def stalled(self) -> None:
         """A stream could not send for write_timeout because the connection's
         window stayed shut: the peer does not read. Close it all."""

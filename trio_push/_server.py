@@ -16,7 +16,7 @@ import sansio_push as sp
 
 from ._calls import app_callable
 from ._connection import Connection
-from ._context import Context, Options, Session
+from ._context import Context, Flushable, Options
 from ._history import Position, rules_from
 from ._listen import Acceptor, open_listeners, port_of
 from ._loop import watch_signals
@@ -124,7 +124,7 @@ class Server:
         self._acceptor = Acceptor(options.max_connections, self._handle)
         # Push sessions with something queued from outside their own
         # tasks, for the flusher (see PushSession.flush).
-        self._to_flush: list[Session] = []
+        self._to_flush: list[Flushable] = []
         self._flush_lot = trio.lowlevel.ParkingLot()
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -264,7 +264,7 @@ class Server:
         for session in list(self.push_connections):
             session.tick(now)
 
-    def _flush_soon(self, session: Session) -> None:
+    def _flush_soon(self, session: Flushable) -> None:
         """Have the flusher send what ``session`` has queued."""
         self._to_flush.append(session)
         if len(self._to_flush) == 1:
