@@ -15,6 +15,7 @@ the ``H2Connection`` of ``_h2.py``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -45,6 +46,9 @@ _NOT_ON_A_WEBSOCKET = frozenset(
     (b"sec-websocket-accept", b"sec-websocket-extensions", b"content-type", b"content-length")
 )
 _BAD_VALUE = frozenset(b"\r\n\x00")
+# A field name (RFC 9110 5.1), lower-case as HTTP/2 has them: no pseudo-header
+# (":status") can be smuggled in by an app's header.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
 
 
 class StreamOwner(Protocol):
@@ -74,9 +78,9 @@ def _response_headers(status: int, pairs: Iterable[tuple[bytes, bytes]]) -> Pair
     for name, value in pairs:
         if name in _CONNECTION_HEADERS:
             continue
-        if not name or _BAD_VALUE.intersection(name) or _BAD_VALUE.intersection(value):
+        if not _TOKEN.match(name) or _BAD_VALUE.intersection(value):
             raise LocalProtocolError(f"header {name!r}: {value!r} cannot be sent")
-        headers.append((name, value))
+        headers.append((name, value.strip(b" \t")))
     return headers
 
 

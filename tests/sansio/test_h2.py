@@ -495,3 +495,22 @@ def test_an_answer_to_a_stream_the_peer_reset_goes_nowhere_without_an_error() ->
     assert stream.data_to_send() == b"" and stream.finished
     pair.server.close_stream(stream)
     assert not of(pair.pump(), h2.events.DataReceived)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [(":status", "500"), ("x bad", "1"), ("x-a", "one\r\ntwo"), ("x-a", "nul\x00")],
+    ids=["pseudo-header", "space in name", "line break", "nul"],
+)
+def test_a_header_http_cannot_carry_is_refused_before_anything_is_sent(
+    header: tuple[str, str],
+) -> None:
+    pair = Pair()
+    stream = pair.open(1, [*GET, (":path", "/")])
+    stream_events(stream)
+    with pytest.raises(sp.LocalProtocolError):
+        stream.start_response(200, [header])
+    # The app's error can still be answered (the driver's 500).
+    stream.respond(500, [("content-type", "text/plain")], b"error")
+    pair.send(stream)
+    assert of(pair.pump(), h2.events.ResponseReceived)[0].headers[0] == (b":status", b"500")
