@@ -11,6 +11,7 @@ from pathlib import Path
 # A plain import, not importorskip: atheris is in the test extra, and a missing
 # one must fail this module, never skip it quietly.
 import atheris  # noqa: F401
+import pytest
 
 FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
 HARNESS = FUZZ / "fuzz_connection.py"
@@ -27,10 +28,19 @@ def run(args: list[str], cwd: Path, script: Path = HARNESS) -> subprocess.Comple
     )
 
 
-def test_fuzzing_for_a_few_seconds_finds_nothing(tmp_path: Path) -> None:
+#: Each harness, its seeds, and its dictionary (if any).
+HARNESSES = {
+    "http1": (HARNESS, "seeds", ["-dict=" + str(FUZZ / "http.dict")]),
+    "http2": (FUZZ / "fuzz_h2.py", "seeds_h2", []),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HARNESSES))
+def test_fuzzing_for_a_few_seconds_finds_nothing(tmp_path: Path, name: str) -> None:
+    script, seeds, extra = HARNESSES[name]
     corpus = tmp_path / "corpus"
-    shutil.copytree(FUZZ / "seeds", corpus)
-    proc = run(["-max_total_time=5", f"-dict={FUZZ / 'http.dict'}", str(corpus)], tmp_path)
+    shutil.copytree(FUZZ / seeds, corpus)
+    proc = run(["-max_total_time=5", *extra, str(corpus)], tmp_path, script=script)
     crashes = sorted(tmp_path.glob("crash-*"))
     detail = "".join(f"\n{c.name}: {c.read_bytes()!r}" for c in crashes)
     assert proc.returncode == 0, proc.stderr[-6000:] + detail
@@ -45,7 +55,14 @@ def test_every_seed_runs_clean(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-6000:]
 
 
-def test_the_harness_reports_an_exception_as_a_crash(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("module", "core"),
+    [("fuzz_connection", "ServerConnection"), ("fuzz_h2", "H2Connection")],
+    ids=["http1", "http2"],
+)
+def test_the_harness_reports_an_exception_as_a_crash(
+    tmp_path: Path, module: str, core: str
+) -> None:
     """A core that raised on peer bytes must make the harness fail."""
     wrapper = tmp_path / "broken_core.py"
     wrapper.write_text(
@@ -53,17 +70,17 @@ def test_the_harness_reports_an_exception_as_a_crash(tmp_path: Path) -> None:
             f"""
             import sys
             sys.path.insert(0, {str(FUZZ)!r})
-            import fuzz_connection
+            import {module} as harness
 
-            real = fuzz_connection.ServerConnection.receive_data
+            real = harness.{core}.receive_data
 
             def receive_data(self, data):
                 if b"BOOM" in data:
                     raise RuntimeError("BOOM")
                 return real(self, data)
 
-            fuzz_connection.ServerConnection.receive_data = receive_data
-            fuzz_connection.main()
+            harness.{core}.receive_data = receive_data
+            harness.main()
             """
         )
     )
