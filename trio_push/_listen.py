@@ -83,11 +83,16 @@ def _remove_stale(path: str) -> None:
     if not stat.S_ISSOCK(mode):
         raise OSError(errno.EEXIST, "exists and is not a socket", path)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        # A live server with a full backlog makes connect wait (or refuse
+        # with EAGAIN): that is live too.
+        probe.settimeout(1.0)
         try:
             probe.connect(path)
         except ConnectionRefusedError:
             os.unlink(path)  # what a server that ended without cleaning up left
             return
+        except (TimeoutError, BlockingIOError):
+            pass
     raise OSError(errno.EADDRINUSE, "a server is listening on it", path)
 
 

@@ -41,6 +41,10 @@ class Server:
     which reports the server once it listens). From a script that is not async,
     ``server.start()`` runs it on a thread of its own and returns once it
     listens, and ``server.stop()`` stops it gracefully.
+
+    It listens on ``host:port``, or instead on the Unix socket ``uds`` (a
+    path), or on the inherited listening socket ``fd`` (a file descriptor):
+    see docs/deployment.md, "Unix sockets and inherited sockets".
     """
 
     def __init__(

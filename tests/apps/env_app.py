@@ -5,7 +5,9 @@ about where the request came from.
 
 - any plain request: a JSON object of :data:`KEYS` (absent ones: null).
 - a push request (WebSocket or SSE): a client whose first message is that
-  object, from ``client.env``; a WebSocket echoes what it is sent.
+  object, from ``client.env``; a WebSocket echoes what it is sent. With
+  ``?once`` the server closes it after that first message (so that a
+  client which reads to the end, as curl, can read an event stream).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def describe(env: dict[str, Any]) -> str:
 class Client:
     def on_open(self, client: Any) -> None:
         client.write(describe(client.env))
+        if client.env["QUERY_STRING"] == "once":
+            client.close()
 
     def on_message(self, client: Any, data: Any) -> None:
         client.write(data)

@@ -52,7 +52,7 @@ def _ws_env(url: str, headers: dict[str, str]) -> dict[str, Any]:
         return result
 
 
-async def _curl_h2_env(url: str, headers: dict[str, str]) -> dict[str, Any]:
+async def _curl_h2(url: str, headers: dict[str, str]) -> str:
     args = ["curl", "-sS", "--http2-prior-knowledge", "-w", "\\n%{http_version}"]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
@@ -60,7 +60,21 @@ async def _curl_h2_env(url: str, headers: dict[str, str]) -> dict[str, Any]:
         done = await trio.run_process([*args, url], capture_stdout=True)
     body, version = done.stdout.decode().rsplit("\n", 1)
     assert version == "2"
-    result: dict[str, Any] = json.loads(body)
+    return str(body)
+
+
+async def _curl_h2_env(url: str, headers: dict[str, str]) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(await _curl_h2(url, headers))
+    assert result["SERVER_PROTOCOL"] == "HTTP/2"
+    return result
+
+
+async def _curl_h2_sse_env(url: str, headers: dict[str, str]) -> dict[str, Any]:
+    """A push client's env over HTTP/2: an event stream the app closes after
+    its first event (``?once``), read to its end."""
+    body = await _curl_h2(url + "?once", {**headers, "Accept": "text/event-stream"})
+    data = [line[6:] for line in body.splitlines() if line.startswith("data: ")]
+    result: dict[str, Any] = json.loads("".join(data))
     assert result["SERVER_PROTOCOL"] == "HTTP/2"
     return result
 
@@ -76,6 +90,7 @@ async def test_trusted_peer_names_the_client_over_http1_h2_sse_and_websocket(
             await _get_env(url, headers),
             await _curl_h2_env(url, headers),
             await _sse_env(url, headers),
+            await _curl_h2_sse_env(url, headers),
             await in_thread(_ws_env, f"ws://127.0.0.1:{server.port}/", headers),
         ):
             assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == (address, port), env
@@ -92,6 +107,7 @@ async def test_untrusted_peer_is_not_believed(start_server: Any) -> None:
             await _get_env(url, headers),
             await _curl_h2_env(url, headers),
             await _sse_env(url, headers),
+            await _curl_h2_sse_env(url, headers),
             await in_thread(_ws_env, f"ws://127.0.0.1:{server.port}/", headers),
         ):
             assert env["REMOTE_ADDR"] == "127.0.0.1", env
