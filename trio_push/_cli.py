@@ -246,10 +246,11 @@ def _deployment_options(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError("--workers cannot share --uds or --fd yet: run one process per socket")
     if args.fd is not None and args.fd < 0:
         raise CLIError("--fd must be a file descriptor number (0 or more)")
-    try:
-        TrustedProxies(args.forwarded_allow_ips)
-    except ValueError as exc:
-        raise CLIError(f"--{exc}".replace("_", "-", 2)) from None
+    if args.proxy_headers:
+        try:
+            TrustedProxies(args.forwarded_allow_ips)
+        except ValueError as exc:
+            raise CLIError(f"--{exc}".replace("_", "-", 2)) from None
     return {
         "uds": args.uds,
         "fd": args.fd,

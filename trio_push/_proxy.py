@@ -106,14 +106,16 @@ def _split(value: str) -> list[str]:
 
 
 def _x_forwarded(forwarded_for: str, forwarded_proto: str) -> tuple[Chain, str]:
-    """The hops of ``X-Forwarded-For``; with as many ``X-Forwarded-Proto``
+    """The hops of ``X-Forwarded-For`` (an address, with a port for some
+    proxies: ``192.0.2.1:4711``); with as many ``X-Forwarded-Proto``
     values, each hop's own (proxies that append), else the right-most one
     (the one the nearest proxy set) for all."""
     hosts = _split(forwarded_for)
     protos = _split(forwarded_proto)
     if len(protos) == len(hosts):
-        return [(host, None, proto) for host, proto in zip(hosts, protos, strict=True)], ""
-    return [(host, None, None) for host in hosts], protos[-1] if protos else ""
+        chain = [(*_host_port(host), proto) for host, proto in zip(hosts, protos, strict=True)]
+        return chain, ""
+    return [(*_host_port(host), None) for host in hosts], protos[-1] if protos else ""
 
 
 def _forwarded(value: str) -> tuple[Chain, str]:

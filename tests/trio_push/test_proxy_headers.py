@@ -174,6 +174,19 @@ def _apply(allow: str, peer: str | None, **headers: str) -> tuple[Any, Any, Any]
             {"x_forwarded_for": "6.6.6.6, 203.0.113.7, 10.1.2.3"},
             ("203.0.113.7", "0", "http"),
         ),
+        # Some proxies give the port too.
+        (
+            "127.0.0.1",
+            "127.0.0.1",
+            {"x_forwarded_for": "192.0.2.1:4711, [2001:db8::7]:80"},
+            ("2001:db8::7", "80", "http"),
+        ),
+        (
+            "127.0.0.1",
+            "127.0.0.1",
+            {"x_forwarded_for": "2001:db8::7"},
+            ("2001:db8::7", "0", "http"),
+        ),
         # Every hop trusted: the left-most.
         (
             "10.0.0.0/8",
