@@ -377,9 +377,11 @@ def main(argv: list[str] | None = None) -> None:
     except CLIError as exc:
         sys.exit(f"trio-push: {exc}")
     except OSError as exc:
-        if args.uds is not None or args.fd is not None:
-            where = f"--uds {args.uds}" if args.uds is not None else f"--fd {args.fd}"
-            sys.exit(f"trio-push: {where}: {exc.strerror}")
+        # The listeners name the socket in their errors.
+        if args.uds is not None and exc.filename == args.uds:
+            sys.exit(f"trio-push: --uds {args.uds}: {exc.strerror}")
+        if args.fd is not None and exc.filename == f"fd {args.fd}":
+            sys.exit(f"trio-push: --fd {args.fd}: {exc.strerror}")
         if exc.errno == errno.EADDRINUSE:
             sys.exit(f"trio-push: port {args.port} on {args.host} is already in use")
         raise

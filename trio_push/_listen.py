@@ -69,6 +69,9 @@ async def open_unix_listener(path: str) -> UnixListener:
         await sock.bind(path)
         os.chmod(path, UDS_MODE)
         sock.listen(0xFFFF)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, exc.strerror, path) from None  # which path it was
     except BaseException:
         sock.close()
         raise

@@ -273,6 +273,11 @@ async def test_cli_errors(app_cwd: Path) -> None:
         assert said == f"trio-push: --fd {fd}: not a listening stream socket"
     said = await _cli_error(app_cwd, "--uds", str(plain))
     assert said == f"trio-push: --uds {plain}: exists and is not a socket"
+    said = await _cli_error(app_cwd, "--uds", str(app_cwd / "no-such-folder" / "a.sock"))
+    assert (
+        said
+        == f"trio-push: --uds {app_cwd / 'no-such-folder' / 'a.sock'}: No such file or directory"
+    )
     said = await _cli_error(app_cwd, "--uds", "a.sock", "--fd", "3")
     assert said == "trio-push: --uds and --fd are two ways to listen: give one"
     said = await _cli_error(app_cwd, "--uds", "a.sock", "--workers", "2", "--redis", "redis://x")
