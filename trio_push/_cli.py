@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from ._context import Options
+from ._proxy import TrustedProxies
 from ._pubsub import PubSub
 from ._redis import RedisPubSub
 from ._server import Server
@@ -203,7 +204,59 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["critical", "error", "warning", "info", "debug"],
         help="log level (default info)",
     )
+    _add_deployment_flags(parser, defaults)
     return parser.parse_args(argv)
+
+
+def _add_deployment_flags(parser: argparse.ArgumentParser, defaults: Options) -> None:
+    """Behind a proxy, on a Unix socket, on an inherited socket."""
+    parser.add_argument(
+        "--uds",
+        metavar="PATH",
+        help="listen on this Unix socket instead of --host/--port (a stale socket file is"
+        " replaced; mode 0666; removed at exit)",
+    )
+    parser.add_argument(
+        "--fd",
+        type=int,
+        metavar="N",
+        help="serve on the inherited listening socket N instead of --host/--port (systemd"
+        " socket activation: 3)",
+    )
+    parser.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="take the client's address and scheme from X-Forwarded-For/-Proto or Forwarded,"
+        " from the peers in --forwarded-allow-ips (default off)",
+    )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        metavar="LIST",
+        default=os.environ.get("FORWARDED_ALLOW_IPS", defaults.forwarded_allow_ips),
+        help="comma-separated addresses and networks trusted with proxy headers; * for any,"
+        " unix for a Unix socket's peer (default $FORWARDED_ALLOW_IPS, else %(default)s)",
+    )
+
+
+def _deployment_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Server arguments of :func:`_add_deployment_flags`' flags, checked."""
+    if args.uds is not None and args.fd is not None:
+        raise CLIError("--uds and --fd are two ways to listen: give one")
+    if args.workers > 1 and (args.uds is not None or args.fd is not None):
+        raise CLIError("--workers cannot share --uds or --fd yet: run one process per socket")
+    if args.fd is not None and args.fd < 0:
+        raise CLIError("--fd must be a file descriptor number (0 or more)")
+    if args.proxy_headers:
+        try:
+            TrustedProxies(args.forwarded_allow_ips)
+        except ValueError as exc:
+            raise CLIError(f"--{exc}".replace("_", "-", 2)) from None
+    return {
+        "uds": args.uds,
+        "fd": args.fd,
+        "proxy_headers": args.proxy_headers,
+        "forwarded_allow_ips": args.forwarded_allow_ips,
+    }
 
 
 def _reload(argv: list[str]) -> None:
@@ -286,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.h2_max_streams < 1 or args.h2_max_header_list_size < 1:
             raise CLIError("--h2-max-streams and --h2-max-header-list-size must be at least 1")
         pubsub = _pubsub_engine(args)
+        deployment = _deployment_options(args)
         if args.workers > 1 and not args.worker:
             sys.exit(supervise(argv, args.workers, args.host, args.port, args.drain_timeout + 5))
         app = load_app(args.app)
@@ -314,6 +368,7 @@ def main(argv: list[str] | None = None) -> None:
             h2_max_frame_size=args.h2_max_frame_size,
             pubsub=pubsub,
             reuse_port=args.worker,
+            **deployment,
         )
         if args.worker:
             trio.run(serve_as_worker, server, Server.serve_until_signalled)
@@ -322,6 +377,11 @@ def main(argv: list[str] | None = None) -> None:
     except CLIError as exc:
         sys.exit(f"trio-push: {exc}")
     except OSError as exc:
+        # The listeners name the socket in their errors.
+        if args.uds is not None and exc.filename == args.uds:
+            sys.exit(f"trio-push: --uds {args.uds}: {exc.strerror}")
+        if args.fd is not None and exc.filename == f"fd {args.fd}":
+            sys.exit(f"trio-push: --fd {args.fd}: {exc.strerror}")
         if exc.errno == errno.EADDRINUSE:
             sys.exit(f"trio-push: port {args.port} on {args.host} is already in use")
         raise

@@ -17,6 +17,7 @@ import sansio_push as sp
 
 from ._history import History
 from ._loop import Loop
+from ._proxy import TrustedProxies
 from ._pubsub import PubSub
 
 
@@ -58,6 +59,11 @@ class Options:
       for none), for the channels it matches; the first match wins over
       ``history`` and ``history_ttl``.
     - ``protocol``: the protocol core's limits (:class:`sansio_push.Config`).
+    - ``proxy_headers``: take the client's address and scheme from
+      ``X-Forwarded-For``/``X-Forwarded-Proto`` or ``Forwarded``, when the
+      peer is in ``forwarded_allow_ips`` (addresses and networks, comma
+      separated or a sequence; ``*``: any peer; ``unix``: a peer on a Unix
+      socket). docs/deployment.md, "Proxies".
     """
 
     threads: int = 0
@@ -77,6 +83,8 @@ class Options:
     history_ttl: float | None = None
     history_for: Mapping[str, History | None] = field(default_factory=dict)
     protocol: sp.Config = field(default_factory=sp.Config)
+    proxy_headers: bool = False
+    forwarded_allow_ips: str | tuple[str, ...] = "127.0.0.1"
 
 
 class Flushable(Protocol):
@@ -120,6 +128,7 @@ class Context:
         "closing",
         "close_deadline",
         "stopping",
+        "proxy",
     )
 
     def __init__(
@@ -157,3 +166,5 @@ class Context:
         self.close_deadline = float("inf")
         #: True once a graceful shutdown has begun.
         self.stopping = False
+        #: With ``proxy_headers``: who may say who the client is.
+        self.proxy = TrustedProxies(options.forwarded_allow_ips) if options.proxy_headers else None

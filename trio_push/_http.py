@@ -187,7 +187,7 @@ class RequestLoop:
             while chunk := await self.body_chunk():
                 chunks.append(chunk)
             wsgi_input = io.BytesIO(b"".join(chunks)) if chunks else EMPTY_INPUT
-        finish_environ(env, wsgi_input, ctx.environ)
+        finish_environ(env, wsgi_input, ctx.environ, ctx.proxy)
         if self._rejected:
             return None
         request_line = f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"

@@ -1,12 +1,16 @@
-"""Listening: the sockets (with SO_REUSEPORT for ``--workers``), TLS, and
-accepting, with a 503 past ``max_connections``."""
+"""Listening: the sockets (with SO_REUSEPORT for ``--workers``; a Unix
+socket, ``--uds``; an inherited one, ``--fd``), TLS, and accepting, with a
+503 past ``max_connections``."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import logging
+import os
+import socket
 import ssl
+import stat
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,12 +26,23 @@ _REFUSALS_LOG_PERIOD = 10
 
 
 async def open_listeners(
-    port: int, host: str | None, *, reuse_port: bool, ssl_context: ssl.SSLContext | None
+    port: int,
+    host: str | None,
+    *,
+    reuse_port: bool,
+    ssl_context: ssl.SSLContext | None,
+    uds: str | None = None,
+    fd: int | None = None,
 ) -> list[Any]:
-    """The listeners for ``host:port`` (every address it resolves to), TLS
-    ones if ``ssl_context`` is given."""
+    """The listeners for ``host:port`` (every address it resolves to), or
+    instead for the Unix socket ``uds``, or the inherited listening socket
+    ``fd``; TLS ones if ``ssl_context`` is given."""
     listeners: list[Any]
-    if reuse_port:
+    if fd is not None:
+        listeners = [listener_from_fd(fd)]
+    elif uds is not None:
+        listeners = [await open_unix_listener(uds)]
+    elif reuse_port:
         listeners = await open_reuse_port_listeners(port, host=host)
     else:
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -36,6 +51,112 @@ async def open_listeners(
             trio.SSLListener(listener, ssl_context, https_compatible=True) for listener in listeners
         ]
     return listeners
+
+
+#: The mode of a ``--uds`` socket file: anyone on the machine may connect,
+#: as anyone may to a port on 127.0.0.1 (uvicorn's choice too); the folder's
+#: permissions are the way to restrict it (docs/deployment.md).
+UDS_MODE = 0o666
+
+
+async def open_unix_listener(path: str) -> UnixListener:
+    """Listen on a Unix socket at ``path``: a stale socket file there (no
+    one listens on it) is removed first; a live one, or a file that is not
+    a socket, is an error. The file is removed when the listener closes."""
+    _remove_stale(path)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.bind(path)
+        os.chmod(path, UDS_MODE)
+        sock.listen(0xFFFF)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, exc.strerror, path) from None  # which path it was
+    except BaseException:
+        sock.close()
+        raise
+    return UnixListener(trio.SocketListener(sock), path)
+
+
+def _remove_stale(path: str) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, "exists and is not a socket", path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        # A live server with a full backlog makes connect wait (or refuse
+        # with EAGAIN): that is live too.
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)  # what a server that ended without cleaning up left
+            return
+        except (TimeoutError, BlockingIOError):
+            pass
+    raise OSError(errno.EADDRINUSE, "a server is listening on it", path)
+
+
+class UnixListener(trio.abc.Listener[trio.SocketStream]):
+    """A listener on a Unix socket file of ours: closing it removes the file
+    (if it is still the one it bound: not one a newer server made)."""
+
+    def __init__(self, listener: trio.SocketListener, path: str) -> None:
+        self.listener = listener
+        self.socket = listener.socket
+        self.path = path
+        info = os.stat(path)
+        self._identity = (info.st_dev, info.st_ino)
+
+    async def accept(self) -> trio.SocketStream:
+        return await self.listener.accept()
+
+    async def aclose(self) -> None:
+        await self.listener.aclose()
+        with contextlib.suppress(OSError):
+            info = os.stat(self.path)
+            if (info.st_dev, info.st_ino) == self._identity:
+                os.unlink(self.path)
+
+
+def listener_from_fd(fd: int) -> trio.SocketListener:
+    """A listener on the inherited listening socket ``fd`` (TCP or Unix; as
+    systemd's socket activation hands it, from 3 on)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"not a socket ({exc.strerror})", f"fd {fd}") from None
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+    ):
+        sock.detach()  # not ours to close
+        raise OSError(errno.EINVAL, "not a listening stream socket", f"fd {fd}")
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+
+
+def socket_of(listener: Any) -> trio.socket.SocketType:
+    """The socket under a listener (TLS or not)."""
+    if isinstance(listener, trio.SSLListener):
+        listener = listener.transport_listener
+    sock: trio.socket.SocketType = listener.socket
+    return sock
+
+
+def addresses(
+    sock: trio.socket.SocketType, *, tls: bool
+) -> tuple[tuple[str, int] | None, tuple[str, int]]:
+    """The peer's address and ours, for the environ. A Unix socket's peer
+    has none (no ``REMOTE_ADDR``); ours is then the socket's path as
+    ``SERVER_NAME`` and 80 (443 with TLS) as ``SERVER_PORT``, as gunicorn
+    gives (PEP 3333 wants both, non-empty)."""
+    if sock.family == socket.AF_UNIX:
+        name = sock.getsockname()
+        if not isinstance(name, str) or not name or name.startswith("\0"):
+            name = "localhost"  # unnamed, or in the abstract namespace
+        return None, (name, 443 if tls else 80)
+    return sock.getpeername()[:2], sock.getsockname()[:2]
 
 
 async def open_reuse_port_listeners(
@@ -74,11 +195,25 @@ async def open_reuse_port_listeners(
     return listeners
 
 
-def port_of(listener: Any) -> int:
-    """The port a listener (TLS or not) is bound to."""
-    if isinstance(listener, trio.SSLListener):
-        listener = listener.transport_listener
-    return int(listener.socket.getsockname()[1])
+def port_of(listener: Any) -> int | None:
+    """The port a listener (TLS or not) is bound to; None on a Unix socket."""
+    sock = socket_of(listener)
+    if sock.family == socket.AF_UNIX:
+        return None
+    return int(sock.getsockname()[1])
+
+
+def describe(listener: Any, scheme: str, host: str | None) -> str:
+    """Where a listener listens, for the log: ``http://127.0.0.1:9292`` (with
+    ``host`` as given, or else the address bound), ``unix:/run/app.sock``
+    (``https+unix:`` with TLS)."""
+    sock = socket_of(listener)
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"{'https+' if scheme == 'https' else ''}unix:{name or '(unnamed)'}"
+    if host is None:
+        host = f"[{name[0]}]" if sock.family == socket.AF_INET6 else name[0]
+    return f"{scheme}://{host}:{name[1]}"
 
 
 class Acceptor:

@@ -18,7 +18,7 @@ from ._calls import app_callable
 from ._connection import Connection
 from ._context import Context, Flushable, Options
 from ._history import Position, rules_from
-from ._listen import Acceptor, open_listeners, port_of
+from ._listen import Acceptor, addresses, describe, open_listeners, port_of
 from ._loop import watch_signals
 from ._pubsub import MemoryPubSub, PubSub
 from ._router import Router
@@ -41,6 +41,10 @@ class Server:
     which reports the server once it listens). From a script that is not async,
     ``server.start()`` runs it on a thread of its own and returns once it
     listens, and ``server.stop()`` stops it gracefully.
+
+    It listens on ``host:port``, or instead on the Unix socket ``uds`` (a
+    path), or on the inherited listening socket ``fd`` (a file descriptor):
+    see docs/deployment.md, "Unix sockets and inherited sockets".
     """
 
     def __init__(
@@ -56,6 +60,8 @@ class Server:
         reuse_port: bool = False,
         background: Callable[[], Awaitable[Any]] | None = None,
         interface: str = "auto",
+        uds: str | None = None,
+        fd: int | None = None,
         **option_values: Any,
     ) -> None:
         options = options or Options()
@@ -91,6 +97,12 @@ class Server:
         self.static = StaticFiles(root) if root is not None else None
         self.host = host
         self.requested_port = port
+        if uds is not None and fd is not None:
+            raise ValueError("uds and fd are two ways to listen: give one")
+        #: Listen on this Unix socket instead of ``host:port``.
+        self.uds = uds
+        #: Serve on this inherited listening socket instead of ``host:port``.
+        self.fd = fd
         self.ssl_context = ssl_context
         self.background = background if background is not None else getattr(app, "background", None)
         #: The pub/sub engine: :class:`MemoryPubSub` unless given (``RedisPubSub``).
@@ -192,8 +204,11 @@ class Server:
             self.host,
             reuse_port=self.reuse_port,
             ssl_context=self.ssl_context,
+            uds=self.uds,
+            fd=self.fd,
         )
-        self.ports = [port_of(listener) for listener in listeners]
+        self.ports = [p for listener in listeners if (p := port_of(listener)) is not None]
+        shown_host = None if self.fd is not None else self.host or "0.0.0.0"
         if self.options.tune_gc:
             tune_gc()
         self.loop.enter()
@@ -216,7 +231,7 @@ class Server:
                 conn_nursery.start_soon(self._run_background)
             log.info(
                 "trio-push listening on %s",
-                ", ".join(f"{_scheme(self)}://{self.host or '0.0.0.0'}:{p}" for p in self.ports),
+                ", ".join(describe(listener, _scheme(self), shown_host) for listener in listeners),
             )
             task_status.started(self)
             _running.add(self)
@@ -310,8 +325,7 @@ class Server:
                 else stream.socket
             )
             try:
-                peer = sock.getpeername()[:2]
-                local = sock.getsockname()[:2]
+                peer, local = addresses(sock, tls=isinstance(stream, trio.SSLStream))
             except OSError:
                 await trio.aclose_forcefully(stream)
                 return

@@ -20,16 +20,25 @@ import trio
 import sansio_push as sp
 
 from ._calls import in_thread
+from ._proxy import TrustedProxies
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def finish_environ(env: dict[str, Any], wsgi_input: Any, extra: dict[str, Any]) -> None:
-    """Complete the core's environ: ``wsgi.input``, ``wsgi.errors``, and the
-    server's ``extra`` keys (``trio_push.server``, ``wsgi.multiprocess``)."""
+def finish_environ(
+    env: dict[str, Any],
+    wsgi_input: Any,
+    extra: dict[str, Any],
+    proxy: TrustedProxies | None = None,
+) -> None:
+    """Complete the core's environ: ``wsgi.input``, ``wsgi.errors``, the
+    server's ``extra`` keys (``trio_push.server``, ``wsgi.multiprocess``),
+    and with ``proxy`` (``proxy_headers``) the client a trusted proxy names."""
     env["wsgi.input"] = wsgi_input
     env["wsgi.errors"] = sys.stderr
     env.update(extra)
+    if proxy is not None:
+        proxy.apply(env)
 
 
 class _EmptyInput(io.BytesIO):
