@@ -1339,17 +1339,17 @@ class RedisPubSub(Engine):
                 if query is not None:
                     query.error = "the connection to Redis broke before it answered"
                     query.event.set()
-            await self._forget_counts(stream, reader)
+            await self._forget_counts(stream, reader, len(waiting))
 
-    async def _forget_counts(self, stream: trio.SocketStream, reader: Any) -> None:
+    async def _forget_counts(self, stream: trio.SocketStream, reader: Any, unread: int) -> None:
         """This engine stops (or its connection broke): its counts go now,
         not a lifetime later (after a break, the next connection writes
-        them again)."""
+        them again). ``unread``: replies still due before those."""
         with trio.CancelScope(shield=True), trio.move_on_after(0.5):
             try:
                 forget = command(b"ZREM", PROCS_KEY, _encode(self.process_id or ""))
                 await stream.send_all(command(b"DEL", *self._count_keys[1:]) + forget)
-                for _ in range(2):
+                for _ in range(unread + 2):
                     await _read_reply(stream, reader, 0.5)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, _Lost):
                 pass

@@ -149,7 +149,9 @@ async def test_a_stopped_engine_takes_its_counts_with_it(
         await start(other, Subscribe("s"), pubsub=two)
         await settles(lambda: one.cluster_count("s"), 2, TIMEOUT)
         other.cancel_scope.cancel()
-    assert redis.call("ZSCORE", b"tp:procs", (two.process_id or "").encode()) is None
+    name = (two.process_id or "").encode()
+    assert redis.call("ZSCORE", b"tp:procs", name) is None
+    assert redis.call("EXISTS", b"tp:c:" + name) == 0
     assert await one.cluster_count("s") == 2
 
 
