@@ -16,7 +16,7 @@ from ._js import JS_HELPER, js_helper_app
 from ._pubsub import MemoryPubSub, PubSub
 from ._redis import PublishError, RedisPubSub
 from ._router import Router
-from ._server import Server, publish, serve, subscriber_count
+from ._server import Server, publish, serve, subscriber_count, subscriber_count_async
 from ._static import StaticFiles
 
 __all__ = [
@@ -37,4 +37,5 @@ __all__ = [
     "publish",
     "serve",
     "subscriber_count",
+    "subscriber_count_async",
 ]

@@ -86,6 +86,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="URL",
         help="pub/sub through Redis (redis://host:port/db) to reach every process and machine",
     )
+    parser.add_argument(
+        "--redis-heartbeat",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often each process renews its subscriber counts in Redis (default 5)",
+    )
     # Internal: this process is one of --workers N (SO_REUSEPORT, parent watch).
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     # The server's options that have a flag, with the server's defaults.
@@ -288,9 +295,15 @@ def _pubsub_engine(args: argparse.Namespace) -> PubSub | None:
             )
         return None
     try:
-        return RedisPubSub(args.redis)
+        return RedisPubSub(args.redis, heartbeat=_heartbeat(args.redis_heartbeat))
     except ValueError as exc:
         raise CLIError(f"--redis: {exc}") from None
+
+
+def _heartbeat(seconds: float) -> float:
+    if not seconds > 0:
+        raise CLIError("--redis-heartbeat must be above 0")
+    return seconds
 
 
 def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:

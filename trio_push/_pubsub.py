@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import trio
@@ -530,7 +531,7 @@ class Subscriptions:
     own subscriptions. Event loop thread only.
     """
 
-    __slots__ = ("exact", "patterns", "by_client", "_matches", "seq", "rules")
+    __slots__ = ("exact", "patterns", "by_client", "_matches", "seq", "rules", "changed")
 
     def __init__(self, rules: HistoryRules | None = None) -> None:
         self.exact: dict[str, Topic] = {}
@@ -541,6 +542,10 @@ class Subscriptions:
         self.seq = 0
         #: Which channels keep history (see _history.HistoryRules).
         self.rules = rules if rules is not None else HistoryRules()
+        #: Called with a channel or pattern whose number of subscribers
+        #: here changed (a join, a leave), if set: how an engine learns
+        #: what to tell others of its counts (see RedisPubSub).
+        self.changed: Callable[[str], None] | None = None
 
     def add(self, subscriber: Subscriber, channel: str) -> bool:
         """Subscribe; True if ``channel`` had no subscriber here before."""
@@ -566,6 +571,8 @@ class Subscriptions:
                 self._matches.clear()
         cursor = topic.cursors[subscriber] = Cursor(topic, subscriber, envelope)
         subscriber.cursors.append(cursor)
+        if self.changed is not None:
+            self.changed(channel)
         if topic.history:
             subscriber.loading += 1
         return cursor
@@ -627,6 +634,8 @@ class Subscriptions:
             subscriber.cursors.remove(cursor)
             if cursor.idle:
                 del topic.idle[cursor]
+            if self.changed is not None:
+                self.changed(channel)
         if topic.cursors:
             return False
         del table[channel]
@@ -761,6 +770,11 @@ class Engine:
     def count(self, channel: str) -> int:
         """Clients of this process that a publish on ``channel`` reaches."""
         return self.subscriptions.count(channel)
+
+    async def cluster_count(self, channel: str) -> int:
+        """Clients of every process on this engine's bus that a publish on
+        ``channel`` reaches: in-process, those of this process (:meth:`count`)."""
+        return self.count(channel)
 
     def _first_subscriber(self, channel: str) -> None:
         """``channel`` (or pattern) has its first subscriber in this process."""

@@ -24,7 +24,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 import random
+import secrets
+import socket
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Container
@@ -35,7 +38,7 @@ import trio
 
 import sansio_push as sp
 
-from ._glob import is_pattern
+from ._glob import glob_to_regex, is_pattern
 from ._history import (
     EPOCH,
     META_TTL,
@@ -148,6 +151,54 @@ def _sha(script: str) -> bytes:
 
 _PUBLISH_SHA = _sha(PUBLISH_SCRIPT)
 _READ_SHA = _sha(READ_SCRIPT)
+
+# -- counting subscribers across processes (see docs/pubsub.md) --
+#: Live processes: each engine's id, scored by the Redis time (ms) until
+#: which its counts hold.
+PROCS_KEY = b"tp:procs"
+#: Prefixes of an engine's counts: hashes of channel (or pattern) -> clients.
+EXACT_PREFIX = b"tp:c:"
+PATTERN_PREFIX = b"tp:cp:"
+#: Counts are written this long (seconds) after the first change of a
+#: burst, all at once: a thousand joins are one write.
+COUNT_INTERVAL = 0.05
+#: A process's counts hold this many heartbeats past its last one.
+HEARTBEAT_LIFETIMES = 3
+
+#: An engine's heartbeat. KEYS: procs, its exact and pattern hashes. ARGV:
+#: its id, the counts' lifetime in ms. Also drops the dead from procs.
+HEARTBEAT_SCRIPT = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return 1
+"""
+
+#: The clients of every live process on a channel. KEYS: procs. ARGV: the
+#: channel, the exact and the pattern prefixes. Returns the exact
+#: subscribers, and each pattern with its subscribers (summed over the
+#: processes) for the caller to match.
+COUNT_SCRIPT = r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n, sums = 0, {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
+  local c = redis.call('HGET', ARGV[2] .. id, ARGV[1])
+  if c then n = n + tonumber(c) end
+  local p = redis.call('HGETALL', ARGV[3] .. id)
+  for i = 1, #p, 2 do sums[p[i]] = (sums[p[i]] or 0) + tonumber(p[i + 1]) end
+end
+local patterns = {}
+for k, v in pairs(sums) do
+  patterns[#patterns + 1] = k
+  patterns[#patterns + 1] = v
+end
+return {n, patterns}
+"""
+_glob_regex = functools.lru_cache(maxsize=1024)(glob_to_regex)
 # Positions whose ms or offset Lua's numbers (doubles) cannot hold exactly.
 _TOO_BIG = 2**53
 # Reads of a channel whose rules changed since it was subscribed.
@@ -223,6 +274,17 @@ class _Waiter:
         self.error: str | None = None
         #: On a channel with history: settled with the reply.
         self.position = position
+
+
+class _CountQuery:
+    """A cluster count, until Redis answered it."""
+
+    __slots__ = ("event", "reply", "error")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.reply: Any = None
+        self.error: str | None = None
 
 
 class _ScriptLoad:
@@ -337,6 +399,11 @@ class RedisPubSub(Engine):
 
     Through Redis a message is its bytes only: it arrives as text if it is
     valid UTF-8, else as binary; SSE fields other than the data are not sent.
+
+    A third connection keeps this engine's subscriber counts in Redis, renewed
+    every ``heartbeat`` seconds, for :meth:`cluster_count` (the clients of
+    every process on this Redis; see docs/pubsub.md, "Counting subscribers
+    across processes"); ``heartbeat=None`` turns that off.
     """
 
     def __init__(
@@ -348,6 +415,7 @@ class RedisPubSub(Engine):
         backoff_max: float = 2.0,
         connect_timeout: float = 5.0,
         health_interval: float = 10.0,
+        heartbeat: float | None = 5.0,
     ) -> None:
         self.url = url
         self.host, self.port, self._user, self._password = parse_url(url)
@@ -400,6 +468,7 @@ class RedisPubSub(Engine):
         #: True while publishes are accepted: both connections to Redis are
         #: up and the subscriber has resubscribed.
         self.connected = False
+        self._init_counts(heartbeat)
 
     def __repr__(self) -> str:
         return f"<RedisPubSub {self.host}:{self.port}>"
@@ -777,6 +846,8 @@ class RedisPubSub(Engine):
         async with trio.open_nursery() as nursery:
             await nursery.start(self._keep, "subscriber", self._subscriber_session)
             await nursery.start(self._keep, "publisher", self._publisher_session)
+            if self.heartbeat is not None:
+                await nursery.start(self._keep_counts)
             task_status.started()
 
     async def _keep(
@@ -1147,6 +1218,183 @@ class RedisPubSub(Engine):
                     _fail(pending, str(reply))
                 else:
                     _confirm(pending, reply)
+
+    # -- counting subscribers across processes ----------------------------------------
+
+    def _init_counts(self, heartbeat: float | None) -> None:
+        #: Seconds between this engine's heartbeats (None: it writes no
+        #: counts and :meth:`cluster_count` is refused); its counts hold
+        #: ``HEARTBEAT_LIFETIMES`` heartbeats past its last.
+        self.heartbeat = heartbeat
+        #: This engine's name in Redis (host:pid:random), set by :meth:`run`.
+        self.process_id: str | None = None
+        self._count_keys = (PROCS_KEY, b"", b"")
+        # Channels and patterns whose count changed since the last write.
+        self._count_dirty: set[str] = set()
+        self._count_lot = trio.lowlevel.ParkingLot()
+        self._count_out = bytearray()
+        self._count_send_lot = trio.lowlevel.ParkingLot()
+        # One per command sent on the counter connection: who waits for its reply.
+        self._count_waiting: deque[_CountQuery | None] = deque()
+        self._count_up = False
+        if heartbeat is not None:
+            self.subscriptions.changed = self._count_changed
+
+    def _count_changed(self, channel: str) -> None:
+        if not self._count_dirty:
+            self._count_lot.unpark_all()
+        self._count_dirty.add(channel)
+
+    async def cluster_count(self, channel: str) -> int:
+        """How many clients of every live process on this Redis a publish on
+        ``channel`` reaches: each process's exact subscribers plus those of
+        each pattern that matches (a client on both counts twice, as it
+        receives the message twice). Event loop thread only. Raises
+        ``ConnectionError`` when the counter connection to Redis is down or
+        breaks first, ``RuntimeError`` if ``heartbeat`` is None."""
+        if self.heartbeat is None:
+            raise RuntimeError("cluster counts are off: this RedisPubSub has heartbeat=None")
+        if not self._count_up:
+            raise ConnectionError(f"not connected to Redis at {self.host}:{self.port}")
+        query = _CountQuery()
+        args = (_encode(channel), EXACT_PREFIX, PATTERN_PREFIX)
+        self._count_send([command(b"EVAL", COUNT_SCRIPT.encode(), b"1", PROCS_KEY, *args)], query)
+        with trio.move_on_after(self.health_interval):
+            await query.event.wait()
+        if not query.event.is_set():
+            raise ConnectionError(f"no answer from Redis in {self.health_interval} s")
+        if query.error is not None:
+            raise ConnectionError(query.error)
+        exact, patterns = query.reply
+        encoded = _encode(channel)
+        matched = sum(
+            int(n)
+            for p, n in zip(patterns[::2], patterns[1::2], strict=True)
+            if channel and _glob_regex(_decode(p)).fullmatch(encoded) is not None
+        )
+        return int(exact) + matched
+
+    def _count_send(self, commands: list[bytes], query: _CountQuery | None = None) -> None:
+        """Queue commands on the counter connection; ``query`` waits for the last's reply."""
+        self._count_out += b"".join(commands)
+        self._count_waiting.extend([None] * (len(commands) - 1))
+        self._count_waiting.append(query)
+        self._count_send_lot.unpark_all()
+
+    async def _keep_counts(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        name = _encode(self.process_id)
+        self._count_keys = (PROCS_KEY, EXACT_PREFIX + name, PATTERN_PREFIX + name)
+        await self._keep("counter", self._counter_session, task_status=task_status)
+
+    def _count_commands(self, counts: dict[str, int]) -> list[bytes]:
+        """HSET what is above 0 and HDEL what is 0, in each hash, then the heartbeat."""
+        _, exact_key, pattern_key = self._count_keys
+        commands = []
+        for key, patterns in ((exact_key, False), (pattern_key, True)):
+            chosen = [c for c in counts if is_pattern(c) == patterns]
+            gone = [_encode(c) for c in chosen if not counts[c]]
+            kept = [x for c in chosen if counts[c] for x in (_encode(c), b"%d" % counts[c])]
+            for i in range(0, len(gone), _BATCH):
+                commands.append(command(b"HDEL", key, *gone[i : i + _BATCH]))
+            for i in range(0, len(kept), 2 * _BATCH):
+                commands.append(command(b"HSET", key, *kept[i : i + 2 * _BATCH]))
+        assert self.heartbeat is not None
+        lifetime = b"%d" % int(self.heartbeat * HEARTBEAT_LIFETIMES * 1000)
+        script = HEARTBEAT_SCRIPT.encode()
+        name = _encode(self.process_id or "")
+        commands.append(command(b"EVAL", script, b"3", *self._count_keys, name, lifetime))
+        return commands
+
+    async def _counter_session(self, stream: trio.SocketStream, up: Callable[[], None]) -> None:
+        import hiredis
+
+        reader = hiredis.Reader()
+        with trio.fail_after(self.connect_timeout):
+            await self._handshake(stream, reader)
+        # Everything, in place of what an earlier connection may have left.
+        subs = self.subscriptions
+        self._count_dirty.clear()
+        tables = (subs.exact, subs.patterns)
+        counts = {key: len(t.cursors) for table in tables for key, t in table.items()}
+        self._count_send(
+            [command(b"MULTI"), command(b"DEL", *self._count_keys[1:])]
+            + self._count_commands(counts)
+            + [command(b"EXEC")]
+        )
+        self._count_up = True
+        up()
+        try:
+            await _until_lost(
+                lambda: self._count_writer(stream),
+                self._count_beat,
+                lambda: self._count_reader(stream, reader),
+            )
+        finally:
+            self._count_up = False
+            waiting = list(self._count_waiting)
+            self._count_waiting.clear()
+            self._count_out.clear()
+            for query in waiting:
+                if query is not None:
+                    query.error = "the connection to Redis broke before it answered"
+                    query.event.set()
+            await self._forget_counts(stream, reader, len(waiting))
+
+    async def _forget_counts(self, stream: trio.SocketStream, reader: Any, unread: int) -> None:
+        """This engine stops (or its connection broke): its counts go now,
+        not a lifetime later (after a break, the next connection writes
+        them again). ``unread``: replies still due before those."""
+        with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+            try:
+                forget = command(b"ZREM", PROCS_KEY, _encode(self.process_id or ""))
+                await stream.send_all(command(b"DEL", *self._count_keys[1:]) + forget)
+                for _ in range(unread + 2):
+                    await _read_reply(stream, reader, 0.5)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, _Lost):
+                pass
+
+    async def _count_writer(self, stream: trio.SocketStream) -> None:
+        while True:
+            if not self._count_out:
+                await self._count_send_lot.park()
+                continue
+            data = bytes(self._count_out)
+            self._count_out.clear()
+            await stream.send_all(data)
+
+    async def _count_beat(self) -> None:
+        """Write the counts that changed, a burst at a time, with a heartbeat;
+        a heartbeat alone when nothing changed for ``heartbeat`` seconds."""
+        assert self.heartbeat is not None
+        subs = self.subscriptions
+        while True:
+            with trio.move_on_after(self.heartbeat):
+                while not self._count_dirty:
+                    await self._count_lot.park()
+                await trio.sleep(COUNT_INTERVAL)
+            dirty, self._count_dirty = self._count_dirty, set()
+            counts = {}
+            for channel in dirty:
+                topic = (subs.patterns if is_pattern(channel) else subs.exact).get(channel)
+                counts[channel] = len(topic.cursors) if topic is not None else 0
+            self._count_send(self._count_commands(counts))
+
+    async def _count_reader(self, stream: trio.SocketStream, reader: Any) -> None:
+        while True:
+            data = await stream.receive_some(_RECEIVE_SIZE)
+            if not data:
+                raise _Lost("closed by Redis")
+            reader.feed(data)
+            while (reply := reader.gets()) is not False:
+                query = self._count_waiting.popleft() if self._count_waiting else None
+                if isinstance(reply, Exception):
+                    log.error("redis counter: %s", reply)
+                    if query is not None:
+                        query.error = str(reply)
+                if query is not None:
+                    query.reply = reply
+                    query.event.set()
 
 
 def _fail(pending: _Pending, error: str) -> None:

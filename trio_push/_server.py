@@ -483,10 +483,20 @@ def publish(channel: str, message: str | bytes) -> Position | bool:
     return ok
 
 
-def subscriber_count(channel: str) -> int:
+def subscriber_count(channel: str, cluster: bool = False) -> int:
     """How many clients of the servers running in this process a publish on
     ``channel`` reaches (exact and pattern subscriptions; a client counts
-    once). Clients of other processes are not counted. Any thread."""
+    once). Clients of other processes are not counted. Any thread.
+
+    With ``cluster=True``, the clients of every process and machine sharing
+    the engine's Redis (see "Counting subscribers across processes" in
+    docs/pubsub.md; in-process, those of this process). That waits for
+    Redis's answer, so it blocks the calling thread, and on a server's event
+    loop it raises ``RuntimeError``: there, ``await``
+    :func:`subscriber_count_async` instead. ``ConnectionError`` if Redis
+    does not answer."""
+    if cluster:
+        return sum(_cluster_count_from_thread(s, channel) for s in _by_bus())
     total = 0
     for server in list(_running):
         try:
@@ -494,6 +504,50 @@ def subscriber_count(channel: str) -> int:
         except trio.RunFinishedError:
             continue
     return total
+
+
+async def subscriber_count_async(channel: str, cluster: bool = False) -> int:
+    """:func:`subscriber_count` for ``async`` code, on a server's event loop
+    or any other Trio run: with ``cluster=True`` it waits for Redis without
+    blocking the loop."""
+    if not cluster:
+        return await trio.to_thread.run_sync(subscriber_count, channel)
+    total = 0
+    for server in _by_bus():
+        if server.loop.thread_id == threading.get_ident():
+            total += await _cluster_count(server.pubsub, channel)
+        else:
+            total += await trio.to_thread.run_sync(_cluster_count_from_thread, server, channel)
+    return total
+
+
+def _by_bus() -> list[Server]:
+    """A running server per engine bus (servers sharing a Redis count it once)."""
+    servers: dict[Any, Server] = {}
+    for server in list(_running):
+        servers.setdefault(getattr(server.pubsub, "bus", server.pubsub), server)
+    return list(servers.values())
+
+
+async def _cluster_count(engine: PubSub, channel: str) -> int:
+    count = getattr(engine, "cluster_count", None)
+    if count is None:  # an engine of the app's own, without cluster counts
+        return engine.count(channel)
+    return int(await count(channel))
+
+
+def _cluster_count_from_thread(server: Server, channel: str) -> int:
+    if server.loop.thread_id == threading.get_ident():
+        raise RuntimeError(
+            "subscriber_count(cluster=True) on the event loop would block it:"
+            " await subscriber_count_async(channel, cluster=True)"
+        )
+    try:
+        return trio.from_thread.run(
+            _cluster_count, server.pubsub, channel, trio_token=server.loop.token
+        )
+    except trio.RunFinishedError:
+        return 0
 
 
 def _not_found(env: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
