@@ -17,6 +17,7 @@ import sansio_push as sp
 
 from ._history import History
 from ._loop import Loop
+from ._metrics import Counters
 from ._pubsub import PubSub
 
 
@@ -58,6 +59,10 @@ class Options:
       for none), for the channels it matches; the first match wins over
       ``history`` and ``history_ttl``.
     - ``protocol``: the protocol core's limits (:class:`sansio_push.Config`).
+    - ``metrics_port``: serve Prometheus metrics on this port (of the
+      server's host), on a listener of its own; None (the default): none.
+      Needs prometheus-client (``trio-push[metrics]``; docs/deployment.md,
+      "Metrics").
     """
 
     threads: int = 0
@@ -77,6 +82,7 @@ class Options:
     history_ttl: float | None = None
     history_for: Mapping[str, History | None] = field(default_factory=dict)
     protocol: sp.Config = field(default_factory=sp.Config)
+    metrics_port: int | None = None
 
 
 class Flushable(Protocol):
@@ -120,6 +126,7 @@ class Context:
         "closing",
         "close_deadline",
         "stopping",
+        "counters",
     )
 
     def __init__(
@@ -157,3 +164,5 @@ class Context:
         self.close_deadline = float("inf")
         #: True once a graceful shutdown has begun.
         self.stopping = False
+        #: What the metrics count (plain ints; see _metrics.py).
+        self.counters = Counters()

@@ -20,6 +20,15 @@ from ._context import Context, Flushable, Options
 from ._history import Position, rules_from
 from ._listen import Acceptor, open_listeners, port_of
 from ._loop import watch_signals
+from ._metrics import (
+    Snapshot,
+    SnapshotCollector,
+    serve_metrics,
+    snapshot,
+    stop_metrics,
+    write_snapshot,
+    write_snapshots,
+)
 from ._pubsub import MemoryPubSub, PubSub
 from ._router import Router
 from ._static import StaticFiles
@@ -41,6 +50,10 @@ class Server:
     which reports the server once it listens). From a script that is not async,
     ``server.start()`` runs it on a thread of its own and returns once it
     listens, and ``server.stop()`` stops it gracefully.
+
+    ``metrics_dir`` is for ``--workers`` (the CLI sets it): the worker
+    writes its metrics there for its supervisor's scrape instead of serving
+    ``metrics_port`` (docs/deployment.md, "Metrics").
     """
 
     def __init__(
@@ -56,6 +69,7 @@ class Server:
         reuse_port: bool = False,
         background: Callable[[], Awaitable[Any]] | None = None,
         interface: str = "auto",
+        metrics_dir: str | None = None,
         **option_values: Any,
     ) -> None:
         options = options or Options()
@@ -130,6 +144,11 @@ class Server:
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._drain_scope: trio.CancelScope | None = None
+        #: Under ``--workers``: the folder this worker writes its metrics
+        #: to, for the supervisor's scrape (instead of ``metrics_port``).
+        self.metrics_dir = metrics_dir
+        #: The port metrics are served on (``metrics_port``, once bound).
+        self.metrics_port: int | None = None
 
     @property
     def port(self) -> int:
@@ -175,6 +194,10 @@ class Server:
             return self._app_fn
         return _not_found
 
+    def metrics_snapshot(self) -> Snapshot:
+        """What the metrics count now (see _metrics.snapshot)."""
+        return snapshot(self._context.counters, self._acceptor, self.pubsub)
+
     # -- running ------------------------------------------------------------
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -194,6 +217,27 @@ class Server:
             ssl_context=self.ssl_context,
         )
         self.ports = [port_of(listener) for listener in listeners]
+        metrics = None
+        if self.options.metrics_port is not None and self.metrics_dir is None:
+            try:
+                metrics, self.metrics_port = serve_metrics(
+                    self.options.metrics_port,
+                    self.host or "0.0.0.0",
+                    SnapshotCollector(self.metrics_snapshot),
+                )
+            except BaseException:
+                for listener in listeners:
+                    await listener.aclose()
+                raise
+        try:
+            await self._serve(listeners, task_status)
+        finally:
+            if metrics is not None:
+                stop_metrics(metrics)
+            if self.metrics_dir is not None:
+                write_snapshot(self.metrics_dir, self.metrics_snapshot())
+
+    async def _serve(self, listeners: list[Any], task_status: Any) -> None:
         if self.options.tune_gc:
             tune_gc()
         self.loop.enter()
@@ -214,6 +258,8 @@ class Server:
             conn_nursery.start_soon(self._flush)
             if self.background is not None:
                 conn_nursery.start_soon(self._run_background)
+            if self.metrics_dir is not None:
+                conn_nursery.start_soon(write_snapshots, self.metrics_dir, self.metrics_snapshot)
             log.info(
                 "trio-push listening on %s",
                 ", ".join(f"{_scheme(self)}://{self.host or '0.0.0.0'}:{p}" for p in self.ports),
