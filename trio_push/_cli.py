@@ -209,6 +209,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " (needs trio-push[metrics]; default: none)",
     )
     parser.add_argument(
+        "--health-path",
+        metavar="PATH",
+        help="answer liveness at PATH and readiness at PATH/ready, before the app (default: none)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -264,12 +269,16 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
-def _check_metrics(args: argparse.Namespace) -> None:
+def _check_health_and_metrics(args: argparse.Namespace) -> None:
     if args.metrics_port is not None:
         if importlib.util.find_spec("prometheus_client") is None:
             raise CLIError(f"--metrics-port: {MISSING}")
         if not 0 <= args.metrics_port <= 65535:
             raise CLIError("--metrics-port must be from 0 to 65535")
+    if args.health_path is not None and not (
+        args.health_path.startswith("/") and len(args.health_path) > 1
+    ):
+        raise CLIError("--health-path must start with / (e.g. /health)")
 
 
 def _supervise(argv: list[str], args: argparse.Namespace) -> int:
@@ -335,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.h2_max_streams < 1 or args.h2_max_header_list_size < 1:
             raise CLIError("--h2-max-streams and --h2-max-header-list-size must be at least 1")
         pubsub = _pubsub_engine(args)
-        _check_metrics(args)
+        _check_health_and_metrics(args)
         if args.workers > 1 and not args.worker:
             sys.exit(_supervise(argv, args))
         app = load_app(args.app)
@@ -366,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
             reuse_port=args.worker,
             metrics_port=args.metrics_port,
             metrics_dir=os.environ.get(FOLDER_ENV) if args.worker else None,
+            health_path=args.health_path,
         )
         if args.worker:
             trio.run(serve_as_worker, server, Server.serve_until_signalled)

@@ -63,6 +63,9 @@ class Options:
       server's host), on a listener of its own; None (the default): none.
       Needs prometheus-client (``trio-push[metrics]``; docs/deployment.md,
       "Metrics").
+    - ``health_path``: answer ``GET health_path`` (liveness) and
+      ``health_path + "/ready"`` (readiness: 503 while draining or while
+      Redis is down) before the app; None (the default): no such routes.
     """
 
     threads: int = 0
@@ -83,6 +86,7 @@ class Options:
     history_for: Mapping[str, History | None] = field(default_factory=dict)
     protocol: sp.Config = field(default_factory=sp.Config)
     metrics_port: int | None = None
+    health_path: str | None = None
 
 
 class Flushable(Protocol):

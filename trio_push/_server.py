@@ -174,6 +174,13 @@ class Server:
 
     def dispatch(self, env: dict[str, Any]) -> Callable[..., Any]:
         """The callable that answers this request."""
+        health = self.options.health_path
+        if health is not None and env["PATH_INFO"].startswith(health):
+            rest = env["PATH_INFO"][len(health) :]
+            if rest == "":
+                return _alive
+            if rest == "/ready":
+                return self._ready
         if self.router is not None:
             target = self.router.match(env)
             if target is not None:
@@ -193,6 +200,15 @@ class Server:
         if self._app_fn is not None:
             return self._app_fn
         return _not_found
+
+    def _ready(self, env: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Readiness: 503 while a graceful stop drains, or while the
+        pub/sub engine's connection (Redis) is down; else 200."""
+        if self.stopping:
+            return _health(503, "draining")
+        if getattr(self.pubsub, "connected", True) is False:
+            return _health(503, "redis down")
+        return _health(200, "ready")
 
     def metrics_snapshot(self) -> Snapshot:
         """What the metrics count now (see _metrics.snapshot)."""
@@ -526,6 +542,16 @@ def subscriber_count(channel: str) -> int:
         except trio.RunFinishedError:
             continue
     return total
+
+
+def _health(status: int, text: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    headers = [("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store")]
+    return status, headers, f"{text}\n".encode()
+
+
+def _alive(env: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Liveness: the process serves."""
+    return _health(200, "ok")
 
 
 def _not_found(env: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
