@@ -18,7 +18,14 @@ from typing import Any
 import trio
 
 from ._context import Options
-from ._metrics import FOLDER_ENV, MISSING, FolderCollector, serve_metrics, stop_metrics
+from ._metrics import (
+    FOLDER_ENV,
+    MISSING,
+    FolderCollector,
+    MetricsPortError,
+    serve_metrics,
+    stop_metrics,
+)
 from ._pubsub import PubSub
 from ._redis import RedisPubSub
 from ._server import Server
@@ -383,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
             trio.run(server.serve_until_signalled)
     except CLIError as exc:
         sys.exit(f"trio-push: {exc}")
+    except MetricsPortError as exc:
+        sys.exit(f"trio-push: {exc.strerror}")
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             sys.exit(f"trio-push: port {args.port} on {args.host} is already in use")

@@ -43,6 +43,11 @@ MISSING = "metrics need prometheus-client: pip install 'trio-push[metrics]'"
 Snapshot = dict[str, Any]
 
 
+class MetricsPortError(OSError):
+    """The metrics port could not be listened on (``strerror`` says which
+    and why)."""
+
+
 class Counters:
     """A server's counts, in plain ints (event loop thread; read by the
     scrape's thread, which needs no lock to read an int)."""
@@ -306,14 +311,20 @@ def serve_metrics(port: int, host: str, collector: Any) -> tuple[Any, int]:
     """Serve ``collector``'s metrics on ``host:port`` with prometheus-client's
     HTTP server (a thread of its own); the server (``shutdown()`` stops it)
     and the port it is bound to. Raises ImportError (:data:`MISSING`)
-    without prometheus-client."""
+    without prometheus-client, :class:`MetricsPortError` if the port is
+    taken."""
     try:
         from prometheus_client import CollectorRegistry, start_http_server
     except ImportError:
         raise ImportError(MISSING) from None
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    httpd, _ = start_http_server(port, host, registry)
+    try:
+        httpd, _ = start_http_server(port, host, registry)
+    except OSError as exc:
+        raise MetricsPortError(
+            exc.errno, f"metrics port {port} on {host}: {exc.strerror}"
+        ) from None
     return httpd, int(httpd.server_port)
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 import trio_push
-from tests.helpers.procs import free_port
+from tests.helpers.procs import MODULE, free_port, run_cli
 from tests.helpers.pubsub import (
     PushClient,
     RedisServer,
@@ -309,3 +310,18 @@ def test_without_prometheus_client_a_server_says_what_to_install(
     server = trio_push.Server(app, 0, metrics_port=0)
     with pytest.raises(ImportError, match=r"trio-push\[metrics\]"):
         trio.run(server.serve)
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2", "--redis", "redis://127.0.0.1:1"]])
+async def test_a_metrics_port_in_use_is_one_line(app_dir: Path, workers: list[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = await run_cli(
+            MODULE, app_dir, "pushapp:Listen", *workers, "--port", "0", "--metrics-port", str(port)
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"trio-push: metrics port {port} on 127.0.0.1: Address already in use"
+    )
