@@ -799,7 +799,8 @@ class MemoryPubSub(Engine):
         # Positions are given in the caller's thread, in the order the
         # messages reach the loop.
         self._lock = threading.Lock()
-        #: Publishes delivered, and refused (the server had stopped), since start.
+        #: Publishes delivered, and refused (the server had stopped), since start
+        #: (metrics).
         self.published = 0
         self.failed = 0
 
@@ -833,24 +834,19 @@ class MemoryPubSub(Engine):
         if isinstance(message, sp.Prepared):
             message = message.message
         if self._store.rules.get(channel) is None:
-            ok = self._loop.call(self._deliver, channel, Published(message, channel))
-            self._count(ok)
-            return ok
+            if self._loop.call(self._deliver, channel, Published(message, channel)):
+                return True
+            self.failed += 1
+            return False
         with self._lock:
             published = self._store.append(channel, message)
             if not self._loop.call(self._deliver, channel, published):
                 self._store.retract(published)  # never delivered: not history either
                 self.failed += 1
                 return False
-            self.published += 1
         assert published.position is not None
         return published.position
 
-    def _count(self, ok: bool) -> None:
-        if ok:
-            self.published += 1
-        else:
-            self.failed += 1
-
     def _deliver(self, channel: str, prepared: sp.Prepared) -> int:
+        self.published += 1  # here, on the loop: one thread counts
         return self.subscriptions.publish(channel, prepared)
