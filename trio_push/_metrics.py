@@ -216,7 +216,8 @@ def families(snap: Snapshot) -> Iterator[Any]:
         "overflows",
         "Send-queue overflows, by the policy applied",
         "policy",
-        snap.get("overflows", {}),
+        # Every policy from the start: a rate() needs the zero before the first.
+        {"close": 0, "drop": 0, "resync": 0, **snap.get("overflows", {})},
     )
     yield counter(
         "callback_errors", "Exceptions raised by the app's push callbacks", "callback_errors"
