@@ -205,6 +205,22 @@ async def test_each_metric_moves_with_its_traffic(nursery: trio.Nursery) -> None
         assert value(samples, "connections_open", protocol="websocket") == 1
 
 
+async def test_an_http2_stream_counts_as_its_protocol(nursery: trio.Nursery) -> None:
+    server = await serve(nursery)
+    assert server.metrics_port is not None
+    url = f"http://127.0.0.1:{server.port}"
+    async with httpx.AsyncClient(base_url=url, http1=False, http2=True) as client:
+        headers = {"accept": "text/event-stream"}
+        async with client.stream("GET", "/news", headers=headers) as response:
+            assert response.http_version == "HTTP/2"
+            samples = await until(
+                server.metrics_port, "connections_open", lambda v: v == 1, protocol="sse"
+            )
+            # The connection itself is still one HTTP connection.
+            assert value(samples, "connections_open", protocol="http") == 1
+    await until(server.metrics_port, "connections_open", lambda v: v == 0, protocol="sse")
+
+
 async def test_an_overflow_under_drop_counts_each_message(nursery: trio.Nursery) -> None:
     server = await serve(nursery, max_queue_bytes=64 * 1024, overflow="drop")
     stuck = await stuck_websocket(server.port, "/flood")
