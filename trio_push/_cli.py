@@ -5,17 +5,28 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import importlib.util
 import inspect
 import logging
 import os
+import shutil
 import ssl
 import sys
+import tempfile
 from typing import Any
 
 import trio
 
 from ._context import Options
 from ._proxy import TrustedProxies
+from ._metrics import (
+    FOLDER_ENV,
+    MISSING,
+    FolderCollector,
+    MetricsPortError,
+    serve_metrics,
+    stop_metrics,
+)
 from ._pubsub import PubSub
 from ._redis import RedisPubSub
 from ._server import Server
@@ -206,6 +217,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-access-log", action="store_true", help="no log line per request or push connection"
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve Prometheus metrics on this port, on a listener of its own"
+        " (needs trio-push[metrics]; default: none)",
+    )
+    parser.add_argument(
+        "--health-path",
+        metavar="PATH",
+        help="answer liveness at PATH and readiness at PATH/ready, before the app (default: none)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -319,6 +342,48 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
+def _check_health_and_metrics(args: argparse.Namespace) -> None:
+    if args.metrics_port is not None:
+        if importlib.util.find_spec("prometheus_client") is None:
+            raise CLIError(f"--metrics-port: {MISSING}")
+        if not 0 <= args.metrics_port <= 65535:
+            raise CLIError("--metrics-port must be from 0 to 65535")
+    if args.health_path is not None and not (
+        args.health_path.startswith("/") and len(args.health_path) > 1
+    ):
+        raise CLIError("--health-path must start with / (e.g. /health)")
+
+
+def _supervise(argv: list[str], args: argparse.Namespace) -> int:
+    """``--workers N``: the supervisor; with ``--metrics-port`` it serves
+    the metrics of every worker (the snapshots they write in a folder of
+    its own: see _metrics.py)."""
+    stop_timeout = args.drain_timeout + 5
+    if args.metrics_port is None:
+        return supervise(argv, args.workers, args.host, args.port, stop_timeout)
+    folder = tempfile.mkdtemp(prefix="trio-push-metrics-")
+    try:
+        collector = FolderCollector(folder)
+        httpd, port = serve_metrics(args.metrics_port, args.host, collector)
+        logging.getLogger("trio_push").info(
+            "supervisor: metrics on http://%s:%d/metrics", args.host, port
+        )
+        try:
+            return supervise(
+                argv,
+                args.workers,
+                args.host,
+                args.port,
+                stop_timeout,
+                env={FOLDER_ENV: folder},
+                on_exit=collector.retire,
+            )
+        finally:
+            stop_metrics(httpd)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _pad_level(record: logging.LogRecord) -> bool:
     record.pad = " " * max(1, 9 - len(record.levelname))
     return True
@@ -353,8 +418,9 @@ def main(argv: list[str] | None = None) -> None:
             raise CLIError("--h2-max-streams and --h2-max-header-list-size must be at least 1")
         pubsub = _pubsub_engine(args)
         deployment = _deployment_options(args)
+        _check_health_and_metrics(args)
         if args.workers > 1 and not args.worker:
-            sys.exit(supervise(argv, args.workers, args.host, args.port, args.drain_timeout + 5))
+            sys.exit(_supervise(argv, args))
         app = load_app(args.app)
         server = Server(
             app,
@@ -382,6 +448,9 @@ def main(argv: list[str] | None = None) -> None:
             pubsub=pubsub,
             reuse_port=args.worker,
             **deployment,
+            metrics_port=args.metrics_port,
+            metrics_dir=os.environ.get(FOLDER_ENV) if args.worker else None,
+            health_path=args.health_path,
         )
         if args.worker:
             trio.run(serve_as_worker, server, Server.serve_until_signalled)
@@ -389,6 +458,8 @@ def main(argv: list[str] | None = None) -> None:
             trio.run(server.serve_until_signalled)
     except CLIError as exc:
         sys.exit(f"trio-push: {exc}")
+    except MetricsPortError as exc:
+        sys.exit(f"trio-push: {exc.strerror}")
     except OSError as exc:
         # The listeners name the socket in their errors.
         if args.uds is not None and exc.filename == args.uds:

@@ -18,6 +18,7 @@ import sansio_push as sp
 from ._history import History
 from ._loop import Loop
 from ._proxy import TrustedProxies
+from ._metrics import Counters
 from ._pubsub import PubSub
 
 
@@ -64,6 +65,13 @@ class Options:
       peer is in ``forwarded_allow_ips`` (addresses and networks, comma
       separated or a sequence; ``*``: any peer; ``unix``: a peer on a Unix
       socket). docs/deployment.md, "Proxies".
+    - ``metrics_port``: serve Prometheus metrics on this port (of the
+      server's host), on a listener of its own; None (the default): none.
+      Needs prometheus-client (``trio-push[metrics]``; docs/deployment.md,
+      "Metrics").
+    - ``health_path``: answer ``GET health_path`` (liveness) and
+      ``health_path + "/ready"`` (readiness: 503 while draining or while
+      Redis is down) before the app; None (the default): no such routes.
     """
 
     threads: int = 0
@@ -85,6 +93,8 @@ class Options:
     protocol: sp.Config = field(default_factory=sp.Config)
     proxy_headers: bool = False
     forwarded_allow_ips: str | tuple[str, ...] = "127.0.0.1"
+    metrics_port: int | None = None
+    health_path: str | None = None
 
 
 class Flushable(Protocol):
@@ -129,6 +139,7 @@ class Context:
         "close_deadline",
         "stopping",
         "proxy",
+        "counters",
     )
 
     def __init__(
@@ -168,3 +179,5 @@ class Context:
         self.stopping = False
         #: With ``proxy_headers``: who may say who the client is.
         self.proxy = TrustedProxies(options.forwarded_allow_ips) if options.proxy_headers else None
+        #: What the metrics count (plain ints; see _metrics.py).
+        self.counters = Counters()

@@ -129,6 +129,9 @@ class CallbackQueue:
         keeps the order (nothing queued or running before it) and is a plain
         call on the event loop; else queued."""
         self._messages_in += 1
+        counters = self.ctx.counters
+        counters.messages_in += 1
+        counters.bytes_in += len(data)
         if self._dispatching or not self._plain("on_message"):
             self.queue("on_message", (data,))
             return
@@ -203,6 +206,7 @@ class CallbackQueue:
         try:
             await call(fn, self.client, *args, limiter=ctx.limiter, slow=ctx.options.slow_callback)
         except Exception:
+            self.ctx.counters.callback_errors += 1
             log.exception("error in %s.%s", type(self.handler).__name__, name)
             self.close(sp.CloseCode.INTERNAL_ERROR, "internal error")
 
@@ -273,6 +277,7 @@ class CallbackQueue:
                         options.close_timeout,
                     )
         except Exception:
+            self.ctx.counters.callback_errors += 1
             log.exception("error in %s.on_close", type(self.handler).__name__)
 
     # -- helper tasks -------------------------------------------------------------

@@ -122,6 +122,7 @@ class RequestLoop:
                 if upgrade is not None:
                     return upgrade
             elif isinstance(event, sp.Rejected):
+                ctx.counters.response(event.status)
                 access_log.info('%s - "-" %d (%s)', transport.peer, event.status, event.reason)
 
     async def _flush(self) -> None:
@@ -159,6 +160,7 @@ class RequestLoop:
                 self._body_done = True
             elif isinstance(event, sp.Rejected):
                 # 413 (or 400) is queued; whatever the app answers is dropped.
+                self._ctx.counters.response(event.status)
                 access_log.info(
                     '%s - "-" %d (%s)', self._transport.peer, event.status, event.reason
                 )
@@ -180,6 +182,7 @@ class RequestLoop:
         ctx = self._ctx
         core = self.core
         peer = self._transport.peer
+        started = trio.current_time()
         if ctx.wsgi:
             wsgi_input: Any = BodyReader(self.body_chunk)
         else:
@@ -200,6 +203,7 @@ class RequestLoop:
             and origin not in origins
         ):
             core.respond(403, [("content-type", "text/plain")], b"Origin not allowed\n")
+            ctx.counters.response(403, started)
             access_log.info('%s - "%s" 403 Forbidden (origin)', peer, request_line)
             return None
         try:
@@ -233,14 +237,17 @@ class RequestLoop:
         except Exception:
             log.exception("error in app for %s", request_line)
             self._respond_error()
+            ctx.counters.response(500, started)
             access_log.info('%s - "%s" 500 Internal Server Error', peer, request_line)
             return None
         if kind is not None:
             await close_body(result_body)
             sent = 101 if kind == "websocket" else 200
+            ctx.counters.response(sent, started)
             access_log.info('%s - "%s" %d %s open', peer, request_line, sent, kind)
             return kind, handler, env
         await self._send_body(result_body, fixed, request_line)
+        ctx.counters.response(status, started)
         access_log.info('%s - "%s" %d %s', peer, request_line, status, _phrase(status))
         return None
 

@@ -227,6 +227,9 @@ class Acceptor:
         self._handle = handle
         #: Connections admitted and not yet released (ended).
         self.admitted = 0
+        #: Connections accepted, and refused with a 503, since the start (metrics).
+        self.accepted = 0
+        self.refused = 0
         # Refusals not yet logged, and when the last warning was.
         self._refusals = 0
         self._refusals_logged_at = float("-inf")
@@ -260,12 +263,14 @@ class Acceptor:
                     continue
                 raise
             if self.admitted >= self.max_connections:
+                self.refused += 1
                 self._log_refusal()
                 conn_nursery.start_soon(_refuse, stream)
             else:
                 # Counted here, not once handle runs: otherwise a burst of
                 # accepts all pass the check before any of them is counted.
                 self.admitted += 1
+                self.accepted += 1
                 conn_nursery.start_soon(self._handle, stream)
 
     def _log_refusal(self) -> None:

@@ -531,7 +531,17 @@ class Subscriptions:
     own subscriptions. Event loop thread only.
     """
 
-    __slots__ = ("exact", "patterns", "by_client", "_matches", "seq", "rules", "changed")
+    __slots__ = (
+        "exact",
+        "patterns",
+        "by_client",
+        "_matches",
+        "seq",
+        "rules",
+        "replays",
+        "replayed",
+        "changed",
+    )
 
     def __init__(self, rules: HistoryRules | None = None) -> None:
         self.exact: dict[str, Topic] = {}
@@ -540,6 +550,9 @@ class Subscriptions:
         # channel -> the patterns that match it; cleared when patterns change.
         self._matches: dict[str, tuple[Topic, ...]] = {}
         self.seq = 0
+        #: Resumes read from history, and the messages they replayed (metrics).
+        self.replays = 0
+        self.replayed = 0
         #: Which channels keep history (see _history.HistoryRules).
         self.rules = rules if rules is not None else HistoryRules()
         #: Called with a channel or pattern whose number of subscribers
@@ -599,6 +612,8 @@ class Subscriptions:
         else:
             cursor.last = since
             cursor.replay = replay or None
+            self.replays += 1
+            self.replayed += len(replay)
         cursor.seam = cursor.last is not None
         subscriber.announce(cursor)
         subscriber.flush_soon()
@@ -799,6 +814,10 @@ class MemoryPubSub(Engine):
         # Positions are given in the caller's thread, in the order the
         # messages reach the loop.
         self._lock = threading.Lock()
+        #: Publishes delivered, and refused (the server had stopped), since start
+        #: (metrics).
+        self.published = 0
+        self.failed = 0
 
     @Engine.history.setter
     def history(self, rules: HistoryRules) -> None:
@@ -830,14 +849,19 @@ class MemoryPubSub(Engine):
         if isinstance(message, sp.Prepared):
             message = message.message
         if self._store.rules.get(channel) is None:
-            return self._loop.call(self._deliver, channel, Published(message, channel))
+            if self._loop.call(self._deliver, channel, Published(message, channel)):
+                return True
+            self.failed += 1
+            return False
         with self._lock:
             published = self._store.append(channel, message)
             if not self._loop.call(self._deliver, channel, published):
                 self._store.retract(published)  # never delivered: not history either
+                self.failed += 1
                 return False
         assert published.position is not None
         return published.position
 
     def _deliver(self, channel: str, prepared: sp.Prepared) -> int:
+        self.published += 1  # here, on the loop: one thread counts
         return self.subscriptions.publish(channel, prepared)

@@ -41,7 +41,7 @@ from ._dispatch import DONE, OVER, CallbackQueue
 from ._glob import is_pattern
 from ._history import OVERFLOW, UNKNOWN, PagePositions, Position, announcement
 from ._pubsub import PULL_BYTES, Cursor, backlog, connection_id, detach, pull
-from ._transport import Sink
+from ._transport import Sink, Transport
 
 log = logging.getLogger("trio_push")
 access_log = logging.getLogger("trio_push.access")
@@ -155,6 +155,7 @@ class PushSession(CallbackQueue):
         websocket = self.core.protocol == "websocket"
         self._next_keepalive = now + (options.ping_interval if websocket else options.sse_keepalive)
         ctx.sessions.add(self)
+        self._count_open(1)
         self.queue("on_open")
         if ctx.stopping:
             # Upgraded while a graceful stop was under way (the app was
@@ -166,6 +167,7 @@ class PushSession(CallbackQueue):
         """The reader is done: wait for the helpers, then leave."""
         await self.wait_for_helpers()
         self.ctx.sessions.discard(self)
+        self._count_open(-1)
         self._leave_pubsub()
         self.closed(sp.CloseCode.ABNORMAL, "")  # if nothing closed it before
         client = self.client
@@ -178,6 +180,15 @@ class PushSession(CallbackQueue):
             self._messages_in,
             self._messages_out,
         )
+
+    def _count_open(self, n: int) -> None:
+        counters = self.ctx.counters
+        if self.core.protocol == "websocket":
+            counters.websocket_open += n
+        else:
+            counters.sse_open += n
+        if isinstance(self._sink, Transport):  # a whole HTTP/1.1 connection
+            counters.upgraded_open += n
 
     def release(self) -> None:
         """Let go of the client and the handler, which refer back to us (a
@@ -273,6 +284,7 @@ class PushSession(CallbackQueue):
     def sent(self, n: int) -> None:
         """The socket took ``n`` more bytes."""
         core = self.core
+        self.ctx.counters.bytes_out += n
         drained = core.sent(n) is not None
         # overflow='resync': once the socket has taken its queue (its
         # messages, or all of it: a queue of pongs and pings has none to
@@ -477,6 +489,7 @@ class PushSession(CallbackQueue):
         # (_pubsub.detach) and reads on from history.
         burst = core.config.overflow == "resync"
         queued = 0
+        dropped = core.dropped
         for prepared in batch:
             try:
                 if send(prepared, burst=burst):
@@ -487,12 +500,17 @@ class PushSession(CallbackQueue):
                 # Bytes that are not UTF-8 cannot be an SSE event.
                 log.warning("%s: a published message cannot be sent as SSE; skipped", self.peer)
         self._messages_out += queued
+        counters = self.ctx.counters
+        counters.messages_out += queued
+        if core.dropped != dropped:
+            counters.overflow(core.config.overflow, core.dropped - dropped)
         if not core.open:
             self._after_refusal(was_open)
         self.flush_soon()
 
     def _queued(self) -> bool:
         self._messages_out += 1
+        self.ctx.counters.messages_out += 1
         if not self._inline:  # else the reader flushes once the callback returns
             self.flush_soon()
         return True
@@ -501,6 +519,9 @@ class PushSession(CallbackQueue):
         """A write was refused; if the queue bound closed the session (the
         'close' overflow policy), say so and bound the close."""
         core = self.core
+        if was_open:
+            # Refused while open: a queue bound's policy (see overflow).
+            self.ctx.counters.overflow("close" if not core.open else core.config.overflow)
         if was_open and not core.open:
             self.closed(sp.CloseCode.POLICY_VIOLATION, _QUEUE_FULL)
             log.warning(
@@ -526,6 +547,7 @@ class PushSession(CallbackQueue):
         its queue bounds allow: the 'close' policy, or 'resync'."""
         if self.core.config.overflow == "resync":
             if not any(c.detached is not None for c in self.cursors):
+                self.ctx.counters.overflow("resync")
                 log.warning("%s: too far behind; reading on from history once it drains", self.peer)
             for channel in detach(self):
                 self._lose(channel)
@@ -576,6 +598,7 @@ class PushSession(CallbackQueue):
         """The client will not get everything after its position on
         ``channel``: ``on_gap`` runs before anything more is taken from
         pub/sub (see gap_told); without one, a warning says so."""
+        self.ctx.counters.gap(reason)
         if getattr(self.handler, "on_gap", None) is None:
             log.warning(
                 "%s: missed messages on %r (%s) and %s has no on_gap",

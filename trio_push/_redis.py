@@ -425,7 +425,9 @@ class RedisPubSub(Engine):
         self.connect_timeout = connect_timeout
         self.health_interval = health_interval
         self.subscriptions = Subscriptions()
-        #: Publishes refused (returned False) since start.
+        #: Publishes accepted (queued for Redis), and refused (returned
+        #: False) or failed in Redis, since start.
+        self.published = 0
         self.failed = 0
         #: Publishes accepted but not confirmed when a connection broke.
         self.unconfirmed = 0
@@ -563,6 +565,8 @@ class RedisPubSub(Engine):
                     first = False
                 queue_full = ready
             else:
+                if not read:
+                    self.published += 1
                 self._queue.append((cmd, pending))
                 wake = not self._wake_pending
                 self._wake_pending = True

@@ -20,6 +20,15 @@ from ._context import Context, Flushable, Options
 from ._history import Position, rules_from
 from ._listen import Acceptor, addresses, describe, open_listeners, port_of
 from ._loop import watch_signals
+from ._metrics import (
+    Snapshot,
+    SnapshotCollector,
+    serve_metrics,
+    snapshot,
+    stop_metrics,
+    write_snapshot,
+    write_snapshots,
+)
 from ._pubsub import MemoryPubSub, PubSub
 from ._router import Router
 from ._static import StaticFiles
@@ -45,6 +54,9 @@ class Server:
     It listens on ``host:port``, or instead on the Unix socket ``uds`` (a
     path), or on the inherited listening socket ``fd`` (a file descriptor):
     see docs/deployment.md, "Unix sockets and inherited sockets".
+    ``metrics_dir`` is for ``--workers`` (the CLI sets it): the worker
+    writes its metrics there for its supervisor's scrape instead of serving
+    ``metrics_port`` (docs/deployment.md, "Metrics").
     """
 
     def __init__(
@@ -62,6 +74,7 @@ class Server:
         interface: str = "auto",
         uds: str | None = None,
         fd: int | None = None,
+        metrics_dir: str | None = None,
         **option_values: Any,
     ) -> None:
         options = options or Options()
@@ -142,6 +155,11 @@ class Server:
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._drain_scope: trio.CancelScope | None = None
+        #: Under ``--workers``: the folder this worker writes its metrics
+        #: to, for the supervisor's scrape (instead of ``metrics_port``).
+        self.metrics_dir = metrics_dir
+        #: The port metrics are served on (``metrics_port``, once bound).
+        self.metrics_port: int | None = None
 
     @property
     def port(self) -> int:
@@ -167,6 +185,13 @@ class Server:
 
     def dispatch(self, env: dict[str, Any]) -> Callable[..., Any]:
         """The callable that answers this request."""
+        health = self.options.health_path
+        if health is not None and env["PATH_INFO"].startswith(health):
+            rest = env["PATH_INFO"][len(health) :]
+            if rest == "":
+                return _alive
+            if rest == "/ready":
+                return self._ready
         if self.router is not None:
             target = self.router.match(env)
             if target is not None:
@@ -186,6 +211,19 @@ class Server:
         if self._app_fn is not None:
             return self._app_fn
         return _not_found
+
+    def _ready(self, env: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Readiness: 503 while a graceful stop drains, or while the
+        pub/sub engine's connection (Redis) is down; else 200."""
+        if self.stopping:
+            return _health(503, "draining")
+        if getattr(self.pubsub, "connected", True) is False:
+            return _health(503, "redis down")
+        return _health(200, "ready")
+
+    def metrics_snapshot(self) -> Snapshot:
+        """What the metrics count now (see _metrics.snapshot)."""
+        return snapshot(self._context.counters, self._acceptor, self.pubsub)
 
     # -- running ------------------------------------------------------------
 
@@ -208,7 +246,27 @@ class Server:
             fd=self.fd,
         )
         self.ports = [p for listener in listeners if (p := port_of(listener)) is not None]
-        shown_host = None if self.fd is not None else self.host or "0.0.0.0"
+        metrics = None
+        if self.options.metrics_port is not None and self.metrics_dir is None:
+            try:
+                metrics, self.metrics_port = serve_metrics(
+                    self.options.metrics_port,
+                    self.host or "0.0.0.0",
+                    SnapshotCollector(self.metrics_snapshot),
+                )
+            except BaseException:
+                for listener in listeners:
+                    await listener.aclose()
+                raise
+        try:
+            await self._serve(listeners, task_status)
+        finally:
+            if metrics is not None:
+                stop_metrics(metrics)
+            if self.metrics_dir is not None:
+                write_snapshot(self.metrics_dir, self.metrics_snapshot())
+
+    async def _serve(self, listeners: list[Any], task_status: Any) -> None:
         if self.options.tune_gc:
             tune_gc()
         self.loop.enter()
@@ -229,6 +287,9 @@ class Server:
             conn_nursery.start_soon(self._flush)
             if self.background is not None:
                 conn_nursery.start_soon(self._run_background)
+            if self.metrics_dir is not None:
+                conn_nursery.start_soon(write_snapshots, self.metrics_dir, self.metrics_snapshot)
+            shown_host = None if self.fd is not None else self.host or "0.0.0.0"
             log.info(
                 "trio-push listening on %s",
                 ", ".join(describe(listener, _scheme(self), shown_host) for listener in listeners),
@@ -548,6 +609,16 @@ def _cluster_count_from_thread(server: Server, channel: str) -> int:
         )
     except trio.RunFinishedError:
         return 0
+
+
+def _health(status: int, text: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    headers = [("content-type", "text/plain; charset=utf-8"), ("cache-control", "no-store")]
+    return status, headers, f"{text}\n".encode()
+
+
+def _alive(env: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Liveness: the process serves."""
+    return _health(200, "ok")
 
 
 def _not_found(env: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:

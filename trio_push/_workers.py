@@ -54,14 +54,27 @@ def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
     return hold, port
 
 
-def supervise(argv: list[str], workers: int, host: str, port: int, stop_timeout: float) -> int:
+def supervise(
+    argv: list[str],
+    workers: int,
+    host: str,
+    port: int,
+    stop_timeout: float,
+    *,
+    env: dict[str, str] | None = None,
+    on_exit: Callable[[int], None] | None = None,
+) -> int:
     """Run ``workers`` copies of ``trio-push argv --worker`` on ``host:port``
     until SIGINT/SIGTERM; the exit status (0, or 1 if workers keep dying
-    as they start)."""
+    as they start). ``env``: more environment for the workers;
+    ``on_exit(pid)``: called once a worker has exited."""
     hold, port = reserve_port(host, port)
     command = [sys.executable, "-m", "trio_push", *argv, "--port", str(port), "--worker"]
+    supervisor = _Supervisor(command, workers, stop_timeout)
+    supervisor.env.update(env or {})
+    supervisor.on_exit = on_exit
     try:
-        return trio.run(_Supervisor(command, workers, stop_timeout).run, host, port)
+        return trio.run(supervisor.run, host, port)
     finally:
         hold.close()
 
@@ -75,6 +88,8 @@ class _Supervisor:
         self.stopping = False
         self.status = 0
         self._nursery: trio.Nursery | None = None
+        self.env = {**os.environ, _SUPERVISOR_ENV: str(os.getpid())}
+        self.on_exit: Callable[[int], None] | None = None
 
     async def run(self, host: str, port: int) -> int:
         log.info("supervisor: %d workers on http://%s:%d", self.workers, host, port)
@@ -95,12 +110,14 @@ class _Supervisor:
             process = await trio.lowlevel.open_process(
                 self.command,
                 start_new_session=True,
-                env={**os.environ, _SUPERVISOR_ENV: str(os.getpid())},
+                env=self.env,
             )
             self.processes[slot] = process
             log.info("supervisor: worker %d started, pid %d", slot, process.pid)
             status = await process.wait()
             del self.processes[slot]
+            if self.on_exit is not None:
+                self.on_exit(process.pid)
             if self.stopping:
                 log.info("supervisor: worker %d (pid %d) exited", slot, process.pid)
                 return
