@@ -18,7 +18,6 @@ from typing import Any
 import trio
 
 from ._context import Options
-from ._proxy import TrustedProxies
 from ._metrics import (
     FOLDER_ENV,
     MISSING,
@@ -27,6 +26,7 @@ from ._metrics import (
     serve_metrics,
     stop_metrics,
 )
+from ._proxy import TrustedProxies
 from ._pubsub import PubSub
 from ._redis import RedisPubSub
 from ._server import Server

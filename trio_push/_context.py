@@ -17,8 +17,8 @@ import sansio_push as sp
 
 from ._history import History
 from ._loop import Loop
-from ._proxy import TrustedProxies
 from ._metrics import Counters
+from ._proxy import TrustedProxies
 from ._pubsub import PubSub
 
 
