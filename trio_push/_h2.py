@@ -145,6 +145,7 @@ class StreamRequest(RequestLoop):
             if upgrade is not None:
                 return upgrade
         elif isinstance(event, sp.Rejected):
+            self._ctx.counters.response(event.status)
             access_log.info('%s - "-" %d (%s) HTTP/2', self._sink.peer, event.status, event.reason)
         await self._flush()
         return None
