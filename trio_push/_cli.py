@@ -98,6 +98,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "seconds a graceful shutdown waits for clients",
         ),
         (
+            "--drain-spread",
+            float,
+            defaults.drain_spread,
+            "SECONDS",
+            "a graceful shutdown closes push clients in batches across this window",
+        ),
+        (
             "--max-connections",
             int,
             defaults.max_connections,
@@ -285,9 +292,12 @@ def main(argv: list[str] | None = None) -> None:
             raise CLIError("--h2-max-frame-size must be from 16384 to 16777215")
         if args.h2_max_streams < 1 or args.h2_max_header_list_size < 1:
             raise CLIError("--h2-max-streams and --h2-max-header-list-size must be at least 1")
+        if args.drain_spread < 0:
+            raise CLIError("--drain-spread must be at least 0")
         pubsub = _pubsub_engine(args)
         if args.workers > 1 and not args.worker:
-            sys.exit(supervise(argv, args.workers, args.host, args.port, args.drain_timeout + 5))
+            stop_timeout = args.drain_spread + args.drain_timeout + 5
+            sys.exit(supervise(argv, args.workers, args.host, args.port, stop_timeout))
         app = load_app(args.app)
         server = Server(
             app,
@@ -299,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
             ssl_context=_ssl_context(args),
             allow_origins=tuple(args.allow_origin) if args.allow_origin else None,
             drain_timeout=args.drain_timeout,
+            drain_spread=args.drain_spread,
             max_connections=args.max_connections,
             ping_interval=args.ping_interval,
             max_message_size=args.max_message_size,
