@@ -230,6 +230,10 @@ class Server:
                 _running.discard(self)
                 with trio.CancelScope(shield=True):
                     accept_scope.cancel()
+                    # Before any push client is told to go (and reconnects);
+                    # once the accepting tasks have their cancellation (closing
+                    # a socket they wait on would be an error in them).
+                    self._acceptor.stop_listening(listeners, conn_nursery)
                     await self._shutdown()
                     conn_scope.cancel()
                 nursery.cancel_scope.cancel()
