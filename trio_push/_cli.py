@@ -117,6 +117,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "seconds a graceful shutdown waits for clients",
         ),
         (
+            "--drain-spread",
+            float,
+            defaults.drain_spread,
+            "SECONDS",
+            "a graceful shutdown closes push clients in batches across this window",
+        ),
+        (
             "--max-connections",
             int,
             defaults.max_connections,
@@ -358,7 +365,7 @@ def _supervise(argv: list[str], args: argparse.Namespace) -> int:
     """``--workers N``: the supervisor; with ``--metrics-port`` it serves
     the metrics of every worker (the snapshots they write in a folder of
     its own: see _metrics.py)."""
-    stop_timeout = args.drain_timeout + 5
+    stop_timeout = args.drain_spread + args.drain_timeout + 5
     if args.metrics_port is None:
         return supervise(argv, args.workers, args.host, args.port, stop_timeout)
     folder = tempfile.mkdtemp(prefix="trio-push-metrics-")
@@ -416,6 +423,8 @@ def main(argv: list[str] | None = None) -> None:
             raise CLIError("--h2-max-frame-size must be from 16384 to 16777215")
         if args.h2_max_streams < 1 or args.h2_max_header_list_size < 1:
             raise CLIError("--h2-max-streams and --h2-max-header-list-size must be at least 1")
+        if args.drain_spread < 0:
+            raise CLIError("--drain-spread must be at least 0")
         pubsub = _pubsub_engine(args)
         deployment = _deployment_options(args)
         _check_health_and_metrics(args)
@@ -432,6 +441,7 @@ def main(argv: list[str] | None = None) -> None:
             ssl_context=_ssl_context(args),
             allow_origins=tuple(args.allow_origin) if args.allow_origin else None,
             drain_timeout=args.drain_timeout,
+            drain_spread=args.drain_spread,
             max_connections=args.max_connections,
             ping_interval=args.ping_interval,
             max_message_size=args.max_message_size,

@@ -48,6 +48,11 @@ class Options:
     - ``sse_keepalive``: an idle SSE stream gets a comment line this often.
     - ``drain_timeout``: graceful shutdown waits this long for clients to
       take their close before aborting them.
+    - ``drain_spread``: a graceful shutdown gives its push connections
+      ``on_shutdown`` and their close in batches spread over this many
+      seconds instead of all at once (0, the default: all at once), so that
+      their clients do not all reconnect in the same second; the drain then
+      lasts up to ``drain_spread + drain_timeout``.
     - ``tune_gc``: when the server starts, if the app left Python's default
       garbage collector thresholds, raise them (see :func:`tune_gc`): with
       thousands of long-lived connections the default ones make the
@@ -86,6 +91,7 @@ class Options:
     ping_interval: float = 20.0
     sse_keepalive: float = 15.0
     drain_timeout: float = 10.0
+    drain_spread: float = 0.0
     tune_gc: bool = True
     history: int = 0
     history_ttl: float | None = None

@@ -63,9 +63,10 @@ class RequestLoop:
         self._ctx = ctx
         self._transport = transport
         self.core = core
-        #: True while waiting for a request (the server's graceful stop ends
-        #: such a connection at once).
-        self.idle = True
+        #: True while waiting for a request after answering one (the
+        #: server's graceful stop ends such a connection at once; one that
+        #: was just opened gets its first request answered).
+        self.idle = False
         self._body_done = False
         self._rejected = False
 
@@ -78,6 +79,7 @@ class RequestLoop:
         options = ctx.options
         head_started = started
         fresh = started is not None
+        answered = False
         while True:
             event = core.next_event()
             if event is None:
@@ -85,11 +87,11 @@ class RequestLoop:
                 if core.finished:
                     await transport.linger()
                     return None
-                if ctx.stopping:
+                if ctx.stopping and answered:
                     return None
                 # Between requests the idle bound applies; once a request's
                 # first bytes are in, its whole head must follow in time.
-                self.idle = head_started is None
+                self.idle = head_started is None and answered
                 if head_started is None:
                     deadline = trio.current_time() + options.idle_timeout
                 else:
@@ -121,6 +123,7 @@ class RequestLoop:
                 upgrade = await self._answer(event.env)
                 if upgrade is not None:
                     return upgrade
+                answered = True
             elif isinstance(event, sp.Rejected):
                 ctx.counters.response(event.status)
                 access_log.info('%s - "-" %d (%s)', transport.peer, event.status, event.reason)

@@ -262,16 +262,53 @@ class Acceptor:
                     await trio.sleep(0.1)
                     continue
                 raise
-            if self.admitted >= self.max_connections:
-                self.refused += 1
-                self._log_refusal()
-                conn_nursery.start_soon(_refuse, stream)
-            else:
-                # Counted here, not once handle runs: otherwise a burst of
-                # accepts all pass the check before any of them is counted.
-                self.admitted += 1
-                self.accepted += 1
-                conn_nursery.start_soon(self._handle, stream)
+            self._admit(stream, conn_nursery)
+
+    def _admit(self, stream: Any, conn_nursery: trio.Nursery) -> None:
+        if self.admitted >= self.max_connections:
+            self.refused += 1
+            self._log_refusal()
+            conn_nursery.start_soon(_refuse, stream)
+        else:
+            # Counted here, not once handle runs: otherwise a burst of
+            # accepts all pass the check before any of them is counted.
+            self.admitted += 1
+            self.accepted += 1
+            conn_nursery.start_soon(self._handle, stream)
+
+    def stop_listening(self, listeners: list[Any], conn_nursery: trio.Nursery) -> None:
+        """Close ``listeners`` now, taking in the connections already in
+        their accept queues first: closing a listener resets those, and with
+        ``SO_REUSEPORT`` (``--workers``) the kernel put some of the port's
+        new connections there. Synchronous: between the last accept and the
+        close nothing else runs (``run`` closes them too, later)."""
+        for listener in listeners:
+            tls = listener if isinstance(listener, trio.SSLListener) else None
+            sock = (tls.transport_listener if tls else listener).socket
+            if sock.fileno() < 0:
+                continue
+            std = socket.socket(fileno=sock.fileno())
+            try:
+                while True:
+                    try:
+                        conn, _ = std.accept()
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        break  # out of file descriptors: the rest is lost
+                    stream: Any = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+                    if tls is not None:
+                        # trio.SSLListener.accept, which is async.
+                        stream = trio.SSLStream(
+                            stream,
+                            tls._ssl_context,
+                            server_side=True,
+                            https_compatible=tls._https_compatible,
+                        )
+                    self._admit(stream, conn_nursery)
+            finally:
+                std.detach()
+            sock.close()
 
     def _log_refusal(self) -> None:
         self._refusals += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import random
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,9 @@ log = logging.getLogger("trio_push")
 
 #: Worker threads for a WSGI app when ``threads`` is 0.
 WSGI_THREADS = 8
+
+#: A paced drain (``drain_spread``) shuts down a batch of push connections this often.
+DRAIN_BATCH_PERIOD = 0.1
 
 _NOT_FOUND = (404, [("content-type", "text/plain; charset=utf-8")], b"Not Found\n")
 
@@ -302,6 +306,10 @@ class Server:
                 _running.discard(self)
                 with trio.CancelScope(shield=True):
                     accept_scope.cancel()
+                    # Before any push client is told to go (and reconnects);
+                    # once the accepting tasks have their cancellation (closing
+                    # a socket they wait on would be an error in them).
+                    self._acceptor.stop_listening(listeners, conn_nursery)
                     await self._shutdown()
                     conn_scope.cancel()
                 nursery.cancel_scope.cancel()
@@ -410,9 +418,13 @@ class Server:
             len(self.connections),
             len(self.push_connections),
         )
-        for conn in list(self.connections):
-            conn.shutdown()
-        with trio.move_on_after(self.options.drain_timeout) as self._drain_scope:
+        spread = self.options.drain_spread
+        with trio.move_on_after(spread + self.options.drain_timeout) as self._drain_scope:
+            if spread > 0:
+                await self._shutdown_paced(spread)
+            else:
+                for conn in list(self.connections):
+                    conn.shutdown()
             await self._empty.wait()
         context = self._context
         context.close_deadline = trio.current_time() + self.options.close_timeout
@@ -426,6 +438,32 @@ class Server:
                 len(self.connections),
                 f"; {skipped} of them never got to run on_shutdown" if skipped else "",
             )
+
+    async def _shutdown_paced(self, spread: float) -> None:
+        """``drain_spread``: connections without push clients shut down now;
+        those with some (an HTTP/2 connection's push streams go together) in
+        random order, a batch every ``DRAIN_BATCH_PERIOD`` across ``spread``
+        seconds, the last batch starting one period before its end."""
+        push: list[Connection] = []
+        for conn in list(self.connections):
+            if _has_push(conn):
+                push.append(conn)
+            else:
+                conn.shutdown()
+        random.shuffle(push)
+        batches = max(1, min(len(push), round(spread / DRAIN_BATCH_PERIOD)))
+        log.info(
+            "paced drain: %d push connections in %d batches over %g s",
+            len(push),
+            batches,
+            spread,
+        )
+        start = trio.current_time()
+        for i in range(batches):
+            await trio.sleep_until(start + spread * i / batches)
+            for conn in push[i * len(push) // batches : (i + 1) * len(push) // batches]:
+                if conn in self.connections:
+                    conn.shutdown()
 
     def abort(self) -> None:
         """Stop now: end a graceful shutdown's drain early. Event loop thread only."""
@@ -619,6 +657,13 @@ def _health(status: int, text: str) -> tuple[int, list[tuple[str, str]], bytes]:
 def _alive(env: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
     """Liveness: the process serves."""
     return _health(200, "ok")
+
+
+def _has_push(conn: Connection) -> bool:
+    """Whether ``conn`` carries push clients (a paced drain spreads those)."""
+    if conn.session is not None:
+        return True
+    return conn.h2 is not None and any(sink.session is not None for sink in conn.h2.sinks.values())
 
 
 def _not_found(env: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -1,0 +1,168 @@
+"""``--workers N``: SIGHUP replaces the workers one by one, under load, with
+no request refused and every push client told (``on_shutdown``, close 1001)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+import trio
+
+from tests.helpers.pubsub import PushClient, RedisServer, ServerProcess
+from tests.helpers.server import TIMEOUT, wait_for
+
+HTTP_CLIENTS = 200
+PUSH_CLIENTS = 500
+
+
+@pytest.fixture
+def workers(redis: RedisServer) -> Iterator[ServerProcess]:
+    process = ServerProcess(
+        "drain_app:app", "--workers", "2", "--redis", redis.url, "--no-access-log"
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def pids(process: ServerProcess, what: str) -> list[int]:
+    """Pids of the workers that got to ``what`` ("started", "ready"), in order."""
+    return [int(p) for p in re.findall(rf"worker \d {what}, pid (\d+)", process.log())]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass
+class Visit:
+    """One connection of a push client: the worker it met, what it got."""
+
+    client: PushClient
+    pid: int
+
+
+@dataclass
+class Load:
+    """HTTP clients looping on ``/pid`` (a fresh connection for each
+    request: a new connection is what a worker that stops listening could
+    refuse) and push clients that reconnect when closed."""
+
+    port: int
+    done: bool = False
+    answers: dict[int, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    visits: list[list[Visit]] = field(default_factory=list)
+
+    async def http_loop(self, http: httpx.AsyncClient) -> None:
+        while not self.done:
+            try:
+                response = await http.get(f"http://127.0.0.1:{self.port}/pid")
+            except httpx.HTTPError as exc:
+                self.failures.append(repr(exc))
+                continue
+            if response.status_code != 200:
+                self.failures.append(f"{response.status_code} {response.text}")
+                continue
+            pid = int(response.text)
+            self.answers[pid] = self.answers.get(pid, 0) + 1
+
+    async def push_loop(self, nursery: trio.Nursery, limit: trio.CapacityLimiter) -> None:
+        visits: list[Visit] = []
+        self.visits.append(visits)
+        while True:
+            try:
+                async with limit:
+                    client = await PushClient.connect(self.port, "/sub")
+            except (OSError, trio.BrokenResourceError, AssertionError) as exc:
+                self.failures.append(f"push connect: {exc!r}")
+                return
+            nursery.start_soon(client.run)
+            hello = (await client.wait_messages(1))[0]
+            visits.append(Visit(client, int(str(hello).split()[1])))
+            await client.wait_for(lambda c: c.closed, timeout=3 * TIMEOUT)
+            if self.done:
+                return
+
+
+async def test_sighup_replaces_every_worker_under_load(
+    nursery: trio.Nursery, workers: ServerProcess
+) -> None:
+    await wait_for(lambda: len(pids(workers, "ready")) == 2)
+    old = pids(workers, "ready")
+    load = Load(workers.port)
+    limits = httpx.Limits(max_connections=HTTP_CLIENTS, max_keepalive_connections=0)
+    async with (
+        httpx.AsyncClient(limits=limits, timeout=TIMEOUT) as http,
+        trio.open_nursery() as clients,
+    ):
+        limit = trio.CapacityLimiter(100)
+        for _ in range(PUSH_CLIENTS):
+            clients.start_soon(load.push_loop, nursery, limit)
+        await wait_for(lambda: sum(map(len, load.visits)) == PUSH_CLIENTS)
+        for _ in range(HTTP_CLIENTS):
+            clients.start_soon(load.http_loop, http)
+        await wait_for(lambda: sum(load.answers.values()) >= 500)
+
+        workers.process.send_signal(signal.SIGHUP)
+        await wait_for(lambda: "rolling restart done" in workers.log())
+        new = [pid for pid in pids(workers, "ready") if pid not in old]
+        # Every push client ends up on a new worker, and HTTP goes there too.
+        await wait_for(lambda: bool(load.failures) or all(v[-1].pid in new for v in load.visits))
+        before = {pid: load.answers.get(pid, 0) for pid in new}
+        await wait_for(
+            lambda: bool(load.failures) or all(load.answers.get(p, 0) > before[p] + 20 for p in new)
+        )
+        load.done = True
+        for visits in load.visits:
+            await visits[-1].client.aclose()
+    assert load.failures == []
+    assert len(new) == 2 and set(load.answers) >= {*old, *new}
+    assert not any(alive(pid) for pid in old)
+    assert all(alive(pid) for pid in new)
+    # Every connection to an old worker got on_shutdown's message and a 1001.
+    replaced = [v for visits in load.visits for v in visits if v.pid in old]
+    assert len(replaced) >= PUSH_CLIENTS
+    for visit in replaced:
+        assert visit.client.messages[-1] == f"bye {visit.pid}", visit.client.messages
+        assert visit.client.close_code == 1001
+    # Each old worker was told to drain only once its replacement listened.
+    log = workers.log()
+    pairs = [(int(n), int(o)) for n, o in re.findall(r"pid (\d+) listens; pid (\d+) drains", log)]
+    assert sorted(n for n, _ in pairs) == sorted(new)
+    assert sorted(o for _, o in pairs) == sorted(old)
+    for new_pid, old_pid in pairs:
+        ready = log.index(f"ready, pid {new_pid}")
+        drains = log.index(f"pid {new_pid} listens; pid {old_pid} drains")
+        assert ready < drains < log.index(f"(pid {old_pid}) exited, replaced")
+    assert workers.alive()
+
+
+async def test_a_sighup_during_a_rolling_restart_queues_another(workers: ServerProcess) -> None:
+    await wait_for(lambda: len(pids(workers, "ready")) == 2)
+    first = pids(workers, "ready")
+    workers.process.send_signal(signal.SIGHUP)
+    await wait_for(lambda: len(pids(workers, "ready")) == 3)
+    workers.process.send_signal(signal.SIGHUP)
+    workers.process.send_signal(signal.SIGHUP)  # folded into the queued one
+    await wait_for(lambda: workers.log().count("rolling restart done") == 2, timeout=2 * TIMEOUT)
+    log = workers.log()
+    assert "SIGHUP during a rolling restart: another one follows it" in log
+    ready = pids(workers, "ready")
+    assert len(ready) == 6
+    assert not any(alive(pid) for pid in ready[:4])
+    assert all(alive(pid) for pid in ready[4:])
+    assert set(first).isdisjoint(ready[4:])
+    # Once done, no third one.
+    await trio.sleep(0.5)
+    assert workers.log().count("replacing the 2 workers one by one") == 2
