@@ -13,6 +13,7 @@ import httpx
 import pytest
 import trio
 
+from tests.helpers.history import open_event_source
 from tests.helpers.pubsub import PushClient, RedisServer, ServerProcess
 from tests.helpers.server import TIMEOUT, wait_for
 
@@ -166,3 +167,49 @@ async def test_a_sighup_during_a_rolling_restart_queues_another(workers: ServerP
     # Once done, no third one.
     await trio.sleep(0.5)
     assert workers.log().count("replacing the 2 workers one by one") == 2
+
+
+async def test_with_history_the_clients_of_replaced_workers_resume_with_nothing_lost(
+    nursery: trio.Nursery, redis: RedisServer
+) -> None:
+    """History on (Redis): event streams closed by the roll reconnect (to a
+    new worker) with their Last-Event-ID and miss none of what was published
+    meanwhile, while a publisher keeps publishing through the roll."""
+    process = ServerProcess(
+        "tests.apps.history_app:App",
+        *("--workers", "2", "--redis", redis.url, "--history", "20000", "--no-access-log"),
+    )
+    try:
+        await wait_for(lambda: len(pids(process, "ready")) == 2)
+        old = pids(process, "ready")
+        url = f"http://127.0.0.1:{process.port}"
+        sources = [
+            (await open_event_source(nursery, f"{url}/sub?ch=feed", reconnect=True))[0]
+            for _ in range(20)
+        ]
+        await wait_for(lambda: redis.numsub("feed") == 2 or len({s.pids[0] for s in sources}) < 2)
+        published: list[str] = []
+        after = 0  # batches published once the roll was done
+        async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+            batch = 0
+            while after < 5:
+                answer = await http.get(f"{url}/publish?ch=feed&n=20&prefix=b{batch}-")
+                positions = answer.json()
+                assert all(positions), positions  # every publish got a position
+                published += [f"b{batch}-{i}" for i in range(20)]
+                batch += 1
+                if batch == 3:
+                    process.process.send_signal(signal.SIGHUP)
+                if "rolling restart done" in process.log():
+                    after += 1
+                await trio.sleep(0.05)
+        assert batch > 8  # publishing went on through the roll
+        for source in sources:
+            await source.wait_for(lambda s: len(s.messages) >= len(published))
+            assert source.messages == published  # in order, none lost, none twice
+            assert source.gaps == []
+        # They did reconnect: each met an old worker, and ends on a new one.
+        new = [pid for pid in pids(process, "ready") if pid not in old]
+        assert all(int(s.pids[0]) in old and int(s.pids[-1]) in new for s in sources)
+    finally:
+        process.stop()
