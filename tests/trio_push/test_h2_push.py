@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
@@ -640,3 +641,38 @@ async def test_a_slow_answer_to_a_stream_the_client_reset_is_dropped_without_an_
             status, _, body = await h2.fetch("GET", "/next")  # the connection is fine
             assert (status, body) == (200, b"too late")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_paced_drain_shuts_an_h2_connections_streams_down_together_spread_over_the_window(
+    serve_scope: Any,
+) -> None:
+    """--drain-spread over HTTP/2: each connection's push streams go in one
+    batch (its client reconnects once), the connections across the window."""
+    handler = Handler()
+    server, scope, done = await serve_scope(push_app(handler), drain_spread=1.0)
+    ended_at: dict[tuple[int, int], float] = {}
+
+    async def watch(conn: int, i: int, reader: SSEReader) -> None:
+        assert [e.data for e in await reader.rest()] == ["server going down"]
+        ended_at[conn, i] = trio.current_time()
+
+    with trio.fail_after(TIMEOUT):
+        async with AsyncExitStack() as stack:
+            conns = [await stack.enter_async_context(h2_connect(server.port)) for _ in range(10)]
+            readers = [
+                [await h2.sse(f"/sse/{c}/{i}") for i in range(5)] for c, h2 in enumerate(conns)
+            ]
+            await wait_for(lambda: len(handler.clients) == 50)
+            started = trio.current_time()
+            scope.cancel()
+            async with trio.open_nursery() as watchers:
+                for c, streams in enumerate(readers):
+                    for i, reader in enumerate(streams):
+                        watchers.start_soon(watch, c, i, reader)
+        await done.wait()
+    assert sorted(handler.shutdowns, key=id) == sorted(handler.clients, key=id)
+    by_conn = [[ended_at[c, i] for i in range(5)] for c in range(10)]
+    # A connection's five streams end together; the connections do not.
+    assert all(max(times) - min(times) < 0.2 for times in by_conn)
+    firsts = sorted(min(times) for times in by_conn)
+    assert firsts[-1] - firsts[0] >= 0.5 and firsts[-1] - started < 1.0 + TIMEOUT
