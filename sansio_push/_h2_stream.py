@@ -25,11 +25,10 @@ from ._env import build_env
 from ._errors import LocalProtocolError
 from ._events import Body, EndOfRequest, Event, Rejected, Request
 from ._handshake import SSE, WEBSOCKET, sse_accept
-from ._http import as_bytes
+from ._http import RequestPhase, as_bytes
 from ._outbox import Outbox
-from ._prepared import EventName, Prepared
 from ._sse_stream import SsePhase
-from ._state import DONE, Headers, Phase, PhaseObject, move
+from ._state import DONE, Headers, Phase, PhaseObject
 from ._websocket import WebSocketPhase
 
 Pairs = list[tuple[bytes, bytes]]
@@ -84,11 +83,10 @@ def _response_headers(status: int, pairs: Iterable[tuple[bytes, bytes]]) -> Pair
     return headers
 
 
-class H2RequestPhase:
+class H2RequestPhase(RequestPhase):
     """One request on a stream: its head, its body, the app's answer."""
 
     __slots__ = (
-        "phase",
         "_stream",
         "_out",
         "_config",
@@ -103,9 +101,6 @@ class H2RequestPhase:
         "_offered",
         "_tunnel",
     )
-    protocol = "http"
-    writable = False
-    compresses = False
 
     def __init__(self, stream: H2Stream, out: Outbox, config: Config, env_event: Event) -> None:
         self.phase = Phase.HTTP
@@ -307,34 +302,6 @@ class H2RequestPhase:
     def _live(self) -> None:
         if self.phase is DONE:
             raise LocalProtocolError("the stream is finished: nothing more is answered")
-
-    def _end(self) -> None:
-        if self.phase is not DONE:
-            self.phase = move(self.phase, DONE)
-
-    # -- the push calls, before any upgrade ---------------------------------
-
-    def encode(
-        self, message: str | bytes, event: EventName, id: str | None, retry: int | None
-    ) -> bytes | None:
-        """Nothing is sent before an upgrade."""
-        return None
-
-    def encode_prepared(self, prepared: Prepared) -> bytes | None:
-        """Nothing is sent before an upgrade."""
-        return None
-
-    def send_keepalive(self, payload: bytes) -> None:
-        """Nothing to keep alive before an upgrade."""
-
-    def send_event_id(self, id: str) -> None:
-        """No event stream before an upgrade."""
-
-    def close(self, code: int, reason: str) -> None:
-        """Nothing to close before an upgrade (the driver ends the stream)."""
-
-    def abort(self) -> None:
-        self._end()
 
 
 class H2Stream(ServerConnection):

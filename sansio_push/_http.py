@@ -77,11 +77,51 @@ _WAIT = _Step.WAIT
 _ANSWER = _Step.ANSWER
 
 
-class HttpPhase:
+class RequestPhase:
+    """What a phase that reads requests answers before any upgrade (HTTP/1.1's
+    here, an HTTP/2 stream's in ``_h2_stream.py``): the push calls send
+    nothing, and its end is DONE."""
+
+    __slots__ = ("phase",)
+    phase: Phase
+    protocol = "http"
+    writable = False
+    compresses = False
+
+    def _end(self) -> None:
+        if self.phase is not DONE:
+            self.phase = move(self.phase, DONE)
+
+    # -- the push calls, before any upgrade ---------------------------------
+
+    def encode(
+        self, message: str | bytes, event: EventName, id: str | None, retry: int | None
+    ) -> bytes | None:
+        """Nothing is sent before an upgrade."""
+        return None
+
+    def encode_prepared(self, prepared: Prepared) -> bytes | None:
+        """Nothing is sent before an upgrade."""
+        return None
+
+    def send_keepalive(self, payload: bytes) -> None:
+        """Nothing to keep alive before an upgrade."""
+
+    def send_event_id(self, id: str) -> None:
+        """No event stream before an upgrade."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Nothing to close before an upgrade (the driver closes the transport,
+        or ends the stream)."""
+
+    def abort(self) -> None:
+        self._end()
+
+
+class HttpPhase(RequestPhase):
     """HTTP/1.1 requests and their answers, until an upgrade or the end."""
 
     __slots__ = (
-        "phase",
         "_out",
         "_config",
         "_client",
@@ -96,9 +136,6 @@ class HttpPhase:
         "_head_request",
         "_body_left",
     )
-    protocol = "http"
-    writable = False
-    compresses = False
 
     def __init__(
         self,
@@ -395,31 +432,3 @@ class HttpPhase:
     def _live(self) -> None:
         if self.phase is DONE:
             raise LocalProtocolError("the connection is finished: nothing more is answered")
-
-    def _end(self) -> None:
-        if self.phase is not DONE:
-            self.phase = move(self.phase, DONE)
-
-    # -- the push calls, before any upgrade ---------------------------------
-
-    def encode(
-        self, message: str | bytes, event: EventName, id: str | None, retry: int | None
-    ) -> bytes | None:
-        """Nothing is sent before an upgrade."""
-        return None
-
-    def encode_prepared(self, prepared: Prepared) -> bytes | None:
-        """Nothing is sent before an upgrade."""
-        return None
-
-    def send_keepalive(self, payload: bytes) -> None:
-        """Nothing to keep alive before an upgrade."""
-
-    def send_event_id(self, id: str) -> None:
-        """No event stream before an upgrade."""
-
-    def close(self, code: int, reason: str) -> None:
-        """Nothing to close before an upgrade (the driver closes the transport)."""
-
-    def abort(self) -> None:
-        self._end()
