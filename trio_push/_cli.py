@@ -95,7 +95,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--redis",
         metavar="URL",
-        help="pub/sub through Redis (redis://host:port/db) to reach every process and machine",
+        help="pub/sub through Redis (redis://host:port/db, rediss:// for TLS, unix:///path)"
+        " to reach every process and machine",
     )
     parser.add_argument(
         "--redis-heartbeat",

@@ -28,11 +28,12 @@ import os
 import random
 import secrets
 import socket
+import ssl
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Container
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import trio
 
@@ -231,24 +232,102 @@ def _decode(data: bytes) -> str:
 
 
 def parse_url(url: str) -> tuple[str, int, str | None, str | None]:
-    """``redis://[[user]:password@]host[:port][/db]`` -> host, port, user, password.
+    """``redis://`` or ``rediss://[[user]:password@]host[:port][/db]`` ->
+    host, port, user, password; for ``unix:///path``, the path and port 0.
 
     The database number is accepted and ignored: Redis pub/sub channels are
     shared by all databases. Raises ``ValueError`` for anything else.
     """
-    parts = urlsplit(url)
-    if parts.scheme != "redis":
-        raise ValueError(f"expected a redis://host:port/db URL, got {url!r}")
-    try:
-        port = parts.port or 6379
-    except ValueError:
-        raise ValueError(f"bad port in {url!r}") from None
-    db = parts.path.lstrip("/")
-    if db and not db.isdigit():
-        raise ValueError(f"bad database number in {url!r}")
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    return parts.hostname or "127.0.0.1", port, user, password
+    address = RedisAddress.from_url(url)
+    return address.path or address.host, address.port, address.user, address.password
+
+
+#: ``ssl_cert_reqs`` values (redis-py's names) -> what the ssl module checks.
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+class RedisAddress:
+    """Where a Redis is and how to reach it, from its URL: ``redis://``
+    (TCP), ``rediss://`` (TLS, with redis-py's query options ``ssl_ca_certs``,
+    ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs`` (``required``, the
+    default, ``optional``, ``none``) and ``ssl_check_hostname`` (``true``
+    unless ``ssl_cert_reqs`` is ``none``)), or ``unix:///path?db=N``."""
+
+    __slots__ = ("host", "port", "user", "password", "path", "tls")
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str | None = None,
+        password: str | None = None,
+        path: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host, self.port, self.user, self.password = host, port, user, password
+        self.path = path
+        self.tls = tls
+
+    def __str__(self) -> str:
+        where = self.path or f"{self.host}:{self.port}"
+        return f"{'rediss' if self.tls else 'redis'} {where}"
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisAddress:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        user = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        if parts.scheme == "unix":
+            db = query.get("db", [""])[0]
+            if not parts.path or (db and not db.isdigit()):
+                raise ValueError(f"expected a unix:///path[?db=N] URL, got {url!r}")
+            return cls("", 0, user, password, path=parts.path)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"expected a redis://host:port/db URL, got {url!r}")
+        try:
+            port = parts.port or 6379
+        except ValueError:
+            raise ValueError(f"bad port in {url!r}") from None
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"bad database number in {url!r}")
+        tls = _tls_context(url, query) if parts.scheme == "rediss" else None
+        return cls(parts.hostname or "127.0.0.1", port, user, password, tls=tls)
+
+    async def connect(self) -> trio.abc.Stream:
+        """A stream to this Redis, its TLS handshake done (so that a
+        certificate it does not trust fails here, with the reason)."""
+        if self.path is not None:
+            stream: trio.abc.Stream = await trio.open_unix_socket(self.path)
+        else:
+            stream = await trio.open_tcp_stream(self.host, self.port)
+        if self.tls is not None:
+            tls = trio.SSLStream(stream, self.tls, server_hostname=self.host)
+            try:
+                await tls.do_handshake()
+            except BaseException:
+                await trio.aclose_forcefully(tls)
+                raise
+            stream = tls
+        return stream
+
+
+def _tls_context(url: str, query: dict[str, list[str]]) -> ssl.SSLContext:
+    def option(name: str) -> str | None:
+        return query.get(name, [None])[-1]
+
+    reqs = (option("ssl_cert_reqs") or "required").lower()
+    if reqs not in _CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs must be none, optional or required, in {url!r}")
+    context = ssl.create_default_context(cafile=option("ssl_ca_certs"))
+    check = option("ssl_check_hostname")
+    context.check_hostname = reqs != "none" and (check or "true").lower() in ("true", "1", "yes")
+    context.verify_mode = _CERT_REQS[reqs]
+    certfile = option("ssl_certfile")
+    if certfile:
+        context.load_cert_chain(certfile, option("ssl_keyfile"))
+    return context
 
 
 def _key(kind: bytes, channel: str) -> bytes:
@@ -418,6 +497,8 @@ class RedisPubSub(Engine):
         heartbeat: float | None = 5.0,
     ) -> None:
         self.url = url
+        #: Where the Redis is (TCP, TLS or a Unix socket).
+        self.address = RedisAddress.from_url(url)
         self.host, self.port, self._user, self._password = parse_url(url)
         self.max_pending = max_pending
         self.backoff_min = backoff_min
@@ -473,7 +554,7 @@ class RedisPubSub(Engine):
         self._init_counts(heartbeat)
 
     def __repr__(self) -> str:
-        return f"<RedisPubSub {self.host}:{self.port}>"
+        return f"<RedisPubSub {self.address}>"
 
     @property
     def bus(self) -> object:
@@ -539,7 +620,7 @@ class RedisPubSub(Engine):
             waiter = _Waiter(Position(channel))
             cmd = _publish_command(channel, history, payload)
         if not self._enqueue(cmd, waiter):
-            raise PublishError(f"not connected to Redis at {self.host}:{self.port}")
+            raise PublishError(f"not connected to {self.address}")
         await waiter.event.wait()
         if waiter.error is not None:
             raise PublishError(waiter.error)
@@ -857,7 +938,7 @@ class RedisPubSub(Engine):
     async def _keep(
         self,
         name: str,
-        session: Callable[[trio.SocketStream, Callable[[], None]], Any],
+        session: Callable[[trio.abc.Stream, Callable[[], None]], Any],
         *,
         task_status: Any = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -867,17 +948,16 @@ class RedisPubSub(Engine):
         while True:
             try:
                 with trio.fail_after(self.connect_timeout):
-                    stream = await trio.open_tcp_stream(self.host, self.port)
-            except (OSError, trio.TooSlowError) as exc:
+                    stream = await self.address.connect()
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
                 failures += 1
                 reason = "timed out" if isinstance(exc, trio.TooSlowError) else _reason(exc)
                 level = logging.WARNING if failures == 1 else logging.DEBUG
                 log.log(
                     level,
-                    "redis %s: cannot connect to %s:%d (%s); retrying",
+                    "redis %s: cannot connect to %s (%s); retrying",
                     name,
-                    self.host,
-                    self.port,
+                    self.address,
                     reason,
                 )
                 if not reported:
@@ -890,10 +970,9 @@ class RedisPubSub(Engine):
             def up(failures: int = failures) -> None:
                 nonlocal reported
                 log.info(
-                    "redis %s: connected to %s:%d%s",
+                    "redis %s: connected to %s%s",
                     name,
-                    self.host,
-                    self.port,
+                    self.address,
                     f" after {failures} failed attempts" if failures else "",
                 )
                 self._update_connected()
@@ -958,7 +1037,7 @@ class RedisPubSub(Engine):
             if refill and ref is not None:
                 self._fill(track, ref)
 
-    async def _handshake(self, stream: trio.SocketStream, reader: Any) -> None:
+    async def _handshake(self, stream: trio.abc.Stream, reader: Any) -> None:
         if self._password is None:
             return
         args = [b"AUTH"] + ([_encode(self._user)] if self._user else []) + [_encode(self._password)]
@@ -969,7 +1048,7 @@ class RedisPubSub(Engine):
 
     # -- the subscriber connection --------------------------------------------------
 
-    async def _subscriber_session(self, stream: trio.SocketStream, up: Callable[[], None]) -> None:
+    async def _subscriber_session(self, stream: trio.abc.Stream, up: Callable[[], None]) -> None:
         import hiredis
 
         reader = hiredis.Reader()
@@ -1015,7 +1094,7 @@ class RedisPubSub(Engine):
             self._sub_out = bytearray()
             self._ack_lot.unpark_all()
 
-    async def _sub_writer(self, stream: trio.SocketStream) -> None:
+    async def _sub_writer(self, stream: trio.abc.Stream) -> None:
         while True:
             if not self._sub_out:
                 await self._sub_lot.park()
@@ -1031,7 +1110,7 @@ class RedisPubSub(Engine):
             self._pong = False
             self._send_sub(b"PING", [])
 
-    async def _sub_reader(self, stream: trio.SocketStream, reader: Any) -> None:
+    async def _sub_reader(self, stream: trio.abc.Stream, reader: Any) -> None:
         subs = self.subscriptions
         while True:
             data = await stream.receive_some(_RECEIVE_SIZE)
@@ -1123,7 +1202,7 @@ class RedisPubSub(Engine):
 
     # -- the publisher connection --------------------------------------------------
 
-    async def _publisher_session(self, stream: trio.SocketStream, up: Callable[[], None]) -> None:
+    async def _publisher_session(self, stream: trio.abc.Stream, up: Callable[[], None]) -> None:
         import hiredis
 
         reader = hiredis.Reader()
@@ -1163,7 +1242,7 @@ class RedisPubSub(Engine):
             for read in reads:
                 self._read_lost(read)
 
-    async def _pub_writer(self, stream: trio.SocketStream) -> None:
+    async def _pub_writer(self, stream: trio.abc.Stream) -> None:
         while True:
             with self._lock:
                 if not self._queue:
@@ -1196,7 +1275,7 @@ class RedisPubSub(Engine):
                 raise _Lost(f"no reply from Redis in {self.health_interval} s")
             last = self._pub_replies
 
-    async def _pub_reader(self, stream: trio.SocketStream, reader: Any) -> None:
+    async def _pub_reader(self, stream: trio.abc.Stream, reader: Any) -> None:
         while True:
             data = await stream.receive_some(_RECEIVE_SIZE)
             if not data:
@@ -1259,7 +1338,7 @@ class RedisPubSub(Engine):
         if self.heartbeat is None:
             raise RuntimeError("cluster counts are off: this RedisPubSub has heartbeat=None")
         if not self._count_up:
-            raise ConnectionError(f"not connected to Redis at {self.host}:{self.port}")
+            raise ConnectionError(f"not connected to {self.address}")
         query = _CountQuery()
         args = (_encode(channel), EXACT_PREFIX, PATTERN_PREFIX)
         self._count_send([command(b"EVAL", COUNT_SCRIPT.encode(), b"1", PROCS_KEY, *args)], query)
@@ -1310,7 +1389,7 @@ class RedisPubSub(Engine):
         commands.append(command(b"EVAL", script, b"3", *self._count_keys, name, lifetime))
         return commands
 
-    async def _counter_session(self, stream: trio.SocketStream, up: Callable[[], None]) -> None:
+    async def _counter_session(self, stream: trio.abc.Stream, up: Callable[[], None]) -> None:
         import hiredis
 
         reader = hiredis.Reader()
@@ -1345,7 +1424,7 @@ class RedisPubSub(Engine):
                     query.event.set()
             await self._forget_counts(stream, reader, len(waiting))
 
-    async def _forget_counts(self, stream: trio.SocketStream, reader: Any, unread: int) -> None:
+    async def _forget_counts(self, stream: trio.abc.Stream, reader: Any, unread: int) -> None:
         """This engine stops (or its connection broke): its counts go now,
         not a lifetime later (after a break, the next connection writes
         them again). ``unread``: replies still due before those."""
@@ -1358,7 +1437,7 @@ class RedisPubSub(Engine):
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, _Lost):
                 pass
 
-    async def _count_writer(self, stream: trio.SocketStream) -> None:
+    async def _count_writer(self, stream: trio.abc.Stream) -> None:
         while True:
             if not self._count_out:
                 await self._count_send_lot.park()
@@ -1384,7 +1463,7 @@ class RedisPubSub(Engine):
                 counts[channel] = len(topic.cursors) if topic is not None else 0
             self._count_send(self._count_commands(counts))
 
-    async def _count_reader(self, stream: trio.SocketStream, reader: Any) -> None:
+    async def _count_reader(self, stream: trio.abc.Stream, reader: Any) -> None:
         while True:
             data = await stream.receive_some(_RECEIVE_SIZE)
             if not data:
@@ -1490,7 +1569,7 @@ def _message(data: bytes) -> str | bytes:
         return data
 
 
-async def _read_reply(stream: trio.SocketStream, reader: Any, timeout: float) -> Any:
+async def _read_reply(stream: trio.abc.Stream, reader: Any, timeout: float) -> Any:
     with trio.fail_after(timeout):
         while True:
             reply = reader.gets()
