@@ -8,6 +8,8 @@ outbox, is the facade's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ._codes import NORMAL, POLICY_VIOLATION
 from ._config import DEFAULT_CONFIG, Config
 from ._events import Drained, Event
@@ -42,6 +44,7 @@ class ServerConnection:
         *,
         client: tuple[str, int] | None = None,
         server: tuple[str, int] | None = None,
+        first: Callable[[Outbox], PhaseObject] | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -49,7 +52,11 @@ class ServerConnection:
         #: Messages refused by the ``'drop'`` overflow policy.
         self.dropped = 0
         self._out = Outbox()
-        self._state: PhaseObject = HttpPhase(self._out, config, client, server)
+        # The first phase, given the outbox: HTTP/1.1's, unless a subclass
+        # (an HTTP/2 stream, _h2_stream.py) starts elsewhere.
+        self._state: PhaseObject = (
+            HttpPhase(self._out, config, client, server) if first is None else first(self._out)
+        )
         # The phase's own compresses, kept here: read on every send.
         self._compresses = False
 

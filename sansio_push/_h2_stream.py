@@ -335,11 +335,6 @@ class H2Stream(ServerConnection):
         client: tuple[str, int] | None = None,
         server: tuple[str, int] | None = None,
     ) -> None:
-        self.config = config
-        self.client = client
-        self.server = server
-        self.dropped = 0
-        self._compresses = False
         self.stream_id = stream_id
         self.owner = owner
         #: The answer ends with what is queued (END_STREAM on its last DATA).
@@ -357,9 +352,12 @@ class H2Stream(ServerConnection):
         self._unacked = 0
         # The peer ended its side (END_STREAM) while the request phase read.
         self._eos = False
-        self._out = Outbox()
-        self._state: PhaseObject = H2RequestPhase.begin(
-            self, self._out, config, headers, client, server
+        # Last: reading the request may already answer it (a 413), through us.
+        super().__init__(
+            config,
+            client=client,
+            server=server,
+            first=lambda out: H2RequestPhase.begin(self, out, config, headers, client, server),
         )
 
     # -- the app's answer, to a peer that may have gone ------------------
