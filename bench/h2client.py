@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import resource
 import struct
-import sys
 import time
 
 from hpack import Encoder, HeaderTuple, NeverIndexedHeaderTuple
-from loadclient import Bench, http_get
+from loadclient import Bench, http_get, report
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
@@ -283,17 +281,7 @@ def cli() -> None:
         "--slow", type=float, default=10.0, help="no more rounds after one this long"
     )
     args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        run = asyncio.run
-        loop_name = "asyncio"
-    else:
-        run = uvloop.run
-        loop_name = "uvloop"
-    result = run(main(args))
-    result["loop"] = loop_name
-    json.dump(result, sys.stdout)
+    report(main(args))
 
 
 if __name__ == "__main__":

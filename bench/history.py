@@ -664,6 +664,22 @@ def disturbance(result: dict[str, Any]) -> float:
     return float(statistics.median(others) if isinstance(others, list) else others)
 
 
+def add_quiet_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of waiting for a quiet machine and of running a disturbed
+    run again (``wait_quiet``, ``run_one``), for the benches that do so."""
+    parser.add_argument(
+        "--quiet", type=float, default=0.2, help="before each run, wait until others use under"
+    )
+    parser.add_argument("--quiet-wait", type=float, default=120.0, help="... this long at most")
+    parser.add_argument(
+        "--max-others",
+        type=float,
+        default=0.3,
+        help="a run during which other work used more cores than this is run again ...",
+    )
+    parser.add_argument("--retries", type=int, default=2, help="... at most this many times")
+
+
 def wait_quiet(args: argparse.Namespace) -> float:
     """Until the rest of the machine uses under ``--quiet`` cores (over half a
     second), at most ``--quiet-wait`` seconds: other work on these few cores
@@ -832,17 +848,7 @@ def main() -> None:
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=120.0, help="per wait, seconds")
-    parser.add_argument(
-        "--quiet", type=float, default=0.2, help="before each run, wait until others use under"
-    )
-    parser.add_argument("--quiet-wait", type=float, default=120.0, help="... this long at most")
-    parser.add_argument(
-        "--max-others",
-        type=float,
-        default=0.3,
-        help="a run during which other work used more cores than this is run again ...",
-    )
-    parser.add_argument("--retries", type=int, default=2, help="... at most this many times")
+    add_quiet_arguments(parser)
     parser.add_argument(
         "--pythonpath", default=str(ROOT), help="the server's trio_push from this tree"
     )

@@ -44,7 +44,14 @@ from typing import Any
 
 from compare import load, machine, pinned
 from fanout import free_port, stop, wait_listening
-from history import busy_seconds, profile_top, profiled, run_time, wait_quiet
+from history import (
+    add_quiet_arguments,
+    busy_seconds,
+    profile_top,
+    profiled,
+    run_time,
+    wait_quiet,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -295,17 +302,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="per round, seconds")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
-    parser.add_argument(
-        "--quiet", type=float, default=0.2, help="before each run, wait until others use under"
-    )
-    parser.add_argument("--quiet-wait", type=float, default=120.0, help="... this long at most")
-    parser.add_argument(
-        "--max-others",
-        type=float,
-        default=0.3,
-        help="a run during which other work used more cores than this is run again ...",
-    )
-    parser.add_argument("--retries", type=int, default=2, help="... at most this many times")
+    add_quiet_arguments(parser)
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument(
         "--profile", help="py-spy each fan-out run's server; raw profiles in this folder"

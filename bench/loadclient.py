@@ -17,6 +17,7 @@ import json
 import resource
 import sys
 import time
+from typing import Any
 
 MARK = ord("~")
 
@@ -204,6 +205,12 @@ def cli() -> None:
     # Up to the hard limit on open files (bench/compare.py's conns_max).
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    report(main(args))
+
+
+def report(bench: Any) -> None:
+    """Run the load client's coroutine ``bench`` on uvloop (asyncio without
+    it) and print its result, with the loop it ran on, as JSON."""
     try:
         import uvloop
     except ImportError:
@@ -212,7 +219,7 @@ def cli() -> None:
     else:
         run = uvloop.run
         loop_name = "uvloop"
-    result = run(main(args))
+    result = run(bench)
     result["loop"] = loop_name
     json.dump(result, sys.stdout)
 
