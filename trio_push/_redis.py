@@ -52,6 +52,15 @@ from ._history import (
 )
 from ._loop import Loop
 from ._pubsub import Cursor, Engine, Subscriber, Subscriptions, Topic
+from ._redis_cluster import (
+    ClusterURL,
+    Node,
+    SlotMap,
+    UnkeyableChannel,
+    history_key,
+    key_slot,
+    redirect,
+)
 
 log = logging.getLogger("trio_push.redis")
 
@@ -69,13 +78,17 @@ HEADER = b"\x00tp\x01"
 # go on.
 _HOLD_MAX = 100_000
 _HOLD_MAX_BYTES = 64 * 1024 * 1024
+# Errors of a cluster node that does not serve a channel's slot (now).
+_CLUSTER_ERRORS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 # Replay entries made into messages between two checkpoints of the loop.
 _PARSE_CHUNK = 1000
 
 #: Publish on a channel with history. KEYS: meta, stream. ARGV: channel,
 #: message, size (0: none), ttl in ms (0: none), the stream's and the
-#: meta's expiry in ms. Returns epoch, offset, ms, receivers. The offset is
-#: written only once the entry is in the stream, so offsets have no hole.
+#: meta's expiry in ms, how (``PUBLISH``, or ``SPUBLISH`` on a cluster), and
+#: '1' to also ``PUBLISH`` it (a cluster that serves patterns). Returns
+#: epoch, offset, ms, receivers. The offset is written only once the entry
+#: is in the stream, so offsets have no hole.
 PUBLISH_SCRIPT = r"""
 local meta, stream = KEYS[1], KEYS[2]
 local t = redis.call('TIME')
@@ -104,7 +117,9 @@ if ttl > 0 then
 end
 redis.call('PEXPIRE', stream, ARGV[5])
 redis.call('PEXPIRE', meta, ARGV[6])
-local n = redis.call('PUBLISH', ARGV[1], '\0tp\1' .. e .. ':' .. id .. '\n' .. ARGV[2])
+local body = '\0tp\1' .. e .. ':' .. id .. '\n' .. ARGV[2]
+local n = redis.call(ARGV[7], ARGV[1], body)
+if ARGV[8] == '1' then redis.call('PUBLISH', ARGV[1], body) end
 return {e, off, ms, n}
 """
 
@@ -155,11 +170,12 @@ _READ_SHA = _sha(READ_SCRIPT)
 
 # -- counting subscribers across processes (see docs/pubsub.md) --
 #: Live processes: each engine's id, scored by the Redis time (ms) until
-#: which its counts hold.
-PROCS_KEY = b"tp:procs"
+#: which its counts hold. The hash tag ``{tp}`` keeps every key of the
+#: counts in one slot, so that one script reads them all on a cluster too.
+PROCS_KEY = b"{tp}:procs"
 #: Prefixes of an engine's counts: hashes of channel (or pattern) -> clients.
-EXACT_PREFIX = b"tp:c:"
-PATTERN_PREFIX = b"tp:cp:"
+EXACT_PREFIX = b"{tp}:c:"
+PATTERN_PREFIX = b"{tp}:cp:"
 #: Counts are written this long (seconds) after the first change of a
 #: burst, all at once: a thousand joins are one write.
 COUNT_INTERVAL = 0.05
@@ -330,12 +346,6 @@ def _tls_context(url: str, query: dict[str, list[str]]) -> ssl.SSLContext:
     return context
 
 
-def _key(kind: bytes, channel: str) -> bytes:
-    """A channel's history key: ``tp:<kind>:{channel}`` (the hash tag keeps a
-    channel's keys in one cluster slot)."""
-    return b"tp:%b:{%b}" % (kind, _encode(channel))
-
-
 @functools.lru_cache(maxsize=256)
 def _history_args(history: History) -> tuple[bytes, bytes, bytes, bytes]:
     """size, ttl in ms, the stream's and the meta's expiry in ms."""
@@ -366,11 +376,19 @@ class _CountQuery:
         self.error: str | None = None
 
 
-class _ScriptLoad:
-    """The reply to a SCRIPT LOAD, which nobody waits for."""
+class _Aside:
+    """The reply to a command that nobody waits for (a SCRIPT LOAD, the
+    ASKING before a redirected command, a publish's copy for patterns)."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
 
 
-_SCRIPT_LOAD = _ScriptLoad()
+_SCRIPT_LOAD = _Aside("SCRIPT LOAD")
+_ASKING = _Aside("ASKING")
+_COPY = _Aside("PUBLISH (the copy for patterns)")
 
 
 class _Track:
@@ -421,7 +439,7 @@ class _Read:
 
 
 # Who waits for a reply of the publisher connection (see RedisPubSub._queue).
-_Pending = _Waiter | Position | _Read | _ScriptLoad | None
+_Pending = _Waiter | Position | _Read | _Aside | None
 
 
 class _SubCommand:
@@ -497,9 +515,17 @@ class RedisPubSub(Engine):
         heartbeat: float | None = 5.0,
     ) -> None:
         self.url = url
-        #: Where the Redis is (TCP, TLS or a Unix socket).
-        self.address = RedisAddress.from_url(url)
-        self.host, self.port, self._user, self._password = parse_url(url)
+        # A Redis Cluster (redis+cluster://): one link per master, found
+        # from the seeds; else one link to the one Redis.
+        self._cluster = ClusterURL(url) if url.startswith("redis+cluster:") else None
+        if self._cluster is not None:
+            (self.host, self.port), *_ = self._cluster.seeds
+            self._user, self._password = self._cluster.user, self._cluster.password
+            #: Where the Redis is (on a cluster: the first seed).
+            self.address = self._node_address((self.host, self.port))
+        else:
+            self.address = RedisAddress.from_url(url)
+            self.host, self.port, self._user, self._password = parse_url(url)
         self.max_pending = max_pending
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
@@ -515,82 +541,152 @@ class RedisPubSub(Engine):
         #: Subscriptions (channels and patterns) that Redis refused.
         self.subscribe_errors = 0
         self._loop = Loop()
-        # -- publisher state (the queue is shared with other threads) --
+        # Guards every link's publisher queue (shared with other threads).
         self._lock = threading.Lock()
-        self._pub_up = False
-        # A command, and who waits for its reply: nobody (a PUBLISH), a
-        # publish_confirmed, a history publish's position, a history read.
-        self._queue: deque[tuple[bytes, _Pending]] = deque()
-        self._wake_pending = False
-        self._pub_lot = trio.lowlevel.ParkingLot()
-        self._in_flight: deque[_Pending] = deque()
-        # The scripts are (re)loaded ahead of the next batch.
-        self._load_scripts = False
-        self._failed_while_down = 0
-        self._pub_replies = 0
-        # -- subscriber state (event loop thread only) --
-        self._sub_up = False
-        self._sub_out = bytearray()
-        self._sub_commands: deque[_SubCommand] = deque()
-        self._sub_lot = trio.lowlevel.ParkingLot()
-        self._sub_epoch = 0
-        self._sub_sent = 0
-        self._sub_acked = 0
-        self._ack_lot = trio.lowlevel.ParkingLot()
-        # Up, and every subscription re-sent on connecting acknowledged
-        # (``_sub_acked`` reached ``_ready_at``). Publishes are refused
-        # until then: Redis would deliver them to none of our subscribers.
-        self._sub_ready = False
-        self._ready_at = 0
-        self._pong = True
+        cluster = self._cluster is not None
+        self._verbs = (
+            (b"SSUBSCRIBE", b"SUNSUBSCRIBE") if cluster else (b"SUBSCRIBE", b"UNSUBSCRIBE")
+        )
+        self._publish_verb = b"SPUBLISH" if cluster else b"PUBLISH"
+        # Publishes go out as a classic PUBLISH too, for pattern subscribers.
+        self._copies = self._cluster is not None and self._cluster.patterns
+        # -- the links, by node (event loop thread; read by publish too) --
+        self._links: dict[Node, _Link] = {}
+        if self._cluster is None:
+            self._links[(self.host, self.port)] = _Link(self, self.address)
+        # -- the cluster's map (cluster only) --
+        self._map: SlotMap | None = None
+        self._refresh_asked = False
+        self._refresh_lot = trio.lowlevel.ParkingLot()
+        # Channels a node did not take (MOVED, CLUSTERDOWN): subscribed
+        # again once the map is refreshed.
+        self._unplaced: set[str] = set()
+        # Commands redirected to a node that has no link yet.
+        self._redirected: list[tuple[Node, list[tuple[bytes, _Pending]]]] = []
+        self._nursery: trio.Nursery | None = None
         # -- history (event loop thread only) --
         self._tracks: dict[str, _Track] = {}
-        # The subscriber reconnected: fill every channel with history once
-        # both connections are ready.
-        self._refill = False
         #: True while publishes are accepted: both connections to Redis are
-        #: up and the subscriber has resubscribed.
+        #: up and the subscriber has resubscribed (on a cluster: those of
+        #: every master).
         self.connected = False
         self._init_counts(heartbeat)
 
     def __repr__(self) -> str:
+        if self._cluster is not None:
+            return f"<RedisPubSub cluster {','.join(f'{h}:{p}' for h, p in self._cluster.seeds)}>"
         return f"<RedisPubSub {self.address}>"
 
     @property
     def bus(self) -> object:
+        if self._cluster is not None:
+            return ("redis-cluster", tuple(self._cluster.seeds))
         return ("redis", self.host, self.port)
+
+    def _node_address(self, node: Node) -> RedisAddress:
+        return RedisAddress(node[0], node[1], self._user, self._password)
+
+    # -- where a channel goes -------------------------------------------------
+
+    def _link_of(self, channel: str) -> _Link | None:
+        """The link a channel's subscription and publishes go on (on a
+        cluster, that of its slot's master; None while that is unknown)."""
+        smap = self._map
+        if smap is None:
+            if self._cluster is None:
+                return next(iter(self._links.values()))
+            return None
+        owner = smap.owners[key_slot(_encode(channel))]
+        return self._links.get(owner) if owner is not None else None
+
+    def _pattern_link(self) -> _Link | None:
+        """The link pattern subscriptions go on: the one Redis; on a cluster
+        that serves patterns, its first master (the cluster bus carries every
+        classic PUBLISH to every node, so one node is enough)."""
+        if self._cluster is None:
+            return next(iter(self._links.values()))
+        smap = self._map
+        if not self._copies or smap is None or not smap.masters:
+            return None
+        return self._links.get(smap.masters[0])
+
+    def _placed(self, link: _Link) -> tuple[list[str], list[str]]:
+        """The channels and patterns in use here that go on ``link``."""
+        subs = self.subscriptions
+        exact = [c for c in subs.exact if self._link_of(c) is link]
+        return exact, list(subs.patterns) if self._pattern_link() is link else []
+
+    def _batches(self, channels: list[str]) -> list[list[str]]:
+        """Channels in commands of at most ``_BATCH``; on a cluster, each
+        command's channels in one slot (SSUBSCRIBE refuses others)."""
+        if self._cluster is None:
+            return [channels[i : i + _BATCH] for i in range(0, len(channels), _BATCH)]
+        slots: dict[int, list[str]] = {}
+        for channel in channels:
+            slots.setdefault(key_slot(_encode(channel)), []).append(channel)
+        return [c[i : i + _BATCH] for c in slots.values() for i in range(0, len(c), _BATCH)]
 
     # -- the local side -------------------------------------------------------
 
     def _first_subscriber(self, channel: str) -> None:
-        self._send_sub(b"PSUBSCRIBE" if is_pattern(channel) else b"SUBSCRIBE", [channel])
+        if not is_pattern(channel):
+            self._send_sub(self._link_of(channel), self._verbs[0], [channel])
+        elif self._cluster is not None and not self._copies:
+            self._refuse(
+                channel,
+                "patterns are off on this Redis Cluster (sharded pub/sub cannot match"
+                " them): add ?patterns=1 to the redis+cluster:// URL to serve them",
+            )
+        else:
+            self._send_sub(self._pattern_link(), b"PSUBSCRIBE", [channel])
 
     def unsubscribe(self, subscriber: Subscriber, channel: str) -> None:
         if self.subscriptions.remove(subscriber, channel):
-            self._tracks.pop(channel, None)
-            self._send_sub(b"PUNSUBSCRIBE" if is_pattern(channel) else b"UNSUBSCRIBE", [channel])
+            self._unsubscribed([channel])
 
     def unsubscribe_all(self, subscriber: Subscriber) -> None:
         gone = self.subscriptions.remove_all(subscriber)
         if gone:
-            exact = [c for c in gone if not is_pattern(c)]
-            patterns = [c for c in gone if is_pattern(c)]
-            for channel in exact:
-                self._tracks.pop(channel, None)
-            if exact:
-                self._send_sub(b"UNSUBSCRIBE", exact)
-            if patterns:
-                self._send_sub(b"PUNSUBSCRIBE", patterns)
+            self._unsubscribed(gone)
 
-    def _send_sub(self, verb: bytes, channels: list[str]) -> None:
+    def _unsubscribed(self, gone: list[str]) -> None:
+        """These channels and patterns have no subscriber here any more."""
+        exact = [c for c in gone if not is_pattern(c)]
+        patterns = [c for c in gone if is_pattern(c)]
+        links: dict[_Link | None, list[str]] = {}
+        for channel in exact:
+            self._tracks.pop(channel, None)
+            self._unplaced.discard(channel)
+            links.setdefault(self._link_of(channel), []).append(channel)
+        for link, channels in links.items():
+            for batch in self._batches(channels):
+                self._send_sub(link, self._verbs[1], batch)
+        if patterns:
+            self._send_sub(self._pattern_link(), b"PUNSUBSCRIBE", patterns)
+
+    def _send_sub(self, link: _Link | None, verb: bytes, channels: list[str]) -> None:
         # While disconnected there is nothing to do: the subscriber sends
         # what is current when it connects.
-        if not self._sub_up:
-            return
-        self._sub_out += command(verb, *map(_encode, channels))
-        self._sub_commands.append(_SubCommand(verb, channels))
-        self._sub_sent += len(channels)
-        self._sub_lot.unpark_all()
+        if link is not None:
+            link.send_sub(verb, channels)
+
+    def _refuse(self, channel: str, reason: str) -> None:
+        """Drop a subscription Redis refused (or that cannot be made): its
+        clients are unsubscribed and told (``on_subscribe_error``)."""
+        subs = self.subscriptions
+        topic = (subs.patterns if is_pattern(channel) else subs.exact).get(channel)
+        subscribers = list(topic.cursors) if topic is not None else []
+        self.subscribe_errors += 1
+        log.error(
+            "redis subscriber: %r refused (%s); %d client(s) unsubscribed from it",
+            channel,
+            reason,
+            len(subscribers),
+        )
+        # Dropped here too, so that it is not sent again on reconnecting.
+        for subscriber in subscribers:
+            self.unsubscribe(subscriber, channel)
+            subscriber.subscribe_refused(channel, reason)
 
     # -- publishing -----------------------------------------------------------
 
@@ -599,9 +695,10 @@ class RedisPubSub(Engine):
         :class:`Position` if accepted; False if not (see the class)."""
         history = self.subscriptions.rules.get(channel)
         if history is None:
-            return self._enqueue(command(b"PUBLISH", _encode(channel), _payload(message)), None)
+            return self._enqueue(channel, self._publish_commands(channel, _payload(message)), None)
         position = Position(channel)
-        if not self._enqueue(_publish_command(channel, history, _payload(message)), position):
+        cmd = self._history_publish(channel, history, _payload(message))
+        if cmd is None or not self._enqueue(channel, [cmd], position):
             return False
         return position
 
@@ -615,55 +712,73 @@ class RedisPubSub(Engine):
         payload = _payload(message)
         if history is None:
             waiter = _Waiter()
-            cmd = command(b"PUBLISH", _encode(channel), payload)
+            commands = self._publish_commands(channel, payload)
         else:
             waiter = _Waiter(Position(channel))
-            cmd = _publish_command(channel, history, payload)
-        if not self._enqueue(cmd, waiter):
+            cmd = self._history_publish(channel, history, payload)
+            if cmd is None:
+                raise PublishError(f"channel {channel!r} cannot keep history on a Redis Cluster")
+            commands = [cmd]
+        if not self._enqueue(channel, commands, waiter):
             raise PublishError(f"not connected to {self.address}")
         await waiter.event.wait()
         if waiter.error is not None:
             raise PublishError(waiter.error)
         return waiter.result
 
-    def _enqueue(self, cmd: bytes, pending: _Pending) -> bool:
-        """Queue ``cmd`` for the publisher connection; False if Redis is not
-        ready. A history read is not a publish: it is not counted as one,
-        and the queue bound does not refuse it."""
-        read = isinstance(pending, _Read)
-        with self._lock:
-            ready = self._pub_up and self._sub_ready
-            if not ready or (
-                not read and len(self._queue) + len(self._in_flight) >= self.max_pending
-            ):
-                if read:
-                    return False
-                self.failed += 1
-                if not ready:
-                    self._failed_while_down += 1
-                    first = self._failed_while_down == 1
-                else:
-                    first = False
-                queue_full = ready
-            else:
-                if not read:
-                    self.published += 1
-                self._queue.append((cmd, pending))
-                wake = not self._wake_pending
-                self._wake_pending = True
-                if wake:
-                    self._wake_writer()
-                return True
-        if first:
-            log.warning(
-                "redis unreachable: publish() returns False until it is back and resubscribed"
-            )
-        elif queue_full:
-            log.warning("redis publish queue full (%d): publish() returned False", self.max_pending)
-        return False
+    def _publish_commands(self, channel: str, payload: bytes) -> list[bytes]:
+        """A publish on a channel without history: on a cluster that serves
+        patterns, a classic PUBLISH for them first, then the sharded one."""
+        name = _encode(channel)
+        cmd = command(self._publish_verb, name, payload)
+        return [command(b"PUBLISH", name, payload), cmd] if self._copies else [cmd]
 
-    def _wake_writer(self) -> None:
-        self._loop.call(self._pub_lot.unpark_all)
+    def _history_publish(self, channel: str, history: History, payload: bytes) -> bytes | None:
+        """The history script's call, or None (logged) if the channel cannot
+        keep history here."""
+        try:
+            meta, stream = self._keys(channel)
+        except UnkeyableChannel as exc:
+            self.failed += 1
+            log.error("redis: publish on %r refused: %s", channel, exc)
+            return None
+        size, ttl, stream_expiry, meta_expiry = _history_args(history)
+        return command(
+            b"EVALSHA",
+            _PUBLISH_SHA,
+            b"2",
+            meta,
+            stream,
+            _encode(channel),
+            payload,
+            size,
+            ttl,
+            stream_expiry,
+            meta_expiry,
+            self._publish_verb,
+            b"1" if self._copies else b"0",
+        )
+
+    def _keys(self, channel: str) -> tuple[bytes, bytes]:
+        """A channel's history keys (meta, stream), in the channel's slot."""
+        name = _encode(channel)
+        cluster = self._cluster is not None
+        return history_key(b"m", name, cluster), history_key(b"s", name, cluster)
+
+    def _enqueue(self, channel: str, commands: list[bytes], pending: _Pending) -> bool:
+        """Queue a publish (or a history read) for the link of ``channel``;
+        False if it is not ready (or full)."""
+        link = self._link_of(channel)
+        if link is None:
+            if not isinstance(pending, _Read):
+                with self._lock:
+                    self.failed += 1
+                log.warning(
+                    "redis cluster: no master known for %r: publish() returned False", channel
+                )
+            return False
+        asides: list[tuple[bytes, _Pending]] = [(c, _COPY) for c in commands[:-1]]
+        return link.enqueue(asides + [(commands[-1], pending)], pending)
 
     # -- history --------------------------------------------------------------
 
@@ -682,6 +797,13 @@ class RedisPubSub(Engine):
         """Read where ``cursor`` starts (and with ``since``, what it missed);
         the subscriber is held until ``subscriptions.loaded``, called once
         whatever happens."""
+        channel = cursor.topic.key
+        try:
+            self._keys(channel)
+        except UnkeyableChannel as exc:
+            self.subscriptions.loaded(cursor, since, [], None)
+            self._refuse(channel, str(exc))
+            return
         track = self._track(cursor.topic)
         read = _Read(track, cursor, since)
         track.loads.add(cursor)
@@ -700,15 +822,14 @@ class RedisPubSub(Engine):
             b"EVALSHA",
             _READ_SHA,
             b"2",
-            _key(b"m", channel),
-            _key(b"s", channel),
+            *self._keys(channel),
             *after,
             b"1" if read.cursor is None else b"0",  # a fill reads a new epoch from its start
             size,
             ttl,
             meta,
         )
-        return self._enqueue(cmd, read)
+        return self._enqueue(channel, [cmd], read)
 
     async def _read_replied(self, read: _Read, reply: Any) -> None:
         resent = False
@@ -717,7 +838,10 @@ class RedisPubSub(Engine):
                 if str(reply).startswith("NOSCRIPT") and not read.retried:
                     # Redis forgot the scripts (SCRIPT FLUSH, a failover):
                     # loaded again ahead of the next batch, with this read.
-                    self._load_scripts = read.retried = True
+                    read.retried = True
+                    link = self._link_of(read.track.topic.key)
+                    if link is not None:
+                        link.load_scripts = True
                     resent = self._send_read(read)
                     if resent:
                         return
@@ -786,7 +910,11 @@ class RedisPubSub(Engine):
         track.sent = False
         first = next((p.position for p in held if p.position is not None), None)
         if first is None:
-            self._refill = True  # nothing shows a gap yet: read again once Redis is back
+            # Nothing shows a gap yet: read again once Redis is back (on a
+            # cluster without a master for it: once the map has one).
+            link = self._link_of(track.topic.key)
+            if link is not None:
+                link.refill = True
         elif self._current(track):
             before = Position(first.channel, first.epoch, first.offset - 1, first.ms)
             self._tell_gap(track, UNAVAILABLE, before)
@@ -924,13 +1052,17 @@ class RedisPubSub(Engine):
     # -- running --------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep both connections up until cancelled. Reports started once
-        both have tried to connect (connected or not: publishes fail and
+        """Keep the connections up until cancelled. Reports started once
+        they have tried to connect (connected or not: publishes fail and
         reconnection goes on in the background)."""
         self._loop.enter()
         async with trio.open_nursery() as nursery:
-            await nursery.start(self._keep, "subscriber", self._subscriber_session)
-            await nursery.start(self._keep, "publisher", self._publisher_session)
+            self._nursery = nursery
+            if self._cluster is None:
+                for link in list(self._links.values()):
+                    await nursery.start(link.run)
+            else:
+                await nursery.start(self._watch_cluster)
             if self.heartbeat is not None:
                 await nursery.start(self._keep_counts)
             task_status.started()
@@ -939,6 +1071,7 @@ class RedisPubSub(Engine):
         self,
         name: str,
         session: Callable[[trio.abc.Stream, Callable[[], None]], Any],
+        where: Callable[[], RedisAddress],
         *,
         task_status: Any = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -946,9 +1079,10 @@ class RedisPubSub(Engine):
         reported = False
         failures = 0
         while True:
+            address = where()
             try:
                 with trio.fail_after(self.connect_timeout):
-                    stream = await self.address.connect()
+                    stream = await address.connect()
             except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
                 failures += 1
                 reason = "timed out" if isinstance(exc, trio.TooSlowError) else _reason(exc)
@@ -957,22 +1091,23 @@ class RedisPubSub(Engine):
                     level,
                     "redis %s: cannot connect to %s (%s); retrying",
                     name,
-                    self.address,
+                    address,
                     reason,
                 )
                 if not reported:
                     reported = True
                     task_status.started()
+                self._want_refresh()
                 await trio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.backoff_max)
                 continue
 
-            def up(failures: int = failures) -> None:
+            def up(failures: int = failures, address: RedisAddress = address) -> None:
                 nonlocal reported
                 log.info(
                     "redis %s: connected to %s%s",
                     name,
-                    self.address,
+                    address,
                     f" after {failures} failed attempts" if failures else "",
                 )
                 self._update_connected()
@@ -993,6 +1128,7 @@ class RedisPubSub(Engine):
             if not reported:
                 reported = True
                 task_status.started()
+            self._want_refresh()
             # A connection that was up a while is retried at once; one that
             # Redis drops as soon as it is made (AUTH refused, too many
             # clients) backs off like a failed connect.
@@ -1003,29 +1139,33 @@ class RedisPubSub(Engine):
                 delay = min(delay * 2, self.backoff_max)
 
     def _update_connected(self) -> None:
-        self.connected = self._pub_up and self._sub_ready
+        links = list(self._links.values())
+        covered = self._cluster is None or (self._map is not None and self._map.covered())
+        self.connected = bool(links) and covered and all(link.ready() for link in links)
 
-    def _resumed(self) -> None:
-        """Called when either side is ready: if both are, publishes are
-        accepted again, and how many were refused meanwhile is logged."""
+    def _resumed(self, link: _Link) -> None:
+        """Called when either side of ``link`` is ready: if both are,
+        publishes are accepted again, and how many were refused meanwhile is
+        logged."""
         with self._lock:
-            if not (self._pub_up and self._sub_ready):
+            if not link.ready():
                 return
-            refused, self._failed_while_down = self._failed_while_down, 0
+            refused, link.failed_while_down = link.failed_while_down, 0
         self._update_connected()
         if refused:
             log.warning(
                 "redis: %d publishes failed while Redis was unreachable or resubscribing", refused
             )
-        self._refill_all()
+        self._refill_all(link)
 
-    def _refill_all(self) -> None:
-        """Both connections are ready: send the fills that waited for that,
-        and after the subscriber reconnected, read what every channel with
-        history published meanwhile (not waiting for its next publish)."""
-        refill, self._refill = self._refill, False
+    def _refill_all(self, link: _Link) -> None:
+        """Both connections of ``link`` are ready: send the fills that waited
+        for that, and after its subscriber reconnected, read what every
+        channel with history on it published meanwhile (not waiting for its
+        next publish)."""
+        refill, link.refill = link.refill, False
         for track in list(self._tracks.values()):
-            if not self._current(track):
+            if not self._current(track) or self._link_of(track.topic.key) is not link:
                 continue
             if track.fill is not None:
                 if not track.sent:
@@ -1046,261 +1186,209 @@ class RedisPubSub(Engine):
         if isinstance(reply, Exception):
             raise _Lost(f"AUTH refused: {reply}")
 
-    # -- the subscriber connection --------------------------------------------------
+    def _deliver(self, name: bytes, data: bytes) -> None:
+        """A message on a channel, from a subscriber connection."""
+        channel = _decode(name)
+        topic = self.subscriptions.exact.get(channel)
+        if topic is not None:
+            message, position = _unwrap(channel, data)
+            if topic.history:
+                self._live(self._track(topic), Published(message, channel, position))
+            else:
+                self.subscriptions.publish_to(topic, Published(message, channel))
 
-    async def _subscriber_session(self, stream: trio.abc.Stream, up: Callable[[], None]) -> None:
+    def _deliver_matched(self, pattern: bytes, name: bytes, data: bytes) -> None:
+        """A message on a channel that a pattern matches."""
+        subs = self.subscriptions
+        topic = subs.patterns.get(_decode(pattern))
+        if topic is not None:
+            channel = _decode(name)
+            message, position = _unwrap(channel, data)
+            subs.publish_to(topic, Published(message, channel, position))
+
+    # -- a Redis Cluster --------------------------------------------------------
+
+    def _want_refresh(self) -> None:
+        """Ask the cluster for its map again soon (a MOVED, a link down, a
+        slot that left its node). Event loop thread only."""
+        if self._cluster is not None:
+            self._refresh_asked = True
+            self._refresh_lot.unpark_all()
+
+    async def _watch_cluster(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the cluster's map, and a link to each of its masters: asked
+        again when something shows that it changed, until every slot has a
+        master whose links are up, and every ``health_interval`` seconds."""
+        delay = self.backoff_min
+        reported = False
+        while True:
+            self._refresh_asked = False
+            smap = await self._discover()
+            if smap is not None:
+                await self._apply_map(smap)
+            if not reported:
+                reported = True
+                task_status.started()
+            links = self._links.values()
+            if smap is None or self._unplaced or not all(link.ready() for link in links):
+                await trio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            delay = self.backoff_min
+            with trio.move_on_after(self.health_interval):
+                while not self._refresh_asked:
+                    await self._refresh_lot.park()
+
+    async def _discover(self) -> SlotMap | None:
+        """The map, from the first node that gives one where every slot has
+        a master (the masters known, then the seeds); else the first map."""
         import hiredis
 
-        reader = hiredis.Reader()
-        with trio.fail_after(self.connect_timeout):
-            await self._handshake(stream, reader)
-        subs = self.subscriptions
-        self._sub_out = bytearray()
-        self._sub_commands.clear()
-        self._sub_epoch += 1
-        self._sub_sent = self._sub_acked = 0
-        self._sub_up = True
-        self._pong = True
-        # What was published while we were not subscribed is read from
-        # history once resubscribed (_refill_all).
-        self._refill = True
-        try:
-            # Resubscribe to everything in use, synchronously with going
-            # up: later changes are sent as they happen.
-            for verb, names in (
-                (b"SUBSCRIBE", list(subs.exact)),
-                (b"PSUBSCRIBE", list(subs.patterns)),
-            ):
-                for i in range(0, len(names), _BATCH):
-                    self._send_sub(verb, names[i : i + _BATCH])
-            self._ready_at = self._sub_sent
-            self._check_ready()  # at once if there was nothing to resubscribe
-            up()
-            if subs.exact or subs.patterns:
-                log.info(
-                    "redis subscriber: subscribed to %d channels and %d patterns",
-                    len(subs.exact),
-                    len(subs.patterns),
-                )
-            await _until_lost(
-                lambda: self._sub_writer(stream),
-                self._sub_health,
-                lambda: self._sub_reader(stream, reader),
-            )
-        finally:
-            self._sub_up = False
-            with self._lock:
-                self._sub_ready = False
-            self._sub_out = bytearray()
-            self._ack_lot.unpark_all()
-
-    async def _sub_writer(self, stream: trio.abc.Stream) -> None:
-        while True:
-            if not self._sub_out:
-                await self._sub_lot.park()
+        assert self._cluster is not None
+        nodes = list(self._map.masters) if self._map is not None else []
+        nodes += [node for node in self._cluster.seeds if node not in nodes]
+        found = None
+        for node in nodes:
+            address = self._node_address(node)
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    stream = await address.connect()
+                    try:
+                        reader = hiredis.Reader()
+                        await self._handshake(stream, reader)
+                        await stream.send_all(command(b"CLUSTER", b"SHARDS"))
+                        reply = await _read_reply(stream, reader, self.connect_timeout)
+                    finally:
+                        await trio.aclose_forcefully(stream)
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError, _Lost) as exc:
+                log.debug("redis cluster: cannot ask %s for the slots (%s)", address, _reason(exc))
                 continue
-            data, self._sub_out = bytes(self._sub_out), bytearray()
-            await stream.send_all(data)
+            if isinstance(reply, Exception):
+                log.warning("redis cluster: %s: CLUSTER SHARDS failed (%s)", address, reply)
+                continue
+            smap = SlotMap.from_shards(reply)
+            if smap.covered():
+                return smap
+            found = found or smap
+        if found is None:
+            log.warning("redis cluster: no node gave the slots; asking again")
+        return found
 
-    async def _sub_health(self) -> None:
-        while True:
-            await trio.sleep(self.health_interval)
-            if not self._pong:
-                raise _Lost(f"no answer to PING in {self.health_interval} s")
-            self._pong = False
-            self._send_sub(b"PING", [])
+    async def _apply_map(self, smap: SlotMap) -> None:
+        """Follow a new map: links to new masters, channels whose slot moved
+        subscribed where it is now (and filled from history), links to nodes
+        that are no longer masters closed."""
+        assert self._nursery is not None
+        old, self._map = self._map, smap
+        fresh = []
+        for node in smap.masters:
+            if node not in self._links:
+                link = self._links[node] = _Link(self, self._node_address(node))
+                fresh.append(link)
+        for link in fresh:
+            await self._nursery.start(link.run)
+        if old is not None:
+            self._rehome(old, smap, fresh)
+        for node in [n for n in self._links if n not in smap.masters]:
+            self._links.pop(node).scope.cancel()
+        redirected, self._redirected = self._redirected, []
+        for node, items in redirected:
+            self._resend(node, items)
+        self._update_connected()
+        if old is None or old.owners != smap.owners:
+            log.info(
+                "redis cluster: %d masters (%s)%s",
+                len(smap.masters),
+                ", ".join(f"{h}:{p}" for h, p in smap.masters),
+                "" if smap.covered() else "; some slots have no master",
+            )
 
-    async def _sub_reader(self, stream: trio.abc.Stream, reader: Any) -> None:
-        subs = self.subscriptions
-        while True:
-            data = await stream.receive_some(_RECEIVE_SIZE)
-            if not data:
-                raise _Lost("closed by Redis")
-            self._pong = True
-            reader.feed(data)
-            while True:
-                reply = reader.gets()
-                if reply is False:
-                    break
-                if isinstance(reply, Exception):
-                    self._sub_error(str(reply))
+    def _rehome(self, old: SlotMap, new: SlotMap, fresh: list[_Link]) -> None:
+        """Channels whose slot has another master now (or that a node did
+        not take): unsubscribed from the old, subscribed on the new (a fresh
+        link subscribes and fills all its channels as it connects), and on a
+        channel with history, filled from where its live messages got to."""
+        unplaced, self._unplaced = self._unplaced, set()
+        leaving: dict[_Link, list[str]] = {}
+        coming: dict[_Link, list[str]] = {}
+        for channel in self.subscriptions.exact:
+            slot = key_slot(_encode(channel))
+            before, after = old.owners[slot], new.owners[slot]
+            if before == after and channel not in unplaced:
+                continue
+            source = self._links.get(before) if before is not None else None
+            if source is not None and before != after:
+                leaving.setdefault(source, []).append(channel)
+            target = self._links.get(after) if after is not None else None
+            if target is not None and target not in fresh:
+                coming.setdefault(target, []).append(channel)
+        for link, channels in leaving.items():
+            for batch in self._batches(channels):
+                link.send_sub(self._verbs[1], batch)
+        for link, channels in coming.items():
+            for batch in self._batches(channels):
+                link.send_sub(self._verbs[0], batch)
+            log.info("redis cluster: %d channels now subscribed on %s", len(channels), link.address)
+            for channel in channels:
+                track = self._tracks.get(channel)
+                if track is None or not self._current(track):
                     continue
-                # PING outside subscribed mode: a plain PONG, not an array.
-                kind = reply[0] if isinstance(reply, list) else reply
-                if kind == b"message":
-                    channel = _decode(reply[1])
-                    topic = subs.exact.get(channel)
-                    if topic is not None:
-                        message, position = _unwrap(channel, reply[2])
-                        if topic.history:
-                            published = Published(message, channel, position)
-                            self._live(self._track(topic), published)
-                        else:
-                            subs.publish_to(topic, Published(message, channel))
-                elif kind == b"pmessage":
-                    topic = subs.patterns.get(_decode(reply[1]))
-                    if topic is not None:
-                        channel = _decode(reply[2])
-                        message, position = _unwrap(channel, reply[3])
-                        subs.publish_to(topic, Published(message, channel, position))
-                else:
-                    self._sub_replied(1)
+                ref = track.ref()
+                if track.fill is not None:
+                    track.again = True
+                elif ref is not None:
+                    self._fill(track, ref)
+        before_link = self._links.get(old.masters[0]) if old.masters else None
+        after_link = self._pattern_link()
+        patterns = list(self.subscriptions.patterns)
+        if self._copies and patterns and before_link is not after_link:
+            self._send_sub(before_link, b"PUNSUBSCRIBE", patterns)
+            if after_link not in fresh:
+                self._send_sub(after_link, b"PSUBSCRIBE", patterns)
 
-    def _sub_replied(self, n: int) -> None:
-        """``n`` replies to the oldest command in flight. Those to a
-        subscription command are what the publisher waits for: the
-        subscription is in place at Redis, or refused."""
-        cmd = self._sub_commands[0]
-        cmd.left -= n
-        if not cmd.left:
-            self._sub_commands.popleft()
-        if cmd.channels:
-            self._sub_acked += n
-            if self._sub_acked >= self._sub_sent:
-                self._ack_lot.unpark_all()
-            self._check_ready()
+    def _unplace(self, channels: list[str], reason: str) -> None:
+        """A node did not take these subscriptions (its slot moved, the
+        cluster is down): subscribed again once the map is refreshed."""
+        wanted = [c for c in channels if c in self.subscriptions.exact]
+        self._unplaced.update(wanted)
+        log.info(
+            "redis cluster: %d channels to subscribe again once the slots are known (%s)",
+            len(wanted),
+            reason,
+        )
+        self._want_refresh()
 
-    def _sub_error(self, reason: str) -> None:
-        """An error reply: the whole of the oldest command in flight failed."""
-        cmd = self._sub_commands[0]
-        subs = self.subscriptions
-        table = subs.patterns if cmd.verb == b"PSUBSCRIBE" else subs.exact
-        if cmd.verb not in (b"SUBSCRIBE", b"PSUBSCRIBE"):
-            log.error("redis subscriber: %s failed: %s", cmd.verb.decode(), reason)
-        elif len(cmd.channels) > 1:
-            # Redis refuses a command whole for any channel it refuses (a
-            # resubscription sends many): ask for each on its own to learn
-            # which, and count them in the resubscription.
-            for channel in cmd.channels:
-                if channel in table:
-                    self._send_sub(cmd.verb, [channel])
-            self._ready_at = self._sub_sent
+    def _redirect(self, cmd: bytes, pending: _Pending, reason: str) -> bool:
+        """A ``MOVED`` or ``ASK`` reply: the command did not run; it goes to
+        the node named (after ``ASKING`` for an ``ASK``). False if
+        ``reason`` is no redirection."""
+        target = redirect(reason)
+        if target is None:
+            return False
+        kind, _, node = target
+        items: list[tuple[bytes, _Pending]] = [(cmd, pending)]
+        if kind == "ASK":
+            items.insert(0, (command(b"ASKING"), _ASKING))
         else:
-            (channel,) = cmd.channels
-            topic = table.get(channel)
-            subscribers = list(topic.cursors) if topic is not None else []
-            self.subscribe_errors += 1
-            log.error(
-                "redis subscriber: Redis refused %s %r (%s); %d client(s) unsubscribed from it",
-                cmd.verb.decode(),
-                channel,
-                reason,
-                len(subscribers),
-            )
-            # Dropped here too, so that it is not sent again on reconnecting.
-            for subscriber in subscribers:
-                subs.remove(subscriber, channel)
-                subscriber.subscribe_refused(channel, reason)
-        self._sub_replied(cmd.left)
+            self._want_refresh()
+        if node in self._links:
+            self._resend(node, items)
+        else:
+            self._redirected.append((node, items))
+            self._want_refresh()
+        return True
 
-    def _check_ready(self) -> None:
-        if self._sub_ready or self._sub_acked < self._ready_at:
+    def _resend(self, node: Node, items: list[tuple[bytes, _Pending]]) -> None:
+        link = self._links.get(node)
+        if link is not None and link.resend(items):
             return
-        with self._lock:
-            self._sub_ready = True
-        self._resumed()
-
-    # -- the publisher connection --------------------------------------------------
-
-    async def _publisher_session(self, stream: trio.abc.Stream, up: Callable[[], None]) -> None:
-        import hiredis
-
-        reader = hiredis.Reader()
-        with trio.fail_after(self.connect_timeout):
-            await self._handshake(stream, reader)
-        # A new connection may reach a Redis that never saw our scripts.
-        self._load_scripts = bool(self.subscriptions.rules)
-        with self._lock:
-            self._pub_up = True
-        self._resumed()
-        up()
-        try:
-            await _until_lost(
-                lambda: self._pub_writer(stream),
-                self._pub_watchdog,
-                lambda: self._pub_reader(stream, reader),
-            )
-        finally:
-            with self._lock:
-                self._pub_up = False
-                lost = list(self._in_flight) + [w for _, w in self._queue]
-                self._in_flight.clear()
-                self._queue.clear()
-                self._wake_pending = False
-            reads = [p for p in lost if isinstance(p, _Read)]
-            publishes = [p for p in lost if not isinstance(p, (_Read, _ScriptLoad))]
-            if publishes:
-                self.unconfirmed += len(publishes)
-                log.error(
-                    "redis publisher: %d publishes unconfirmed when the connection broke;"
-                    " they may not have been delivered",
-                    len(publishes),
-                )
-            error = "the connection to Redis broke before it confirmed"
-            for pending in publishes:
-                _fail(pending, error)
-            for read in reads:
-                self._read_lost(read)
-
-    async def _pub_writer(self, stream: trio.abc.Stream) -> None:
-        while True:
-            with self._lock:
-                if not self._queue:
-                    self._wake_pending = False
-                    batch = None
-                else:
-                    batch = list(self._queue)
-                    self._queue.clear()
-                    if self._load_scripts:
-                        self._load_scripts = False
-                        batch[:0] = [(cmd, _SCRIPT_LOAD) for cmd in SCRIPT_LOADS]
-                    self._in_flight.extend(w for _, w in batch)
-            if batch is None:
-                await self._pub_lot.park()
-                continue
-            # A subscription made before this publish must be in place at
-            # Redis before it, so a client sees what is published right
-            # after it subscribed (the two go on different connections).
-            epoch, target = self._sub_epoch, self._sub_sent
-            while self._sub_up and self._sub_epoch == epoch and self._sub_acked < target:
-                await self._ack_lot.park()
-            await stream.send_all(b"".join(cmd for cmd, _ in batch))
-
-    async def _pub_watchdog(self) -> None:
-        # Replies that stop coming mean a dead peer, even if TCP has not noticed.
-        last = self._pub_replies
-        while True:
-            await trio.sleep(self.health_interval)
-            if self._in_flight and self._pub_replies == last:
-                raise _Lost(f"no reply from Redis in {self.health_interval} s")
-            last = self._pub_replies
-
-    async def _pub_reader(self, stream: trio.abc.Stream, reader: Any) -> None:
-        while True:
-            data = await stream.receive_some(_RECEIVE_SIZE)
-            if not data:
-                raise _Lost("closed by Redis")
-            reader.feed(data)
-            while True:
-                reply = reader.gets()
-                if reply is False:
-                    break
-                self._pub_replies += 1
-                with self._lock:
-                    pending = self._in_flight.popleft() if self._in_flight else None
-                if isinstance(pending, _Read):
-                    await self._read_replied(pending, reply)
-                elif isinstance(pending, _ScriptLoad):
-                    if isinstance(reply, Exception):
-                        log.error("redis publisher: SCRIPT LOAD failed: %s", reply)
-                elif isinstance(reply, Exception):
-                    self.failed += 1
-                    if str(reply).startswith("NOSCRIPT"):
-                        self._load_scripts = True  # ahead of the next batch
-                    log.error("redis publisher: publish failed: %s", reply)
-                    _fail(pending, str(reply))
-                else:
-                    _confirm(pending, reply)
+        *_, (_, pending) = items
+        if isinstance(pending, _Read):
+            self._read_lost(pending)
+            return
+        self.failed += 1
+        log.error("redis cluster: a publish redirected to %s:%d failed: not connected", *node)
+        _fail(pending, f"redirected to {node[0]}:{node[1]}, which is not connected")
 
     # -- counting subscribers across processes ----------------------------------------
 
@@ -1368,7 +1456,15 @@ class RedisPubSub(Engine):
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         name = _encode(self.process_id)
         self._count_keys = (PROCS_KEY, EXACT_PREFIX + name, PATTERN_PREFIX + name)
-        await self._keep("counter", self._counter_session, task_status=task_status)
+        await self._keep(
+            "counter", self._counter_session, self._counts_address, task_status=task_status
+        )
+
+    def _counts_address(self) -> RedisAddress:
+        """Where the counts are: the one Redis, or the master of their slot."""
+        smap = self._map
+        owner = smap.owners[key_slot(PROCS_KEY)] if smap is not None else None
+        return self._node_address(owner) if owner is not None else self.address
 
     def _count_commands(self, counts: dict[str, int]) -> list[bytes]:
         """HSET what is above 0 and HDEL what is 0, in each hash, then the heartbeat."""
@@ -1471,6 +1567,10 @@ class RedisPubSub(Engine):
             reader.feed(data)
             while (reply := reader.gets()) is not False:
                 query = self._count_waiting.popleft() if self._count_waiting else None
+                if isinstance(reply, Exception) and redirect(str(reply)) is not None:
+                    # The counts' slot has another master: written again there.
+                    self._want_refresh()
+                    raise _Lost(f"the counts moved ({reply})")
                 if isinstance(reply, Exception):
                     log.error("redis counter: %s", reply)
                     if query is not None:
@@ -1478,6 +1578,380 @@ class RedisPubSub(Engine):
                 if query is not None:
                     query.reply = reply
                     query.event.set()
+
+
+class _Link:
+    """One Redis node's two connections: the subscriber (``SUBSCRIBE``, on a
+    cluster ``SSUBSCRIBE``, and ``PSUBSCRIBE`` for patterns, and nothing
+    else) and the publisher (publishes and history reads, pipelined). A
+    single Redis is one link; a cluster is one per master. Each matches its
+    own replies to its own commands, in order."""
+
+    def __init__(self, engine: RedisPubSub, address: RedisAddress) -> None:
+        self.engine = engine
+        self.address = address
+        #: Cancelled when the node is no longer a master.
+        self.scope = trio.CancelScope()
+        # -- publisher state (the queue is the engine lock's) --
+        self.pub_up = False
+        # A command, and who waits for its reply: nobody (a PUBLISH), a
+        # publish_confirmed, a history publish's position, a history read.
+        self.queue: deque[tuple[bytes, _Pending]] = deque()
+        self.wake_pending = False
+        self.pub_lot = trio.lowlevel.ParkingLot()
+        # Sent, not answered yet: kept whole, so that a redirected one
+        # (MOVED, ASK) can be sent again.
+        self.in_flight: deque[tuple[bytes, _Pending]] = deque()
+        # The scripts are (re)loaded ahead of the next batch.
+        self.load_scripts = False
+        self.failed_while_down = 0
+        self.pub_replies = 0
+        # -- subscriber state (event loop thread only) --
+        self.sub_up = False
+        self.sub_out = bytearray()
+        self.sub_commands: deque[_SubCommand] = deque()
+        self.sub_lot = trio.lowlevel.ParkingLot()
+        self.sub_epoch = 0
+        self.sub_sent = 0
+        self.sub_acked = 0
+        self.ack_lot = trio.lowlevel.ParkingLot()
+        # Up, and every subscription re-sent on connecting acknowledged
+        # (``sub_acked`` reached ``ready_at``). Publishes are refused
+        # until then: Redis would deliver them to none of our subscribers.
+        self.sub_ready = False
+        self.ready_at = 0
+        self.pong = True
+        #: The subscriber reconnected: fill every channel with history on
+        #: this link once both connections are ready.
+        self.refill = False
+
+    def ready(self) -> bool:
+        return self.pub_up and self.sub_ready
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep both connections up until cancelled (or :attr:`scope` is);
+        started once both have tried to connect."""
+        engine = self.engine
+        with self.scope:
+            async with trio.open_nursery() as nursery:
+                for name, session in (
+                    ("subscriber", self.subscriber_session),
+                    ("publisher", self.publisher_session),
+                ):
+                    await nursery.start(engine._keep, name, session, lambda: self.address)
+                task_status.started()
+
+    # -- publishing -----------------------------------------------------------
+
+    def enqueue(self, items: list[tuple[bytes, _Pending]], pending: _Pending) -> bool:
+        """Queue a publish's commands (or a history read's) for the
+        publisher connection; False if it is not ready. A history read is
+        not a publish: it is not counted as one, and the queue bound does
+        not refuse it."""
+        engine = self.engine
+        read = isinstance(pending, _Read)
+        with engine._lock:
+            ready = self.ready()
+            if ready and (read or len(self.queue) + len(self.in_flight) < engine.max_pending):
+                if not read:
+                    engine.published += 1
+                self._push(items)
+                return True
+            if read:
+                return False
+            engine.failed += 1
+            first = False
+            if not ready:
+                self.failed_while_down += 1
+                first = self.failed_while_down == 1
+        if first:
+            log.warning(
+                "redis unreachable: publish() returns False until it is back and resubscribed"
+            )
+        elif ready:
+            log.warning(
+                "redis publish queue full (%d): publish() returned False", engine.max_pending
+            )
+        return False
+
+    def resend(self, items: list[tuple[bytes, _Pending]]) -> bool:
+        """Queue commands that another node redirected here (counted when
+        they were first queued); False if this link is not ready."""
+        with self.engine._lock:
+            if not self.ready():
+                return False
+            self._push(items)
+        return True
+
+    def _push(self, items: list[tuple[bytes, _Pending]]) -> None:
+        """Under the lock: queue, and wake the writer."""
+        self.queue.extend(items)
+        wake = not self.wake_pending
+        self.wake_pending = True
+        if wake:
+            self.engine._loop.call(self.pub_lot.unpark_all)
+
+    async def publisher_session(self, stream: trio.abc.Stream, up: Callable[[], None]) -> None:
+        import hiredis
+
+        engine = self.engine
+        reader = hiredis.Reader()
+        with trio.fail_after(engine.connect_timeout):
+            await engine._handshake(stream, reader)
+        # A new connection may reach a Redis that never saw our scripts.
+        self.load_scripts = bool(engine.subscriptions.rules)
+        with engine._lock:
+            self.pub_up = True
+        engine._resumed(self)
+        up()
+        try:
+            await _until_lost(
+                lambda: self._pub_writer(stream),
+                self._pub_watchdog,
+                lambda: self._pub_reader(stream, reader),
+            )
+        finally:
+            with engine._lock:
+                self.pub_up = False
+                lost = [p for _, p in self.in_flight] + [p for _, p in self.queue]
+                self.in_flight.clear()
+                self.queue.clear()
+                self.wake_pending = False
+            reads = [p for p in lost if isinstance(p, _Read)]
+            publishes = [p for p in lost if not isinstance(p, (_Read, _Aside))]
+            if publishes:
+                engine.unconfirmed += len(publishes)
+                log.error(
+                    "redis publisher: %d publishes unconfirmed when the connection broke;"
+                    " they may not have been delivered",
+                    len(publishes),
+                )
+            error = "the connection to Redis broke before it confirmed"
+            for pending in publishes:
+                _fail(pending, error)
+            for read in reads:
+                engine._read_lost(read)
+
+    async def _pub_writer(self, stream: trio.abc.Stream) -> None:
+        lock = self.engine._lock
+        while True:
+            with lock:
+                if not self.queue:
+                    self.wake_pending = False
+                    batch = None
+                else:
+                    batch = list(self.queue)
+                    self.queue.clear()
+                    if self.load_scripts:
+                        self.load_scripts = False
+                        batch[:0] = [(cmd, _SCRIPT_LOAD) for cmd in SCRIPT_LOADS]
+                    self.in_flight.extend(batch)
+            if batch is None:
+                await self.pub_lot.park()
+                continue
+            # A subscription made before this publish must be in place at
+            # Redis before it, so a client sees what is published right
+            # after it subscribed (the two go on different connections).
+            epoch, target = self.sub_epoch, self.sub_sent
+            while self.sub_up and self.sub_epoch == epoch and self.sub_acked < target:
+                await self.ack_lot.park()
+            await stream.send_all(b"".join(cmd for cmd, _ in batch))
+
+    async def _pub_watchdog(self) -> None:
+        # Replies that stop coming mean a dead peer, even if TCP has not noticed.
+        interval = self.engine.health_interval
+        last = self.pub_replies
+        while True:
+            await trio.sleep(interval)
+            if self.in_flight and self.pub_replies == last:
+                raise _Lost(f"no reply from Redis in {interval} s")
+            last = self.pub_replies
+
+    async def _pub_reader(self, stream: trio.abc.Stream, reader: Any) -> None:
+        engine = self.engine
+        cluster = engine._cluster is not None
+        while True:
+            data = await stream.receive_some(_RECEIVE_SIZE)
+            if not data:
+                raise _Lost("closed by Redis")
+            reader.feed(data)
+            while True:
+                reply = reader.gets()
+                if reply is False:
+                    break
+                self.pub_replies += 1
+                with engine._lock:
+                    cmd, pending = self.in_flight.popleft() if self.in_flight else (b"", None)
+                if (
+                    isinstance(reply, Exception)
+                    and cluster
+                    and engine._redirect(cmd, pending, str(reply))
+                ):
+                    continue
+                if isinstance(pending, _Read):
+                    await engine._read_replied(pending, reply)
+                elif isinstance(pending, _Aside):
+                    if isinstance(reply, Exception):
+                        log.error("redis publisher: %s failed: %s", pending.what, reply)
+                elif isinstance(reply, Exception):
+                    engine.failed += 1
+                    if str(reply).startswith("NOSCRIPT"):
+                        self.load_scripts = True  # ahead of the next batch
+                    log.error("redis publisher: publish failed: %s", reply)
+                    _fail(pending, str(reply))
+                else:
+                    _confirm(pending, reply)
+
+    # -- subscribing ----------------------------------------------------------
+
+    def send_sub(self, verb: bytes, channels: list[str]) -> None:
+        # While disconnected there is nothing to do: the subscriber sends
+        # what is current when it connects.
+        if not self.sub_up:
+            return
+        self.sub_out += command(verb, *map(_encode, channels))
+        self.sub_commands.append(_SubCommand(verb, channels))
+        self.sub_sent += len(channels)
+        self.sub_lot.unpark_all()
+
+    async def subscriber_session(self, stream: trio.abc.Stream, up: Callable[[], None]) -> None:
+        import hiredis
+
+        engine = self.engine
+        reader = hiredis.Reader()
+        with trio.fail_after(engine.connect_timeout):
+            await engine._handshake(stream, reader)
+        self.sub_out = bytearray()
+        self.sub_commands.clear()
+        self.sub_epoch += 1
+        self.sub_sent = self.sub_acked = 0
+        self.sub_up = True
+        self.pong = True
+        # What was published while we were not subscribed is read from
+        # history once resubscribed (_refill_all).
+        self.refill = True
+        try:
+            # Resubscribe to everything in use, synchronously with going
+            # up: later changes are sent as they happen.
+            exact, patterns = engine._placed(self)
+            for batch in engine._batches(exact):
+                self.send_sub(engine._verbs[0], batch)
+            for i in range(0, len(patterns), _BATCH):
+                self.send_sub(b"PSUBSCRIBE", patterns[i : i + _BATCH])
+            self.ready_at = self.sub_sent
+            self.check_ready()  # at once if there was nothing to resubscribe
+            up()
+            if exact or patterns:
+                log.info(
+                    "redis subscriber: subscribed to %d channels and %d patterns",
+                    len(exact),
+                    len(patterns),
+                )
+            await _until_lost(
+                lambda: self._sub_writer(stream),
+                self._sub_health,
+                lambda: self._sub_reader(stream, reader),
+            )
+        finally:
+            self.sub_up = False
+            with engine._lock:
+                self.sub_ready = False
+            self.sub_out = bytearray()
+            self.ack_lot.unpark_all()
+
+    async def _sub_writer(self, stream: trio.abc.Stream) -> None:
+        while True:
+            if not self.sub_out:
+                await self.sub_lot.park()
+                continue
+            data, self.sub_out = bytes(self.sub_out), bytearray()
+            await stream.send_all(data)
+
+    async def _sub_health(self) -> None:
+        interval = self.engine.health_interval
+        while True:
+            await trio.sleep(interval)
+            if not self.pong:
+                raise _Lost(f"no answer to PING in {interval} s")
+            self.pong = False
+            self.send_sub(b"PING", [])
+
+    async def _sub_reader(self, stream: trio.abc.Stream, reader: Any) -> None:
+        engine = self.engine
+        while True:
+            data = await stream.receive_some(_RECEIVE_SIZE)
+            if not data:
+                raise _Lost("closed by Redis")
+            self.pong = True
+            reader.feed(data)
+            while True:
+                reply = reader.gets()
+                if reply is False:
+                    break
+                if isinstance(reply, Exception):
+                    self._sub_error(str(reply))
+                    continue
+                # PING outside subscribed mode: a plain PONG, not an array.
+                kind = reply[0] if isinstance(reply, list) else reply
+                if kind == b"message" or kind == b"smessage":
+                    engine._deliver(reply[1], reply[2])
+                elif kind == b"pmessage":
+                    engine._deliver_matched(reply[1], reply[2], reply[3])
+                elif kind == b"sunsubscribe" and not self._unsubscribing(reply[1]):
+                    # Not ours: the channel's slot left this node (Redis 7
+                    # tells its shard channels' subscribers so).
+                    engine._unplace([_decode(reply[1])], f"its slot left {self.address}")
+                else:
+                    self._sub_replied(1)
+
+    def _unsubscribing(self, name: bytes) -> bool:
+        """Whether the oldest command in flight unsubscribes from ``name``."""
+        cmd = self.sub_commands[0] if self.sub_commands else None
+        return cmd is not None and cmd.verb == b"SUNSUBSCRIBE" and _decode(name) in cmd.channels
+
+    def _sub_replied(self, n: int) -> None:
+        """``n`` replies to the oldest command in flight. Those to a
+        subscription command are what the publisher waits for: the
+        subscription is in place at Redis, or refused."""
+        cmd = self.sub_commands[0]
+        cmd.left -= n
+        if not cmd.left:
+            self.sub_commands.popleft()
+        if cmd.channels:
+            self.sub_acked += n
+            if self.sub_acked >= self.sub_sent:
+                self.ack_lot.unpark_all()
+            self.check_ready()
+
+    def _sub_error(self, reason: str) -> None:
+        """An error reply: the whole of the oldest command in flight failed."""
+        cmd = self.sub_commands[0]
+        engine = self.engine
+        subs = engine.subscriptions
+        table = subs.patterns if cmd.verb == b"PSUBSCRIBE" else subs.exact
+        if cmd.verb == b"SSUBSCRIBE" and reason.split(" ", 1)[0] in _CLUSTER_ERRORS:
+            engine._unplace(cmd.channels, reason)
+        elif cmd.verb not in (b"SUBSCRIBE", b"SSUBSCRIBE", b"PSUBSCRIBE"):
+            log.error("redis subscriber: %s failed: %s", cmd.verb.decode(), reason)
+        elif len(cmd.channels) > 1:
+            # Redis refuses a command whole for any channel it refuses (a
+            # resubscription sends many): ask for each on its own to learn
+            # which, and count them in the resubscription.
+            for channel in cmd.channels:
+                if channel in table:
+                    self.send_sub(cmd.verb, [channel])
+            self.ready_at = self.sub_sent
+        else:
+            (channel,) = cmd.channels
+            engine._refuse(channel, reason)
+        self._sub_replied(cmd.left)
+
+    def check_ready(self) -> None:
+        if self.sub_ready or self.sub_acked < self.ready_at:
+            return
+        with self.engine._lock:
+            self.sub_ready = True
+        self.engine._resumed(self)
 
 
 def _fail(pending: _Pending, error: str) -> None:
@@ -1503,23 +1977,6 @@ def _confirm(pending: _Pending, reply: Any) -> None:
     if isinstance(pending, _Waiter):
         pending.result = int(reply)
         pending.event.set()
-
-
-def _publish_command(channel: str, history: History, payload: bytes) -> bytes:
-    size, ttl, stream_expiry, meta_expiry = _history_args(history)
-    return command(
-        b"EVALSHA",
-        _PUBLISH_SHA,
-        b"2",
-        _key(b"m", channel),
-        _key(b"s", channel),
-        _encode(channel),
-        payload,
-        size,
-        ttl,
-        stream_expiry,
-        meta_expiry,
-    )
 
 
 def _unwrap(channel: str, data: bytes) -> tuple[str | bytes, Position | None]:

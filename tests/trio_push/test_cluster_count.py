@@ -112,7 +112,7 @@ async def test_a_burst_of_joins_is_one_write(nursery: trio.Nursery, redis: Redis
     before = hset_calls()
     await connect_clients(nursery, server.port, 1)
     await settles(lambda: engine.cluster_count("c999"), 1, TIMEOUT)
-    key = b"tp:c:" + (engine.process_id or "").encode()
+    key = b"{tp}:c:" + (engine.process_id or "").encode()
     assert redis.call("HLEN", key) == 1000
     assert hset_calls() - before == 2  # 512 fields a command
 
@@ -150,8 +150,8 @@ async def test_a_stopped_engine_takes_its_counts_with_it(
         await settles(lambda: one.cluster_count("s"), 2, TIMEOUT)
         other.cancel_scope.cancel()
     name = (two.process_id or "").encode()
-    assert redis.call("ZSCORE", b"tp:procs", name) is None
-    assert redis.call("EXISTS", b"tp:c:" + name) == 0
+    assert redis.call("ZSCORE", b"{tp}:procs", name) is None
+    assert redis.call("EXISTS", b"{tp}:c:" + name) == 0
     assert await one.cluster_count("s") == 2
 
 
@@ -184,7 +184,7 @@ async def test_no_heartbeat_no_cluster_count(nursery: trio.Nursery, redis: Redis
     await start(nursery, Subscribe("x"), pubsub=engine)
     with pytest.raises(RuntimeError, match="heartbeat=None"):
         await engine.cluster_count("x")
-    assert redis.call("ZCARD", b"tp:procs") == 0
+    assert redis.call("ZCARD", b"{tp}:procs") == 0
 
 
 # -- --workers 2 --redis ---------------------------------------------------------------

@@ -1,0 +1,177 @@
+"""What RedisPubSub needs to know of a Redis Cluster: which of the 16384
+slots a channel or key is in (CRC16 with hash tags, as Redis computes it),
+which master serves each slot (from ``CLUSTER SHARDS``), the
+``redis+cluster://`` URL, and history keys that live in their channel's slot.
+
+No I/O here: the engine (``_redis.py``) asks the nodes and follows the map.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+SLOTS = 16384
+
+#: Where a node is: host, port.
+Node = tuple[str, int]
+
+
+def _crc16_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+        table.append(crc & 0xFFFF)
+    return table
+
+
+_TABLE = _crc16_table()
+
+
+def crc16(data: bytes) -> int:
+    """CRC16-CCITT (XMODEM), Redis Cluster's key hash."""
+    crc = 0
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _TABLE[((crc >> 8) ^ byte) & 0xFF]
+    return crc
+
+
+def hash_tag(key: bytes) -> bytes | None:
+    """The part of ``key`` that Redis hashes when it is not the whole key:
+    between the first ``{`` and the first ``}`` after it, if not empty."""
+    start = key.find(b"{")
+    if start < 0:
+        return None
+    end = key.find(b"}", start + 1)
+    if end <= start + 1:
+        return None
+    return key[start + 1 : end]
+
+
+def key_slot(key: bytes) -> int:
+    """The cluster slot of a key or a shard channel."""
+    tag = hash_tag(key)
+    return crc16(key if tag is None else tag) % SLOTS
+
+
+class UnkeyableChannel(ValueError):
+    """A channel whose history keys cannot be in its own slot."""
+
+
+def history_key(kind: bytes, channel: bytes, cluster: bool) -> bytes:
+    """A channel's history key (``kind``: ``m`` its meta, ``s`` its stream),
+    in the channel's slot: ``tp:<kind>:{channel}`` when the channel has no
+    ``}``; ``tp:<kind>:<channel>:t`` when it has a hash tag of its own (the
+    key then hashes by that tag, like the channel). A channel with a ``}``
+    but no hash tag hashes whole, and no key hashes like it: on a single
+    Redis its keys are ``tp:<kind>:{channel}``, on a cluster it is refused
+    (``UnkeyableChannel``). The three forms never give the same key."""
+    if b"}" not in channel:
+        return b"tp:%b:{%b}" % (kind, channel)
+    if hash_tag(channel) is not None:
+        return b"tp:%b:%b:t" % (kind, channel)
+    if cluster:
+        raise UnkeyableChannel(
+            f"channel {channel.decode('utf-8', 'replace')!r} cannot keep history on a Redis"
+            " Cluster: it has a '}' but no {hash tag}, so no key hashes to its slot"
+            " (name it without '}', or with a {tag})"
+        )
+    return b"tp:%b:{%b}" % (kind, channel)
+
+
+class ClusterURL:
+    """``redis+cluster://[[user]:password@]host:port[,host:port...][?patterns=1]``:
+    the seed nodes (any nodes of the cluster), the credentials every node
+    takes, and whether patterns are served (see docs/pubsub.md, "Cluster")."""
+
+    __slots__ = ("seeds", "user", "password", "patterns")
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "redis+cluster":
+            raise ValueError(
+                f"expected a redis+cluster://host:port[,host:port...] URL, got {url!r}"
+            )
+        netloc = parts.netloc
+        auth, _, hosts = netloc.rpartition("@")
+        user, _, password = auth.partition(":")
+        self.user = unquote(user) or None
+        self.password = unquote(password) or None
+        self.seeds: list[Node] = []
+        for seed in hosts.split(","):
+            host, _, port = seed.rpartition(":") if ":" in seed else (seed, "", "6379")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"bad node {seed!r} in {url!r} (expected host:port)")
+            self.seeds.append((host.strip("[]"), int(port)))
+        query = parse_qs(parts.query)
+        unknown = set(query) - {"patterns"}
+        if unknown:
+            raise ValueError(f"unknown option {sorted(unknown)[0]!r} in {url!r}")
+        flag = query.get("patterns", ["0"])[-1].lower()
+        if flag not in ("0", "1", "true", "false", "yes", "no"):
+            raise ValueError(f"patterns must be 1 or 0 in {url!r}")
+        self.patterns = flag in ("1", "true", "yes")
+
+
+class SlotMap:
+    """Which master serves each slot, from a ``CLUSTER SHARDS`` reply: per
+    shard, its online master (the one with the highest replication offset
+    if the shard shows two, as it can during a failover). Slots whose
+    master is not online have none (``None``)."""
+
+    __slots__ = ("owners", "masters")
+
+    def __init__(self, owners: list[Node | None]) -> None:
+        self.owners = owners
+        #: Every master that serves a slot, in a stable order.
+        self.masters = sorted({node for node in owners if node is not None})
+
+    @classmethod
+    def from_shards(cls, reply: Any) -> SlotMap:
+        owners: list[Node | None] = [None] * SLOTS
+        for shard in reply:
+            fields = _fields(shard)
+            best: tuple[int, Node] | None = None
+            for raw in fields.get(b"nodes", []):
+                node = _fields(raw)
+                if node.get(b"role") != b"master" or node.get(b"health") != b"online":
+                    continue
+                host = (node.get(b"ip") or node.get(b"endpoint") or b"127.0.0.1").decode()
+                offset = int(node.get(b"replication-offset", 0))
+                if best is None or offset > best[0]:
+                    best = (offset, (host, int(node[b"port"])))
+            if best is None:
+                continue
+            bounds = [int(x) for x in fields.get(b"slots", [])]
+            for start, end in zip(bounds[::2], bounds[1::2], strict=True):
+                owners[start : end + 1] = [best[1]] * (end - start + 1)
+        return cls(owners)
+
+    def covered(self) -> bool:
+        """Whether every slot has an online master."""
+        return None not in self.owners
+
+    def moved(self, slot: int, node: Node) -> SlotMap:
+        """The map once ``slot`` is ``node``'s (a ``MOVED`` says so)."""
+        owners = list(self.owners)
+        owners[slot] = node
+        return SlotMap(owners)
+
+
+def _fields(flat: Any) -> dict[bytes, Any]:
+    """A RESP2 map (a flat list of names and values) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def redirect(reason: str) -> tuple[str, int, Node] | None:
+    """A ``MOVED`` or ``ASK`` error -> its kind, slot and target node; else None."""
+    kind, _, rest = reason.partition(" ")
+    if kind not in ("MOVED", "ASK"):
+        return None
+    slot, _, where = rest.partition(" ")
+    host, _, port = where.rpartition(":")
+    if not slot.isdigit() or not port.isdigit():
+        return None
+    return kind, int(slot), (host or "127.0.0.1", int(port))
