@@ -1317,7 +1317,7 @@ class RedisPubSub(Engine):
             if before == after and channel not in unplaced:
                 continue
             source = self._links.get(before) if before is not None else None
-            if source is not None and before != after:
+            if source is not None and before != after and channel not in unplaced:
                 leaving.setdefault(source, []).append(channel)
             target = self._links.get(after) if after is not None else None
             if target is not None and target not in fresh:
@@ -1929,8 +1929,11 @@ class _Link:
         engine = self.engine
         subs = engine.subscriptions
         table = subs.patterns if cmd.verb == b"PSUBSCRIBE" else subs.exact
-        if cmd.verb == b"SSUBSCRIBE" and reason.split(" ", 1)[0] in _CLUSTER_ERRORS:
+        cluster_error = reason.split(" ", 1)[0] in _CLUSTER_ERRORS
+        if cmd.verb == b"SSUBSCRIBE" and cluster_error:
             engine._unplace(cmd.channels, reason)
+        elif cmd.verb == b"SUNSUBSCRIBE" and cluster_error:
+            pass  # that node does not serve the slot (any more): nothing to leave there
         elif cmd.verb not in (b"SUBSCRIBE", b"SSUBSCRIBE", b"PSUBSCRIBE"):
             log.error("redis subscriber: %s failed: %s", cmd.verb.decode(), reason)
         elif len(cmd.channels) > 1:
