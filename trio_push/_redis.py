@@ -564,6 +564,8 @@ class RedisPubSub(Engine):
         # Commands redirected to a node that has no link yet.
         self._redirected: list[tuple[Node, list[tuple[bytes, _Pending]]]] = []
         self._nursery: trio.Nursery | None = None
+        # A publish found no master for its slot (logged once a map).
+        self._unmapped_logged = False
         # -- history (event loop thread only) --
         self._tracks: dict[str, _Track] = {}
         #: True while publishes are accepted: both connections to Redis are
@@ -630,6 +632,8 @@ class RedisPubSub(Engine):
 
     def _first_subscriber(self, channel: str) -> None:
         if not is_pattern(channel):
+            if self.subscriptions.rules.get(channel) is not None and not self._keyable(channel):
+                return  # refused by its history load (_load)
             self._send_sub(self._link_of(channel), self._verbs[0], [channel])
         elif self._cluster is not None and not self._copies:
             self._refuse(
@@ -759,6 +763,13 @@ class RedisPubSub(Engine):
             b"1" if self._copies else b"0",
         )
 
+    def _keyable(self, channel: str) -> bool:
+        try:
+            self._keys(channel)
+        except UnkeyableChannel:
+            return False
+        return True
+
     def _keys(self, channel: str) -> tuple[bytes, bytes]:
         """A channel's history keys (meta, stream), in the channel's slot."""
         name = _encode(channel)
@@ -773,9 +784,13 @@ class RedisPubSub(Engine):
             if not isinstance(pending, _Read):
                 with self._lock:
                     self.failed += 1
-                log.warning(
-                    "redis cluster: no master known for %r: publish() returned False", channel
-                )
+                    first, self._unmapped_logged = not self._unmapped_logged, True
+                if first:
+                    log.warning(
+                        "redis cluster: no master known for the slot of %r: publish() returns"
+                        " False on such slots until the map has one",
+                        channel,
+                    )
             return False
         asides: list[tuple[bytes, _Pending]] = [(c, _COPY) for c in commands[:-1]]
         return link.enqueue(asides + [(commands[-1], pending)], pending)
@@ -1280,6 +1295,7 @@ class RedisPubSub(Engine):
         that are no longer masters closed."""
         assert self._nursery is not None
         old, self._map = self._map, smap
+        self._unmapped_logged = False
         fresh = []
         for node in smap.masters:
             if node not in self._links:

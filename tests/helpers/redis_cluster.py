@@ -105,7 +105,9 @@ class RedisCluster:
         (found,) = [node for node in self.nodes if node.port == port]
         return found
 
-    def shards(self, via: RedisServer | None = None) -> list[tuple[list[int], list[dict[bytes, Any]]]]:
+    def shards(
+        self, via: RedisServer | None = None
+    ) -> list[tuple[list[int], list[dict[bytes, Any]]]]:
         """Per shard: its slot bounds, its nodes' fields."""
         reply = (via or self.live()[0]).call("CLUSTER", "SHARDS")
         out = []

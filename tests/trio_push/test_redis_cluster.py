@@ -149,7 +149,9 @@ async def test_a_thousand_subscribers_on_two_processes_get_every_shard(
         for channel in channels:
             message = numbered(channel, n, big=n == 10 and channel == channels[0])
             assert await publisher.publish_confirmed(channel, message) == 2
-    expected = {c: [numbered(c, n, n == 10 and c == channels[0]) for n in range(20)] for c in channels}
+    expected = {
+        c: [numbered(c, n, n == 10 and c == channels[0]) for n in range(20)] for c in channels
+    }
     for client in clients:
         await client.wait_messages(1 + 20 * len(channels), timeout=60)
         assert per_channel(client, channels) == expected
@@ -332,8 +334,15 @@ async def test_patterns_are_refused_unless_the_url_asks_for_them(
     # With ?patterns=1: one classic PSUBSCRIBE, and publishes go out twice
     # (sharded, and classic for the patterns), with history too.
     on = engine(cluster.url("patterns=1"), history=10)
-    server = await start(nursery, Subscribe("p.*", channels[1]), pubsub=on, history=10)
+    handler = Refused("p.*", channels[1], "bad}name")
+    server = await start(nursery, handler, pubsub=on, history=10)
     clients = await connect_clients(nursery, server.port, 3, "sse")
+    # A channel with history must be keyable in its own slot.
+    for each in clients:
+        await each.wait_for(lambda c: "refused bad}name" in c.messages)
+        each.messages.remove("refused bad}name")
+    assert {c for c, _ in handler.refused} == {"bad}name"} and "hash tag" in handler.refused[0][1]
+    assert on.publish("bad}name", "x") is False
     await wait_for(lambda: on.connected)
     await subscribed(cluster, channels[1:2], 1)
     numpat = [int(n.call("PUBSUB", "NUMPAT")) for n in cluster.live()]
@@ -352,13 +361,15 @@ async def test_patterns_are_refused_unless_the_url_asks_for_them(
             times = 2 if channel == channels[1] else 1
             expected = [f"{channel} {n}".ljust(BIG if n == 1 else 0, ".") for n in range(3)]
             assert sorted(got[channel]) == sorted(expected * times)
-    assert on.failed == 0
+    assert on.failed == 1  # bad}name
 
 
 # -- counts ---------------------------------------------------------------------------------
 
 
-async def test_cluster_counts_over_two_engines(nursery: trio.Nursery, cluster: RedisCluster) -> None:
+async def test_cluster_counts_over_two_engines(
+    nursery: trio.Nursery, cluster: RedisCluster
+) -> None:
     one, two = engine(cluster.url("patterns=1")), engine(cluster.url("patterns=1"))
     first = await start(nursery, Subscribe("room", "ro*"), pubsub=one)
     second = await start(nursery, Subscribe("room"), pubsub=two)
@@ -392,6 +403,7 @@ async def test_a_master_killed_and_its_replica_promoted(
         await nursery.start(publisher.run)
         await wait_for(lambda: publisher.connected)
         confirmed: dict[str, list[str]] = {c: [] for c in channels}
+        unconfirmed: list[str] = []
         refused = 0
         n = 0
 
@@ -404,8 +416,11 @@ async def test_a_master_killed_and_its_replica_promoted(
                     refused += 1
                     continue
                 assert isinstance(position, trio_push.Position)
-                await position.wait()
-                if position.error is None:
+                try:
+                    await position.wait()
+                except trio_push.PublishError:
+                    unconfirmed.append(message)  # the master died first
+                else:
                     confirmed[channel].append(message)
             n += 1
             await trio.sleep(0.005)
@@ -429,7 +444,9 @@ async def test_a_master_killed_and_its_replica_promoted(
                 await round_of_publishes()
             for _ in range(30):
                 await round_of_publishes()
-        assert refused > 0 and publisher.failed >= refused  # said, not silent
+        # Said, not silent: refused (False), or unconfirmed (an error).
+        assert refused > 0 and publisher.failed >= refused
+        assert publisher.unconfirmed == len(unconfirmed)
         for client in clients:
             for channel in channels:
                 last = confirmed[channel][-1]
