@@ -1,10 +1,14 @@
 """The Redis pub/sub engine: RESP over Trio sockets, parsed by hiredis.
 
-Two connections per server: one subscribes (``SUBSCRIBE`` / ``PSUBSCRIBE``
-for the channels and patterns its clients use, and nothing else), one
-publishes (``PUBLISH``, pipelined). A publish is delivered to this server's
-own clients through Redis too, like everyone else's: every subscriber gets
-each message exactly once, in the order Redis saw it.
+Two connections per server and Redis, a link (:class:`_Link`): one
+subscribes (``SUBSCRIBE`` / ``PSUBSCRIBE`` for the channels and patterns its
+clients use, and nothing else), one publishes (``PUBLISH``, pipelined). On a
+Redis Cluster (``redis+cluster://``) there is a link per master, found from
+the cluster's map (``_redis_cluster.py``), and each channel goes on the link
+of its slot's master with sharded pub/sub (``SSUBSCRIBE`` / ``SPUBLISH``).
+A publish is delivered to this server's own clients through Redis too, like
+everyone else's: every subscriber gets each message exactly once, in the
+order Redis saw it.
 
 Channel history lives in Redis, per channel: a stream ``tp:s:{channel}``
 of its recent messages, with ids ``ms-offset``, and a hash
@@ -496,6 +500,11 @@ class RedisPubSub(Engine):
 
     Through Redis a message is its bytes only: it arrives as text if it is
     valid UTF-8, else as binary; SSE fields other than the data are not sent.
+
+    On a Redis Cluster (``redis+cluster://host:port[,host:port...]``, Redis
+    7) each master has its own two connections and each channel goes to its
+    slot's master (``SSUBSCRIBE``, ``SPUBLISH``); ``MOVED``, ``ASK``, slot
+    migrations and failovers are followed (docs/pubsub.md, "Cluster").
 
     A third connection keeps this engine's subscriber counts in Redis, renewed
     every ``heartbeat`` seconds, for :meth:`cluster_count` (the clients of

@@ -283,7 +283,9 @@ async def test_what_is_in_flight_when_the_connection_breaks(
     unanswered = pubsub.publish("k", "two")
     assert isinstance(unanswered, trio_push.Position)
     resumed, _ = await open_event_source(nursery, sse_url(port, "k"), last_id("k", one))
-    await wait_for(lambda: len(next(iter(pubsub._links.values())).in_flight) == 2)  # the publish, the history load
+    await wait_for(
+        lambda: len(next(iter(pubsub._links.values())).in_flight) == 2
+    )  # the publish, the history load
     proxy.cut()
     proxy.paused = False
     # The load ends all the same (the page is not held forever): a gap.
