@@ -220,6 +220,20 @@ end
 return {n, patterns}
 """
 _glob_regex = functools.lru_cache(maxsize=1024)(glob_to_regex)
+
+
+@functools.lru_cache(maxsize=65536)
+def _slot(channel: str) -> int:
+    """A channel's cluster slot (CRC16 in Python: worth keeping)."""
+    return key_slot(_encode(channel))
+
+
+@functools.lru_cache(maxsize=65536)
+def _history_keys(channel: str, cluster: bool) -> tuple[bytes, bytes]:
+    name = _encode(channel)
+    return history_key(b"m", name, cluster), history_key(b"s", name, cluster)
+
+
 # Positions whose ms or offset Lua's numbers (doubles) cannot hold exactly.
 _TOO_BIG = 2**53
 # Reads of a channel whose rules changed since it was subscribed.
@@ -561,8 +575,10 @@ class RedisPubSub(Engine):
         self._copies = self._cluster is not None and self._cluster.patterns
         # -- the links, by node (event loop thread; read by publish too) --
         self._links: dict[Node, _Link] = {}
-        if self._cluster is None:
-            self._links[(self.host, self.port)] = _Link(self, self.address)
+        # The one link to a single Redis (None on a cluster).
+        self._single = _Link(self, self.address) if self._cluster is None else None
+        if self._single is not None:
+            self._links[(self.host, self.port)] = self._single
         # -- the cluster's map (cluster only) --
         self._map: SlotMap | None = None
         self._refresh_asked = False
@@ -604,10 +620,8 @@ class RedisPubSub(Engine):
         cluster, that of its slot's master; None while that is unknown)."""
         smap = self._map
         if smap is None:
-            if self._cluster is None:
-                return next(iter(self._links.values()))
-            return None
-        owner = smap.owners[key_slot(_encode(channel))]
+            return self._single
+        owner = smap.owners[_slot(channel)]
         return self._links.get(owner) if owner is not None else None
 
     def _pattern_link(self) -> _Link | None:
@@ -615,7 +629,7 @@ class RedisPubSub(Engine):
         that serves patterns, its first master (the cluster bus carries every
         classic PUBLISH to every node, so one node is enough)."""
         if self._cluster is None:
-            return next(iter(self._links.values()))
+            return self._single
         smap = self._map
         if not self._copies or smap is None or not smap.masters:
             return None
@@ -634,7 +648,7 @@ class RedisPubSub(Engine):
             return [channels[i : i + _BATCH] for i in range(0, len(channels), _BATCH)]
         slots: dict[int, list[str]] = {}
         for channel in channels:
-            slots.setdefault(key_slot(_encode(channel)), []).append(channel)
+            slots.setdefault(_slot(channel), []).append(channel)
         return [c[i : i + _BATCH] for c in slots.values() for i in range(0, len(c), _BATCH)]
 
     # -- the local side -------------------------------------------------------
@@ -708,10 +722,12 @@ class RedisPubSub(Engine):
         :class:`Position` if accepted; False if not (see the class)."""
         history = self.subscriptions.rules.get(channel)
         if history is None:
-            return self._enqueue(channel, self._publish_commands(channel, _payload(message)), None)
+            name, payload = _encode(channel), _payload(message)
+            copy = command(b"PUBLISH", name, payload) if self._copies else None
+            return self._enqueue(channel, command(self._publish_verb, name, payload), None, copy)
         position = Position(channel)
         cmd = self._history_publish(channel, history, _payload(message))
-        if cmd is None or not self._enqueue(channel, [cmd], position):
+        if cmd is None or not self._enqueue(channel, cmd, position):
             return False
         return position
 
@@ -722,29 +738,23 @@ class RedisPubSub(Engine):
         breaks first. Event loop thread only. (On a channel with history,
         ``publish`` and ``await position.wait()`` give the position.)"""
         history = self.subscriptions.rules.get(channel)
-        payload = _payload(message)
+        name, payload = _encode(channel), _payload(message)
+        copy = None
         if history is None:
             waiter = _Waiter()
-            commands = self._publish_commands(channel, payload)
+            cmd: bytes | None = command(self._publish_verb, name, payload)
+            copy = command(b"PUBLISH", name, payload) if self._copies else None
         else:
             waiter = _Waiter(Position(channel))
             cmd = self._history_publish(channel, history, payload)
-            if cmd is None:
-                raise PublishError(f"channel {channel!r} cannot keep history on a Redis Cluster")
-            commands = [cmd]
-        if not self._enqueue(channel, commands, waiter):
+        if cmd is None:
+            raise PublishError(f"channel {channel!r} cannot keep history on a Redis Cluster")
+        if not self._enqueue(channel, cmd, waiter, copy):
             raise PublishError(f"not connected to {self.address}")
         await waiter.event.wait()
         if waiter.error is not None:
             raise PublishError(waiter.error)
         return waiter.result
-
-    def _publish_commands(self, channel: str, payload: bytes) -> list[bytes]:
-        """A publish on a channel without history: on a cluster that serves
-        patterns, a classic PUBLISH for them first, then the sharded one."""
-        name = _encode(channel)
-        cmd = command(self._publish_verb, name, payload)
-        return [command(b"PUBLISH", name, payload), cmd] if self._copies else [cmd]
 
     def _history_publish(self, channel: str, history: History, payload: bytes) -> bytes | None:
         """The history script's call, or None (logged) if the channel cannot
@@ -781,28 +791,28 @@ class RedisPubSub(Engine):
 
     def _keys(self, channel: str) -> tuple[bytes, bytes]:
         """A channel's history keys (meta, stream), in the channel's slot."""
-        name = _encode(channel)
-        cluster = self._cluster is not None
-        return history_key(b"m", name, cluster), history_key(b"s", name, cluster)
+        return _history_keys(channel, self._cluster is not None)
 
-    def _enqueue(self, channel: str, commands: list[bytes], pending: _Pending) -> bool:
-        """Queue a publish (or a history read) for the link of ``channel``;
-        False if it is not ready (or full)."""
-        link = self._link_of(channel)
-        if link is None:
-            if not isinstance(pending, _Read):
-                with self._lock:
-                    self.failed += 1
-                    first, self._unmapped_logged = not self._unmapped_logged, True
-                if first:
-                    log.warning(
-                        "redis cluster: no master known for the slot of %r: publish() returns"
-                        " False on such slots until the map has one",
-                        channel,
-                    )
-            return False
-        asides: list[tuple[bytes, _Pending]] = [(c, _COPY) for c in commands[:-1]]
-        return link.enqueue(asides + [(commands[-1], pending)], pending)
+    def _enqueue(
+        self, channel: str, cmd: bytes, pending: _Pending, copy: bytes | None = None
+    ) -> bool:
+        """Queue a publish (or a history read) for the link of ``channel``,
+        after ``copy`` (a cluster that serves patterns: the classic PUBLISH
+        for them); False if it is not ready (or full)."""
+        link = self._single or self._link_of(channel)
+        if link is not None:
+            return link.enqueue(cmd, pending, copy)
+        if not isinstance(pending, _Read):
+            with self._lock:
+                self.failed += 1
+                first, self._unmapped_logged = not self._unmapped_logged, True
+            if first:
+                log.warning(
+                    "redis cluster: no master known for the slot of %r: publish() returns"
+                    " False on such slots until the map has one",
+                    channel,
+                )
+        return False
 
     # -- history --------------------------------------------------------------
 
@@ -853,7 +863,7 @@ class RedisPubSub(Engine):
             ttl,
             meta,
         )
-        return self._enqueue(channel, [cmd], read)
+        return self._enqueue(channel, cmd, read)
 
     async def _read_replied(self, read: _Read, reply: Any) -> None:
         resent = False
@@ -1337,7 +1347,7 @@ class RedisPubSub(Engine):
         leaving: dict[_Link, list[str]] = {}
         coming: dict[_Link, list[str]] = {}
         for channel in self.subscriptions.exact:
-            slot = key_slot(_encode(channel))
+            slot = _slot(channel)
             before, after = old.owners[slot], new.owners[slot]
             if before == after and channel not in unplaced:
                 continue
@@ -1668,19 +1678,24 @@ class _Link:
 
     # -- publishing -----------------------------------------------------------
 
-    def enqueue(self, items: list[tuple[bytes, _Pending]], pending: _Pending) -> bool:
-        """Queue a publish's commands (or a history read's) for the
-        publisher connection; False if it is not ready. A history read is
-        not a publish: it is not counted as one, and the queue bound does
-        not refuse it."""
+    def enqueue(self, cmd: bytes, pending: _Pending, copy: bytes | None = None) -> bool:
+        """Queue a publish (after its ``copy`` for patterns, if any) or a
+        history read for the publisher connection; False if it is not
+        ready. A history read is not a publish: it is not counted as one,
+        and the queue bound does not refuse it."""
         engine = self.engine
         read = isinstance(pending, _Read)
         with engine._lock:
-            ready = self.ready()
-            if ready and (read or len(self.queue) + len(self.in_flight) < engine.max_pending):
+            ready = self.pub_up and self.sub_ready
+            queue = self.queue
+            if ready and (read or len(queue) + len(self.in_flight) < engine.max_pending):
                 if not read:
                     engine.published += 1
-                self._push(items)
+                if copy is not None:
+                    queue.append((copy, _COPY))
+                queue.append((cmd, pending))
+                if not self.wake_pending:
+                    self._wake()
                 return True
             if read:
                 return False
@@ -1705,16 +1720,15 @@ class _Link:
         with self.engine._lock:
             if not self.ready():
                 return False
-            self._push(items)
+            self.queue.extend(items)
+            if not self.wake_pending:
+                self._wake()
         return True
 
-    def _push(self, items: list[tuple[bytes, _Pending]]) -> None:
-        """Under the lock: queue, and wake the writer."""
-        self.queue.extend(items)
-        wake = not self.wake_pending
+    def _wake(self) -> None:
+        """Under the lock: the writer has something to send."""
         self.wake_pending = True
-        if wake:
-            self.engine._loop.call(self.pub_lot.unpark_all)
+        self.engine._loop.call(self.pub_lot.unpark_all)
 
     async def publisher_session(self, stream: trio.abc.Stream, up: Callable[[], None]) -> None:
         import hiredis

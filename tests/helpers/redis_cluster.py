@@ -16,7 +16,7 @@ from typing import Any
 from tests.helpers.procs import free_port
 from tests.helpers.pubsub import RedisServer
 from tests.helpers.server import TIMEOUT
-from trio_push._redis_cluster import key_slot
+from trio_push._redis_cluster import SLOTS, key_slot
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
@@ -65,6 +65,9 @@ class RedisCluster:
                 # The other shards go on while one fails over.
                 "--cluster-require-full-coverage",
                 "no",
+                # A replica's first sync at once (not 5 s later).
+                "--repl-diskless-sync-delay",
+                "0",
                 # Its own free port (port + 10000 may be past 65535).
                 "--cluster-port",
                 str(free_port()),
@@ -73,6 +76,15 @@ class RedisCluster:
             node.options += ("--cluster-config-file", str(config), "--dir", str(self.folder))
             node.start()
             self.nodes.append(node)
+        if self.masters == 1:
+            # redis-cli --cluster create wants three masters.
+            assert self.replicas == 0
+            assert self.nodes[0].call("CLUSTER", "ADDSLOTSRANGE", "0", str(SLOTS - 1)) == b"OK"
+        else:
+            self._create()
+        wait(self._settled, "the cluster to form")
+
+    def _create(self) -> None:
         subprocess.run(
             [
                 REDIS_CLI,
@@ -88,7 +100,6 @@ class RedisCluster:
             stderr=subprocess.DEVNULL,
             timeout=TIMEOUT,
         )
-        wait(self._settled, "the cluster to form")
 
     def stop(self) -> None:
         for node in self.nodes:
