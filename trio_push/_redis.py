@@ -1263,8 +1263,15 @@ class RedisPubSub(Engine):
             if not reported:
                 reported = True
                 task_status.started()
+            # Unsettled (asked again with the backoff): a slot without a
+            # master (a failover under way), channels a node refused, a link down.
             links = self._links.values()
-            if smap is None or self._unplaced or not all(link.ready() for link in links):
+            if (
+                smap is None
+                or not smap.covered()
+                or self._unplaced
+                or not all(link.ready() for link in links)
+            ):
                 await trio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.backoff_max)
                 continue
