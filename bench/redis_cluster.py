@@ -51,9 +51,9 @@ def topology(name: str) -> Iterator[str]:
         with RedisServer() as redis:
             yield redis.url
         return
-    with tempfile.TemporaryDirectory() as folder:
-        with RedisCluster(Path(folder), masters=int(name.split("-")[1])) as cluster:
-            yield cluster.url()
+    masters = int(name.split("-")[1])
+    with tempfile.TemporaryDirectory() as folder, RedisCluster(Path(folder), masters) as cluster:
+        yield cluster.url()
 
 
 def fanout(args: argparse.Namespace, url: str) -> float:

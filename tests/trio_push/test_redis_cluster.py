@@ -24,7 +24,7 @@ from tests.helpers.pubsub import (
 from tests.helpers.redis_cluster import RedisCluster
 from tests.helpers.server import TIMEOUT, in_thread, wait_for
 from trio_push._history import History, HistoryRules
-from trio_push._redis_cluster import UnkeyableChannel, history_key, key_slot
+from trio_push._redis_cluster import ClusterURL, UnkeyableChannel, history_key, key_slot
 
 BIG = 65536
 
@@ -127,6 +127,28 @@ def test_slots_and_history_keys_hash_as_redis_computes(cluster: RedisCluster) ->
     with pytest.raises(UnkeyableChannel, match="hash tag"):
         history_key(b"m", b"a}b", cluster=True)
     assert history_key(b"m", b"a}b", cluster=False) == b"tp:m:{a}b}"
+
+
+def test_cluster_urls_name_seeds_credentials_and_patterns() -> None:
+    url = ClusterURL("redis+cluster://me:p%40ss@10.0.0.1:7000,10.0.0.2:7001?patterns=1")
+    assert url.seeds == [("10.0.0.1", 7000), ("10.0.0.2", 7001)]
+    assert (url.user, url.password, url.patterns) == ("me", "p@ss", True)
+    assert ClusterURL("redis+cluster://h").seeds == [("h", 6379)]
+    assert not ClusterURL("redis+cluster://h:1").patterns
+    for bad, why in [
+        ("redis+cluster://", "bad node"),
+        ("redis+cluster://h:x", "bad node"),
+        ("redis+cluster://h:1,:2", "bad node"),
+        ("redis+cluster://h:1?pattern=1", "unknown option"),
+        ("redis+cluster://h:1?patterns=maybe", "patterns must be"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            trio_push.RedisPubSub(bad)
+    # The CLI says so and stops.
+    process = ServerProcess("pubsub_app:app", "--redis", "redis+cluster://h:99999")
+    assert process.process.wait(TIMEOUT) != 0
+    process.stop()
+    assert "--redis: bad node 'h:99999'" in process.log()
 
 
 # -- fan-out -----------------------------------------------------------------------------
