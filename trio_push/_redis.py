@@ -456,7 +456,7 @@ class _Read:
         self.done = False
 
 
-# Who waits for a reply of the publisher connection (see RedisPubSub._queue).
+# Who waits for a reply of a publisher connection (see _Link.queue).
 _Pending = _Waiter | Position | _Read | _Aside | None
 
 
