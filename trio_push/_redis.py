@@ -1843,7 +1843,10 @@ class _Link:
                     engine.failed += 1
                     if str(reply).startswith("NOSCRIPT"):
                         self.load_scripts = True  # ahead of the next batch
-                    log.error("redis publisher: publish failed: %s", reply)
+                    hint = ""
+                    if not cluster and str(reply).startswith("MOVED"):
+                        hint = " (a Redis Cluster node: use a redis+cluster:// URL)"
+                    log.error("redis publisher: publish failed: %s%s", reply, hint)
                     _fail(pending, str(reply))
                 else:
                     _confirm(pending, reply)

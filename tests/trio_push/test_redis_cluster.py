@@ -322,6 +322,28 @@ async def test_publishes_follow_ask_and_moved(nursery: trio.Nursery, cluster: Re
     assert client.messages == [f"m{n}" for n in range(6)]
 
 
+async def test_a_plain_url_to_a_cluster_node_says_to_use_redis_cluster(
+    nursery: trio.Nursery, cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = cluster.live()[0]
+    elsewhere = next(c for c in spread(cluster, 3, "plain") if cluster.owner_of(c) is not node)
+    pubsub = engine(f"redis://127.0.0.1:{node.port}", history=10)
+    await nursery.start(pubsub.run)
+    await wait_for(lambda: pubsub.connected)
+    position = pubsub.publish(elsewhere, "x")
+    assert isinstance(position, trio_push.Position)
+    with pytest.raises(trio_push.PublishError, match="MOVED"):
+        await position.wait()
+    assert any("use a redis+cluster:// URL" in m for m in caplog.messages)
+    # Without history it is classic pub/sub, which any node serves.
+    plain = engine(f"redis://127.0.0.1:{node.port}")
+    server = await start(nursery, Subscribe(elsewhere), pubsub=plain)
+    (client,) = await connect_clients(nursery, server.port, 1)
+    await wait_for(lambda: plain.connected and int(node.numsub(elsewhere)) == 1)
+    assert await plain.publish_confirmed(elsewhere, "classic") == 1
+    assert await client.wait_messages(1) == ["classic"]
+
+
 # -- patterns -----------------------------------------------------------------------------
 
 
