@@ -1797,11 +1797,20 @@ class _Link:
                 continue
             # A subscription made before this publish must be in place at
             # Redis before it, so a client sees what is published right
-            # after it subscribed (the two go on different connections).
-            epoch, target = self.sub_epoch, self.sub_sent
-            while self.sub_up and self.sub_epoch == epoch and self.sub_acked < target:
-                await self.ack_lot.park()
+            # after it subscribed (the two go on different connections; on
+            # a cluster that serves patterns, theirs are on another link).
+            await self.subscribed()
+            patterns = self.engine._pattern_link() if self.engine._copies else None
+            if patterns is not None and patterns is not self:
+                await patterns.subscribed()
             await stream.send_all(b"".join(cmd for cmd, _ in batch))
+
+    async def subscribed(self) -> None:
+        """Until what this link's subscriber sent so far is answered (or
+        that connection is gone)."""
+        epoch, target = self.sub_epoch, self.sub_sent
+        while self.sub_up and self.sub_epoch == epoch and self.sub_acked < target:
+            await self.ack_lot.park()
 
     async def _pub_watchdog(self) -> None:
         # Replies that stop coming mean a dead peer, even if TCP has not noticed.

@@ -14,6 +14,7 @@ import pytest
 import trio
 
 import trio_push
+from tests.helpers.frames import TEXT, frame
 from tests.helpers.pubsub import (
     PushClient,
     ServerProcess,
@@ -406,6 +407,23 @@ async def test_patterns_are_refused_unless_the_url_asks_for_them(
             expected = [f"{channel} {n}".ljust(BIG if n == 1 else 0, ".") for n in range(3)]
             assert sorted(got[channel]) == sorted(expected * times)
     assert on.failed == 1  # bad}name
+
+    # A publish right after a pattern subscription (on another node than
+    # the channel's) waits for it: the client gets it.
+    (late,) = await connect_clients(nursery, server.port, 1)
+    for n, channel in enumerate(channels):
+        # Both in one read: the publish goes out as the PSUBSCRIBE does.
+        await late.stream.send_all(
+            frame(TEXT, f"sub q{n}.*".encode())
+            + frame(TEXT, f"pub q{n}.{channel} right after {n}".encode())
+        )
+        await late.wait_for(
+            lambda c, n=n, ch=channel: f"ok pub q{n}.{ch} right after {n}" in c.messages
+        )
+    # (From three shards over the cluster bus: in any order between them.)
+    right = [f"right after {n}" for n in range(3)]
+    await late.wait_for(lambda c: set(right) <= set(c.messages))
+    assert sorted(m for m in late.messages if m.startswith("right")) == right
 
 
 # -- counts ---------------------------------------------------------------------------------
