@@ -28,6 +28,8 @@ from trio_push._history import History, HistoryRules
 from trio_push._redis_cluster import ClusterURL, UnkeyableChannel, history_key, key_slot
 
 BIG = 65536
+# Each test's bound (seconds).
+LIMIT = 60
 
 
 @pytest.fixture
@@ -158,30 +160,31 @@ def test_cluster_urls_name_seeds_credentials_and_patterns() -> None:
 async def test_a_thousand_subscribers_on_two_processes_get_every_shard(
     nursery: trio.Nursery, cluster: RedisCluster, processes: list[ServerProcess]
 ) -> None:
-    channels = spread(cluster, 6)
-    assert {cluster.owner_of(c).port for c in channels} == set(cluster.master_ports())
-    processes += [spawn(cluster), spawn(cluster)]
-    clients = await clients_of(nursery, processes, channels, 500)
-    assert len(clients) == 1000
-    await subscribed(cluster, channels, 2)
-    # Published from a third process's engine, as sharded publishes.
-    publisher = engine(cluster.url())
-    await nursery.start(publisher.run)
-    await wait_for(lambda: publisher.connected)
-    for n in range(20):
-        for channel in channels:
-            message = numbered(channel, n, big=n == 10 and channel == channels[0])
-            assert await publisher.publish_confirmed(channel, message) == 2
-    expected = {
-        c: [numbered(c, n, n == 10 and c == channels[0]) for n in range(20)] for c in channels
-    }
-    for client in clients:
-        await client.wait_messages(1 + 20 * len(channels), timeout=60)
-        assert per_channel(client, channels) == expected
-    # Each channel's traffic stayed on its shard: no classic publish anywhere.
-    for node in cluster.live():
-        assert b"cmdstat_publish:" not in node.call("INFO", "commandstats")
-    assert publisher.failed == 0
+    with trio.fail_after(LIMIT):
+        channels = spread(cluster, 6)
+        assert {cluster.owner_of(c).port for c in channels} == set(cluster.master_ports())
+        processes += [spawn(cluster), spawn(cluster)]
+        clients = await clients_of(nursery, processes, channels, 500)
+        assert len(clients) == 1000
+        await subscribed(cluster, channels, 2)
+        # Published from a third process's engine, as sharded publishes.
+        publisher = engine(cluster.url())
+        await nursery.start(publisher.run)
+        await wait_for(lambda: publisher.connected)
+        for n in range(20):
+            for channel in channels:
+                message = numbered(channel, n, big=n == 10 and channel == channels[0])
+                assert await publisher.publish_confirmed(channel, message) == 2
+        expected = {
+            c: [numbered(c, n, n == 10 and c == channels[0]) for n in range(20)] for c in channels
+        }
+        for client in clients:
+            await client.wait_messages(1 + 20 * len(channels), timeout=60)
+            assert per_channel(client, channels) == expected
+        # Each channel's traffic stayed on its shard: no classic publish anywhere.
+        for node in cluster.live():
+            assert b"cmdstat_publish:" not in node.call("INFO", "commandstats")
+        assert publisher.failed == 0
 
 
 # -- a slot's migration -------------------------------------------------------------------
@@ -226,123 +229,127 @@ async def migrate_while_publishing(
 async def test_a_slot_migrated_mid_stream_with_history_loses_nothing(
     nursery: trio.Nursery, cluster: RedisCluster, processes: list[ServerProcess]
 ) -> None:
-    (channel, other) = spread(cluster, 2, "mig")
-    processes += [spawn(cluster, "--history", "1000"), spawn(cluster, "--history", "1000")]
-    clients = await clients_of(nursery, processes, [channel, other], 100)
-    await subscribed(cluster, [channel, other], 2)
-    publisher = engine(cluster.url(), history=1000)
-    await nursery.start(publisher.run)
-    await wait_for(lambda: publisher.connected)
-    with trio.fail_after(TIMEOUT):
-        moved_at, target = await migrate_while_publishing(cluster, publisher, channel, 100)
-        assert cluster.owner_of(channel).port == target
-        for n in range(moved_at, moved_at + 50):
-            await publisher.publish_confirmed(channel, numbered(channel, n, n % 50 == 7))
-        await publisher.publish_confirmed(other, numbered(other, 0))
-    total = moved_at + 50
-    expected = [numbered(channel, n, n % 50 == 7) for n in range(total)]
-    for client in clients:
-        await client.wait_for(lambda c: f"{channel} {total - 1}" in c.messages, 30)
-        await client.wait_for(lambda c: numbered(other, 0) in c.messages)
-        got = per_channel(client, [channel, other])
-        assert got == {channel: expected, other: [numbered(other, 0)]}
-    assert publisher.failed == 0
-    for process in processes:
-        assert "channels now subscribed on" in process.log() or "subscribed to" in process.log()
+    with trio.fail_after(LIMIT):
+        (channel, other) = spread(cluster, 2, "mig")
+        processes += [spawn(cluster, "--history", "1000"), spawn(cluster, "--history", "1000")]
+        clients = await clients_of(nursery, processes, [channel, other], 100)
+        await subscribed(cluster, [channel, other], 2)
+        publisher = engine(cluster.url(), history=1000)
+        await nursery.start(publisher.run)
+        await wait_for(lambda: publisher.connected)
+        with trio.fail_after(TIMEOUT):
+            moved_at, target = await migrate_while_publishing(cluster, publisher, channel, 100)
+            assert cluster.owner_of(channel).port == target
+            for n in range(moved_at, moved_at + 50):
+                await publisher.publish_confirmed(channel, numbered(channel, n, n % 50 == 7))
+            await publisher.publish_confirmed(other, numbered(other, 0))
+        total = moved_at + 50
+        expected = [numbered(channel, n, n % 50 == 7) for n in range(total)]
+        for client in clients:
+            await client.wait_for(lambda c: f"{channel} {total - 1}" in c.messages, 30)
+            await client.wait_for(lambda c: numbered(other, 0) in c.messages)
+            got = per_channel(client, [channel, other])
+            assert got == {channel: expected, other: [numbered(other, 0)]}
+        assert publisher.failed == 0
+        for process in processes:
+            assert "channels now subscribed on" in process.log() or "subscribed to" in process.log()
 
 
 async def test_a_slot_migrated_mid_stream_without_history_keeps_order(
     nursery: trio.Nursery, cluster: RedisCluster, processes: list[ServerProcess]
 ) -> None:
-    # Without history, what is published on the slot's channels between the
-    # move and the resubscription on the new master is not delivered (the
-    # docs say so); everything before and after is, in order, once.
-    (channel,) = spread(cluster, 1, "plain")
-    processes += [spawn(cluster), spawn(cluster)]
-    clients = await clients_of(nursery, processes, [channel], 100)
-    await subscribed(cluster, [channel], 2)
-    publisher = engine(cluster.url())
-    await nursery.start(publisher.run)
-    await wait_for(lambda: publisher.connected)
-    with trio.fail_after(TIMEOUT):
-        moved_at, target = await migrate_while_publishing(cluster, publisher, channel, 100)
-    await subscribed(cluster, [channel], 2)  # on the new master now
-    assert cluster.owner_of(channel).port == target
-    for n in range(moved_at, moved_at + 50):
-        await publisher.publish_confirmed(channel, numbered(channel, n))
-    total = moved_at + 50
-    for client in clients:
-        await client.wait_for(lambda c: f"{channel} {total - 1}" in c.messages, 30)
-        got = per_channel(client, [channel])[channel]
-        numbers = [int(m.split(" ")[1].rstrip(".")) for m in got]
-        assert numbers == sorted(set(numbers))  # in order, once each
-        assert set(range(100)) <= set(numbers)  # all before the move
-        assert set(range(moved_at, total)) <= set(numbers)  # all after it
-    assert publisher.failed == 0  # MOVED publishes were sent again, not lost
+    with trio.fail_after(LIMIT):
+        # Without history, what is published on the slot's channels between the
+        # move and the resubscription on the new master is not delivered (the
+        # docs say so); everything before and after is, in order, once.
+        (channel,) = spread(cluster, 1, "plain")
+        processes += [spawn(cluster), spawn(cluster)]
+        clients = await clients_of(nursery, processes, [channel], 100)
+        await subscribed(cluster, [channel], 2)
+        publisher = engine(cluster.url())
+        await nursery.start(publisher.run)
+        await wait_for(lambda: publisher.connected)
+        with trio.fail_after(TIMEOUT):
+            moved_at, target = await migrate_while_publishing(cluster, publisher, channel, 100)
+        await subscribed(cluster, [channel], 2)  # on the new master now
+        assert cluster.owner_of(channel).port == target
+        for n in range(moved_at, moved_at + 50):
+            await publisher.publish_confirmed(channel, numbered(channel, n))
+        total = moved_at + 50
+        for client in clients:
+            await client.wait_for(lambda c: f"{channel} {total - 1}" in c.messages, 30)
+            got = per_channel(client, [channel])[channel]
+            numbers = [int(m.split(" ")[1].rstrip(".")) for m in got]
+            assert numbers == sorted(set(numbers))  # in order, once each
+            assert set(range(100)) <= set(numbers)  # all before the move
+            assert set(range(moved_at, total)) <= set(numbers)  # all after it
+        assert publisher.failed == 0  # MOVED publishes were sent again, not lost
 
 
 # -- MOVED and ASK ------------------------------------------------------------------------
 
 
 async def test_publishes_follow_ask_and_moved(nursery: trio.Nursery, cluster: RedisCluster) -> None:
-    # A channel with history: once its keys are migrated the source answers
-    # ASK (the script runs on the target after ASKING); once the slot is the
-    # target's, MOVED. Every publish is confirmed; the subscriber here gets
-    # all of them (what the target published while it subscribed on the
-    # source comes from history once it is resubscribed).
-    channel = "asked"
-    slot = key_slot(channel.encode())
-    pubsub = engine(cluster.url(), history=100)
-    server = await start(nursery, Subscribe(channel), pubsub=pubsub, history=100)
-    (client,) = await connect_clients(nursery, server.port, 1)
-    await wait_for(lambda: pubsub.connected)
-    await subscribed(cluster, [channel], 1)
-    positions = []
+    with trio.fail_after(LIMIT):
+        # A channel with history: once its keys are migrated the source answers
+        # ASK (the script runs on the target after ASKING); once the slot is the
+        # target's, MOVED. Every publish is confirmed; the subscriber here gets
+        # all of them (what the target published while it subscribed on the
+        # source comes from history once it is resubscribed).
+        channel = "asked"
+        slot = key_slot(channel.encode())
+        pubsub = engine(cluster.url(), history=100)
+        server = await start(nursery, Subscribe(channel), pubsub=pubsub, history=100)
+        (client,) = await connect_clients(nursery, server.port, 1)
+        await wait_for(lambda: pubsub.connected)
+        await subscribed(cluster, [channel], 1)
+        positions = []
 
-    async def publish(n: int) -> None:
-        position = pubsub.publish(channel, f"m{n}")
-        assert isinstance(position, trio_push.Position)
-        await position.wait()
-        assert position.error is None
-        positions.append(position.offset)
+        async def publish(n: int) -> None:
+            position = pubsub.publish(channel, f"m{n}")
+            assert isinstance(position, trio_push.Position)
+            await position.wait()
+            assert position.error is None
+            positions.append(position.offset)
 
-    target = next(n for n in cluster.live() if n.port != cluster.owner(slot).port)
-    await publish(0)
-    source = await in_thread(cluster.begin_migration, slot, target)
-    await publish(1)  # the keys are still on the source: it runs there
-    assert await in_thread(cluster.move_keys, slot, source, target) == 2
-    await publish(2)  # ASK
-    await publish(3)
-    assert int(target.call("INFO", "commandstats").count(b"cmdstat_asking:")) == 1
-    await in_thread(cluster.end_migration, slot, target)
-    await publish(4)  # MOVED, then the new owner
-    await publish(5)
-    assert positions == [1, 2, 3, 4, 5, 6]
-    assert pubsub.failed == 0
-    await client.wait_for(lambda c: len(c.messages) >= 6)
-    assert client.messages == [f"m{n}" for n in range(6)]
+        target = next(n for n in cluster.live() if n.port != cluster.owner(slot).port)
+        await publish(0)
+        source = await in_thread(cluster.begin_migration, slot, target)
+        await publish(1)  # the keys are still on the source: it runs there
+        assert await in_thread(cluster.move_keys, slot, source, target) == 2
+        await publish(2)  # ASK
+        await publish(3)
+        assert int(target.call("INFO", "commandstats").count(b"cmdstat_asking:")) == 1
+        await in_thread(cluster.end_migration, slot, target)
+        await publish(4)  # MOVED, then the new owner
+        await publish(5)
+        assert positions == [1, 2, 3, 4, 5, 6]
+        assert pubsub.failed == 0
+        await client.wait_for(lambda c: len(c.messages) >= 6)
+        assert client.messages == [f"m{n}" for n in range(6)]
 
 
 async def test_a_plain_url_to_a_cluster_node_says_to_use_redis_cluster(
     nursery: trio.Nursery, cluster: RedisCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    node = cluster.live()[0]
-    elsewhere = next(c for c in spread(cluster, 3, "plain") if cluster.owner_of(c) is not node)
-    pubsub = engine(f"redis://127.0.0.1:{node.port}", history=10)
-    await nursery.start(pubsub.run)
-    await wait_for(lambda: pubsub.connected)
-    position = pubsub.publish(elsewhere, "x")
-    assert isinstance(position, trio_push.Position)
-    with pytest.raises(trio_push.PublishError, match="MOVED"):
-        await position.wait()
-    assert any("use a redis+cluster:// URL" in m for m in caplog.messages)
-    # Without history it is classic pub/sub, which any node serves.
-    plain = engine(f"redis://127.0.0.1:{node.port}")
-    server = await start(nursery, Subscribe(elsewhere), pubsub=plain)
-    (client,) = await connect_clients(nursery, server.port, 1)
-    await wait_for(lambda: plain.connected and int(node.numsub(elsewhere)) == 1)
-    assert await plain.publish_confirmed(elsewhere, "classic") == 1
-    assert await client.wait_messages(1) == ["classic"]
+    with trio.fail_after(LIMIT):
+        node = cluster.live()[0]
+        elsewhere = next(c for c in spread(cluster, 3, "plain") if cluster.owner_of(c) is not node)
+        pubsub = engine(f"redis://127.0.0.1:{node.port}", history=10)
+        await nursery.start(pubsub.run)
+        await wait_for(lambda: pubsub.connected)
+        position = pubsub.publish(elsewhere, "x")
+        assert isinstance(position, trio_push.Position)
+        with pytest.raises(trio_push.PublishError, match="MOVED"):
+            await position.wait()
+        assert any("use a redis+cluster:// URL" in m for m in caplog.messages)
+        # Without history it is classic pub/sub, which any node serves.
+        plain = engine(f"redis://127.0.0.1:{node.port}")
+        server = await start(nursery, Subscribe(elsewhere), pubsub=plain)
+        (client,) = await connect_clients(nursery, server.port, 1)
+        await wait_for(lambda: plain.connected and int(node.numsub(elsewhere)) == 1)
+        assert await plain.publish_confirmed(elsewhere, "classic") == 1
+        assert await client.wait_messages(1) == ["classic"]
 
 
 # -- patterns -----------------------------------------------------------------------------
@@ -361,69 +368,74 @@ class Refused(Subscribe):
 async def test_patterns_are_refused_unless_the_url_asks_for_them(
     nursery: trio.Nursery, cluster: RedisCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    channels = spread(cluster, 3, "p.")
-    off = engine(cluster.url())
-    handler = Refused("p.*", channels[0])
-    server = await start(nursery, handler, pubsub=off)
-    (client,) = await connect_clients(nursery, server.port, 1)
-    await client.wait_for(lambda c: "refused p.*" in c.messages)
-    ((pattern, reason),) = handler.refused
-    assert pattern == "p.*" and "?patterns=1" in reason
-    assert off.subscribe_errors == 1
-    assert any("patterns=1" in m for m in caplog.messages)
-    await wait_for(lambda: off.connected)
-    await subscribed(cluster, channels[:1], 1)
-    assert off.publish(channels[0], "exact still works")
-    await client.wait_for(lambda c: "exact still works" in c.messages)
+    with trio.fail_after(LIMIT):
+        channels = spread(cluster, 3, "p.")
+        off = engine(cluster.url())
+        handler = Refused("p.*", channels[0])
+        server = await start(nursery, handler, pubsub=off)
+        (client,) = await connect_clients(nursery, server.port, 1)
+        await client.wait_for(lambda c: "refused p.*" in c.messages)
+        ((pattern, reason),) = handler.refused
+        assert pattern == "p.*" and "?patterns=1" in reason
+        assert off.subscribe_errors == 1
+        assert any("patterns=1" in m for m in caplog.messages)
+        await wait_for(lambda: off.connected)
+        await subscribed(cluster, channels[:1], 1)
+        assert off.publish(channels[0], "exact still works")
+        await client.wait_for(lambda c: "exact still works" in c.messages)
 
-    # With ?patterns=1: one classic PSUBSCRIBE, and publishes go out twice
-    # (sharded, and classic for the patterns), with history too.
-    on = engine(cluster.url("patterns=1"), history=10)
-    handler = Refused("p.*", channels[1], "bad}name")
-    server = await start(nursery, handler, pubsub=on, history=10)
-    clients = await connect_clients(nursery, server.port, 3, "sse")
-    # A channel with history must be keyable in its own slot.
-    for each in clients:
-        await each.wait_for(lambda c: "refused bad}name" in c.messages)
-        each.messages.remove("refused bad}name")
-    assert {c for c, _ in handler.refused} == {"bad}name"} and "hash tag" in handler.refused[0][1]
-    assert on.publish("bad}name", "x") is False
-    await wait_for(lambda: on.connected)
-    await subscribed(cluster, channels[1:2], 1)
-    numpat = [int(n.call("PUBSUB", "NUMPAT")) for n in cluster.live()]
-    assert sorted(numpat) == [0, 0, 1]  # on one node only: no duplicates
-    for channel in channels:
-        for n in range(3):
-            message = f"{channel} {n}"
-            # Reached: the exact subscriptions of this shard (the copy's are not counted).
-            reached = await on.publish_confirmed(channel, message.ljust(BIG if n == 1 else 0, "."))
-            assert reached == (1 if channel in channels[:2] else 0)  # off and on
-    for each in clients:
-        await each.wait_messages(9 + 3)
-        got = per_channel(each, channels, skip=0)
-        # Every channel through the pattern; channels[1] also as itself.
+        # With ?patterns=1: one classic PSUBSCRIBE, and publishes go out twice
+        # (sharded, and classic for the patterns), with history too.
+        on = engine(cluster.url("patterns=1"), history=10)
+        handler = Refused("p.*", channels[1], "bad}name")
+        server = await start(nursery, handler, pubsub=on, history=10)
+        clients = await connect_clients(nursery, server.port, 3, "sse")
+        # A channel with history must be keyable in its own slot.
+        for each in clients:
+            await each.wait_for(lambda c: "refused bad}name" in c.messages)
+            each.messages.remove("refused bad}name")
+        assert {c for c, _ in handler.refused} == {"bad}name"} and "hash tag" in handler.refused[0][
+            1
+        ]
+        assert on.publish("bad}name", "x") is False
+        await wait_for(lambda: on.connected)
+        await subscribed(cluster, channels[1:2], 1)
+        numpat = [int(n.call("PUBSUB", "NUMPAT")) for n in cluster.live()]
+        assert sorted(numpat) == [0, 0, 1]  # on one node only: no duplicates
         for channel in channels:
-            times = 2 if channel == channels[1] else 1
-            expected = [f"{channel} {n}".ljust(BIG if n == 1 else 0, ".") for n in range(3)]
-            assert sorted(got[channel]) == sorted(expected * times)
-    assert on.failed == 1  # bad}name
+            for n in range(3):
+                message = f"{channel} {n}"
+                # Reached: the exact subscriptions of this shard (the copy's are not counted).
+                reached = await on.publish_confirmed(
+                    channel, message.ljust(BIG if n == 1 else 0, ".")
+                )
+                assert reached == (1 if channel in channels[:2] else 0)  # off and on
+        for each in clients:
+            await each.wait_messages(9 + 3)
+            got = per_channel(each, channels, skip=0)
+            # Every channel through the pattern; channels[1] also as itself.
+            for channel in channels:
+                times = 2 if channel == channels[1] else 1
+                expected = [f"{channel} {n}".ljust(BIG if n == 1 else 0, ".") for n in range(3)]
+                assert sorted(got[channel]) == sorted(expected * times)
+        assert on.failed == 1  # bad}name
 
-    # A publish right after a pattern subscription (on another node than
-    # the channel's) waits for it: the client gets it.
-    (late,) = await connect_clients(nursery, server.port, 1)
-    for n, channel in enumerate(channels):
-        # Both in one read: the publish goes out as the PSUBSCRIBE does.
-        await late.stream.send_all(
-            frame(TEXT, f"sub q{n}.*".encode())
-            + frame(TEXT, f"pub q{n}.{channel} right after {n}".encode())
-        )
-        await late.wait_for(
-            lambda c, n=n, ch=channel: f"ok pub q{n}.{ch} right after {n}" in c.messages
-        )
-    # (From three shards over the cluster bus: in any order between them.)
-    right = [f"right after {n}" for n in range(3)]
-    await late.wait_for(lambda c: set(right) <= set(c.messages))
-    assert sorted(m for m in late.messages if m.startswith("right")) == right
+        # A publish right after a pattern subscription (on another node than
+        # the channel's) waits for it: the client gets it.
+        (late,) = await connect_clients(nursery, server.port, 1)
+        for n, channel in enumerate(channels):
+            # Both in one read: the publish goes out as the PSUBSCRIBE does.
+            await late.stream.send_all(
+                frame(TEXT, f"sub q{n}.*".encode())
+                + frame(TEXT, f"pub q{n}.{channel} right after {n}".encode())
+            )
+            await late.wait_for(
+                lambda c, n=n, ch=channel: f"ok pub q{n}.{ch} right after {n}" in c.messages
+            )
+        # (From three shards over the cluster bus: in any order between them.)
+        right = [f"right after {n}" for n in range(3)]
+        await late.wait_for(lambda c: set(right) <= set(c.messages))
+        assert sorted(m for m in late.messages if m.startswith("right")) == right
 
 
 # -- counts ---------------------------------------------------------------------------------
@@ -432,18 +444,19 @@ async def test_patterns_are_refused_unless_the_url_asks_for_them(
 async def test_cluster_counts_over_two_engines(
     nursery: trio.Nursery, cluster: RedisCluster
 ) -> None:
-    one, two = engine(cluster.url("patterns=1")), engine(cluster.url("patterns=1"))
-    first = await start(nursery, Subscribe("room", "ro*"), pubsub=one)
-    second = await start(nursery, Subscribe("room"), pubsub=two)
-    await connect_clients(nursery, first.port, 3)
-    await connect_clients(nursery, second.port, 2)
-    with trio.fail_after(TIMEOUT):
-        while await one.cluster_count("room") != 3 + 3 + 2:
-            await trio.sleep(0.05)
-    assert await two.cluster_count("roof") == 3
-    # Every key of the counts is in one slot, on one master.
-    owner = cluster.owner(key_slot(b"{tp}"))
-    assert int(owner.call("ZCARD", "{tp}:procs")) == 2
+    with trio.fail_after(LIMIT):
+        one, two = engine(cluster.url("patterns=1")), engine(cluster.url("patterns=1"))
+        first = await start(nursery, Subscribe("room", "ro*"), pubsub=one)
+        second = await start(nursery, Subscribe("room"), pubsub=two)
+        await connect_clients(nursery, first.port, 3)
+        await connect_clients(nursery, second.port, 2)
+        with trio.fail_after(TIMEOUT):
+            while await one.cluster_count("room") != 3 + 3 + 2:
+                await trio.sleep(0.05)
+        assert await two.cluster_count("roof") == 3
+        # Every key of the counts is in one slot, on one master.
+        owner = cluster.owner(key_slot(b"{tp}"))
+        assert int(owner.call("ZCARD", "{tp}:procs")) == 2
 
 
 # -- failover --------------------------------------------------------------------------------
@@ -452,70 +465,73 @@ async def test_cluster_counts_over_two_engines(
 async def test_a_master_killed_and_its_replica_promoted(
     nursery: trio.Nursery, tmp_path: Path, processes: list[ServerProcess]
 ) -> None:
-    # With history: every publish that Redis confirmed reaches every
-    # subscriber, those of the failed shard included (filled from the
-    # promoted replica's copy of the history); publishes on that shard made
-    # while it has no master return False, and are counted.
-    with RedisCluster(tmp_path, masters=3, replicas=1) as cluster:
-        channels = spread(cluster, 3, "f")
-        processes += [spawn(cluster, "--history", "1000"), spawn(cluster, "--history", "1000")]
-        clients = await clients_of(nursery, processes, channels, 100)
-        await subscribed(cluster, channels, 2)
-        publisher = engine(cluster.url(), history=1000)
-        await nursery.start(publisher.run)
-        await wait_for(lambda: publisher.connected)
-        confirmed: dict[str, list[str]] = {c: [] for c in channels}
-        unconfirmed: list[str] = []
-        refused = 0
-        n = 0
-
-        async def round_of_publishes() -> None:
-            nonlocal n, refused
-            for channel in channels:
-                message = numbered(channel, n, big=n % 40 == 3)
-                position = publisher.publish(channel, message)
-                if position is False:
-                    refused += 1
-                    continue
-                assert isinstance(position, trio_push.Position)
-                try:
-                    await position.wait()
-                except trio_push.PublishError:
-                    unconfirmed.append(message)  # the master died first
-                else:
-                    confirmed[channel].append(message)
-            n += 1
-            await trio.sleep(0.005)
-
-        with trio.fail_after(45):
-            for _ in range(30):
-                await round_of_publishes()
-            victim = cluster.owner_of(channels[0])
-            killed = trio.Event()
-
-            async def kill() -> None:
-                await in_thread(cluster.kill_master, victim)
-                killed.set()
-
-            nursery.start_soon(kill)
-            while not killed.is_set():
-                await round_of_publishes()
-            assert cluster.owner_of(channels[0]).port != victim.port
+    with trio.fail_after(LIMIT):
+        # With history: every publish that Redis confirmed reaches every
+        # subscriber, those of the failed shard included (filled from the
+        # promoted replica's copy of the history); publishes on that shard made
+        # while it has no master return False, and are counted.
+        with RedisCluster(tmp_path, masters=3, replicas=1) as cluster:
+            channels = spread(cluster, 3, "f")
+            processes += [spawn(cluster, "--history", "1000"), spawn(cluster, "--history", "1000")]
+            clients = await clients_of(nursery, processes, channels, 100)
             await subscribed(cluster, channels, 2)
-            while not publisher.connected:
-                await round_of_publishes()
-            for _ in range(30):
-                await round_of_publishes()
-        # Said, not silent: refused (False), or unconfirmed (an error).
-        assert refused > 0 and publisher.failed >= refused
-        assert publisher.unconfirmed == len(unconfirmed)
-        for client in clients:
-            for channel in channels:
-                last = confirmed[channel][-1]
-                await client.wait_for(lambda c, last=last: last in c.messages, 30)
-            got = per_channel(client, channels)
-            for channel in channels:
-                assert [m for m in got[channel] if m in confirmed[channel]] == confirmed[channel]
-                assert len(got[channel]) == len(set(got[channel]))
-        for process in processes:
-            assert "redis cluster: 3 masters" in process.log()
+            publisher = engine(cluster.url(), history=1000)
+            await nursery.start(publisher.run)
+            await wait_for(lambda: publisher.connected)
+            confirmed: dict[str, list[str]] = {c: [] for c in channels}
+            unconfirmed: list[str] = []
+            refused = 0
+            n = 0
+
+            async def round_of_publishes() -> None:
+                nonlocal n, refused
+                for channel in channels:
+                    message = numbered(channel, n, big=n % 40 == 3)
+                    position = publisher.publish(channel, message)
+                    if position is False:
+                        refused += 1
+                        continue
+                    assert isinstance(position, trio_push.Position)
+                    try:
+                        await position.wait()
+                    except trio_push.PublishError:
+                        unconfirmed.append(message)  # the master died first
+                    else:
+                        confirmed[channel].append(message)
+                n += 1
+                await trio.sleep(0.005)
+
+            with trio.fail_after(45):
+                for _ in range(30):
+                    await round_of_publishes()
+                victim = cluster.owner_of(channels[0])
+                killed = trio.Event()
+
+                async def kill() -> None:
+                    await in_thread(cluster.kill_master, victim)
+                    killed.set()
+
+                nursery.start_soon(kill)
+                while not killed.is_set():
+                    await round_of_publishes()
+                assert cluster.owner_of(channels[0]).port != victim.port
+                await subscribed(cluster, channels, 2)
+                while not publisher.connected:
+                    await round_of_publishes()
+                for _ in range(30):
+                    await round_of_publishes()
+            # Said, not silent: refused (False), or unconfirmed (an error).
+            assert refused > 0 and publisher.failed >= refused
+            assert publisher.unconfirmed == len(unconfirmed)
+            for client in clients:
+                for channel in channels:
+                    last = confirmed[channel][-1]
+                    await client.wait_for(lambda c, last=last: last in c.messages, 30)
+                got = per_channel(client, channels)
+                for channel in channels:
+                    assert [m for m in got[channel] if m in confirmed[channel]] == confirmed[
+                        channel
+                    ]
+                    assert len(got[channel]) == len(set(got[channel]))
+            for process in processes:
+                assert "redis cluster: 3 masters" in process.log()
