@@ -540,10 +540,15 @@ class RedisPubSub(Engine):
         self.url = url
         # A Redis Cluster (redis+cluster://): one link per master, found
         # from the seeds; else one link to the one Redis.
-        self._cluster = ClusterURL(url) if url.startswith("redis+cluster:") else None
+        clustered = url.startswith(("redis+cluster:", "rediss+cluster:"))
+        self._cluster = ClusterURL(url) if clustered else None
+        # The TLS of every node of a rediss+cluster:// URL.
+        self._tls: ssl.SSLContext | None = None
         if self._cluster is not None:
             (self.host, self.port), *_ = self._cluster.seeds
             self._user, self._password = self._cluster.user, self._cluster.password
+            if self._cluster.tls:
+                self._tls = _tls_context(url, self._cluster.query)
             #: Where the Redis is (on a cluster: the first seed).
             self.address = self._node_address((self.host, self.port))
         else:
@@ -611,7 +616,7 @@ class RedisPubSub(Engine):
         return ("redis", self.host, self.port)
 
     def _node_address(self, node: Node) -> RedisAddress:
-        return RedisAddress(node[0], node[1], self._user, self._password)
+        return RedisAddress(node[0], node[1], self._user, self._password, tls=self._tls)
 
     # -- where a channel goes -------------------------------------------------
 
@@ -1307,7 +1312,7 @@ class RedisPubSub(Engine):
             if isinstance(reply, Exception):
                 log.warning("redis cluster: %s: CLUSTER SHARDS failed (%s)", address, reply)
                 continue
-            smap = SlotMap.from_shards(reply)
+            smap = SlotMap.from_shards(reply, tls=self._tls is not None)
             if smap.covered():
                 return smap
             found = found or smap

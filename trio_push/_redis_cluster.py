@@ -81,19 +81,26 @@ def history_key(kind: bytes, channel: bytes, cluster: bool) -> bytes:
     return b"tp:%b:{%b}" % (kind, channel)
 
 
-class ClusterURL:
-    """``redis+cluster://[[user]:password@]host:port[,host:port...][?patterns=1]``:
-    the seed nodes (any nodes of the cluster), the credentials every node
-    takes, and whether patterns are served (see docs/pubsub.md, "Cluster")."""
+#: The query options of ``rediss://`` (redis-py's names), for ``rediss+cluster://`` too.
+TLS_OPTIONS = {"ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname"}
 
-    __slots__ = ("seeds", "user", "password", "patterns")
+
+class ClusterURL:
+    """``redis+cluster://[[user]:password@]host:port[,host:port...][?patterns=1]``
+    (``rediss+cluster://`` over TLS, with ``rediss://``'s options): the seed
+    nodes (any nodes of the cluster), the credentials every node takes,
+    whether patterns are served (see docs/pubsub.md, "Cluster"), and the
+    query (for the TLS options)."""
+
+    __slots__ = ("seeds", "user", "password", "patterns", "tls", "query")
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "redis+cluster":
+        if parts.scheme not in ("redis+cluster", "rediss+cluster"):
             raise ValueError(
                 f"expected a redis+cluster://host:port[,host:port...] URL, got {url!r}"
             )
+        self.tls = parts.scheme == "rediss+cluster"
         netloc = parts.netloc
         auth, _, hosts = netloc.rpartition("@")
         user, _, password = auth.partition(":")
@@ -105,8 +112,8 @@ class ClusterURL:
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"bad node {seed!r} in {url!r} (expected host:port)")
             self.seeds.append((host.strip("[]"), int(port)))
-        query = parse_qs(parts.query)
-        unknown = set(query) - {"patterns"}
+        self.query = query = parse_qs(parts.query)
+        unknown = set(query) - {"patterns"} - (TLS_OPTIONS if self.tls else set())
         if unknown:
             raise ValueError(f"unknown option {sorted(unknown)[0]!r} in {url!r}")
         flag = query.get("patterns", ["0"])[-1].lower()
@@ -129,19 +136,22 @@ class SlotMap:
         self.masters = sorted({node for node in owners if node is not None})
 
     @classmethod
-    def from_shards(cls, reply: Any) -> SlotMap:
+    def from_shards(cls, reply: Any, tls: bool = False) -> SlotMap:
+        """The map; with ``tls``, the nodes' TLS ports."""
+        port = b"tls-port" if tls else b"port"
         owners: list[Node | None] = [None] * SLOTS
         for shard in reply:
             fields = _fields(shard)
             best: tuple[int, Node] | None = None
             for raw in fields.get(b"nodes", []):
                 node = _fields(raw)
-                if node.get(b"role") != b"master" or node.get(b"health") != b"online":
+                online = node.get(b"health") == b"online" and port in node
+                if node.get(b"role") != b"master" or not online:
                     continue
                 host = (node.get(b"ip") or node.get(b"endpoint") or b"127.0.0.1").decode()
                 offset = int(node.get(b"replication-offset", 0))
                 if best is None or offset > best[0]:
-                    best = (offset, (host, int(node[b"port"])))
+                    best = (offset, (host, int(node[port])))
             if best is None:
                 continue
             bounds = [int(x) for x in fields.get(b"slots", [])]

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import trustme
+
 from tests.helpers.procs import free_port
 from tests.helpers.pubsub import RedisServer
 from tests.helpers.server import TIMEOUT
@@ -36,13 +38,29 @@ def wait(predicate: Any, what: str, timeout: float = TIMEOUT) -> None:
 
 class RedisCluster:
     """``masters`` masters with ``replicas`` replicas each; their config
-    files in ``folder``. ``url`` is the engine's ``redis+cluster://``."""
+    files in ``folder``. ``url`` is the engine's ``redis+cluster://``. With
+    ``tls`` (a trustme CA), every node has a TLS port too (``tls_ports``),
+    and the cluster bus and replication run over TLS; the test's own
+    commands go to the plain ports."""
 
-    def __init__(self, folder: Path, masters: int = 3, replicas: int = 0) -> None:
+    def __init__(
+        self, folder: Path, masters: int = 3, replicas: int = 0, tls: trustme.CA | None = None
+    ) -> None:
         self.folder = folder
         self.masters = masters
         self.replicas = replicas
         self.nodes: list[RedisServer] = []
+        self.tls_ports: dict[int, int] = {}
+        self.tls_options: list[str] = []
+        if tls is not None:
+            cert = tls.issue_cert("127.0.0.1", "localhost")
+            cert.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+            cert.private_key_pem.write_to_path(str(folder / "key.pem"))
+            tls.cert_pem.write_to_path(str(folder / "ca.pem"))
+            self.tls_options = ["--tls-cluster", "yes", "--tls-replication", "yes"]
+            self.tls_options += ["--tls-auth-clients", "no"]
+            for option, name in (("cert", "cert"), ("key", "key"), ("ca-cert", "ca")):
+                self.tls_options += [f"--tls-{option}-file", str(folder / f"{name}.pem")]
 
     def __enter__(self) -> RedisCluster:
         try:
@@ -74,6 +92,9 @@ class RedisCluster:
             )
             config = self.folder / f"nodes-{node.port}.conf"
             node.options += ("--cluster-config-file", str(config), "--dir", str(self.folder))
+            if self.tls_options:
+                self.tls_ports[node.port] = free_port()
+                node.options += ("--tls-port", str(self.tls_ports[node.port]), *self.tls_options)
             node.start()
             self.nodes.append(node)
         if self.masters == 1:
@@ -106,6 +127,11 @@ class RedisCluster:
             node.kill()
 
     def url(self, query: str = "") -> str:
+        """Two live nodes as seeds; over TLS (trusting the CA) with ``tls``."""
+        if self.tls_options:
+            seeds = ",".join(f"127.0.0.1:{self.tls_ports[n.port]}" for n in self.live()[:2])
+            ca = f"ssl_ca_certs={self.folder / 'ca.pem'}"
+            return f"rediss+cluster://{seeds}?{ca}" + (f"&{query}" if query else "")
         seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.live()[:2])
         return f"redis+cluster://{seeds}" + (f"?{query}" if query else "")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trustme
 
 import trio_push
 from tests.helpers.frames import TEXT, frame
@@ -138,12 +139,16 @@ def test_cluster_urls_name_seeds_credentials_and_patterns() -> None:
     assert (url.user, url.password, url.patterns) == ("me", "p@ss", True)
     assert ClusterURL("redis+cluster://h").seeds == [("h", 6379)]
     assert not ClusterURL("redis+cluster://h:1").patterns
+    secure = ClusterURL("rediss+cluster://h:1?ssl_cert_reqs=none&patterns=1")
+    assert secure.tls and secure.patterns and secure.query["ssl_cert_reqs"] == ["none"]
     for bad, why in [
         ("redis+cluster://", "bad node"),
         ("redis+cluster://h:x", "bad node"),
         ("redis+cluster://h:1,:2", "bad node"),
         ("redis+cluster://h:1?pattern=1", "unknown option"),
         ("redis+cluster://h:1?patterns=maybe", "patterns must be"),
+        ("redis+cluster://h:1?ssl_ca_certs=x", "unknown option"),  # TLS options: rediss only
+        ("rediss+cluster://h:1?ssl_cert_reqs=maybe", "ssl_cert_reqs must be"),
     ]:
         with pytest.raises(ValueError, match=why):
             trio_push.RedisPubSub(bad)
@@ -152,6 +157,26 @@ def test_cluster_urls_name_seeds_credentials_and_patterns() -> None:
     assert process.process.wait(TIMEOUT) != 0
     process.stop()
     assert "--redis: bad node 'h:99999'" in process.log()
+
+
+async def test_a_cluster_over_tls(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # rediss+cluster://: every node is reached on its TLS port, from the map.
+    with trio.fail_after(LIMIT), RedisCluster(tmp_path, tls=trustme.CA()) as cluster:
+        channels = spread(cluster, 3, "tls")
+        pubsub = engine(cluster.url("patterns=1"), history=10)
+        server = await start(nursery, Subscribe(*channels, "tls*"), pubsub=pubsub, history=10)
+        (client,) = await connect_clients(nursery, server.port, 1)
+        await wait_for(lambda: pubsub.connected)
+        await subscribed(cluster, channels, 1)
+        assert {link.address.tls is not None for link in pubsub._links.values()} == {True}
+        assert sorted(link.address.port for link in pubsub._links.values()) == sorted(
+            cluster.tls_ports[port] for port in cluster.master_ports()
+        )
+        for channel in channels:
+            assert await pubsub.publish_confirmed(channel, numbered(channel, 0, big=True)) == 1
+        await client.wait_messages(6)
+        got = per_channel(client, channels, skip=0)
+        assert got == {c: [numbered(c, 0, big=True)] * 2 for c in channels}
 
 
 # -- fan-out -----------------------------------------------------------------------------
