@@ -596,6 +596,8 @@ class RedisPubSub(Engine):
         self._nursery: trio.Nursery | None = None
         # A publish found no master for its slot (logged once a map).
         self._unmapped_logged = False
+        # The last map query had no answer (logged once a streak).
+        self._discover_failed = False
         # -- history (event loop thread only) --
         self._tracks: dict[str, _Track] = {}
         #: True while publishes are accepted: both connections to Redis are
@@ -1294,6 +1296,7 @@ class RedisPubSub(Engine):
         nodes = list(self._map.masters) if self._map is not None else []
         nodes += [node for node in self._cluster.seeds if node not in nodes]
         found = None
+        why: list[str] = []
         for node in nodes:
             address = self._node_address(node)
             try:
@@ -1307,17 +1310,27 @@ class RedisPubSub(Engine):
                     finally:
                         await trio.aclose_forcefully(stream)
             except (OSError, trio.TooSlowError, trio.BrokenResourceError, _Lost) as exc:
-                log.debug("redis cluster: cannot ask %s for the slots (%s)", address, _reason(exc))
+                reason = "timed out" if isinstance(exc, trio.TooSlowError) else _reason(exc)
+                why.append(f"{address}: {reason}")
                 continue
             if isinstance(reply, Exception):
-                log.warning("redis cluster: %s: CLUSTER SHARDS failed (%s)", address, reply)
+                hint = ""
+                if "cluster support disabled" in str(reply) or "unknown subcommand" in str(reply):
+                    hint = ": sharded pub/sub needs a Redis Cluster, 7.0 or later"
+                why.append(f"{address}: CLUSTER SHARDS failed ({reply}){hint}")
                 continue
             smap = SlotMap.from_shards(reply, tls=self._tls is not None)
             if smap.covered():
+                self._discover_failed = False
                 return smap
             found = found or smap
         if found is None:
-            log.warning("redis cluster: no node gave the slots; asking again")
+            # The first failure of a streak is a warning, the next ones debug.
+            level = logging.DEBUG if self._discover_failed else logging.WARNING
+            log.log(
+                level, "redis cluster: no node gave the slots (%s); asking again", "; ".join(why)
+            )
+        self._discover_failed = found is None
         return found
 
     async def _apply_map(self, smap: SlotMap) -> None:

@@ -18,6 +18,7 @@ import trio_push
 from tests.helpers.frames import TEXT, frame
 from tests.helpers.pubsub import (
     PushClient,
+    RedisServer,
     ServerProcess,
     Subscribe,
     connect_clients,
@@ -177,6 +178,25 @@ async def test_a_cluster_over_tls(nursery: trio.Nursery, tmp_path: Path) -> None
         await client.wait_messages(6)
         got = per_channel(client, channels, skip=0)
         assert got == {c: [numbered(c, 0, big=True)] * 2 for c in channels}
+
+
+async def test_a_cluster_url_to_a_redis_that_is_not_one(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(LIMIT), RedisServer() as redis:
+        pubsub = engine(f"redis+cluster://127.0.0.1:{redis.port}")
+        await nursery.start(pubsub.run)
+        await wait_for(lambda: any("needs a Redis Cluster" in m for m in caplog.messages))
+        assert "cluster support disabled" in caplog.text
+        assert not pubsub.connected
+        assert pubsub.publish("x", "y") is False
+        await trio.sleep(0.5)  # asked again with the backoff: said once
+        assert caplog.text.count("needs a Redis Cluster") == 1
+    # A wrong password says so too.
+    with trio.fail_after(LIMIT), RedisServer("--requirepass", "right", password="right") as redis:
+        wrong = engine(f"redis+cluster://:wrong@127.0.0.1:{redis.port}")
+        await nursery.start(wrong.run)
+        await wait_for(lambda: "AUTH refused" in caplog.text)
 
 
 # -- fan-out -----------------------------------------------------------------------------
