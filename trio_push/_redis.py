@@ -1388,16 +1388,34 @@ class RedisPubSub(Engine):
         for link, channels in coming.items():
             for batch in self._batches(channels):
                 link.send_sub(self._verbs[0], batch)
-            log.info("redis cluster: %d channels now subscribed on %s", len(channels), link.address)
+            plain = 0
             for channel in channels:
                 track = self._tracks.get(channel)
                 if track is None or not self._current(track):
+                    plain += 1
                     continue
                 ref = track.ref()
                 if track.fill is not None:
                     track.again = True
                 elif ref is not None:
                     self._fill(track, ref)
+            if plain:
+                # Nothing can tell what they missed, nor bring it back: say it.
+                log.warning(
+                    "redis cluster: %d channels now subscribed on %s (their slot moved);"
+                    " %d of them keep no history: what was published on those between the"
+                    " move and now did not reach this server's clients",
+                    len(channels),
+                    link.address,
+                    plain,
+                )
+            else:
+                log.info(
+                    "redis cluster: %d channels now subscribed on %s (their slot moved);"
+                    " what they missed meanwhile is read from history",
+                    len(channels),
+                    link.address,
+                )
         before_link = self._links.get(old.masters[0]) if old.masters else None
         after_link = self._pattern_link()
         patterns = list(self.subscriptions.patterns)
