@@ -1289,11 +1289,15 @@ class RedisPubSub(Engine):
 
     async def _discover(self) -> SlotMap | None:
         """The map, from the first node that gives one where every slot has
-        a master (the masters known, then the seeds); else the first map."""
+        a master (the masters known, those connected first, then the
+        seeds); else the first map."""
         import hiredis
 
         assert self._cluster is not None
-        nodes = list(self._map.masters) if self._map is not None else []
+        # Those whose links are up first: a dead host costs connect_timeout.
+        known = list(self._map.masters) if self._map is not None else []
+        up = [n for n in known if (link := self._links.get(n)) is not None and link.ready()]
+        nodes = up + [n for n in known if n not in up]
         nodes += [node for node in self._cluster.seeds if node not in nodes]
         found = None
         why: list[str] = []
