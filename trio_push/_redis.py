@@ -1351,7 +1351,7 @@ class RedisPubSub(Engine):
                 fresh.append(link)
         for link in fresh:
             await self._nursery.start(link.run)
-        if old is not None:
+        if old is not None and (self._unplaced or old.owners != smap.owners):
             self._rehome(old, smap, fresh)
         for node in [n for n in self._links if n not in smap.masters]:
             self._links.pop(node).scope.cancel()
