@@ -199,6 +199,32 @@ async def test_a_cluster_url_to_a_redis_that_is_not_one(
         await wait_for(lambda: "AUTH refused" in caplog.text)
 
 
+async def test_history_of_channels_with_their_own_hash_tag(
+    nursery: trio.Nursery, cluster: RedisCluster
+) -> None:
+    # Both channels share the slot of "room1", and so do their history keys.
+    with trio.fail_after(LIMIT):
+        channels = ["{room1}.chat", "{room1}.news"]
+        pubsub = engine(cluster.url(), history=100)
+        server = await start(nursery, Subscribe(*channels), pubsub=pubsub, history=100)
+        (client,) = await connect_clients(nursery, server.port, 1, "sse")
+        await wait_for(lambda: pubsub.connected)
+        await subscribed(cluster, channels, 1)
+        for n in range(3):
+            for channel in channels:
+                position = pubsub.publish(channel, f"{channel} {n}")
+                assert isinstance(position, trio_push.Position)
+                assert (await position.wait()).offset == n + 1
+        await client.wait_messages(6)
+        assert per_channel(client, channels, skip=0) == {
+            c: [f"{c} {n}" for n in range(3)] for c in channels
+        }
+        owner = cluster.owner(key_slot(b"room1"))
+        for channel in channels:
+            assert int(owner.call("XLEN", f"tp:s:{channel}:t")) == 3
+            assert owner.call("HGET", f"tp:m:{channel}:t", "o") == b"3"
+
+
 # -- fan-out -----------------------------------------------------------------------------
 
 
