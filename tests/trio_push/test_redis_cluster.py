@@ -242,13 +242,13 @@ async def test_a_thousand_subscribers_on_two_processes_get_every_shard(
         publisher = engine(cluster.url())
         await nursery.start(publisher.run)
         await wait_for(lambda: publisher.connected)
+        # 64 KiB messages on three channels, one on each shard.
+        big = {(10, channels[0]), (12, channels[1]), (14, channels[2])}
         for n in range(20):
             for channel in channels:
-                message = numbered(channel, n, big=n == 10 and channel == channels[0])
+                message = numbered(channel, n, big=(n, channel) in big)
                 assert await publisher.publish_confirmed(channel, message) == 2
-        expected = {
-            c: [numbered(c, n, n == 10 and c == channels[0]) for n in range(20)] for c in channels
-        }
+        expected = {c: [numbered(c, n, (n, c) in big) for n in range(20)] for c in channels}
         for client in clients:
             await client.wait_messages(1 + 20 * len(channels), timeout=60)
             assert per_channel(client, channels) == expected
