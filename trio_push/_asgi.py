@@ -709,3 +709,41 @@ class Lifespan:
             log.error("ASGI lifespan: shutdown failed: %s", item[2].get("message", ""))
         else:
             log.info("ASGI lifespan: shutdown complete")
+
+
+class ASGIPush:
+    """An ASGI app that hands every push request to a push handler, through
+    the ``trio_push.upgrade`` extension: ``factory(scope)`` (plain or
+    ``async def``) returns the handler for the request, or None to refuse
+    it (403). A request the extension is not offered for (neither a
+    WebSocket nor an event stream, or a server other than trio-push) gets
+    400. Mount it where a framework takes an ASGI app (Starlette's
+    ``Route``/``WebSocketRoute``/``Mount``, FastAPI's ``app.mount``); see
+    docs/asgi.md. ``headers`` go out on the 101 or the event stream's 200.
+    """
+
+    def __init__(self, factory: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.factory = factory
+        self.headers = list(headers or ())
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            return
+        if kind == "websocket":
+            await receive()  # websocket.connect
+        handler = None
+        offered = "trio_push.upgrade" in scope.get("extensions", {})
+        if offered:
+            handler = self.factory(scope)
+            if inspect.isawaitable(handler):
+                handler = await handler
+        if handler is not None:
+            await send({"type": "trio_push.upgrade", "handler": handler, "headers": self.headers})
+            return
+        status = 403 if offered else 400
+        prefix = "websocket.http" if kind == "websocket" else "http"
+        body = b"Forbidden\n" if offered else b"expected a WebSocket or an event stream request\n"
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
+        await send({"type": f"{prefix}.response.body", "body": body})
