@@ -328,14 +328,18 @@ class HttpExchange:
         self._first_event(first)
         adapter = self._adapter
         adapter.app_loop.spawn(run_app, adapter.app, self._scope, self.channel, self)
+        result = error = None
         try:
             async with trio.open_nursery() as self._nursery:
                 try:
                     result = await self._serve()
                     self._complete = not self._dead
-                    return result
-                finally:
-                    self._nursery.cancel_scope.cancel()
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    error = exc  # raised below, outside the nursery's exception group
+                self._nursery.cancel_scope.cancel()
+            if error is not None:
+                raise error
+            return result
         finally:
             self._finished = True
             self._nursery = None
@@ -470,20 +474,21 @@ class HttpExchange:
             if self._body_done:
                 await loop.until_gone()
                 self._client_gone()
-                event: dict[str, Any] = HTTP_DISCONNECT
-            else:
-                chunk = await loop.next_body_chunk()
-                if not chunk and (loop._rejected or loop.core.finished):
-                    self._client_gone()
-                    event = HTTP_DISCONNECT
-                else:
-                    self._body_done = not chunk
-                    event = {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
+                return
+            chunk = await loop.next_body_chunk()
+            if not chunk and (loop._rejected or loop.core.finished):
+                self._client_gone()
+                return
+            self._body_done = not chunk
             self._wants -= 1
+            event = {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
             self._to_app(self.channel.deliver, event)
 
     def _client_gone(self) -> None:
+        """The app hears ``http.disconnect``, and its sends raise from now
+        on (told in one go: it cannot send before it knows); run() ends."""
         self._dead = True
+        self._to_app(self.channel.gone, HTTP_DISCONNECT)
         self._items.append((_GONE,))
         self._lot.unpark_all()
 

@@ -273,6 +273,10 @@ class AppChannel:
 
     async def receive(self) -> dict[str, Any]:
         while True:
+            if self._state == _OVER and self._kind == "http":
+                # The response is complete: what is left of the body is not
+                # the app's any more (as uvicorn does).
+                return HTTP_DISCONNECT
             if self._inbox:
                 event, resume = self._inbox.popleft()
                 if resume:
@@ -280,9 +284,6 @@ class AppChannel:
                 return event
             if self._gone is not None:
                 return self._gone
-            if self._state == _OVER and self._kind == "http":
-                # The response is complete: nothing more will come.
-                return HTTP_DISCONNECT
             if not self._wanted:
                 self._wanted += 1
                 if not self._server.call(self._peer.want):
