@@ -343,6 +343,11 @@ class HttpExchange:
         finally:
             self._finished = True
             self._nursery = None
+            # The app's end may have come while the last piece was sent.
+            for item in self._items:
+                if item[0] is DONE:
+                    self._app_ended(item[1])
+            self._items = []
             if not self._complete:
                 self._to_app(self.channel.gone, self._gone_event())
 
