@@ -62,8 +62,10 @@ access_log = logging.getLogger("trio_push.access")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
-# The item the body's reader hands run() when the client has gone.
+# The item the body's reader hands run() when the client has gone, and
+# the one a graceful stop hands it (see shutdown).
 _GONE = "gone"
+_STOP = "stop"
 
 # Messages the app has not yet taken from a WebSocket, past which reading
 # waits for it (the push session's reader pauses behind them).
@@ -156,14 +158,15 @@ class ASGIAdapter:
             await self.lifespan.startup()
         except BaseException:
             with trio.CancelScope(shield=True):
-                await self.app_loop.stop()
+                await self.app_loop.stop(0)
             raise
 
-    async def stop(self, timeout: float) -> None:
-        """The lifespan's shutdown (within ``timeout``), then the app loop's end."""
+    async def stop(self, timeout: float, grace: float) -> None:
+        """The lifespan's shutdown (within ``timeout``), then the app loop's
+        end (what still runs gets ``grace`` seconds, then is cancelled)."""
         if self.lifespan is not None:
             await self.lifespan.shutdown(timeout)
-        await self.app_loop.stop()
+        await self.app_loop.stop(grace)
 
     # -- requests --------------------------------------------------------------------
 
@@ -343,6 +346,7 @@ class HttpExchange:
         finally:
             self._finished = True
             self._nursery = None
+            loop.streaming = None
             # The app's end may have come while the last piece was sent.
             for item in self._items:
                 if item[0] is DONE:
@@ -372,6 +376,9 @@ class HttpExchange:
                 return self._upgrade(item[1], item[2])
             if kind is _GONE:  # the client went (see _read_for_app)
                 raise trio.BrokenResourceError("the client has gone")
+            if kind is _STOP:
+                await self._end_streaming()
+                return None
             outcome = await self._handle(item)
             if outcome is not None:
                 return outcome[0]
@@ -405,6 +412,10 @@ class HttpExchange:
             except (sp.LocalProtocolError, TypeError, ValueError) as exc:
                 return self._app_error(exc)
             self._head_sent = True
+            if more and self.kind == "http":
+                self._loop.streaming = self
+                if self._ctx.stopping:
+                    self.shutdown()
         core.send_body(data)
         if not more:
             core.end_response()
@@ -414,6 +425,23 @@ class HttpExchange:
         if not more:
             self._log(self._start[1] if self._start else 200)
         return not more
+
+    def shutdown(self) -> None:
+        """The server stops gracefully while the app streams its response
+        (an event stream, say): end it now, as a complete response, and the
+        app hears ``http.disconnect`` (its sends raise from now on)."""
+        if self._head_sent and not self._finished:
+            self._items.insert(0, (_STOP,))
+            self._lot.unpark_all()
+
+    async def _end_streaming(self) -> None:
+        self._dead = True  # the app is told it has gone
+        try:
+            self._loop.core.end_response()
+        except sp.LocalProtocolError:  # short of its Content-Length: cut it off
+            raise trio.BrokenResourceError("response ended at shutdown") from None
+        await self._loop._flush()
+        self._log(self._start[1] if self._start else 200, " (ended at shutdown)")
 
     def _app_error(self, exc: BaseException) -> bool:
         """The app sent what HTTP cannot carry: a 500 instead."""

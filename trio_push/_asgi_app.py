@@ -81,8 +81,10 @@ class AppLoop:
     async def start(self, nursery: trio.Nursery) -> None:
         """Get ready to run apps (called in the server's run)."""
 
-    async def stop(self) -> None:
-        """Cancel what still runs and let go of the loop."""
+    async def stop(self, grace: float) -> None:
+        """Give what still runs ``grace`` seconds to end (an app told of its
+        client's end may have cleaning up to do), cancel what is left, and
+        let go of the loop."""
 
 
 class TrioAppLoop(AppLoop):
@@ -106,6 +108,15 @@ class TrioAppLoop(AppLoop):
     async def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
 
+    async def stop(self, grace: float) -> None:
+        nursery = self._nursery
+        if nursery is None:
+            return
+        with trio.move_on_after(grace):
+            while nursery.child_tasks:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+
 
 def _new_asyncio_loop() -> asyncio.AbstractEventLoop:
     try:
@@ -123,6 +134,8 @@ class AsyncioAppLoop(AppLoop):
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        # The tasks it runs for the server (scopes), which a stop waits for.
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def to_app(self, fn: Callable[..., object], *args: Any) -> None:
         assert self.loop is not None
@@ -137,7 +150,9 @@ class AsyncioAppLoop(AppLoop):
 
     def _create_task(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         assert self.loop is not None
-        self.loop.create_task(fn(*args))
+        task = self.loop.create_task(fn(*args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start(self, nursery: trio.Nursery) -> None:
         loop = self.loop = _new_asyncio_loop()
@@ -152,27 +167,31 @@ class AsyncioAppLoop(AppLoop):
         self._thread.start()
         await trio.to_thread.run_sync(ready.wait)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float) -> None:
         loop = self.loop
         if loop is None or self._thread is None:
             return
-        loop.call_soon_threadsafe(self._cancel_all)
+        loop.call_soon_threadsafe(self._create_task, self._end, (grace,))
         await trio.to_thread.run_sync(self._thread.join)
         loop.close()
         self.loop = None
 
-    def _cancel_all(self) -> None:
-        """Cancel the app's tasks, give them a moment to end, then stop."""
-        assert self.loop is not None
-        tasks = asyncio.all_tasks(self.loop)
-        for task in tasks:
-            task.cancel()
-        if not tasks:
-            self.loop.stop()
-            return
-        gathered = asyncio.gather(*tasks, return_exceptions=True)
-        self.loop.call_later(1.0, self.loop.stop)
-        gathered.add_done_callback(lambda _: self.loop.stop() if self.loop else None)
+    async def _end(self, grace: float) -> None:
+        """On the loop: wait for the scopes' tasks for ``grace`` seconds,
+        then cancel every task left (the app's own background ones too,
+        as ``asyncio.run`` does), then stop the loop."""
+        loop = asyncio.get_running_loop()
+        try:
+            ours = self._tasks - {asyncio.current_task()}
+            if ours:
+                await asyncio.wait(ours, timeout=grace)
+            late = asyncio.all_tasks(loop) - {asyncio.current_task()}
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1.0)
+        finally:
+            loop.stop()
 
 
 def app_loop(name: str) -> AppLoop:

@@ -268,7 +268,8 @@ class Server:
                     await self._listen_and_serve(task_status)
                 finally:
                     with trio.CancelScope(shield=True):
-                        await self.asgi.stop(self.options.drain_timeout)
+                        options = self.options
+                        await self.asgi.stop(options.drain_timeout, options.close_timeout)
             except OSError as exc:  # LifespanFailed, or a port in use
                 # Raised below, outside the nursery (see serve_until_signalled).
                 error = exc

@@ -646,6 +646,33 @@ async def test_graceful_stop_closes_websockets_1001_then_lifespan_shutdown(loop:
     assert order == ["disconnect 1001", "lifespan.shutdown"]
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_graceful_stop_ends_a_streamed_response(loop: str) -> None:
+    """An endless event stream (sse-starlette's kind) is ended as a complete
+    response at a graceful stop, and the app hears http.disconnect."""
+    heard: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await read_body(receive)
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"data: one\n\n", "more_body": True})
+        heard.append(await receive())
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            server = await start(nursery, app, loop, drain_timeout=10.0)
+            async with http_client() as http, http.stream("GET", url(server)) as response:
+                lines = response.aiter_lines()
+                assert await lines.__anext__() == "data: one"
+                server.stop()
+                rest = [line async for line in lines]  # ends: the response is complete
+            assert rest == [""]
+    assert heard == [{"type": "http.disconnect"}]
+
+
 async def test_tls_and_wss(nursery: trio.Nursery) -> None:
     import ssl
 
