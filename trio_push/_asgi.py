@@ -529,7 +529,7 @@ class HttpExchange:
 class WebSocketExchange(HttpExchange):
     """A ``websocket`` scope: the handshake, then the push handler of its session."""
 
-    __slots__ = ("client", "_session", "_early", "_inbound", "_resumed", "_app_done")
+    __slots__ = ("client", "_session", "_early", "_inbound", "_resumed", "_app_done", "on_message")
 
     kind = "websocket"
 
@@ -543,6 +543,8 @@ class WebSocketExchange(HttpExchange):
         self._inbound = 0
         self._resumed: trio.Event | None = None
         self._app_done = False
+        #: The push session's on_message (see _message).
+        self.on_message = self._message if self._ctx.limiter is None else self._message_async
 
     def _first_event(self, body: bytes) -> None:
         self.channel.deliver({"type": "websocket.connect"})
@@ -648,7 +650,9 @@ class WebSocketExchange(HttpExchange):
         for item in early or ():
             self._after_accept(item)
 
-    async def on_message(self, client: Any, data: str | bytes) -> None:
+    def _deliver(self, data: str | bytes) -> bool:
+        """Hand the app a message; True if it is now so many behind that
+        reading must wait until it takes this one (see :meth:`on_backlog`)."""
         event = (
             {"type": "websocket.receive", "text": data}
             if isinstance(data, str)
@@ -657,12 +661,31 @@ class WebSocketExchange(HttpExchange):
         self._inbound += 1
         if self._inbound < INBOUND_WINDOW or self._app_done:
             self._to_app(self.channel.deliver, event)
-            return
-        # The app is this many messages behind: wait until it takes this one.
+            return False
         self._inbound = 0
-        resumed = self._resumed = trio.Event()
+        self._resumed = trio.Event()
         self._to_app(self.channel.deliver, event, True)
-        await resumed.wait()
+        return True
+
+    def _message(self, client: Any, data: str | bytes) -> None:
+        """on_message, plain: it runs in the reader, without a task switch;
+        when the app is behind, ``on_backlog`` is queued after it, and the
+        messages that follow queue behind that (the reader stops once they
+        pile up)."""
+        if self._deliver(data):
+            self._session.queue("on_backlog")
+
+    async def _message_async(self, client: Any, data: str | bytes) -> None:
+        """on_message with ``threads > 0`` (a plain one would run in a worker
+        thread): on the loop, in the dispatcher."""
+        if self._deliver(data):
+            await self.on_backlog(client)
+
+    async def on_backlog(self, client: Any) -> None:
+        """Until the app has taken the message it was behind on."""
+        resumed = self._resumed
+        if resumed is not None:
+            await resumed.wait()
 
     def resume(self) -> None:
         """The app took the message on_message waits for."""

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import trio
@@ -522,6 +523,36 @@ async def test_a_client_that_never_reads_is_bounded_and_closed(
     assert 0 < most <= bound + 65536 + 1024, most
     # What the app could send is what the queue and the sockets' buffers hold.
     assert outcome[0] * 65536 < bound + 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize(("loop", "threads"), [("asyncio", 0), ("trio", 0), ("asyncio", 2)])
+async def test_a_burst_reaches_a_slow_app_in_order(
+    nursery: trio.Nursery, loop: str, threads: int
+) -> None:
+    """2,000 messages sent at once to an app that reads late: reading waits
+    for it (64 behind), nothing is lost or reordered."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await anyio.sleep(0.2)  # the burst comes meanwhile
+        first = await receive()
+        assert first["text"] == "0"
+        expected = 1
+        while expected < 2000:
+            message = await receive()
+            assert message["text"] == str(expected), message
+            expected += 1
+        await send({"type": "websocket.send", "text": f"got {expected}"})
+
+    server = await start(nursery, app, loop, threads=threads)
+    with trio.fail_after(TIMEOUT):
+        async with trio_websocket.open_websocket_url(url(server, "/", "ws")) as ws:
+            for i in range(2000):
+                await ws.send_message(str(i))
+            assert await ws.get_message() == "got 2000"
 
 
 # -- push from ASGI ---------------------------------------------------------------------
