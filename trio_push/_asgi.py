@@ -743,8 +743,9 @@ class Lifespan:
         item = await self._next()
         if item[0] is DONE:
             self._ended = True
+            log.info("ASGI 'lifespan' protocol appears unsupported.")
             if item[1] is not None and isinstance(item[1], Exception):
-                log.info("ASGI 'lifespan' protocol appears unsupported.", exc_info=item[1])
+                log.debug("the app's answer to the lifespan scope", exc_info=item[1])
             return
         if item[1] == "lifespan.startup.complete":
             self.supported = True
