@@ -373,7 +373,12 @@ class HttpExchange:
                 self._app_ended(item[1])
                 return await self._app_returned()
             if kind is UPGRADE:
-                return self._upgrade(item[1], item[2])
+                try:
+                    return self._upgrade(item[1], item[2])
+                except (sp.LocalProtocolError, TypeError, ValueError) as exc:
+                    self._app_error(exc)
+                    await self._loop._flush()
+                    return None
             if kind is _GONE:  # the client went (see _read_for_app)
                 raise trio.BrokenResourceError("the client has gone")
             if kind is _STOP:
@@ -558,7 +563,12 @@ class WebSocketExchange(HttpExchange):
     async def _handle(self, item: tuple[Any, ...]) -> tuple[Upgrade | None] | None:
         kind = item[0]
         if kind is ACCEPT:
-            return (self._accept(item[1], item[2]),)
+            try:
+                return (self._accept(item[1], item[2]),)
+            except (sp.LocalProtocolError, TypeError, ValueError) as exc:
+                self._app_error(exc)
+                await self._loop._flush()
+                return (None,)
         if kind is CLOSE:
             # Closed before the handshake: refused (ASGI: a 403).
             loop = self._loop

@@ -138,9 +138,11 @@ class AsyncioAppLoop(AppLoop):
         self._tasks: set[asyncio.Task[None]] = set()
 
     def to_app(self, fn: Callable[..., object], *args: Any) -> None:
-        assert self.loop is not None
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the server is over
-            self.loop.call_soon_threadsafe(fn, *args)
+        loop = self.loop
+        if loop is None:
+            return  # stopped: the server is over
+        with contextlib.suppress(RuntimeError):  # closed: the same
+            loop.call_soon_threadsafe(fn, *args)
 
     def event(self) -> Any:
         return asyncio.Event()

@@ -18,6 +18,7 @@ import trio
 import trio_websocket
 
 import trio_push
+from tests.helpers.h2client import WSClosed, h2_connect
 from tests.helpers.server import (
     FAST,
     TIMEOUT,
@@ -324,6 +325,31 @@ async def test_an_exception_after_the_response_is_logged(
     )
 
 
+@pytest.mark.parametrize("path", ["/bad-header", "/bad-accept"])
+async def test_headers_http_cannot_carry_are_a_500(nursery: trio.Nursery, path: str) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await respond(send, 200, b"x", [(b"x-bad", b"line\r\nbreak")])
+        elif scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept", "headers": [(b"x-bad", b"a\nb")]})
+
+    server = await start(nursery, app)
+    if path == "/bad-header":
+        async with http_client() as http:
+            assert (await http.get(url(server, path))).status_code == 500
+        return
+    with trio.fail_after(TIMEOUT):
+        stream = await connect(server.port)
+        async with stream:
+            await stream.send_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            head = await read_until(stream, b"\r\n\r\n", bytearray())
+    assert head.startswith(b"HTTP/1.1 500")
+
+
 async def test_invalid_messages_raise_in_the_app(nursery: trio.Nursery) -> None:
     raised: list[BaseException] = []
 
@@ -432,6 +458,25 @@ async def test_websocket_echo_subprotocol_and_close_codes(nursery: trio.Nursery,
         "code": 4002,
         "reason": "client leaves",
     }
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_websocket_over_http2(nursery: trio.Nursery, loop: str) -> None:
+    """RFC 8441: the same ASGI app, its scope's http_version "2"."""
+    record: list[Any] = []
+    server = await start(nursery, ws_app(record), loop)
+    async with h2_connect(server.port) as h2:
+        ws = await h2.websocket("/over-h2", headers=[("sec-websocket-protocol", "p1")])
+        assert ws.stream.header("sec-websocket-protocol") == "p1"
+        await ws.send("one")
+        assert await ws.receive() == "one"
+        await ws.send(b"\x02" * 65536)
+        assert await ws.receive() == b"\x02" * 65536
+        await ws.send("close")
+        with pytest.raises(WSClosed) as closed:
+            await ws.receive()
+    assert (closed.value.code, closed.value.reason) == (4001, "bye now")
+    assert record[0]["http_version"] == "2" and record[0]["path"] == "/over-h2"
 
 
 @pytest.mark.parametrize("loop", LOOPS)
