@@ -231,6 +231,35 @@ async def test_disconnect_when_the_client_goes(nursery: trio.Nursery, loop: str)
     assert isinstance(outcome[1], trio_push.ClientDisconnected)
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_disconnect_when_an_http2_stream_is_reset(nursery: trio.Nursery, loop: str) -> None:
+    """On HTTP/2 the client's going is the stream's reset; the connection
+    and its other streams live on."""
+    heard: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await read_body(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        if scope["path"] == "/short":
+            await send({"type": "http.response.body", "body": b" and last"})
+            return
+        heard.append(await receive())
+
+    server = await start(nursery, app, loop)
+    async with h2_connect(server.port) as h2:
+        stream = await h2.request("GET", "/long")
+        await stream.response()
+        assert await stream.read_some() == b"first"
+        await stream.cancel()
+        await wait_for(lambda: bool(heard))
+        status, _, body = await h2.fetch("GET", "/short")
+    assert heard == [{"type": "http.disconnect"}]
+    assert (status, body) == (200, b"first and last")
+
+
 async def test_receive_after_the_response_is_disconnect(nursery: trio.Nursery) -> None:
     seen: list[Any] = []
 
