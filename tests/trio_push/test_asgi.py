@@ -46,6 +46,30 @@ def url(server: Any, path: str = "/", scheme: str = "http") -> str:
     return f"{scheme}://127.0.0.1:{server.port}{path}"
 
 
+def ws_request(path: str, extra: str = "") -> bytes:
+    """A WebSocket handshake request, as raw bytes."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    ).encode()
+
+
+async def handshake(
+    port: int, path: str, extra: str = "", until: bytes = b""
+) -> tuple[bytes, bytes]:
+    """Send a WebSocket handshake on a raw connection: the answer's head, and
+    what came after it until ``until`` (if given)."""
+    with trio.fail_after(TIMEOUT):
+        stream = await connect(port)
+        async with stream:
+            await stream.send_all(ws_request(path, extra))
+            buf = bytearray()
+            head = await read_until(stream, b"\r\n\r\n", buf)
+            while until not in buf:
+                buf += await stream.receive_some(65536)
+    return head, bytes(buf)
+
+
 async def read_body(receive: Any) -> bytes:
     body = b""
     while True:
@@ -368,14 +392,7 @@ async def test_headers_http_cannot_carry_are_a_500(nursery: trio.Nursery, path: 
         async with http_client() as http:
             assert (await http.get(url(server, path))).status_code == 500
         return
-    with trio.fail_after(TIMEOUT):
-        stream = await connect(server.port)
-        async with stream:
-            await stream.send_all(
-                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
-            head = await read_until(stream, b"\r\n\r\n", bytearray())
+    head, _ = await handshake(server.port, "/")
     assert head.startswith(b"HTTP/1.1 500")
 
 
@@ -519,21 +536,11 @@ async def test_websocket_denial_and_refusal(
             ("/refuse", 403, False),
             ("/crash-early", 500, False),
         ):
-            stream = await connect(server.port)
-            async with stream:
-                await stream.send_all(
-                    f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade"
-                    "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                    "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-                )
-                buf = bytearray()
-                head = await read_until(stream, b"\r\n\r\n", buf)
-                assert head.startswith(b"HTTP/1.1 %d" % status), head
-                if body:
-                    assert b"x-why: nope" in head
-                    while b"entry" not in buf:  # chunked: "no " then "entry"
-                        buf += await stream.receive_some(65536)
-                    assert b"no " in buf
+            head, rest = await handshake(server.port, path, until=b"entry" if body else b"")
+            assert head.startswith(b"HTTP/1.1 %d" % status), head
+            if body:
+                assert b"x-why: nope" in head
+                assert b"no " in rest  # chunked: "no " then "entry"
     assert any(r.exc_info and r.exc_info[0] is ValueError for r in caplog.records)
 
 
@@ -583,10 +590,7 @@ async def test_a_client_that_never_reads_is_bounded_and_closed(
     most = 0
     with trio.fail_after(TIMEOUT):
         stream = await connect(server.port, rcvbuf=4096)
-        await stream.send_all(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        await stream.send_all(ws_request("/"))
         while not done.is_set():
             for session in list(server.push_connections):
                 most = max(most, session.core.pending_bytes)
@@ -680,6 +684,33 @@ async def test_push_through_the_extension(nursery: trio.Nursery, loop: str) -> N
                 "item 1",
                 "item 2",
             ]
+
+
+async def test_push_through_the_extension_over_http2(nursery: trio.Nursery) -> None:
+    server = await start(nursery, push_asgi)
+    async with h2_connect(server.port) as h2:
+        events = await h2.sse("/news")
+        assert [e.data for e in await events.next()] == ["subscribed"]
+        ws = await h2.websocket("/news")
+        assert await ws.receive() == "subscribed"
+        status, _, body = await h2.fetch("POST", "/publish", body=b"over h2")
+        assert (status, body) == (200, b"published")
+        assert [e.data for e in await events.next()] == ["over h2"]
+        assert await ws.receive() == "over h2"
+
+
+async def test_allow_origins_refuses_before_the_app(nursery: trio.Nursery) -> None:
+    record: list[Any] = []
+    server = await start(nursery, ws_app(record), allow_origins=("https://ok.example",))
+    with trio.fail_after(TIMEOUT):
+        head, _ = await handshake(server.port, "/evil", "Origin: https://evil\r\n")
+        assert head.startswith(b"HTTP/1.1 403")
+        async with trio_websocket.open_websocket_url(
+            url(server, "/", "ws"), extra_headers=[(b"origin", b"https://ok.example")]
+        ) as ws:
+            await ws.send_message("let in")
+            assert await ws.get_message() == "let in"
+    assert [scope["path"] for scope in record if "path" in scope] == ["/"]
 
 
 async def test_asgi_push_helper_refuses_plain_requests(nursery: trio.Nursery) -> None:
