@@ -513,7 +513,12 @@ class HttpExchange:
                 await loop.until_gone()
                 self._client_gone()
                 return
-            chunk = await loop.next_body_chunk()
+            try:
+                chunk = await loop.next_body_chunk()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                chunk = b""  # a body that stalled past header_timeout: gone
+                self._body_done = True
+                loop.core.abort()
             if not chunk and (loop._rejected or loop.core.finished):
                 self._client_gone()
                 return

@@ -24,6 +24,7 @@ from tests.helpers.server import (
     TIMEOUT,
     connect,
     http_client,
+    read_all,
     read_until,
     wait_for,
 )
@@ -282,6 +283,34 @@ async def test_disconnect_when_an_http2_stream_is_reset(nursery: trio.Nursery, l
         status, _, body = await h2.fetch("GET", "/short")
     assert heard == [{"type": "http.disconnect"}]
     assert (status, body) == (200, b"first and last")
+
+
+async def test_a_stalled_body_is_a_disconnect(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body that stops coming (slowloris) past header_timeout: the app
+    hears http.disconnect, the connection is closed, nothing internal."""
+    heard: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while True:
+            message = await receive()
+            heard.append(message["type"])
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                return
+
+    server = await start(nursery, app, header_timeout=0.3)
+    with trio.fail_after(TIMEOUT):
+        stream = await connect(server.port)
+        async with stream:
+            await stream.send_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            await trio.sleep(0.05)
+            await stream.send_all(b"0123456789")
+            assert await read_all(stream) == b""
+    await wait_for(lambda: heard[-1:] == ["http.disconnect"])
+    assert "internal error" not in caplog.text
 
 
 async def test_receive_after_the_response_is_disconnect(nursery: trio.Nursery) -> None:
