@@ -539,7 +539,7 @@ class HttpExchange:
 class WebSocketExchange(HttpExchange):
     """A ``websocket`` scope: the handshake, then the push handler of its session."""
 
-    __slots__ = ("client", "_session", "_early", "_inbound", "_resumed", "_app_done", "on_message")
+    __slots__ = ("client", "_session", "_early", "_inbound", "_behind", "_app_done", "on_message")
 
     kind = "websocket"
 
@@ -551,7 +551,8 @@ class WebSocketExchange(HttpExchange):
         # What the app sent between its accept and the session's on_open.
         self._early: list[tuple[Any, ...]] | None = []
         self._inbound = 0
-        self._resumed: trio.Event | None = None
+        # The app is behind: reading waits until it takes a message (resume).
+        self._behind = False
         self._app_done = False
         #: The push session's on_message (see _message).
         self.on_message = self._message if self._ctx.limiter is None else self._message_async
@@ -678,7 +679,7 @@ class WebSocketExchange(HttpExchange):
             self._to_app(self.channel.deliver, event)
             return False
         self._inbound = 0
-        self._resumed = trio.Event()
+        self._behind = True
         self._to_app(self.channel.deliver, event, True)
         return True
 
@@ -697,19 +698,20 @@ class WebSocketExchange(HttpExchange):
             await self.on_backlog(client)
 
     async def on_backlog(self, client: Any) -> None:
-        """Until the app has taken the message it was behind on."""
-        resumed = self._resumed
-        if resumed is not None:
-            await resumed.wait()
+        """Until the app has taken the message it was behind on, or the
+        session is over (on_close, queued behind this, must run)."""
+        session = self._session
+        while self._behind and not session.state:
+            await session.park()
 
     def resume(self) -> None:
         """The app took the message on_message waits for."""
         self._resume_reading()
 
     def _resume_reading(self) -> None:
-        resumed, self._resumed = self._resumed, None
-        if resumed is not None:
-            resumed.set()
+        if self._behind:
+            self._behind = False
+            self._session.unpark()
 
     async def on_close(self, client: Any) -> None:
         code = client.close_code

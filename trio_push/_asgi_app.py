@@ -52,8 +52,9 @@ UPGRADE_MESSAGE = "trio_push.upgrade"
 # Events the network side hands the app, without a field that changes.
 HTTP_DISCONNECT = {"type": "http.disconnect"}
 
-# The channel's states.
-_WAIT, _OPEN, _DENYING, _OVER = 0, 1, 2, 3
+# The channel's states (_HANDED: the app handed the connection to a push
+# handler with trio_push.upgrade).
+_WAIT, _OPEN, _DENYING, _OVER, _HANDED = 0, 1, 2, 3, 4
 
 
 class ClientDisconnected(OSError):
@@ -294,10 +295,11 @@ class AppChannel:
 
     async def receive(self) -> dict[str, Any]:
         while True:
-            if self._state == _OVER and self._kind == "http":
-                # The response is complete: what is left of the body is not
-                # the app's any more (as uvicorn does).
-                return HTTP_DISCONNECT
+            if self._state == _HANDED or (self._state == _OVER and self._kind == "http"):
+                # The response is complete (what is left of the body is not
+                # the app's any more, as with uvicorn), or the connection is
+                # a push handler's.
+                return self._disconnect_event(1000)
             if self._inbox:
                 event, resume = self._inbox.popleft()
                 if resume:
@@ -309,12 +311,13 @@ class AppChannel:
                 self._wanted += 1
                 if not self._server.call(self._peer.want):
                     return self._disconnect_event()
-            waiter = self._waiter = self._app.event()
+            # Concurrent receives (rare) wait on the same event.
+            waiter = self._waiter = self._waiter or self._app.event()
             await waiter.wait()
 
-    def _disconnect_event(self) -> dict[str, Any]:
+    def _disconnect_event(self, code: int = 1006) -> dict[str, Any]:
         if self._kind == "websocket":
-            return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+            return {"type": "websocket.disconnect", "code": code, "reason": ""}
         return HTTP_DISCONNECT
 
     # -- send --------------------------------------------------------------------
@@ -324,7 +327,7 @@ class AppChannel:
         if self._kind == "lifespan":
             self._post((LIFESPAN, kind, message))
             return
-        if self._gone is not None and kind != UPGRADE_MESSAGE:
+        if self._gone is not None:
             raise ClientDisconnected(f"the client has gone: {kind!r} not sent")
         item = self._item(kind, message)
         if item[0] in (BODY, SEND):
@@ -349,7 +352,7 @@ class AppChannel:
         raise ``RuntimeError`` (as uvicorn and hypercorn do)."""
         state = self._state
         if kind == UPGRADE_MESSAGE and state == _WAIT and UPGRADE_MESSAGE in self._extensions:
-            self._state = _OVER
+            self._state = _HANDED
             return (UPGRADE, message["handler"], list(message.get("headers", ())))
         if self._kind == "http":
             if kind == "http.response.start" and state == _WAIT:
@@ -389,6 +392,7 @@ _WHEN = {
     _OPEN: "in this state",
     _DENYING: "while sending the denial response",
     _OVER: "after the response completed (or the connection closed)",
+    _HANDED: "after trio_push.upgrade",
 }
 
 

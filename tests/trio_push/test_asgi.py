@@ -662,6 +662,38 @@ async def test_a_burst_reaches_a_slow_app_in_order(
             assert await ws.get_message() == "got 2000"
 
 
+async def test_a_client_gone_while_the_app_is_behind_is_told(nursery: trio.Nursery) -> None:
+    """An app that stops reading, a client that floods it and leaves: the
+    paused reader cannot see the end, but the pong deadline does, and the
+    session ends (on_close runs though the backlog's wait is before it);
+    once the app reads on, it gets what came and then the disconnect."""
+    carry_on = trio.Event()
+    got: list[Any] = []
+    token = trio.lowlevel.current_trio_token()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await carry_on.wait()
+        while (message := await receive())["type"] == "websocket.receive":
+            got.append(message["text"])
+        got.append(message)
+
+    server = await start(nursery, app, "trio", ping_interval=0.2, pong_timeout=0.5)
+    with trio.fail_after(TIMEOUT):
+        async with trio_websocket.open_websocket_url(url(server, "/", "ws")) as ws:
+            for i in range(500):
+                await ws.send_message(str(i))
+            await wait_for(lambda: len(server.push_connections) == 1)
+        await wait_for(lambda: not server.push_connections)
+        token.run_sync_soon(carry_on.set)
+        await wait_for(lambda: bool(got) and isinstance(got[-1], dict))
+    assert got[:-1] == [str(i) for i in range(len(got) - 1)]
+    assert got[-1]["type"] == "websocket.disconnect"
+
+
 # -- push from ASGI ---------------------------------------------------------------------
 
 
@@ -674,6 +706,9 @@ class Subscriber:
         client.write("subscribed")
 
 
+AFTER_UPGRADE: list[Any] = []
+
+
 async def push_asgi(scope: Any, receive: Any, send: Any) -> None:
     """Push requests go to a Subscriber; POST /publish publishes its body."""
     if scope["type"] == "lifespan":
@@ -683,6 +718,7 @@ async def push_asgi(scope: Any, receive: Any, send: Any) -> None:
             await receive()
         channel = scope["path"].strip("/")
         await send({"type": "trio_push.upgrade", "handler": Subscriber(channel)})
+        AFTER_UPGRADE.append((scope["type"], (await receive())["type"]))
         return
     body = await read_body(receive)
     ok = trio_push.publish("news", body.decode())
@@ -713,6 +749,9 @@ async def test_push_through_the_extension(nursery: trio.Nursery, loop: str) -> N
                 "item 1",
                 "item 2",
             ]
+    # After the upgrade the connection is the handler's: receive says so.
+    assert ("websocket", "websocket.disconnect") in AFTER_UPGRADE
+    assert ("http", "http.disconnect") in AFTER_UPGRADE
 
 
 async def test_push_through_the_extension_over_http2(nursery: trio.Nursery) -> None:
