@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-from http import HTTPStatus
 from typing import Any
 
 import trio
@@ -54,7 +53,7 @@ from ._asgi_app import (
     run_app,
 )
 from ._context import Context
-from ._http import RequestLoop, Upgrade
+from ._http import RequestLoop, Upgrade, _phrase
 from ._wsgi import EMPTY_INPUT, finish_environ
 
 log = logging.getLogger("trio_push")
@@ -82,7 +81,10 @@ class LifespanFailed(OSError):
 def is_asgi(app: Any) -> bool:
     """True for an ASGI 3 app: an ``async def`` taking ``(scope, receive,
     send)``, or an object whose ``__call__`` is one (FastAPI, Starlette,
-    Django's ASGIHandler)."""
+    Django's ASGIHandler). An object with a ``call(env)`` method is
+    push-style, whatever its ``__call__``."""
+    if callable(getattr(app, "call", None)):
+        return False
     if inspect.isfunction(app) or inspect.ismethod(app):
         fn = app
     elif isinstance(app, type):
@@ -96,16 +98,9 @@ def is_asgi(app: Any) -> bool:
     except (TypeError, ValueError):
         return False
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) == 3 or (
-        len(positional) < 3 and any(p.kind is p.VAR_POSITIONAL for p in params)
-    )
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
+    required = sum(1 for p in positional if p.default is p.empty)
+    varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
+    return required <= 3 and (len(positional) >= 3 or varargs)
 
 
 def _headers(env: dict[str, Any]) -> list[tuple[bytes, bytes]]:

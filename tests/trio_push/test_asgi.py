@@ -105,6 +105,15 @@ def test_auto_detects_asgi_apps() -> None:
     async def push(env: Any) -> Any:
         return 200, {}, b""
 
+    async def with_default(scope: Any, receive: Any, send: Any, extra: Any = None) -> None:
+        await plain_asgi(scope, receive, send)
+
+    class PushWithCall(CallableASGI):
+        def call(self, env: Any) -> Any:
+            return 200, {}, b""
+
+    assert trio_push.Server(with_default).interface == "asgi"
+    assert trio_push.Server(PushWithCall()).interface == "push"
     assert trio_push.Server(plain_asgi).interface == "asgi"
     assert trio_push.Server(CallableASGI()).interface == "asgi"
     assert trio_push.Server(wsgi).interface == "wsgi"
