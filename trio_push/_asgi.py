@@ -349,6 +349,10 @@ class HttpExchange:
             self._items = []
             if not self._complete:
                 self._to_app(self.channel.gone, self._gone_event())
+            elif self._wants:
+                # A receive waits (for the client's end, say): the response
+                # is complete, so it gets http.disconnect now.
+                self._to_app(self.channel.wake)
 
     def _gone_event(self) -> dict[str, Any]:
         return HTTP_DISCONNECT

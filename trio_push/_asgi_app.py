@@ -270,14 +270,14 @@ class AppChannel:
         if self._wanted:
             self._wanted -= 1
         self._inbox.append((event, resume))
-        self._wake()
+        self.wake()
 
     def gone(self, event: dict[str, Any]) -> None:
         """The client has gone (``event``: the disconnect receive gives)."""
         if self._gone is None:
             self._gone = event
         self.grant()
-        self._wake()
+        self.wake()
 
     def grant(self) -> None:
         """The network side took what was handed over: send goes on."""
@@ -286,7 +286,8 @@ class AppChannel:
         if granted is not None:
             granted.set()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Have a waiting ``receive`` look again (the response is complete)."""
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             waiter.set()

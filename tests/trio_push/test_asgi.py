@@ -322,6 +322,34 @@ async def test_a_stalled_body_is_a_disconnect(
     assert "internal error" not in caplog.text
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_a_receive_waiting_when_the_response_ends_gets_disconnect(
+    nursery: trio.Nursery, loop: str
+) -> None:
+    """One task of the app waits in receive (for the client's end) while
+    another completes the response: the waiting one hears http.disconnect."""
+    heard: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await read_body(receive)
+
+        async def listen() -> None:
+            heard.append(await receive())
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(listen)
+            await anyio.sleep(0.05)
+            await respond(send, 200, b"done")
+
+    server = await start(nursery, app, loop)
+    async with http_client() as http:
+        assert (await http.get(url(server))).text == "done"
+        await wait_for(lambda: bool(heard))
+    assert heard == [{"type": "http.disconnect"}]
+
+
 async def test_receive_after_the_response_is_disconnect(nursery: trio.Nursery) -> None:
     seen: list[Any] = []
 
