@@ -581,7 +581,11 @@ class WebSocketExchange(HttpExchange):
             await loop._flush()
             self._log(403)
             return (None,)
-        return await super()._handle(item)
+        outcome = await super()._handle(item)
+        if outcome is not None:
+            # Denied: the app's receive gives websocket.disconnect (1006).
+            self._dead = True
+        return outcome
 
     async def _app_returned(self) -> Upgrade | None:
         if self._head_sent:

@@ -501,6 +501,7 @@ def ws_app(record: list[Any]) -> App:
             await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
             await send({"type": "websocket.http.response.body", "body": b"no ", "more_body": True})
             await send({"type": "websocket.http.response.body", "body": b"entry"})
+            record.append(await receive())
             return
         if scope["path"] == "/refuse":
             await send({"type": "websocket.close"})
@@ -595,7 +596,8 @@ async def test_websocket_over_http2(nursery: trio.Nursery, loop: str) -> None:
 async def test_websocket_denial_and_refusal(
     nursery: trio.Nursery, loop: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = await start(nursery, ws_app([]), loop)
+    record: list[Any] = []
+    server = await start(nursery, ws_app(record), loop)
     with trio.fail_after(TIMEOUT):
         for path, status, body in (
             ("/deny", 401, True),
@@ -608,6 +610,8 @@ async def test_websocket_denial_and_refusal(
                 assert b"x-why: nope" in head
                 assert b"no " in rest  # chunked: "no " then "entry"
     assert any(r.exc_info and r.exc_info[0] is ValueError for r in caplog.records)
+    await wait_for(lambda: bool(disconnects(record)))
+    assert disconnects(record)[0]["code"] == 1006  # after the denial
 
 
 @pytest.mark.parametrize("loop", LOOPS)
