@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +25,7 @@ from httpx_sse import connect_sse
 from websockets.sync.client import connect
 
 from tests.helpers.browser import browser, chromium_available, wait_for_text
-from tests.helpers.procs import ROOT
+from tests.helpers.procs import ROOT, vm_rss_kib
 from tests.helpers.pubsub import APPS, RedisServer, ServerProcess
 from tests.helpers.server import TIMEOUT
 
@@ -223,6 +225,33 @@ def test_fastapi_lifespan_shutdown_after_the_connections(
     assert notes.read_text() == "startup\nshutdown\n"
     log = process.log()
     assert log.index("websocket /ws closed") < log.index("lifespan: shutdown")
+
+
+def test_fastapi_never_reading_client_holds_no_memory(
+    fastapi: tuple[str, ServerProcess, Path],
+) -> None:
+    """A FastAPI endpoint sends 64 KiB messages as fast as it may to a
+    client that never reads: its sends wait, so the server's memory does
+    not grow with what it tries to send (without backpressure it would be
+    gigabytes in these seconds); when the client goes, the sends stop."""
+    base, process, _ = fastapi
+    pid = process.process.pid
+    before = vm_rss_kib(pid)
+    with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(
+            b"GET /flood HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        peak = before
+        for _ in range(30):  # 3 s of the app sending into a full socket
+            time.sleep(0.1)
+            peak = max(peak, vm_rss_kib(pid))
+    wait_until(lambda: "flood: stopped after" in process.log())
+    sends = int(re.search(r"flood: stopped after (\d+) sends", process.log()).group(1))
+    # The queue bound (4 MiB) and the sockets' buffers, not 3 s of sending.
+    assert sends * 65536 < 32 * 1024 * 1024, sends
+    assert peak - before < 48 * 1024, (before, peak)
 
 
 # -- push across workers ---------------------------------------------------------
