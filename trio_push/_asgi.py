@@ -238,7 +238,7 @@ class HttpExchange:
         "channel",
         "_items",
         "_lot",
-        "_nursery",
+        "_reader",
         "_wants",
         "_body_done",
         "_start",
@@ -280,8 +280,8 @@ class HttpExchange:
         # What the app sent, waiting for run().
         self._items: list[tuple[Any, ...]] = []
         self._lot = trio.lowlevel.ParkingLot()
-        # Where the request body's reader runs while the app answers.
-        self._nursery: trio.Nursery | None = None
+        # The request body's reader, while it runs: its scope and its end.
+        self._reader: tuple[trio.CancelScope, trio.Event] | None = None
         self._wants = 0
         self._body_done = False
         self._start: tuple[Any, ...] | None = None
@@ -305,12 +305,30 @@ class HttpExchange:
 
     def want(self) -> None:
         """The app waits in ``receive``."""
-        if self._finished or self._nursery is None:
+        if self._finished:
             self._to_app(self.channel.deliver, HTTP_DISCONNECT)
             return
         self._wants += 1
-        if self._wants == 1:
-            self._nursery.start_soon(self._read_for_app)
+        if self._reader is None:
+            # In the server's connection nursery, not a nursery of the
+            # request's own (it would cost every request 30 us); run() waits
+            # for it to end before the connection reads again.
+            reader = self._reader = (trio.CancelScope(), trio.Event())
+            nursery = self._ctx.nursery
+            assert nursery is not None
+            nursery.start_soon(self._read_in, *reader)
+
+    async def _read_in(self, scope: trio.CancelScope, done: trio.Event) -> None:
+        try:
+            with scope:
+                await self._read_for_app()
+        except Exception:
+            # A bug of ours must cost one request, never the server.
+            log.exception("%s: internal error reading a request body", self._loop._transport.peer)
+            self._client_gone()
+        finally:
+            self._reader = None
+            done.set()
 
     def resume(self) -> None:
         """Not used by HTTP: its events are read only when asked for."""
@@ -331,21 +349,17 @@ class HttpExchange:
         self._first_event(first)
         adapter = self._adapter
         adapter.app_loop.spawn(run_app, adapter.app, self._scope, self.channel, self)
-        result = error = None
         try:
-            async with trio.open_nursery() as self._nursery:
-                try:
-                    result = await self._serve()
-                    self._complete = not self._dead
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    error = exc  # raised below, outside the nursery's exception group
-                self._nursery.cancel_scope.cancel()
-            if error is not None:
-                raise error
+            result = await self._serve()
+            self._complete = not self._dead
             return result
         finally:
             self._finished = True
-            self._nursery = None
+            reader = self._reader
+            if reader is not None:
+                reader[0].cancel()
+                with trio.CancelScope(shield=True):
+                    await reader[1].wait()
             loop.streaming = None
             # The app's end may have come while the last piece was sent.
             for item in self._items:
