@@ -1,0 +1,57 @@
+"""The views: an ordinary page and form, and one URL that accepts push."""
+
+import time
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+import trio_push
+
+CHANNEL = "notes"
+notes: list[dict[str, str]] = []
+
+
+class Updates:
+    """Every push client (WebSocket or SSE) subscribes to the 'notes' channel,
+    then hears "subscribed" (an SSE event of type 'ready'), so it knows that
+    no later note can pass it by."""
+
+    def on_open(self, client):
+        client.subscribe(CHANNEL)
+        client.write("subscribed", event="ready")
+
+
+updates = Updates()
+
+
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    return render(request, "notes/index.html", {"notes": notes})
+
+
+@require_POST
+def add_note(request: HttpRequest) -> HttpResponse:
+    """The form's POST (CSRF-checked by Django's middleware): keep the note and
+    publish it to every open page, over WebSocket and SSE alike."""
+    text = request.POST.get("text", "").strip()
+    if not text:
+        return HttpResponse("a note needs some text\n", status=400)
+    note = {"text": text, "at": time.strftime("%H:%M:%S")}
+    # publish is safe from the view's worker thread; False means nobody got it
+    # (with --redis: Redis is unreachable), and the poster is told.
+    if not trio_push.publish(CHANNEL, f"{note['at']} {note['text']}"):
+        return HttpResponse("not published: the push server cannot reach Redis\n", status=503)
+    notes.append(note)
+    if request.accepts("application/json") and not request.accepts("text/html"):
+        return JsonResponse(note, status=201)
+    return redirect("index")
+
+
+def live(request: HttpRequest) -> HttpResponse:
+    """The page's EventSource and its WebSocket both connect here: a 200 with
+    ``rack.upgrade`` set accepts either (Django needs no WebSocket route)."""
+    if not request.META.get("rack.upgrade?"):
+        return HttpResponse("this URL is for EventSource and WebSocket\n", status=400)
+    request.META["rack.upgrade"] = updates
+    return HttpResponse()

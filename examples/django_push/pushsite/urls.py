@@ -1,0 +1,8 @@
+from django.urls import path
+from notes import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("notes", views.add_note, name="add_note"),
+    path("live", views.live, name="live"),
+]
