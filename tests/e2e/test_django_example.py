@@ -107,6 +107,9 @@ def test_plain_django_pages_are_served(site: Site) -> None:
     missing = httpx.get(site.url + "/no/such/page")
     assert missing.status_code == 404
     assert "Not Found" in missing.text
+    listed = httpx.get(site.url + "/notes.json")  # an async view, run by Django under WSGI
+    assert listed.status_code == 200
+    assert isinstance(listed.json()["notes"], list)
     assert httpx.get(site.url + "/notes").status_code == 405  # POST only
     assert httpx.get(site.url + "/live").status_code == 400  # push only
 
@@ -133,6 +136,8 @@ def test_a_form_post_reaches_websocket_and_sse_and_the_page(site: Site) -> None:
     assert heard.websocket.endswith(" from a form")
     assert heard.sse == f"msg {heard.websocket}"
     assert f"<li>{heard.websocket}</li>" in page.text
+    at = heard.websocket.split()[0]
+    assert {"text": "from a form", "at": at} in httpx.get(site.url + "/notes.json").json()["notes"]
 
 
 def test_the_management_command_publishes_through_redis(site: Site) -> None:

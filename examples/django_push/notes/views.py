@@ -1,5 +1,6 @@
 """The views: an ordinary page and form, and one URL that accepts push."""
 
+import asyncio
 import time
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -28,6 +29,13 @@ updates = Updates()
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
     return render(request, "notes/index.html", {"notes": notes})
+
+
+async def notes_json(request: HttpRequest) -> JsonResponse:
+    """An async view: under ASGI it runs on the server's asyncio loop (under
+    WSGI, Django gives it a loop of its own in the request's thread)."""
+    await asyncio.sleep(0)
+    return JsonResponse({"notes": notes, "loop": type(asyncio.get_running_loop()).__module__})
 
 
 @require_POST
