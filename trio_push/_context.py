@@ -137,6 +137,7 @@ class Context:
         "limiter",
         "dispatch",
         "wsgi",
+        "asgi",
         "environ",
         "nursery",
         "flush_soon",
@@ -157,6 +158,7 @@ class Context:
         *,
         wsgi: bool,
         environ: dict[str, Any],
+        asgi: Any = None,
     ) -> None:
         self.options = options
         #: The server's thread, and the way onto it from other threads.
@@ -168,6 +170,8 @@ class Context:
         self.dispatch = dispatch
         #: Whether the app reads the body itself, as a WSGI app does.
         self.wsgi = wsgi
+        #: The ASGI adapter (``_asgi.ASGIAdapter``) when the app is an ASGI app.
+        self.asgi = asgi
         #: What the server adds to every request's environ.
         self.environ = environ
         #: Where connections' helper tasks run (the server's connection nursery).
