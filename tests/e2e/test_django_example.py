@@ -3,26 +3,24 @@ updates published by a view and by a management command (through Redis)."""
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 import pytest
-from httpx_sse import connect_sse
-from websockets.sync.client import connect
 
 from tests.helpers.browser import browser, wait_for_text
-from tests.helpers.procs import ROOT, VENV_BIN, free_port, running
+from tests.helpers.django_site import (
+    DJANGO,
+    csrf,
+    listening,
+    manage,
+    page_notes,
+    post_in_browser,
+    post_note,
+)
+from tests.helpers.procs import VENV_BIN, free_port, running
 from tests.helpers.pubsub import RedisServer
-from tests.helpers.server import TIMEOUT
-
-DJANGO = ROOT / "examples" / "django_push"
-TOKEN = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
 @dataclass
@@ -38,64 +36,6 @@ def site() -> Iterator[Site]:
         command = [str(VENV_BIN / "trio-push"), "pushsite.wsgi:application", "--port", str(port)]
         with running([*command, "--redis", redis.url], cwd=DJANGO, port=port):
             yield Site(f"http://127.0.0.1:{port}", redis.url)
-
-
-def manage(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python manage.py ARGS`` in the example's folder, as its README says."""
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=DJANGO,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
-
-
-@dataclass
-class Heard:
-    websocket: str
-    sse: str
-
-
-@contextmanager
-def listening(base: str) -> Iterator[Heard]:
-    """A WebSocket and an event stream on /live, both subscribed before the
-    body runs; after it, what each received first (the body publishes once)."""
-    heard = Heard("", "")
-    sse_subscribed = threading.Event()
-
-    def listen_sse() -> None:
-        with (
-            httpx.Client(timeout=TIMEOUT) as client,
-            connect_sse(client, "GET", base + "/live") as src,
-        ):
-            for event in src.iter_sse():
-                if event.event == "ready":
-                    sse_subscribed.set()
-                else:
-                    heard.sse = f"{event.event} {event.data}"
-                    return
-
-    thread = threading.Thread(target=listen_sse, daemon=True)
-    thread.start()
-    with connect(base.replace("http", "ws") + "/live", max_size=2**20) as ws:
-        assert ws.recv(timeout=TIMEOUT) == "subscribed"
-        assert sse_subscribed.wait(TIMEOUT)
-        yield heard
-        heard.websocket = str(ws.recv(timeout=TIMEOUT))
-    thread.join(TIMEOUT)
-    assert not thread.is_alive()
-
-
-def csrf(client: httpx.Client, base: str) -> str:
-    """GET the page (which sets the CSRF cookie); the form's token."""
-    page = client.get(base + "/")
-    assert page.status_code == 200
-    assert "csrftoken" in client.cookies
-    match = TOKEN.search(page.text)
-    assert match is not None
-    return match.group(1)
 
 
 def test_plain_django_pages_are_served(site: Site) -> None:
@@ -125,11 +65,8 @@ def test_a_form_post_without_its_csrf_token_is_refused(site: Site) -> None:
 
 def test_a_form_post_reaches_websocket_and_sse_and_the_page(site: Site) -> None:
     with httpx.Client() as client:
-        token = csrf(client, site.url)
         with listening(site.url) as heard:
-            posted = client.post(
-                site.url + "/notes", data={"text": "from a form", "csrfmiddlewaretoken": token}
-            )
+            posted = post_note(client, site.url, "from a form")
             assert posted.status_code == 302
             assert posted.headers["location"] == "/"
         page = client.get(site.url + "/")
@@ -161,19 +98,11 @@ def test_the_management_command_says_when_it_cannot_publish(site: Site) -> None:
 
 def test_the_page_hears_a_view_and_the_command_in_chromium(site: Site) -> None:
     with browser() as driver:
-        driver.get(site.url + "/")
-        wait_for_text(driver, "sse-status", lambda t: t == "connected")
-        wait_for_text(driver, "ws-status", lambda t: t == "connected")
-        driver.find_element("id", "text").send_keys("typed in chromium")
-        driver.find_element("id", "post").click()  # a fetch with the X-CSRFToken header
-        wait_for_text(driver, "sse-last", lambda t: t.endswith(" typed in chromium"))
-        wait_for_text(driver, "ws-last", lambda t: t.endswith(" typed in chromium"))
+        post_in_browser(driver, site.url, "typed in chromium")
         done = manage("publish", "notes", "from the command line", "--redis", site.redis)
         assert done.returncode == 0, done.stderr
         wait_for_text(driver, "sse-last", lambda t: t == "from the command line")
         wait_for_text(driver, "ws-last", lambda t: t == "from the command line")
-        items = driver.execute_script(
-            "return Array.from(document.querySelectorAll('#notes li'), li => li.textContent)"
-        )
+        items = page_notes(driver)
     assert items[-2].endswith(" typed in chromium")
     assert items[-1] == "from the command line"

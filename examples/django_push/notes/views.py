@@ -9,6 +9,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 import trio_push
 
+from . import push
+
 CHANNEL = "notes"
 notes: list[dict[str, str]] = []
 
@@ -56,10 +58,11 @@ def add_note(request: HttpRequest) -> HttpResponse:
     return redirect("index")
 
 
-def live(request: HttpRequest) -> HttpResponse:
-    """The page's EventSource and its WebSocket both connect here: a 200 with
-    ``rack.upgrade`` set accepts either (Django needs no WebSocket route)."""
-    if not request.META.get("rack.upgrade?"):
+async def live(request: HttpRequest) -> HttpResponse:
+    """The page's EventSource and its WebSocket connect here: a 2xx after
+    ``push.accept`` hands either to ``updates``. Under WSGI both reach this view
+    (Django needs no WebSocket route); under ASGI the event stream does, and
+    the WebSocket goes to the same handler without Django (pushsite/asgi.py)."""
+    if not push.accept(request, updates):
         return HttpResponse("this URL is for EventSource and WebSocket\n", status=400)
-    request.META["rack.upgrade"] = updates
     return HttpResponse()
