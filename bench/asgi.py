@@ -17,8 +17,11 @@ The app (``make_app``) has three parts:
   the publish is one ``trio_push.publish`` per message.
 
 The servers: uvicorn (httptools, uvloop), hypercorn (its Trio worker), trio-push
-(``--interface asgi``). Each runs pinned to one core, the load to the other (as
-bench/compare.py does, whose measures this reuses):
+(``interface="asgi"``) twice: ``trio-push`` with the app on its default asyncio
+loop (a thread of its own, uvloop's), ``trio-push-trio`` with the app in the
+server's Trio run (``asgi_loop="trio"``, for anyio apps such as this one). Each
+runs pinned to one core, the load to the other (as bench/compare.py does, whose
+measures this reuses):
 
 - ``json_rps``: wrk on ``GET /hello``, requests/s and p99 (compare.py's http_rps);
 - ``ws_echo``: 50 clients x 2,000 round trips of 64 bytes (compare.py's ws_echo);
@@ -48,9 +51,10 @@ import servers
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = Path(__file__).resolve()
-SERVERS = ["trio-push", "hypercorn", "uvicorn"]
+SERVERS = ["trio-push", "trio-push-trio", "hypercorn", "uvicorn"]
 LABELS = {
-    "trio-push": "trio-push (asgi)",
+    "trio-push": "trio-push (app on asyncio)",
+    "trio-push-trio": "trio-push (app on trio)",
     "hypercorn": "hypercorn (trio)",
     "uvicorn": "uvicorn (httptools, uvloop)",
 }
@@ -68,17 +72,31 @@ CHANNEL = "bench"
 # -- the app ----------------------------------------------------------------------
 
 
-def make_app(push: Any = None) -> Any:
-    """The Starlette app. ``push``: how a subscriber is handed to trio-push
-    (``push(websocket)``) and how to publish (``push.publish(channel, msg)``);
-    None for the app's own loop of sends."""
+class Subscriber:
+    """trio-push's push handler for a ``/ws`` client."""
+
+    def on_open(self, client: Any) -> None:
+        client.subscribe(CHANNEL)
+
+
+def has_push(scope: dict[str, Any]) -> bool:
+    """Whether the server offers trio-push's push extension."""
+    return "trio_push.upgrade" in scope.get("extensions", {})
+
+
+def make_app() -> Any:
+    """The Starlette app. A subscriber goes to a push handler where the server
+    offers the push extension (trio-push), to the app's own set elsewhere."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse
     from starlette.routing import Route, WebSocketRoute
     from starlette.websockets import WebSocket
 
+    import trio_push
+
     clients: set[WebSocket] = set()
+    subscriber = Subscriber()
 
     async def hello(request: Request) -> JSONResponse:
         return JSONResponse({"message": "Hello, world!"})
@@ -94,27 +112,32 @@ def make_app(push: Any = None) -> Any:
             else:
                 await ws.send_bytes(event["bytes"])
 
-    async def subscribe(ws: WebSocket) -> None:
-        if push is not None:
-            await push.accept(ws, CHANNEL)
-            return
-        await ws.accept()
-        clients.add(ws)
-        try:
-            while (await ws.receive())["type"] != "websocket.disconnect":
-                pass
-        finally:
-            clients.discard(ws)
+    class Subscribe:
+        """``/ws``, a plain ASGI endpoint: Starlette's ``WebSocket`` sends only
+        the standard messages, and the push extension's is not one."""
 
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if has_push(scope):
+                await receive()  # websocket.connect
+                await send({"type": "trio_push.upgrade", "handler": subscriber})
+                return
+            ws = WebSocket(scope, receive, send)
+            await ws.accept()
+            clients.add(ws)
+            try:
+                while (await ws.receive())["type"] != "websocket.disconnect":
+                    pass
+            finally:
+                clients.discard(ws)
+
+    # The subscribers are the push clients of the trio-push servers in this
+    # process (none elsewhere) and the app's own.
     async def count(request: Request) -> PlainTextResponse:
-        n = len(clients) if push is None else push.count(CHANNEL)
-        return PlainTextResponse(str(n))
+        return PlainTextResponse(str(trio_push.subscriber_count(CHANNEL) + len(clients)))
 
     async def publish(request: Request) -> PlainTextResponse:
         for msg in servers.messages(request.url.query):
-            if push is not None:
-                push.publish(CHANNEL, msg)
-                continue
+            trio_push.publish(CHANNEL, msg)  # False where no trio-push server runs
             for ws in list(clients):
                 await ws.send_text(msg)
         return PlainTextResponse("ok")
@@ -125,9 +148,26 @@ def make_app(push: Any = None) -> Any:
             Route("/count", count),
             Route("/publish", publish),
             WebSocketRoute("/echo", echo),
-            WebSocketRoute("/ws", subscribe),
+            WebSocketRoute("/ws", Subscribe()),
         ]
     )
+
+
+def serve_trio_push(port: int, loop: str) -> None:
+    import trio
+
+    import trio_push
+
+    server = trio_push.Server(
+        make_app(),
+        port,
+        host="127.0.0.1",
+        interface="asgi",
+        asgi_loop=loop,
+        ping_interval=3600,
+        max_connections=20000,
+    )
+    trio.run(server.serve)
 
 
 def serve(name: str, port: int) -> None:
@@ -137,7 +177,7 @@ def serve(name: str, port: int) -> None:
     elif name == "hypercorn":
         servers.serve_hypercorn(make_app(), port)
     else:
-        raise SystemExit(f"unknown server {name!r}")
+        serve_trio_push(port, "trio" if name == "trio-push-trio" else "asyncio")
 
 
 # -- the run ----------------------------------------------------------------------
@@ -221,11 +261,15 @@ def targets(results: dict[str, dict[str, Any]]) -> list[str]:
         ("ws_echo", "rate", "hypercorn", 1.0),
         ("broadcast", "rate", "uvicorn", 5.0),
     ):
-        mine, theirs = get(measure, "trio-push", key), get(measure, peer, key)
-        if mine and theirs:
-            ratio = mine / theirs
-            ok = "met" if ratio >= want else "NOT met"
-            out.append(f"{measure} vs {LABELS[peer]}: {ratio:.2f}x (target >= {want:g}x): {ok}")
+        for server in ("trio-push", "trio-push-trio"):
+            mine, theirs = get(measure, server, key), get(measure, peer, key)
+            if mine and theirs:
+                ratio = mine / theirs
+                ok = "met" if ratio >= want else "NOT met"
+                out.append(
+                    f"{measure}, {LABELS[server]} vs {LABELS[peer]}: {ratio:.2f}x"
+                    f" (target >= {want:g}x): {ok}"
+                )
     return out
 
 
