@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-from http import HTTPStatus
 from typing import Any
 
 import trio
@@ -54,7 +53,7 @@ from ._asgi_app import (
     run_app,
 )
 from ._context import Context
-from ._http import RequestLoop, Upgrade
+from ._http import RequestLoop, Upgrade, _phrase
 from ._wsgi import EMPTY_INPUT, finish_environ
 
 log = logging.getLogger("trio_push")
@@ -62,8 +61,10 @@ access_log = logging.getLogger("trio_push.access")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
-# The item the body's reader hands run() when the client has gone.
+# The item the body's reader hands run() when the client has gone, and
+# the one a graceful stop hands it (see shutdown).
 _GONE = "gone"
+_STOP = "stop"
 
 # Messages the app has not yet taken from a WebSocket, past which reading
 # waits for it (the push session's reader pauses behind them).
@@ -80,7 +81,10 @@ class LifespanFailed(OSError):
 def is_asgi(app: Any) -> bool:
     """True for an ASGI 3 app: an ``async def`` taking ``(scope, receive,
     send)``, or an object whose ``__call__`` is one (FastAPI, Starlette,
-    Django's ASGIHandler)."""
+    Django's ASGIHandler). An object with a ``call(env)`` method is
+    push-style, whatever its ``__call__``."""
+    if callable(getattr(app, "call", None)):
+        return False
     if inspect.isfunction(app) or inspect.ismethod(app):
         fn = app
     elif isinstance(app, type):
@@ -94,16 +98,9 @@ def is_asgi(app: Any) -> bool:
     except (TypeError, ValueError):
         return False
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) == 3 or (
-        len(positional) < 3 and any(p.kind is p.VAR_POSITIONAL for p in params)
-    )
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
+    required = sum(1 for p in positional if p.default is p.empty)
+    varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
+    return required <= 3 and (len(positional) >= 3 or varargs)
 
 
 def _headers(env: dict[str, Any]) -> list[tuple[bytes, bytes]]:
@@ -156,14 +153,15 @@ class ASGIAdapter:
             await self.lifespan.startup()
         except BaseException:
             with trio.CancelScope(shield=True):
-                await self.app_loop.stop()
+                await self.app_loop.stop(0)
             raise
 
-    async def stop(self, timeout: float) -> None:
-        """The lifespan's shutdown (within ``timeout``), then the app loop's end."""
+    async def stop(self, timeout: float, grace: float) -> None:
+        """The lifespan's shutdown (within ``timeout``), then the app loop's
+        end (what still runs gets ``grace`` seconds, then is cancelled)."""
         if self.lifespan is not None:
             await self.lifespan.shutdown(timeout)
-        await self.app_loop.stop()
+        await self.app_loop.stop(grace)
 
     # -- requests --------------------------------------------------------------------
 
@@ -343,8 +341,18 @@ class HttpExchange:
         finally:
             self._finished = True
             self._nursery = None
+            loop.streaming = None
+            # The app's end may have come while the last piece was sent.
+            for item in self._items:
+                if item[0] is DONE:
+                    self._app_ended(item[1])
+            self._items = []
             if not self._complete:
                 self._to_app(self.channel.gone, self._gone_event())
+            elif self._wants:
+                # A receive waits (for the client's end, say): the response
+                # is complete, so it gets http.disconnect now.
+                self._to_app(self.channel.wake)
 
     def _gone_event(self) -> dict[str, Any]:
         return HTTP_DISCONNECT
@@ -364,9 +372,17 @@ class HttpExchange:
                 self._app_ended(item[1])
                 return await self._app_returned()
             if kind is UPGRADE:
-                return self._upgrade(item[1], item[2])
+                try:
+                    return self._upgrade(item[1], item[2])
+                except (sp.LocalProtocolError, TypeError, ValueError) as exc:
+                    self._app_error(exc)
+                    await self._loop._flush()
+                    return None
             if kind is _GONE:  # the client went (see _read_for_app)
                 raise trio.BrokenResourceError("the client has gone")
+            if kind is _STOP:
+                await self._end_streaming()
+                return None
             outcome = await self._handle(item)
             if outcome is not None:
                 return outcome[0]
@@ -400,6 +416,10 @@ class HttpExchange:
             except (sp.LocalProtocolError, TypeError, ValueError) as exc:
                 return self._app_error(exc)
             self._head_sent = True
+            if more and self.kind == "http":
+                self._loop.streaming = self
+                if self._ctx.stopping:
+                    self.shutdown()
         core.send_body(data)
         if not more:
             core.end_response()
@@ -409,6 +429,23 @@ class HttpExchange:
         if not more:
             self._log(self._start[1] if self._start else 200)
         return not more
+
+    def shutdown(self) -> None:
+        """The server stops gracefully while the app streams its response
+        (an event stream, say): end it now, as a complete response, and the
+        app hears ``http.disconnect`` (its sends raise from now on)."""
+        if self._head_sent and not self._finished:
+            self._items.insert(0, (_STOP,))
+            self._lot.unpark_all()
+
+    async def _end_streaming(self) -> None:
+        self._dead = True  # the app is told it has gone
+        try:
+            self._loop.core.end_response()
+        except sp.LocalProtocolError:  # short of its Content-Length: cut it off
+            raise trio.BrokenResourceError("response ended at shutdown") from None
+        await self._loop._flush()
+        self._log(self._start[1] if self._start else 200, " (ended at shutdown)")
 
     def _app_error(self, exc: BaseException) -> bool:
         """The app sent what HTTP cannot carry: a 500 instead."""
@@ -475,7 +512,12 @@ class HttpExchange:
                 await loop.until_gone()
                 self._client_gone()
                 return
-            chunk = await loop.next_body_chunk()
+            try:
+                chunk = await loop.next_body_chunk()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                chunk = b""  # a body that stalled past header_timeout: gone
+                self._body_done = True
+                loop.core.abort()
             if not chunk and (loop._rejected or loop.core.finished):
                 self._client_gone()
                 return
@@ -496,7 +538,7 @@ class HttpExchange:
 class WebSocketExchange(HttpExchange):
     """A ``websocket`` scope: the handshake, then the push handler of its session."""
 
-    __slots__ = ("client", "_session", "_early", "_inbound", "_resumed", "_app_done")
+    __slots__ = ("client", "_session", "_early", "_inbound", "_behind", "_app_done", "on_message")
 
     kind = "websocket"
 
@@ -508,8 +550,11 @@ class WebSocketExchange(HttpExchange):
         # What the app sent between its accept and the session's on_open.
         self._early: list[tuple[Any, ...]] | None = []
         self._inbound = 0
-        self._resumed: trio.Event | None = None
+        # The app is behind: reading waits until it takes a message (resume).
+        self._behind = False
         self._app_done = False
+        #: The push session's on_message (see _message).
+        self.on_message = self._message if self._ctx.limiter is None else self._message_async
 
     def _first_event(self, body: bytes) -> None:
         self.channel.deliver({"type": "websocket.connect"})
@@ -523,7 +568,12 @@ class WebSocketExchange(HttpExchange):
     async def _handle(self, item: tuple[Any, ...]) -> tuple[Upgrade | None] | None:
         kind = item[0]
         if kind is ACCEPT:
-            return (self._accept(item[1], item[2]),)
+            try:
+                return (self._accept(item[1], item[2]),)
+            except (sp.LocalProtocolError, TypeError, ValueError) as exc:
+                self._app_error(exc)
+                await self._loop._flush()
+                return (None,)
         if kind is CLOSE:
             # Closed before the handshake: refused (ASGI: a 403).
             loop = self._loop
@@ -531,7 +581,11 @@ class WebSocketExchange(HttpExchange):
             await loop._flush()
             self._log(403)
             return (None,)
-        return await super()._handle(item)
+        outcome = await super()._handle(item)
+        if outcome is not None:
+            # Denied: the app's receive gives websocket.disconnect (1006).
+            self._dead = True
+        return outcome
 
     async def _app_returned(self) -> Upgrade | None:
         if self._head_sent:
@@ -615,7 +669,9 @@ class WebSocketExchange(HttpExchange):
         for item in early or ():
             self._after_accept(item)
 
-    async def on_message(self, client: Any, data: str | bytes) -> None:
+    def _deliver(self, data: str | bytes) -> bool:
+        """Hand the app a message; True if it is now so many behind that
+        reading must wait until it takes this one (see :meth:`on_backlog`)."""
         event = (
             {"type": "websocket.receive", "text": data}
             if isinstance(data, str)
@@ -624,21 +680,41 @@ class WebSocketExchange(HttpExchange):
         self._inbound += 1
         if self._inbound < INBOUND_WINDOW or self._app_done:
             self._to_app(self.channel.deliver, event)
-            return
-        # The app is this many messages behind: wait until it takes this one.
+            return False
         self._inbound = 0
-        resumed = self._resumed = trio.Event()
+        self._behind = True
         self._to_app(self.channel.deliver, event, True)
-        await resumed.wait()
+        return True
+
+    def _message(self, client: Any, data: str | bytes) -> None:
+        """on_message, plain: it runs in the reader, without a task switch;
+        when the app is behind, ``on_backlog`` is queued after it, and the
+        messages that follow queue behind that (the reader stops once they
+        pile up)."""
+        if self._deliver(data):
+            self._session.queue("on_backlog")
+
+    async def _message_async(self, client: Any, data: str | bytes) -> None:
+        """on_message with ``threads > 0`` (a plain one would run in a worker
+        thread): on the loop, in the dispatcher."""
+        if self._deliver(data):
+            await self.on_backlog(client)
+
+    async def on_backlog(self, client: Any) -> None:
+        """Until the app has taken the message it was behind on, or the
+        session is over (on_close, queued behind this, must run)."""
+        session = self._session
+        while self._behind and not session.state:
+            await session.park()
 
     def resume(self) -> None:
         """The app took the message on_message waits for."""
         self._resume_reading()
 
     def _resume_reading(self) -> None:
-        resumed, self._resumed = self._resumed, None
-        if resumed is not None:
-            resumed.set()
+        if self._behind:
+            self._behind = False
+            self._session.unpark()
 
     async def on_close(self, client: Any) -> None:
         code = client.close_code
@@ -687,8 +763,9 @@ class Lifespan:
         item = await self._next()
         if item[0] is DONE:
             self._ended = True
+            log.info("ASGI 'lifespan' protocol appears unsupported.")
             if item[1] is not None and isinstance(item[1], Exception):
-                log.info("ASGI 'lifespan' protocol appears unsupported.", exc_info=item[1])
+                log.debug("the app's answer to the lifespan scope", exc_info=item[1])
             return
         if item[1] == "lifespan.startup.complete":
             self.supported = True

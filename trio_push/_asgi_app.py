@@ -52,8 +52,9 @@ UPGRADE_MESSAGE = "trio_push.upgrade"
 # Events the network side hands the app, without a field that changes.
 HTTP_DISCONNECT = {"type": "http.disconnect"}
 
-# The channel's states.
-_WAIT, _OPEN, _DENYING, _OVER = 0, 1, 2, 3
+# The channel's states (_HANDED: the app handed the connection to a push
+# handler with trio_push.upgrade).
+_WAIT, _OPEN, _DENYING, _OVER, _HANDED = 0, 1, 2, 3, 4
 
 
 class ClientDisconnected(OSError):
@@ -81,8 +82,10 @@ class AppLoop:
     async def start(self, nursery: trio.Nursery) -> None:
         """Get ready to run apps (called in the server's run)."""
 
-    async def stop(self) -> None:
-        """Cancel what still runs and let go of the loop."""
+    async def stop(self, grace: float) -> None:
+        """Give what still runs ``grace`` seconds to end (an app told of its
+        client's end may have cleaning up to do), cancel what is left, and
+        let go of the loop."""
 
 
 class TrioAppLoop(AppLoop):
@@ -106,6 +109,15 @@ class TrioAppLoop(AppLoop):
     async def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
 
+    async def stop(self, grace: float) -> None:
+        nursery = self._nursery
+        if nursery is None:
+            return
+        with trio.move_on_after(grace):
+            while nursery.child_tasks:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+
 
 def _new_asyncio_loop() -> asyncio.AbstractEventLoop:
     try:
@@ -123,11 +135,15 @@ class AsyncioAppLoop(AppLoop):
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        # The tasks it runs for the server (scopes), which a stop waits for.
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def to_app(self, fn: Callable[..., object], *args: Any) -> None:
-        assert self.loop is not None
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the server is over
-            self.loop.call_soon_threadsafe(fn, *args)
+        loop = self.loop
+        if loop is None:
+            return  # stopped: the server is over
+        with contextlib.suppress(RuntimeError):  # closed: the same
+            loop.call_soon_threadsafe(fn, *args)
 
     def event(self) -> Any:
         return asyncio.Event()
@@ -137,7 +153,9 @@ class AsyncioAppLoop(AppLoop):
 
     def _create_task(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         assert self.loop is not None
-        self.loop.create_task(fn(*args))
+        task = self.loop.create_task(fn(*args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start(self, nursery: trio.Nursery) -> None:
         loop = self.loop = _new_asyncio_loop()
@@ -152,27 +170,31 @@ class AsyncioAppLoop(AppLoop):
         self._thread.start()
         await trio.to_thread.run_sync(ready.wait)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float) -> None:
         loop = self.loop
         if loop is None or self._thread is None:
             return
-        loop.call_soon_threadsafe(self._cancel_all)
+        loop.call_soon_threadsafe(self._create_task, self._end, (grace,))
         await trio.to_thread.run_sync(self._thread.join)
         loop.close()
         self.loop = None
 
-    def _cancel_all(self) -> None:
-        """Cancel the app's tasks, give them a moment to end, then stop."""
-        assert self.loop is not None
-        tasks = asyncio.all_tasks(self.loop)
-        for task in tasks:
-            task.cancel()
-        if not tasks:
-            self.loop.stop()
-            return
-        gathered = asyncio.gather(*tasks, return_exceptions=True)
-        self.loop.call_later(1.0, self.loop.stop)
-        gathered.add_done_callback(lambda _: self.loop.stop() if self.loop else None)
+    async def _end(self, grace: float) -> None:
+        """On the loop: wait for the scopes' tasks for ``grace`` seconds,
+        then cancel every task left (the app's own background ones too,
+        as ``asyncio.run`` does), then stop the loop."""
+        loop = asyncio.get_running_loop()
+        try:
+            ours = self._tasks - {asyncio.current_task()}
+            if ours:
+                await asyncio.wait(ours, timeout=grace)
+            late = asyncio.all_tasks(loop) - {asyncio.current_task()}
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1.0)
+        finally:
+            loop.stop()
 
 
 def app_loop(name: str) -> AppLoop:
@@ -248,14 +270,14 @@ class AppChannel:
         if self._wanted:
             self._wanted -= 1
         self._inbox.append((event, resume))
-        self._wake()
+        self.wake()
 
     def gone(self, event: dict[str, Any]) -> None:
         """The client has gone (``event``: the disconnect receive gives)."""
         if self._gone is None:
             self._gone = event
         self.grant()
-        self._wake()
+        self.wake()
 
     def grant(self) -> None:
         """The network side took what was handed over: send goes on."""
@@ -264,7 +286,8 @@ class AppChannel:
         if granted is not None:
             granted.set()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Have a waiting ``receive`` look again (the response is complete)."""
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             waiter.set()
@@ -273,10 +296,11 @@ class AppChannel:
 
     async def receive(self) -> dict[str, Any]:
         while True:
-            if self._state == _OVER and self._kind == "http":
-                # The response is complete: what is left of the body is not
-                # the app's any more (as uvicorn does).
-                return HTTP_DISCONNECT
+            if self._state == _HANDED or (self._state == _OVER and self._kind == "http"):
+                # The response is complete (what is left of the body is not
+                # the app's any more, as with uvicorn), or the connection is
+                # a push handler's.
+                return self._disconnect_event(1000)
             if self._inbox:
                 event, resume = self._inbox.popleft()
                 if resume:
@@ -288,12 +312,13 @@ class AppChannel:
                 self._wanted += 1
                 if not self._server.call(self._peer.want):
                     return self._disconnect_event()
-            waiter = self._waiter = self._app.event()
+            # Concurrent receives (rare) wait on the same event.
+            waiter = self._waiter = self._waiter or self._app.event()
             await waiter.wait()
 
-    def _disconnect_event(self) -> dict[str, Any]:
+    def _disconnect_event(self, code: int = 1006) -> dict[str, Any]:
         if self._kind == "websocket":
-            return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+            return {"type": "websocket.disconnect", "code": code, "reason": ""}
         return HTTP_DISCONNECT
 
     # -- send --------------------------------------------------------------------
@@ -303,7 +328,7 @@ class AppChannel:
         if self._kind == "lifespan":
             self._post((LIFESPAN, kind, message))
             return
-        if self._gone is not None and kind != UPGRADE_MESSAGE:
+        if self._gone is not None:
             raise ClientDisconnected(f"the client has gone: {kind!r} not sent")
         item = self._item(kind, message)
         if item[0] in (BODY, SEND):
@@ -328,7 +353,7 @@ class AppChannel:
         raise ``RuntimeError`` (as uvicorn and hypercorn do)."""
         state = self._state
         if kind == UPGRADE_MESSAGE and state == _WAIT and UPGRADE_MESSAGE in self._extensions:
-            self._state = _OVER
+            self._state = _HANDED
             return (UPGRADE, message["handler"], list(message.get("headers", ())))
         if self._kind == "http":
             if kind == "http.response.start" and state == _WAIT:
@@ -368,6 +393,7 @@ _WHEN = {
     _OPEN: "in this state",
     _DENYING: "while sending the denial response",
     _OVER: "after the response completed (or the connection closed)",
+    _HANDED: "after trio_push.upgrade",
 }
 
 

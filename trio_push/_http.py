@@ -57,7 +57,7 @@ def _phrase(status: int) -> str:
 class RequestLoop:
     """Answers the requests of one connection (see the module)."""
 
-    __slots__ = ("_ctx", "_transport", "core", "idle", "_body_done", "_rejected")
+    __slots__ = ("_ctx", "_transport", "core", "idle", "_body_done", "_rejected", "streaming")
 
     def __init__(self, ctx: Context, transport: Transport, core: sp.ServerConnection) -> None:
         self._ctx = ctx
@@ -69,6 +69,9 @@ class RequestLoop:
         self.idle = False
         self._body_done = False
         self._rejected = False
+        #: What ends the response under way at a graceful stop (an ASGI
+        #: app's streamed response), or None.
+        self.streaming: Any = None
 
     async def serve(self, started: float | None = None) -> Upgrade | None:
         """Answer requests until the connection ends (None) or upgrades;

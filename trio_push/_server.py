@@ -62,6 +62,10 @@ class Server:
     It listens on ``host:port``, or instead on the Unix socket ``uds`` (a
     path), or on the inherited listening socket ``fd`` (a file descriptor):
     see docs/deployment.md, "Unix sockets and inherited sockets".
+    ``interface`` is ``'auto'`` (detect), ``'push'``, ``'wsgi'`` or
+    ``'asgi'``; an ASGI app runs on ``asgi_loop`` (``'asyncio'``: an asyncio
+    loop in a thread of its own; ``'trio'``: this server's run), with
+    ``root_path`` as its scopes' (docs/asgi.md).
     ``metrics_dir`` is for ``--workers`` (the CLI sets it): the worker
     writes its metrics there for its supervisor's scrape instead of serving
     ``metrics_port`` (docs/deployment.md, "Metrics").
@@ -268,7 +272,8 @@ class Server:
                     await self._listen_and_serve(task_status)
                 finally:
                     with trio.CancelScope(shield=True):
-                        await self.asgi.stop(self.options.drain_timeout)
+                        options = self.options
+                        await self.asgi.stop(options.drain_timeout, options.close_timeout)
             except OSError as exc:  # LifespanFailed, or a port in use
                 # Raised below, outside the nursery (see serve_until_signalled).
                 error = exc

@@ -181,13 +181,15 @@ async def boom() -> None:
 
 
 class Subscriber:
-    """Subscribes its client to the channel named by the path."""
+    """Subscribes its client to the channel named by the path; tells it
+    which worker it is on."""
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
 
     def on_open(self, client: trio_push.Client) -> None:
         client.subscribe(self.channel)
+        client.write(f"pid {os.getpid()}")
 
 
 def _subscriber(scope: dict[str, Any]) -> Subscriber | None:

@@ -11,17 +11,20 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import trio
 import trio_websocket
 
 import trio_push
+from tests.helpers.h2client import WSClosed, h2_connect
 from tests.helpers.server import (
     FAST,
     TIMEOUT,
     connect,
     http_client,
+    read_all,
     read_until,
     wait_for,
 )
@@ -42,6 +45,30 @@ async def start(nursery: trio.Nursery, app: App, loop: str = "asyncio", **kwargs
 
 def url(server: Any, path: str = "/", scheme: str = "http") -> str:
     return f"{scheme}://127.0.0.1:{server.port}{path}"
+
+
+def ws_request(path: str, extra: str = "") -> bytes:
+    """A WebSocket handshake request, as raw bytes."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    ).encode()
+
+
+async def handshake(
+    port: int, path: str, extra: str = "", until: bytes = b""
+) -> tuple[bytes, bytes]:
+    """Send a WebSocket handshake on a raw connection: the answer's head, and
+    what came after it until ``until`` (if given)."""
+    with trio.fail_after(TIMEOUT):
+        stream = await connect(port)
+        async with stream:
+            await stream.send_all(ws_request(path, extra))
+            buf = bytearray()
+            head = await read_until(stream, b"\r\n\r\n", buf)
+            while until not in buf:
+                buf += await stream.receive_some(65536)
+    return head, bytes(buf)
 
 
 async def read_body(receive: Any) -> bytes:
@@ -78,6 +105,15 @@ def test_auto_detects_asgi_apps() -> None:
     async def push(env: Any) -> Any:
         return 200, {}, b""
 
+    async def with_default(scope: Any, receive: Any, send: Any, extra: Any = None) -> None:
+        await plain_asgi(scope, receive, send)
+
+    class PushWithCall(CallableASGI):
+        def call(self, env: Any) -> Any:
+            return 200, {}, b""
+
+    assert trio_push.Server(with_default).interface == "asgi"
+    assert trio_push.Server(PushWithCall()).interface == "push"
     assert trio_push.Server(plain_asgi).interface == "asgi"
     assert trio_push.Server(CallableASGI()).interface == "asgi"
     assert trio_push.Server(wsgi).interface == "wsgi"
@@ -229,6 +265,91 @@ async def test_disconnect_when_the_client_goes(nursery: trio.Nursery, loop: str)
     assert isinstance(outcome[1], trio_push.ClientDisconnected)
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_disconnect_when_an_http2_stream_is_reset(nursery: trio.Nursery, loop: str) -> None:
+    """On HTTP/2 the client's going is the stream's reset; the connection
+    and its other streams live on."""
+    heard: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await read_body(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        if scope["path"] == "/short":
+            await send({"type": "http.response.body", "body": b" and last"})
+            return
+        heard.append(await receive())
+
+    server = await start(nursery, app, loop)
+    async with h2_connect(server.port) as h2:
+        stream = await h2.request("GET", "/long")
+        await stream.response()
+        assert await stream.read_some() == b"first"
+        await stream.cancel()
+        await wait_for(lambda: bool(heard))
+        status, _, body = await h2.fetch("GET", "/short")
+    assert heard == [{"type": "http.disconnect"}]
+    assert (status, body) == (200, b"first and last")
+
+
+async def test_a_stalled_body_is_a_disconnect(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body that stops coming (slowloris) past header_timeout: the app
+    hears http.disconnect, the connection is closed, nothing internal."""
+    heard: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while True:
+            message = await receive()
+            heard.append(message["type"])
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                return
+
+    server = await start(nursery, app, header_timeout=0.3)
+    with trio.fail_after(TIMEOUT):
+        stream = await connect(server.port)
+        async with stream:
+            await stream.send_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            await trio.sleep(0.05)
+            await stream.send_all(b"0123456789")
+            assert await read_all(stream) == b""
+    await wait_for(lambda: heard[-1:] == ["http.disconnect"])
+    assert "internal error" not in caplog.text
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_a_receive_waiting_when_the_response_ends_gets_disconnect(
+    nursery: trio.Nursery, loop: str
+) -> None:
+    """One task of the app waits in receive (for the client's end) while
+    another completes the response: the waiting one hears http.disconnect."""
+    heard: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await read_body(receive)
+
+        async def listen() -> None:
+            heard.append(await receive())
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(listen)
+            await anyio.sleep(0.05)
+            await respond(send, 200, b"done")
+
+    server = await start(nursery, app, loop)
+    async with http_client() as http:
+        assert (await http.get(url(server))).text == "done"
+        await wait_for(lambda: bool(heard))
+    assert heard == [{"type": "http.disconnect"}]
+
+
 async def test_receive_after_the_response_is_disconnect(nursery: trio.Nursery) -> None:
     seen: list[Any] = []
 
@@ -302,6 +423,45 @@ async def test_an_exception_is_a_500_and_a_logged_traceback(
     assert any("without a response" in r.getMessage() for r in errors)
 
 
+async def test_an_exception_after_the_response_is_logged(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Starlette answers 500 itself, then raises: that traceback is logged
+    too (it came while the response's last piece was being sent)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await respond(send, 500, b"handled")
+        raise LookupError("after the response")
+
+    server = await start(nursery, app)
+    async with http_client() as http:
+        for _ in range(5):
+            assert (await http.get(url(server))).text == "handled"
+    await wait_for(
+        lambda: sum(1 for r in caplog.records if r.exc_info and r.exc_info[0] is LookupError) == 5
+    )
+
+
+@pytest.mark.parametrize("path", ["/bad-header", "/bad-accept"])
+async def test_headers_http_cannot_carry_are_a_500(nursery: trio.Nursery, path: str) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await respond(send, 200, b"x", [(b"x-bad", b"line\r\nbreak")])
+        elif scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept", "headers": [(b"x-bad", b"a\nb")]})
+
+    server = await start(nursery, app)
+    if path == "/bad-header":
+        async with http_client() as http:
+            assert (await http.get(url(server, path))).status_code == 500
+        return
+    head, _ = await handshake(server.port, "/")
+    assert head.startswith(b"HTTP/1.1 500")
+
+
 async def test_invalid_messages_raise_in_the_app(nursery: trio.Nursery) -> None:
     raised: list[BaseException] = []
 
@@ -341,6 +501,7 @@ def ws_app(record: list[Any]) -> App:
             await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
             await send({"type": "websocket.http.response.body", "body": b"no ", "more_body": True})
             await send({"type": "websocket.http.response.body", "body": b"entry"})
+            record.append(await receive())
             return
         if scope["path"] == "/refuse":
             await send({"type": "websocket.close"})
@@ -413,32 +574,44 @@ async def test_websocket_echo_subprotocol_and_close_codes(nursery: trio.Nursery,
 
 
 @pytest.mark.parametrize("loop", LOOPS)
+async def test_websocket_over_http2(nursery: trio.Nursery, loop: str) -> None:
+    """RFC 8441: the same ASGI app, its scope's http_version "2"."""
+    record: list[Any] = []
+    server = await start(nursery, ws_app(record), loop)
+    async with h2_connect(server.port) as h2:
+        ws = await h2.websocket("/over-h2", headers=[("sec-websocket-protocol", "p1")])
+        assert ws.stream.header("sec-websocket-protocol") == "p1"
+        await ws.send("one")
+        assert await ws.receive() == "one"
+        await ws.send(b"\x02" * 65536)
+        assert await ws.receive() == b"\x02" * 65536
+        await ws.send("close")
+        with pytest.raises(WSClosed) as closed:
+            await ws.receive()
+    assert (closed.value.code, closed.value.reason) == (4001, "bye now")
+    assert record[0]["http_version"] == "2" and record[0]["path"] == "/over-h2"
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 async def test_websocket_denial_and_refusal(
     nursery: trio.Nursery, loop: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = await start(nursery, ws_app([]), loop)
+    record: list[Any] = []
+    server = await start(nursery, ws_app(record), loop)
     with trio.fail_after(TIMEOUT):
         for path, status, body in (
             ("/deny", 401, True),
             ("/refuse", 403, False),
             ("/crash-early", 500, False),
         ):
-            stream = await connect(server.port)
-            async with stream:
-                await stream.send_all(
-                    f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade"
-                    "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                    "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-                )
-                buf = bytearray()
-                head = await read_until(stream, b"\r\n\r\n", buf)
-                assert head.startswith(b"HTTP/1.1 %d" % status), head
-                if body:
-                    assert b"x-why: nope" in head
-                    while b"entry" not in buf:  # chunked: "no " then "entry"
-                        buf += await stream.receive_some(65536)
-                    assert b"no " in buf
+            head, rest = await handshake(server.port, path, until=b"entry" if body else b"")
+            assert head.startswith(b"HTTP/1.1 %d" % status), head
+            if body:
+                assert b"x-why: nope" in head
+                assert b"no " in rest  # chunked: "no " then "entry"
     assert any(r.exc_info and r.exc_info[0] is ValueError for r in caplog.records)
+    await wait_for(lambda: bool(disconnects(record)))
+    assert disconnects(record)[0]["code"] == 1006  # after the denial
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -487,19 +660,79 @@ async def test_a_client_that_never_reads_is_bounded_and_closed(
     most = 0
     with trio.fail_after(TIMEOUT):
         stream = await connect(server.port, rcvbuf=4096)
-        await stream.send_all(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        await stream.send_all(ws_request("/"))
         while not done.is_set():
             for session in list(server.push_connections):
                 most = max(most, session.core.pending_bytes)
             await trio.sleep(0.002)
         await stream.aclose()
     assert isinstance(outcome[1], trio_push.ClientDisconnected)
-    assert 0 < most <= bound + 65536 + 16, most
+    # The window, the message that crossed it, and their frames' headers.
+    assert 0 < most <= bound + 65536 + 1024, most
     # What the app could send is what the queue and the sockets' buffers hold.
     assert outcome[0] * 65536 < bound + 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize(("loop", "threads"), [("asyncio", 0), ("trio", 0), ("asyncio", 2)])
+async def test_a_burst_reaches_a_slow_app_in_order(
+    nursery: trio.Nursery, loop: str, threads: int
+) -> None:
+    """2,000 messages sent at once to an app that reads late: reading waits
+    for it (64 behind), nothing is lost or reordered."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await anyio.sleep(0.2)  # the burst comes meanwhile
+        first = await receive()
+        assert first["text"] == "0"
+        expected = 1
+        while expected < 2000:
+            message = await receive()
+            assert message["text"] == str(expected), message
+            expected += 1
+        await send({"type": "websocket.send", "text": f"got {expected}"})
+
+    server = await start(nursery, app, loop, threads=threads)
+    with trio.fail_after(TIMEOUT):
+        async with trio_websocket.open_websocket_url(url(server, "/", "ws")) as ws:
+            for i in range(2000):
+                await ws.send_message(str(i))
+            assert await ws.get_message() == "got 2000"
+
+
+async def test_a_client_gone_while_the_app_is_behind_is_told(nursery: trio.Nursery) -> None:
+    """An app that stops reading, a client that floods it and leaves: the
+    paused reader cannot see the end, but the pong deadline does, and the
+    session ends (on_close runs though the backlog's wait is before it);
+    once the app reads on, it gets what came and then the disconnect."""
+    carry_on = trio.Event()
+    got: list[Any] = []
+    token = trio.lowlevel.current_trio_token()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await carry_on.wait()
+        while (message := await receive())["type"] == "websocket.receive":
+            got.append(message["text"])
+        got.append(message)
+
+    server = await start(nursery, app, "trio", ping_interval=0.2, pong_timeout=0.5)
+    with trio.fail_after(TIMEOUT):
+        async with trio_websocket.open_websocket_url(url(server, "/", "ws")) as ws:
+            for i in range(500):
+                await ws.send_message(str(i))
+            await wait_for(lambda: len(server.push_connections) == 1)
+        await wait_for(lambda: not server.push_connections)
+        token.run_sync_soon(carry_on.set)
+        await wait_for(lambda: bool(got) and isinstance(got[-1], dict))
+    assert got[:-1] == [str(i) for i in range(len(got) - 1)]
+    assert got[-1]["type"] == "websocket.disconnect"
 
 
 # -- push from ASGI ---------------------------------------------------------------------
@@ -514,6 +747,9 @@ class Subscriber:
         client.write("subscribed")
 
 
+AFTER_UPGRADE: list[Any] = []
+
+
 async def push_asgi(scope: Any, receive: Any, send: Any) -> None:
     """Push requests go to a Subscriber; POST /publish publishes its body."""
     if scope["type"] == "lifespan":
@@ -523,6 +759,7 @@ async def push_asgi(scope: Any, receive: Any, send: Any) -> None:
             await receive()
         channel = scope["path"].strip("/")
         await send({"type": "trio_push.upgrade", "handler": Subscriber(channel)})
+        AFTER_UPGRADE.append((scope["type"], (await receive())["type"]))
         return
     body = await read_body(receive)
     ok = trio_push.publish("news", body.decode())
@@ -553,6 +790,36 @@ async def test_push_through_the_extension(nursery: trio.Nursery, loop: str) -> N
                 "item 1",
                 "item 2",
             ]
+    # After the upgrade the connection is the handler's: receive says so.
+    assert ("websocket", "websocket.disconnect") in AFTER_UPGRADE
+    assert ("http", "http.disconnect") in AFTER_UPGRADE
+
+
+async def test_push_through_the_extension_over_http2(nursery: trio.Nursery) -> None:
+    server = await start(nursery, push_asgi)
+    async with h2_connect(server.port) as h2:
+        events = await h2.sse("/news")
+        assert [e.data for e in await events.next()] == ["subscribed"]
+        ws = await h2.websocket("/news")
+        assert await ws.receive() == "subscribed"
+        status, _, body = await h2.fetch("POST", "/publish", body=b"over h2")
+        assert (status, body) == (200, b"published")
+        assert [e.data for e in await events.next()] == ["over h2"]
+        assert await ws.receive() == "over h2"
+
+
+async def test_allow_origins_refuses_before_the_app(nursery: trio.Nursery) -> None:
+    record: list[Any] = []
+    server = await start(nursery, ws_app(record), allow_origins=("https://ok.example",))
+    with trio.fail_after(TIMEOUT):
+        head, _ = await handshake(server.port, "/evil", "Origin: https://evil\r\n")
+        assert head.startswith(b"HTTP/1.1 403")
+        async with trio_websocket.open_websocket_url(
+            url(server, "/", "ws"), extra_headers=[(b"origin", b"https://ok.example")]
+        ) as ws:
+            await ws.send_message("let in")
+            assert await ws.get_message() == "let in"
+    assert [scope["path"] for scope in record if "path" in scope] == ["/"]
 
 
 async def test_asgi_push_helper_refuses_plain_requests(nursery: trio.Nursery) -> None:
@@ -622,6 +889,33 @@ async def test_graceful_stop_closes_websockets_1001_then_lifespan_shutdown(loop:
                     await ws.get_message()
             assert closed.value.reason.code == 1001
     assert order == ["disconnect 1001", "lifespan.shutdown"]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_graceful_stop_ends_a_streamed_response(loop: str) -> None:
+    """An endless event stream (sse-starlette's kind) is ended as a complete
+    response at a graceful stop, and the app hears http.disconnect."""
+    heard: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await read_body(receive)
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"data: one\n\n", "more_body": True})
+        heard.append(await receive())
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            server = await start(nursery, app, loop, drain_timeout=10.0)
+            async with http_client() as http, http.stream("GET", url(server)) as response:
+                lines = response.aiter_lines()
+                assert await lines.__anext__() == "data: one"
+                server.stop()
+                rest = [line async for line in lines]  # ends: the response is complete
+            assert rest == [""]
+    assert heard == [{"type": "http.disconnect"}]
 
 
 async def test_tls_and_wss(nursery: trio.Nursery) -> None:
