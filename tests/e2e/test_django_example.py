@@ -3,6 +3,8 @@ updates published by a view and by a management command (through Redis)."""
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,6 +23,7 @@ from tests.helpers.django_site import (
 )
 from tests.helpers.procs import VENV_BIN, free_port, running
 from tests.helpers.pubsub import RedisServer
+from tests.helpers.server import TIMEOUT
 
 
 @dataclass
@@ -75,6 +78,31 @@ def test_a_form_post_reaches_websocket_and_sse_and_the_page(site: Site) -> None:
     assert f"<li>{heard.websocket}</li>" in page.text
     at = heard.websocket.split()[0]
     assert {"text": "from a form", "at": at} in httpx.get(site.url + "/notes.json").json()["notes"]
+
+
+def test_an_empty_note_is_refused(site: Site) -> None:
+    with httpx.Client() as client:
+        assert post_note(client, site.url, "   ").status_code == 400
+
+
+def test_a_post_while_redis_is_down_is_refused_not_lost() -> None:
+    with RedisServer() as redis:
+        port = free_port()
+        command = [str(VENV_BIN / "trio-push"), "pushsite.wsgi:application", "--port", str(port)]
+        with running([*command, "--redis", redis.url], cwd=DJANGO, port=port), httpx.Client() as c:
+            base = f"http://127.0.0.1:{port}"
+            assert post_note(c, base, "while up").status_code == 302
+            redis.kill()
+            deadline = time.monotonic() + TIMEOUT
+            for i in itertools.count():  # until the server has seen Redis go
+                posted = post_note(c, base, f"while down {i}")
+                if posted.status_code != 302 or time.monotonic() > deadline:
+                    break
+            assert posted.status_code == 503
+            assert "not published" in posted.text
+            texts = [n["text"] for n in c.get(base + "/notes.json").json()["notes"]]
+    assert texts[0] == "while up"
+    assert f"while down {i}" not in texts
 
 
 def test_the_management_command_publishes_through_redis(site: Site) -> None:
