@@ -40,6 +40,7 @@ import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -311,7 +312,7 @@ def main() -> None:
             print(f"... {measure} {server}", file=sys.stderr, flush=True)
             try:
                 result = run_measure(measure, server, args)
-            except (RuntimeError, OSError, json.JSONDecodeError) as exc:
+            except (RuntimeError, OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
                 result = {"error": str(exc)[:300]}
                 print(f"    error: {exc}", file=sys.stderr, flush=True)
             results.setdefault(measure, {})[server] = result
