@@ -85,6 +85,7 @@ def is_asgi(app: Any) -> bool:
     push-style, whatever its ``__call__``."""
     if callable(getattr(app, "call", None)):
         return False
+    fn: Any
     if inspect.isfunction(app) or inspect.ismethod(app):
         fn = app
     elif isinstance(app, type):
@@ -204,6 +205,10 @@ class ASGIAdapter:
             extensions["trio_push.upgrade"] = {"kind": push}
         scope["extensions"] = extensions
         return scope
+
+    def serves(self, target: Any) -> bool:
+        """Whether ``target`` (what the server dispatched a request to) is this app."""
+        return target is self
 
     async def answer(self, loop: RequestLoop, env: dict[str, Any]) -> Upgrade | None:
         """Answer one request (the request loop's ``_answer`` for ASGI)."""

@@ -404,6 +404,7 @@ def _ws_data(message: dict[str, Any]) -> str | bytes:
         raise RuntimeError("websocket.send needs exactly one of 'bytes' and 'text'")
     if text is not None:
         return str(text)
+    assert data is not None
     return bytes(data)
 
 

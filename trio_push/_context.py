@@ -103,6 +103,14 @@ class Options:
     health_path: str | None = None
 
 
+class ASGIServer(Protocol):
+    """What the request loop sees of an ASGI adapter (``_asgi.ASGIAdapter``)."""
+
+    def serves(self, target: Any) -> bool: ...
+
+    async def answer(self, loop: Any, env: dict[str, Any]) -> Any: ...
+
+
 class Flushable(Protocol):
     """What the server's flusher flushes: a push session, or an HTTP/2
     connection (the frames its streams made)."""
@@ -158,7 +166,7 @@ class Context:
         *,
         wsgi: bool,
         environ: dict[str, Any],
-        asgi: Any = None,
+        asgi: ASGIServer | None = None,
     ) -> None:
         self.options = options
         #: The server's thread, and the way onto it from other threads.

@@ -201,8 +201,9 @@ class RequestLoop:
         """Call the app and send its answer; what the push session needs if
         the connection upgraded."""
         ctx = self._ctx
-        if ctx.asgi is not None and ctx.dispatch(env) is ctx.asgi:
-            return await ctx.asgi.answer(self, env)  # type: ignore[no-any-return]
+        asgi = ctx.asgi
+        if asgi is not None and asgi.serves(ctx.dispatch(env)):
+            return await asgi.answer(self, env)
         core = self.core
         started = trio.current_time()
         if ctx.wsgi:

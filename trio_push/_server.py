@@ -9,7 +9,7 @@ import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -119,7 +119,10 @@ class Server:
         if self.router is not None:
             self._app_fn = None
         elif self.interface == "asgi":
-            self._app_fn = self.asgi = ASGIAdapter(app, asgi_loop, root_path)
+            self.asgi = ASGIAdapter(app, asgi_loop, root_path)
+            # What dispatch answers for the app: the request loop hands the
+            # request to the adapter when it sees it (it is never called).
+            self._app_fn = cast(Callable[..., Any], self.asgi)
         elif self.interface == "wsgi":
             wsgi_limiter = self.limiter or trio.CapacityLimiter(WSGI_THREADS)
             self._app_fn = WSGIAdapter(app, wsgi_limiter)
