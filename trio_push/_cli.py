@@ -31,10 +31,7 @@ from ._proxy import TrustedProxies
 from ._pubsub import PubSub
 from ._redis import RedisPubSub
 from ._server import Server
-from ._workers import serve_as_worker, supervise
-
-#: The exit status when an ASGI app's lifespan startup fails (uvicorn's too).
-LIFESPAN_FAILED_EXIT = 3
+from ._workers import START_FAILED_EXIT, serve_as_worker, supervise
 
 
 class CLIError(Exception):
@@ -491,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"trio-push: {exc}")
     except LifespanFailed as exc:
         logging.getLogger("trio_push").error("ASGI lifespan startup failed: %s", exc)
-        sys.exit(LIFESPAN_FAILED_EXIT)
+        sys.exit(START_FAILED_EXIT)
     except MetricsPortError as exc:
         sys.exit(f"trio-push: {exc.strerror}")
     except OSError as exc:

@@ -202,6 +202,34 @@ def test_fastapi_lifespan_runs_and_fails_clearly(fastapi: tuple[str, ServerProce
     assert "listening" not in failed.stderr
 
 
+def test_a_lifespan_failure_under_workers_stops_the_supervisor(redis: RedisServer) -> None:
+    """Every worker would fail the same way: the supervisor stops them all
+    with status 3, instead of restarting them one after another."""
+    env = {**os.environ, "LIFESPAN_FAIL": "1", "PYTHONPATH": str(ROOT)}
+    failed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trio_push",
+            "asgi_fastapi:app",
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--redis",
+            redis.url,
+        ],
+        cwd=APPS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert failed.returncode == 3, failed.stderr
+    assert "says its app failed to start; stopping" in failed.stderr
+    assert "restarting in" not in failed.stderr
+
+
 def test_fastapi_lifespan_shutdown_after_the_connections(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
