@@ -163,12 +163,6 @@ class SlotMap:
         """Whether every slot has an online master."""
         return None not in self.owners
 
-    def moved(self, slot: int, node: Node) -> SlotMap:
-        """The map once ``slot`` is ``node``'s (a ``MOVED`` says so)."""
-        owners = list(self.owners)
-        owners[slot] = node
-        return SlotMap(owners)
-
 
 def _fields(flat: Any) -> dict[bytes, Any]:
     """A RESP2 map (a flat list of names and values) as a dict."""
