@@ -225,11 +225,6 @@ class RedisCluster:
             assert node.call("CLUSTER", "SETSLOT", str(slot), "NODE", target_id) == b"OK"
         wait(lambda: self.owner(slot) is target, f"slot {slot} to move")
 
-    def migrate(self, slot: int, target: RedisServer) -> None:
-        source = self.begin_migration(slot, target)
-        self.move_keys(slot, source, target)
-        self.end_migration(slot, target)
-
     # -- a master's failure ------------------------------------------------------------
 
     def kill_master(self, master: RedisServer) -> RedisServer:
