@@ -1681,8 +1681,9 @@ class _Link:
         self.queue: deque[tuple[bytes, _Pending]] = deque()
         self.wake_pending = False
         self.pub_lot = trio.lowlevel.ParkingLot()
-        # Sent, not answered yet: kept whole, so that a redirected one
-        # (MOVED, ASK) can be sent again.
+        # Sent, not answered yet, and who waits for each reply; on a
+        # cluster with the command, so that a redirected one (MOVED, ASK)
+        # can be sent again.
         self.in_flight: deque[tuple[bytes, _Pending]] = deque()
         # The scripts are (re)loaded ahead of the next batch.
         self.load_scripts = False
@@ -1820,6 +1821,9 @@ class _Link:
 
     async def _pub_writer(self, stream: trio.abc.Stream) -> None:
         lock = self.engine._lock
+        # The commands sent are kept until answered on a cluster only (where
+        # a MOVED or an ASK sends one again): a 64 KiB publish is let go once sent.
+        keep = self.engine._cluster is not None
         while True:
             with lock:
                 if not self.queue:
@@ -1831,7 +1835,10 @@ class _Link:
                     if self.load_scripts:
                         self.load_scripts = False
                         batch[:0] = [(cmd, _SCRIPT_LOAD) for cmd in SCRIPT_LOADS]
-                    self.in_flight.extend(batch)
+                    if keep:
+                        self.in_flight.extend(batch)
+                    else:
+                        self.in_flight.extend((b"", pending) for _, pending in batch)
             if batch is None:
                 await self.pub_lot.park()
                 continue
