@@ -1264,9 +1264,15 @@ class RedisPubSub(Engine):
         reported = False
         while True:
             self._refresh_asked = False
-            smap = await self._discover()
-            if smap is not None:
-                await self._apply_map(smap)
+            try:
+                smap = await self._discover()
+                if smap is not None:
+                    await self._apply_map(smap)
+            except Exception:
+                # A bug of ours must not end the engine (and the server):
+                # said, and asked again with the backoff.
+                log.exception("redis cluster: internal error following the map")
+                smap = None
             if not reported:
                 reported = True
                 task_status.started()
@@ -1323,7 +1329,11 @@ class RedisPubSub(Engine):
                     hint = ": sharded pub/sub needs a Redis Cluster, 7.0 or later"
                 why.append(f"{address}: CLUSTER SHARDS failed ({reply}){hint}")
                 continue
-            smap = SlotMap.from_shards(reply, tls=self._tls is not None)
+            try:
+                smap = SlotMap.from_shards(reply, tls=self._tls is not None)
+            except (KeyError, TypeError, ValueError) as exc:
+                why.append(f"{address}: CLUSTER SHARDS gave what is not a map ({exc!r})")
+                continue
             if smap.covered():
                 self._discover_failed = False
                 return smap

@@ -7,6 +7,7 @@ trio-push servers in subprocesses and in this process, raw clients."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,6 +193,18 @@ async def test_a_cluster_url_to_a_redis_that_is_not_one(
         assert pubsub.publish("x", "y") is False
         await trio.sleep(0.5)  # asked again with the backoff: said once
         assert caplog.text.count("needs a Redis Cluster") == 1
+
+    # A node that answers what is no map is said, and the engine goes on.
+    async def garbage(stream: trio.SocketStream) -> None:
+        while await stream.receive_some(65536):
+            await stream.send_all(b"*1\r\n$3\r\nfoo\r\n")
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, host="127.0.0.1"), garbage, 0)
+    port = listeners[0].socket.getsockname()[1]
+    odd = engine(f"redis+cluster://127.0.0.1:{port}")
+    await nursery.start(odd.run)
+    await wait_for(lambda: "gave what is not a map" in caplog.text)
+    assert not odd.connected and odd.publish("x", "y") is False
     # A wrong password says so too.
     with trio.fail_after(LIMIT), RedisServer("--requirepass", "right", password="right") as redis:
         wrong = engine(f"redis+cluster://:wrong@127.0.0.1:{redis.port}")
