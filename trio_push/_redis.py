@@ -52,6 +52,8 @@ from ._history import (
 )
 from ._loop import Loop
 from ._pubsub import Cursor, Engine, Subscriber, Subscriptions, Topic
+from ._sentinel import SCHEMES as SENTINEL_SCHEMES
+from ._sentinel import SentinelAddress
 
 log = logging.getLogger("trio_push.redis")
 
@@ -497,9 +499,16 @@ class RedisPubSub(Engine):
         heartbeat: float | None = 5.0,
     ) -> None:
         self.url = url
-        #: Where the Redis is (TCP, TLS or a Unix socket).
-        self.address = RedisAddress.from_url(url)
-        self.host, self.port, self._user, self._password = parse_url(url)
+        #: Where the Redis is (TCP, TLS, a Unix socket, or the master Sentinel names).
+        self.address: RedisAddress | SentinelAddress
+        if urlsplit(url).scheme in SENTINEL_SCHEMES:
+            # It authenticates each connection itself (to ask the master its ROLE).
+            self.address = address = SentinelAddress.from_url(url, RedisAddress.from_url)
+            where = f"{address.service}@{address.sentinels}"
+            self.host, self.port, self._user, self._password = where, 0, None, None
+        else:
+            self.address = RedisAddress.from_url(url)
+            self.host, self.port, self._user, self._password = parse_url(url)
         self.max_pending = max_pending
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
@@ -548,6 +557,8 @@ class RedisPubSub(Engine):
         # The subscriber reconnected: fill every channel with history once
         # both connections are ready.
         self._refill = False
+        # Each connection's session while it runs: its cancel scope, its stream.
+        self._sessions: dict[str, tuple[trio.CancelScope, trio.abc.Stream]] = {}
         #: True while publishes are accepted: both connections to Redis are
         #: up and the subscriber has resubscribed.
         self.connected = False
@@ -933,7 +944,18 @@ class RedisPubSub(Engine):
             await nursery.start(self._keep, "publisher", self._publisher_session)
             if self.heartbeat is not None:
                 await nursery.start(self._keep_counts)
+            if isinstance(self.address, SentinelAddress):
+                nursery.start_soon(self.address.watch, self._master_moved, self.health_interval)
             task_status.started()
+
+    def _master_moved(self, stale: Callable[[trio.abc.Stream], bool]) -> None:
+        """Sentinel moved the master: the connections for which ``stale`` is
+        true end, and reconnect to the new one (then the subscriber
+        resubscribes and history fills, as after any reconnect)."""
+        for name, (scope, stream) in list(self._sessions.items()):
+            if stale(stream):
+                log.warning("redis %s: the master moved; reconnecting to the new one", name)
+                scope.cancel()
 
     async def _keep(
         self,
@@ -983,10 +1005,13 @@ class RedisPubSub(Engine):
             failures = 0
             began = trio.current_time()
             try:
-                await session(stream, up)
+                with trio.CancelScope() as scope:
+                    self._sessions[name] = (scope, stream)
+                    await session(stream, up)
             except Exception as exc:
                 log.warning("redis %s: connection lost (%s); reconnecting", name, _reason(exc))
             finally:
+                self._sessions.pop(name, None)
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(stream)
                 self._update_connected()

@@ -1,0 +1,187 @@
+"""The Redis engine behind Sentinel (``redis+sentinel://``): the master found
+from the sentinels, its ROLE checked, a failover followed. Real
+redis-server processes: masters, replicas, sentinels."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import trio_push
+from tests.helpers.procs import free_port
+from tests.helpers.pubsub import RedisServer, Subscribe, connect_clients, start
+from tests.helpers.sentinel import SERVICE, SentinelGroup, SentinelServer, wait_until
+from tests.helpers.server import wait_for
+from tests.trio_push.test_redis_history import names, running
+from trio_push._redis import RedisAddress
+from trio_push._sentinel import SentinelAddress
+
+
+@pytest.fixture
+def replicated() -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A master and its replica, in sync."""
+    with (
+        RedisServer("--repl-diskless-sync-delay", "0") as master,
+        RedisServer("--replicaof", "127.0.0.1", str(master.port)) as replica,
+    ):
+        wait_until(lambda: SentinelGroup.synced(replica), "the replica synced")
+        yield master, replica
+
+
+def sentinel_url(*ports: int, service: str = SERVICE) -> str:
+    return "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in ports) + f"/{service}"
+
+
+def quick(url: str) -> trio_push.RedisPubSub:
+    return trio_push.RedisPubSub(url, backoff_max=0.2, health_interval=2.0)
+
+
+async def pub_sub_works(nursery: trio.Nursery, pubsub: trio_push.RedisPubSub) -> None:
+    """A server on ``pubsub``: its clients get a 64 KiB message and a burst."""
+    server = await start(nursery, Subscribe("s"), pubsub=pubsub)
+    clients = await connect_clients(nursery, server.port, 2, "websocket")
+    clients += await connect_clients(nursery, server.port, 1, "sse")
+    await wait_for(lambda: pubsub.connected)
+    sent = ["x" * 65536, *names("m", 500)]
+    for message in sent:
+        assert trio_push.publish("s", message)
+    for client in clients:
+        assert await client.wait_messages(len(sent)) == sent
+
+
+# -- URLs ---------------------------------------------------------------------------------
+
+
+def test_sentinel_urls() -> None:
+    url = "redis+sentinel://me:s%40cret@10.0.0.1,10.0.0.2:26380,[::1]:5/my%20master/2"
+    address = SentinelAddress.from_url(url + "?sentinel_password=sp&sentinel_timeout=0.5", str)
+    assert address.sentinels == [("10.0.0.1", 26379), ("10.0.0.2", 26380), ("::1", 5)]
+    assert (address.service, address.user, address.password) == ("my master", "me", "s@cret")
+    assert (address.sentinel_user, address.sentinel_password, address.timeout) == (None, "sp", 0.5)
+    assert str(address) == "redis+sentinel my master via 10.0.0.1:26379,10.0.0.2:26380,[::1]:5"
+    # Each node is reached as a redis:// (or rediss://, with the TLS options) URL.
+    tls_url = "rediss+sentinel://h/s?ssl_cert_reqs=none&sentinel_username=u"
+    tls = SentinelAddress.from_url(tls_url, RedisAddress.from_url)
+    (node,) = tls._nodes.values()
+    assert isinstance(node, RedisAddress) and node.tls is not None and tls.sentinel_user == "u"
+    assert str(tls) == "rediss+sentinel s via h:26379"
+    engine = quick(sentinel_url(1, 2))
+    assert str(engine.address) == "redis+sentinel mymaster via 127.0.0.1:1,127.0.0.1:2"
+    errors = {
+        "redis+sentinel:///mymaster": "no sentinel",
+        "redis+sentinel://h:1,h:2": "no service name",
+        "redis+sentinel://h:1,h:x/s": "bad port 'h:x'",
+        "redis+sentinel://h/s/x": "bad database number",
+        "redis+sentinel://h/s?sentinel_timeout=soon": "sentinel_timeout must be",
+        "rediss+sentinel://h/s?ssl_cert_reqs=maybe": "ssl_cert_reqs must be",
+        "redis+sentinels://h/s": "expected a redis://",
+    }
+    for bad, error in errors.items():
+        with pytest.raises(ValueError, match=error):
+            trio_push.RedisPubSub(bad)
+
+
+# -- finding the master -------------------------------------------------------------------
+
+
+async def test_all_sentinels_down_is_one_clear_line_and_publishes_refused(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "trio_push")
+    ports = [free_port(), free_port()]
+    pubsub = await running(nursery, quick(sentinel_url(*ports)))
+    # What each sentinel answered, on one line.
+    where = ",".join(f"127.0.0.1:{p}" for p in ports)
+    each = [rf"sentinel 127\.0\.0\.1:{p}: [^;]*Connection refused" for p in ports]
+    line = re.compile(
+        re.escape(f"redis publisher: cannot connect to redis+sentinel mymaster via {where} (")
+        + "; ".join(each)
+        + re.escape("); retrying")
+    )
+    await wait_for(lambda: line.search(caplog.text) is not None)
+    assert not pubsub.connected
+    assert pubsub.publish("s", "nobody hears this") is False
+    assert "redis unreachable: publish() returns False" in caplog.text
+    # The watcher says it too.
+    await wait_for(lambda: f"redis sentinel 127.0.0.1:{ports[1]}: not watched" in caplog.text)
+    # Once at WARNING, however long it lasts (then at DEBUG).
+    await wait_for(lambda: caplog.text.count("redis publisher: cannot connect") >= 3)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("redis publisher: cannot connect" in m for m in warnings) == 1
+
+
+async def test_a_sentinel_that_does_not_know_the_service_is_passed_over(
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "trio_push")
+    with (
+        RedisServer() as redis,
+        SentinelServer(tmp_path, {"other": redis.port}, quorum=1) as stranger,
+        SentinelServer(tmp_path, {SERVICE: redis.port}, quorum=1) as knows,
+    ):
+        alone = await running(nursery, quick(sentinel_url(stranger.port)))
+        told = f"sentinel 127.0.0.1:{stranger.port} does not know 'mymaster'"
+        await wait_for(lambda: told in caplog.text)
+        assert not alone.connected and alone.publish("s", "lost") is False
+        # Listed first, it is asked first, and the next one answers.
+        pubsub = quick(sentinel_url(stranger.port, knows.port))
+        await pub_sub_works(nursery, pubsub)
+        assert redis.numsub("s") == 1
+        assert str(pubsub.address) == f"redis+sentinel mymaster (master 127.0.0.1:{redis.port})"
+
+
+async def test_a_node_that_is_a_replica_is_not_used_until_it_is_a_master(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    replicated: tuple[RedisServer, RedisServer],
+) -> None:
+    # A sentinel naming a replica: as one that has not seen a switch yet
+    # names an old master come back as a replica.
+    caplog.set_level(logging.WARNING, "trio_push")
+    master, old = replicated
+    with SentinelServer(tmp_path, {SERVICE: old.port}, quorum=1) as sentinel:
+        pubsub = quick(sentinel_url(sentinel.port))
+        server = await start(nursery, Subscribe("s"), pubsub=pubsub)
+        expected = f"master 127.0.0.1:{old.port} (from sentinel 127.0.0.1:{sentinel.port}):"
+        await wait_for(lambda: f"{expected} it is a slave, not a master" in caplog.text)
+        assert not pubsub.connected and pubsub.publish("s", "lost") is False
+        assert master.numsub("s") == old.numsub("s") == 0
+        old.call("REPLICAOF", "NO", "ONE")
+        await wait_for(lambda: pubsub.connected)
+        clients = await connect_clients(nursery, server.port, 2, "sse")
+        await wait_for(lambda: old.numsub("s") == 1)
+        assert trio_push.publish("s", "now")
+        for client in clients:
+            assert await client.wait_messages(1) == ["now"]
+
+
+# -- following a failover -----------------------------------------------------------------
+
+
+async def test_a_switch_moves_every_connection_to_the_new_master(
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SENTINEL FAILOVER: the old master stays up (and becomes a replica); the
+    # engine's connections to it end on +switch-master.
+    caplog.set_level(logging.INFO, "trio_push")
+    with SentinelGroup(tmp_path) as group:
+        pubsub = quick(group.url)
+        server = await start(nursery, Subscribe("s"), pubsub=pubsub)
+        clients = await connect_clients(nursery, server.port, 3, "websocket")
+        await wait_for(lambda: group.master.numsub("s") == 1)
+        assert trio_push.publish("s", "before")
+        group.sentinels[0].call("SENTINEL", "FAILOVER", SERVICE)
+        await trio.to_thread.run_sync(group.wait_failover)
+        await wait_for(lambda: group.replica.numsub("s") == 1 and pubsub.connected)
+        assert group.master.numsub("s") == 0
+        assert "redis subscriber: the master moved; reconnecting to the new one" in caplog.text
+        assert trio_push.publish("s", "after")
+        for client in clients:
+            assert await client.wait_messages(2) == ["before", "after"]
+        assert str(pubsub.address).endswith(f"(master 127.0.0.1:{group.replica.port})")
