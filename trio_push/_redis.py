@@ -74,24 +74,46 @@ _HOLD_MAX_BYTES = 64 * 1024 * 1024
 # Replay entries made into messages between two checkpoints of the loop.
 _PARSE_CHUNK = 1000
 
+#: How both scripts start: the channel's epoch ``e``, top offset ``o`` and
+#: the offset ``f`` its epoch goes on from. No meta: a new epoch, from 0.
+#: A meta written while this Redis had another replication id (``r``): it
+#: was written on another master, which may have got further than what
+#: reached this one (replication is asynchronous; a failover promoted this
+#: one), so offsets above ``o`` may be known for other messages: a new epoch
+#: goes on from ``o`` (``f``), and the old one (``p``) is its parent: its
+#: positions up to ``f`` are the new epoch's too.
+EPOCH_LUA = r"""
+local meta, stream = KEYS[1], KEYS[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local info = redis.call('INFO', 'replication')
+local at = string.find(info, 'master_replid:', 1, true) + 14
+local r = string.sub(info, at, string.find(info, '\r', at, true) - 1)
+local e = redis.call('HGET', meta, 'e')
+local o = tonumber(redis.call('HGET', meta, 'o') or '0')
+local f = tonumber(redis.call('HGET', meta, 'f') or '0')
+if not e then
+  e, o, f = string.format('%x%05x', tonumber(t[1]), tonumber(t[2])), 0, 0
+  redis.call('DEL', stream, meta)
+  redis.call('HSET', meta, 'e', e, 'o', '0', 'm', '0', 'r', r)
+elseif redis.call('HGET', meta, 'r') ~= r then
+  local p = e
+  e, f = string.format('%x%05x', tonumber(t[1]), tonumber(t[2])), o
+  redis.call('HSET', meta, 'e', e, 'p', p, 'f', string.format('%d', o), 'r', r)
+end
+"""
+
 #: Publish on a channel with history. KEYS: meta, stream. ARGV: channel,
 #: message, size (0: none), ttl in ms (0: none), the stream's and the
 #: meta's expiry in ms. Returns epoch, offset, ms, receivers. The offset is
 #: written only once the entry is in the stream, so offsets have no hole.
-PUBLISH_SCRIPT = r"""
-local meta, stream = KEYS[1], KEYS[2]
-local t = redis.call('TIME')
-local m = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local e = redis.call('HGET', meta, 'e')
-local o = 1
-if e then
-  o = tonumber(redis.call('HGET', meta, 'o') or '0') + 1
-  local last = tonumber(redis.call('HGET', meta, 'm') or '0')
-  if last > m then m = last end
-else
-  e = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
-  redis.call('DEL', stream)
-end
+PUBLISH_SCRIPT = (
+    EPOCH_LUA
+    + r"""
+local m = now
+local last = tonumber(redis.call('HGET', meta, 'm') or '0')
+if last > m then m = last end
+o = o + 1
 local ms, off = string.format('%d', m), string.format('%d', o)
 local id = ms .. '-' .. off
 if tonumber(ARGV[3]) > 0 then
@@ -109,34 +131,30 @@ redis.call('PEXPIRE', meta, ARGV[6])
 local n = redis.call('PUBLISH', ARGV[1], '\0tp\1' .. e .. ':' .. id .. '\n' .. ARGV[2])
 return {e, off, ms, n}
 """
+)
 
 #: Read a channel's history. KEYS: meta, stream. ARGV: the epoch, ms and
 #: offset to read after (epoch '': only the top), '1' to read the current
 #: epoch from its start if the epoch is another, size, ttl in ms, the meta's
 #: expiry in ms. Creates the meta (a new epoch) if there is none. Returns
-#: epoch, top offset, top ms, and the entries after the position that the
-#: history still holds (its last ``size``, of the last ``ttl``), newest first.
-READ_SCRIPT = r"""
-local meta, stream = KEYS[1], KEYS[2]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local e = redis.call('HGET', meta, 'e')
-if not e then
-  e = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
-  redis.call('DEL', stream)
-  redis.call('HSET', meta, 'e', e, 'o', '0', 'm', '0')
-end
+#: epoch, top offset, top ms, the entries after the position that the
+#: history still holds (its last ``size``, of the last ``ttl``), newest
+#: first, the offset the epoch goes on from, and its parent epoch ('': none;
+#: a position of the parent up to that offset is read as one of the epoch).
+READ_SCRIPT = (
+    EPOCH_LUA
+    + r"""
 redis.call('PEXPIRE', meta, ARGV[7])
-local o = tonumber(redis.call('HGET', meta, 'o') or '0')
 local m = redis.call('HGET', meta, 'm') or '0'
+local p = redis.call('HGET', meta, 'p') or ''
 local entries = {}
 local n, start, after = 0, '-', 0
-if ARGV[1] == e then
+if ARGV[1] == e or (p ~= '' and ARGV[1] == p and tonumber(ARGV[3]) <= f) then
   n = o - tonumber(ARGV[3])
   start = '(' .. ARGV[2] .. '-' .. ARGV[3]
   after = tonumber(ARGV[2])
 elseif ARGV[1] ~= '' and ARGV[4] == '1' then
-  n = o
+  n = o - f
 end
 if n > 0 then
   local size, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -144,8 +162,9 @@ if n > 0 then
   if ttl > 0 and after < now - ttl then start = string.format('%d', now - ttl) .. '-0' end
   entries = redis.call('XREVRANGE', stream, '+', start, 'COUNT', n)
 end
-return {e, string.format('%d', o), m, entries}
+return {e, string.format('%d', o), m, entries, string.format('%d', f), p}
 """
+)
 
 
 def _sha(script: str) -> bytes:
@@ -738,6 +757,10 @@ class RedisPubSub(Engine):
             channel = read.track.topic.key
             epoch = _decode(reply[0])
             top = Position(channel, epoch, int(reply[1]), int(reply[2]))
+            base, parent, since = int(reply[4]), _decode(reply[5]), read.since
+            if since is not None and since.epoch == parent and since.offset <= base:
+                # Where the epoch goes on from its parent (a failover): the same history.
+                read.since = Position(channel, epoch, since.offset, since.ms)
             raw = reply[3]
             entries: list[Published] = []
             for i in range(len(raw), 0, -_PARSE_CHUNK):
@@ -747,7 +770,7 @@ class RedisPubSub(Engine):
             if read.cursor is not None:
                 self._loaded(read, top, entries)
             else:
-                self._filled(read, top, entries)
+                self._filled(read, top, entries, base)
         finally:
             if not (read.done or resent):
                 self._read_failed(read)
@@ -856,9 +879,10 @@ class RedisPubSub(Engine):
         else:
             self._read_failed(read)
 
-    def _filled(self, read: _Read, top: Position, entries: list[Published]) -> None:
+    def _filled(self, read: _Read, top: Position, entries: list[Published], base: int) -> None:
         """A fill's answer: what the live messages missed after ``read.since``
-        goes first (as much of it as history has), then the held ones."""
+        goes first (as much of it as history has), then the held ones.
+        ``base``: the offset the epoch of ``top`` goes on from."""
         read.done = True
         track, since = read.track, read.since
         assert since is not None
@@ -874,7 +898,7 @@ class RedisPubSub(Engine):
         expected = since.offset + 1
         if top.epoch != since.epoch:
             told = self._tell_gap(track, EPOCH, Position(channel, top.epoch))
-            expected = 1  # and the new epoch from its start, if history has it
+            expected = base + 1  # and the new epoch from its start, if history has it
         fresh = [p for p in entries if _offset(p) >= expected]
         first = _offset(fresh[0]) if fresh else top.offset + 1
         if first > expected:

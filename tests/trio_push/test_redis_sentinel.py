@@ -1,6 +1,7 @@
 """The Redis engine behind Sentinel (``redis+sentinel://``): the master found
-from the sentinels, its ROLE checked, a failover followed. Real
-redis-server processes: masters, replicas, sentinels."""
+from the sentinels, its ROLE checked, a failover followed; and history
+across a failover, whose new master may be behind what subscribers got.
+Real redis-server processes: masters, replicas, sentinels."""
 
 from __future__ import annotations
 
@@ -13,11 +14,20 @@ import pytest
 import trio
 
 import trio_push
+from tests.helpers.history import TcpProxy, open_event_source
 from tests.helpers.procs import free_port
 from tests.helpers.pubsub import RedisServer, Subscribe, connect_clients, start
 from tests.helpers.sentinel import SERVICE, SentinelGroup, SentinelServer, wait_until
 from tests.helpers.server import wait_for
-from tests.trio_push.test_redis_history import names, running
+from tests.trio_push.test_redis_history import (
+    history_engine,
+    last_id,
+    names,
+    publish_all,
+    running,
+    serve,
+    sse_url,
+)
 from trio_push._redis import RedisAddress
 from trio_push._sentinel import SentinelAddress
 
@@ -185,3 +195,53 @@ async def test_a_switch_moves_every_connection_to_the_new_master(
         for client in clients:
             assert await client.wait_messages(2) == ["before", "after"]
         assert str(pubsub.address).endswith(f"(master 127.0.0.1:{group.replica.port})")
+
+
+# -- history across a failover ------------------------------------------------------------
+
+
+async def test_a_new_master_behind_what_subscribers_got_loses_nothing_silently(
+    nursery: trio.Nursery, replicated: tuple[RedisServer, RedisServer]
+) -> None:
+    # Replication is asynchronous: the replica promoted may not have the last
+    # messages that the subscribers got from the old master. Its next
+    # publishes must not be taken for those (same epoch, same offsets).
+    master, replica = replicated
+    proxy = TcpProxy(master.port)  # the servers reach "the master" through it
+    await proxy.start(nursery)
+    pubsub = history_engine(proxy.url)
+    port = await serve(nursery, pubsub, "h")
+    publisher = await running(nursery, history_engine(proxy.url))
+    sources = [(await open_event_source(nursery, sse_url(port, "h")))[0] for _ in range(2)]
+    await wait_for(lambda: master.numsub("h") == 1)
+    first = await publish_all(publisher, "h", names("a", 100))
+    assert master.call("WAIT", "1", "5000") == 1  # the replica has a0..a99
+    replica.call("REPLICAOF", "NO", "ONE")  # and no more: it is the master to come
+    await publish_all(publisher, "h", names("b", 10))  # the old master's last
+    for source in sources:
+        await source.wait_messages(110)
+    beyond = sources[0].last_id
+    master.kill()
+    proxy.target = replica.port
+    proxy.cut()
+    await wait_for(lambda: publisher.connected and pubsub.connected)
+    await wait_for(lambda: replica.numsub("h") == 1)
+    after = await publish_all(publisher, "h", names("c", 20))
+    # A new epoch, going on from the new master's history.
+    assert after[0].epoch != first[0].epoch
+    assert [p.offset for p in after] == list(range(101, 121))
+    everything = names("a", 100) + names("b", 10) + names("c", 20)
+    for source in sources:
+        assert await source.wait_messages(130) == everything
+        # What they had beyond the new master's history: told it is gone.
+        assert source.gaps == ["gap h epoch"]
+    # A page resuming from a position the new master has: the rest, no gap.
+    middle = last_id("h", first[49])
+    resumed, _ = await open_event_source(nursery, sse_url(port, "h"), middle)
+    assert await resumed.wait_messages(70) == names("a", 50, 50) + names("c", 20)
+    assert resumed.gaps == []
+    # From one only the old master had: the gap, then live.
+    lost, _ = await open_event_source(nursery, sse_url(port, "h"), beyond)
+    await lost.wait_for(lambda s: len(s.gaps) == 1)
+    await publish_all(publisher, "h", ["live"])
+    assert await lost.wait_messages(1) == ["live"] and lost.gaps == ["gap h epoch"]
