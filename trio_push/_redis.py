@@ -578,6 +578,7 @@ class RedisPubSub(Engine):
         self._refill = False
         # Each connection's session while it runs: its cancel scope, its stream.
         self._sessions: dict[str, tuple[trio.CancelScope, trio.abc.Stream]] = {}
+        self._moved = trio.Event()
         #: True while publishes are accepted: both connections to Redis are
         #: up and the subscriber has resubscribed.
         self.connected = False
@@ -980,6 +981,15 @@ class RedisPubSub(Engine):
             if stale(stream):
                 log.warning("redis %s: the master moved; reconnecting to the new one", name)
                 scope.cancel()
+        # And those waiting to retry try now: the sooner every process is
+        # subscribed to the new master, the less it misses.
+        self._moved.set()
+        self._moved = trio.Event()
+
+    async def _backoff(self, delay: float) -> None:
+        """Wait before connecting again (less if Sentinel moves the master meanwhile)."""
+        with trio.move_on_after(delay * random.uniform(0.5, 1.0)):
+            await self._moved.wait()
 
     async def _keep(
         self,
@@ -1009,7 +1019,7 @@ class RedisPubSub(Engine):
                 if not reported:
                     reported = True
                     task_status.started()
-                await trio.sleep(delay * random.uniform(0.5, 1.0))
+                await self._backoff(delay)
                 delay = min(delay * 2, self.backoff_max)
                 continue
 
@@ -1048,7 +1058,7 @@ class RedisPubSub(Engine):
             if trio.current_time() - began >= _HEALTHY:
                 delay = self.backoff_min
             else:
-                await trio.sleep(delay * random.uniform(0.5, 1.0))
+                await self._backoff(delay)
                 delay = min(delay * 2, self.backoff_max)
 
     def _update_connected(self) -> None:

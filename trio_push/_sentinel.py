@@ -48,6 +48,10 @@ class Node(Protocol):
     async def connect(self) -> trio.abc.Stream: ...
 
 
+#: What the watcher calls when the master moved: with ``stale(stream)``.
+Moved = Callable[[Callable[[trio.abc.Stream], bool]], None]
+
+
 class NoMaster(OSError):
     """No sentinel named a master that says it is one (the message says why)."""
 
@@ -97,7 +101,7 @@ class SentinelAddress:
     def __str__(self) -> str:
         """The service, and the master it was last found at (else the sentinels)."""
         if self.master is not None:
-            return f"{self._scheme}+sentinel {self.service} (master {_where(self.master)})"
+            return f"{self._scheme}+sentinel {self.service} at {_where(self.master)}"
         where = ",".join(_where(s) for s in self.sentinels)
         return f"{self._scheme}+sentinel {self.service} via {where}"
 
@@ -229,9 +233,7 @@ class SentinelAddress:
 
     # -- following a failover --------------------------------------------------
 
-    async def watch(
-        self, moved: Callable[[Callable[[trio.abc.Stream], bool]], None], health_interval: float
-    ) -> None:
+    async def watch(self, moved: Moved, health_interval: float) -> None:
         """Until cancelled: listen to ``+switch-master`` on a sentinel (the
         next one when it goes). When this service's master moves, call
         ``moved(stale)``: ``stale(stream)`` is true for a stream from
@@ -241,66 +243,49 @@ class SentinelAddress:
         failed_rounds = 0
         while True:
             for i in self._order():
-                sentinel = self.sentinels[i]
                 try:
-                    await self._watch_on(sentinel, moved, health_interval)
+                    await self._watch_on(i, moved, health_interval)
                 except (OSError, trio.BrokenResourceError, trio.TooSlowError, _Refused) as exc:
                     level = logging.WARNING if failed_rounds == 0 else logging.DEBUG
-                    log.log(
-                        level, "redis sentinel %s: not watched (%s)", _where(sentinel), _why(exc)
-                    )
+                    where = _where(self.sentinels[i])
+                    log.log(level, "redis sentinel %s: not watched (%s)", where, _why(exc))
                 else:
                     failed_rounds = 0
             failed_rounds += 1
             await trio.sleep(_WATCH_RETRY)
 
-    async def _watch_on(
-        self,
-        sentinel: tuple[str, int],
-        moved: Callable[[Callable[[trio.abc.Stream], bool]], None],
-        health_interval: float,
-    ) -> None:
+    async def _watch_on(self, i: int, moved: Moved, health_interval: float) -> None:
         with trio.fail_after(self.timeout):
-            stream = await self._open_sentinel(sentinel)
+            stream = await self._open_sentinel(self.sentinels[i])
         async with stream:
+            reader = _reader()
             with trio.fail_after(self.timeout):
-                named = await _call(
-                    stream, _command(b"SENTINEL", b"get-master-addr-by-name", self.service)
+                await stream.send_all(
+                    _command(b"SENTINEL", b"get-master-addr-by-name", self.service)
                 )
+                named = await _reply(stream, reader)
                 await stream.send_all(_command(b"SUBSCRIBE", b"+switch-master"))
-                reader = _reader()
                 await _reply(stream, reader)
-            log.info(
-                "redis sentinel %s: watching %r for +switch-master", _where(sentinel), self.service
-            )
+            where = _where(self.sentinels[i])
+            log.info("redis sentinel %s: watching %r for +switch-master", where, self.service)
             if named is not None:
                 self._moved_to((named[0].decode(), int(named[1])), moved)
-            await self._listen(stream, reader, moved, health_interval)
-
-    async def _listen(
-        self,
-        stream: trio.abc.Stream,
-        reader: Any,
-        moved: Callable[[Callable[[trio.abc.Stream], bool]], None],
-        health_interval: float,
-    ) -> None:
-        while True:
-            with trio.move_on_after(health_interval) as idle:
-                message = await _reply(stream, reader)
-            if idle.cancelled_caught:
-                # Quiet for a while: a PING must be answered within the next interval.
-                await stream.send_all(_command(b"PING"))
-                with trio.fail_after(health_interval):
+            while True:
+                with trio.move_on_after(health_interval) as idle:
                     message = await _reply(stream, reader)
-            if isinstance(message, list) and message[:2] == [b"message", b"+switch-master"]:
-                name, _old_host, _old_port, host, port = message[2].decode().split()
-                if name == self.service:
-                    log.warning("redis sentinel: the master of %r moved to %s:%s", name, host, port)
-                    self._moved_to((host, int(port)), moved)
+                if idle.cancelled_caught:
+                    # Quiet for a while: a PING must be answered within the next interval.
+                    await stream.send_all(_command(b"PING"))
+                    with trio.fail_after(health_interval):
+                        message = await _reply(stream, reader)
+                if isinstance(message, list) and message[:2] == [b"message", b"+switch-master"]:
+                    name, _old_host, _old_port, host, port = message[2].decode().split()
+                    if name == self.service:
+                        log.warning("redis sentinel %s: %r moved to %s:%s", where, name, host, port)
+                        self._first = i  # it knows the new master: asked first
+                        self._moved_to((host, int(port)), moved)
 
-    def _moved_to(
-        self, master: tuple[str, int], moved: Callable[[Callable[[trio.abc.Stream], bool]], None]
-    ) -> None:
+    def _moved_to(self, master: tuple[str, int], moved: Moved) -> None:
         masters = self._masters
         moved(lambda stream: masters.get(stream, master) != master)
 
