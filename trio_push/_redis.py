@@ -576,8 +576,8 @@ class RedisPubSub(Engine):
         # The subscriber reconnected: fill every channel with history once
         # both connections are ready.
         self._refill = False
-        # Each connection's session while it runs: its cancel scope, its stream.
-        self._sessions: dict[str, tuple[trio.CancelScope, trio.abc.Stream]] = {}
+        # Each connection's session while it runs: its cancel scope -> its name, its stream.
+        self._sessions: dict[trio.CancelScope, tuple[str, trio.abc.Stream]] = {}
         self._moved = trio.Event()
         #: True while publishes are accepted: both connections to Redis are
         #: up and the subscriber has resubscribed.
@@ -977,7 +977,7 @@ class RedisPubSub(Engine):
         """Sentinel moved the master: the connections for which ``stale`` is
         true end, and reconnect to the new one (then the subscriber
         resubscribes and history fills, as after any reconnect)."""
-        for name, (scope, stream) in list(self._sessions.items()):
+        for scope, (name, stream) in list(self._sessions.items()):
             if stale(stream):
                 log.warning("redis %s: the master moved; reconnecting to the new one", name)
                 scope.cancel()
@@ -1040,12 +1040,12 @@ class RedisPubSub(Engine):
             began = trio.current_time()
             try:
                 with trio.CancelScope() as scope:
-                    self._sessions[name] = (scope, stream)
+                    self._sessions[scope] = (name, stream)
                     await session(stream, up)
             except Exception as exc:
                 log.warning("redis %s: connection lost (%s); reconnecting", name, _reason(exc))
             finally:
-                self._sessions.pop(name, None)
+                self._sessions.pop(scope, None)
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(stream)
                 self._update_connected()
