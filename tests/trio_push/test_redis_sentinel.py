@@ -224,10 +224,11 @@ async def test_a_new_master_behind_what_subscribers_got_loses_nothing_silently(
         await source.wait_messages(110)
     beyond = sources[0].last_id
     master.kill()
-    proxy.target = replica.port
+    await wait_for(lambda: not (publisher.connected or pubsub.connected))
+    proxy.target = replica.port  # from now on (what they connect to until then is dead)
     proxy.cut()
     await wait_for(lambda: publisher.connected and pubsub.connected)
-    await wait_for(lambda: replica.numsub("h") == 1)
+    assert replica.numsub("h") == 1
     after = await publish_all(publisher, "h", names("c", 20))
     # A new epoch, going on from the new master's history.
     assert after[0].epoch != first[0].epoch
