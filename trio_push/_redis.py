@@ -52,6 +52,7 @@ from ._history import (
 )
 from ._loop import Loop
 from ._pubsub import Cursor, Engine, Subscriber, Subscriptions, Topic
+from ._reason import reason as _reason
 from ._sentinel import SCHEMES as SENTINEL_SCHEMES
 from ._sentinel import SentinelAddress
 
@@ -1660,15 +1661,3 @@ async def _until_lost(*tasks: Callable[[], Awaitable[Any]]) -> None:
         for task in tasks:
             nursery.start_soon(guarded, task)
     raise _Lost(reason)
-
-
-def _reason(exc: BaseException) -> str:
-    # trio wraps the OSError that says what happened (Connection refused...).
-    while exc.__cause__ is not None and isinstance(exc, (OSError, trio.BrokenResourceError)):
-        exc = exc.__cause__
-    group = getattr(exc, "exceptions", None)  # an ExceptionGroup (3.10: the backport's)
-    if group:
-        exc = group[-1]
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__

@@ -30,6 +30,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import trio
 
+from ._reason import reason
+
 log = logging.getLogger("trio_push.redis")
 
 #: URL schemes of a service behind Sentinel (TCP, TLS).
@@ -311,18 +313,7 @@ def _where(address: tuple[str, int]) -> str:
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, trio.TooSlowError):
-        return "no answer in time"
-    # trio wraps the OSError that says what happened (Connection refused...),
-    # in a group when it tried several addresses.
-    while exc.__cause__ is not None and isinstance(exc, (OSError, trio.BrokenResourceError)):
-        exc = exc.__cause__
-        group = getattr(exc, "exceptions", None)
-        if group:
-            exc = group[-1]
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
+    return "no answer in time" if isinstance(exc, trio.TooSlowError) else reason(exc)
 
 
 def _command(*args: str | bytes) -> bytes:
