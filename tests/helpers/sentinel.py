@@ -34,6 +34,11 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT
         time.sleep(0.05)
 
 
+def replica_of(master: RedisServer, folder: Path) -> RedisServer:
+    """A replica of ``master`` (not started), which keeps the copy it syncs from in ``folder``."""
+    return RedisServer("--replicaof", "127.0.0.1", str(master.port), "--dir", str(folder))
+
+
 class SentinelServer(RedisServer):
     """A sentinel on 127.0.0.1 monitoring ``masters`` (service name -> port
     of its master on 127.0.0.1), its config file in ``folder`` (it rewrites
@@ -77,7 +82,7 @@ class SentinelGroup:
     def __init__(self, folder: Path) -> None:
         self.master = RedisServer("--repl-diskless-sync-delay", "0")
         self.master.start()
-        self.replica = RedisServer("--replicaof", "127.0.0.1", str(self.master.port))
+        self.replica = replica_of(self.master, folder)
         self.sentinels: list[SentinelServer] = []
         try:
             self.replica.start()

@@ -18,7 +18,7 @@ import trio_push
 from tests.helpers.history import TcpProxy, open_event_source
 from tests.helpers.procs import free_port
 from tests.helpers.pubsub import RedisServer, ServerProcess, Subscribe, connect_clients, start
-from tests.helpers.sentinel import SERVICE, SentinelGroup, SentinelServer, wait_until
+from tests.helpers.sentinel import SERVICE, SentinelGroup, SentinelServer, replica_of, wait_until
 from tests.helpers.server import wait_for
 from tests.trio_push.test_redis_history import (
     history_engine,
@@ -35,11 +35,11 @@ from trio_push._sentinel import SentinelAddress
 
 
 @pytest.fixture
-def replicated() -> Iterator[tuple[RedisServer, RedisServer]]:
+def replicated(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
     """A master and its replica, in sync."""
     with (
         RedisServer("--repl-diskless-sync-delay", "0") as master,
-        RedisServer("--replicaof", "127.0.0.1", str(master.port)) as replica,
+        replica_of(master, tmp_path) as replica,
     ):
         wait_until(lambda: SentinelGroup.synced(replica), "the replica synced")
         yield master, replica
