@@ -191,6 +191,13 @@ class SentinelAddress:
                     f"master {_where(master)} (from sentinel {_where(sentinel)}): {_why(exc)}"
                 )
                 continue
+            if reasons:
+                log.info(
+                    "redis sentinel %s named the master of %r, after: %s",
+                    _where(sentinel),
+                    self.service,
+                    "; ".join(reasons),
+                )
             self._first = i
             self._masters[stream] = self.master = master
             return stream

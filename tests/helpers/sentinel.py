@@ -42,12 +42,14 @@ def replica_of(master: RedisServer, folder: Path) -> RedisServer:
 class SentinelServer(RedisServer):
     """A sentinel on 127.0.0.1 monitoring ``masters`` (service name -> port
     of its master on 127.0.0.1), its config file in ``folder`` (it rewrites
-    it: a restart keeps what it learned)."""
+    it: a restart keeps what it learned), with the lines ``config`` too."""
 
-    def __init__(self, folder: Path, masters: dict[str, int], quorum: int = 2) -> None:
+    def __init__(
+        self, folder: Path, masters: dict[str, int], quorum: int = 2, *config: str
+    ) -> None:
         super().__init__()
         self.conf = folder / f"sentinel-{self.port}.conf"
-        lines = [f"port {self.port}", "bind 127.0.0.1", f"dir {folder}"]
+        lines = [f"port {self.port}", "bind 127.0.0.1", f"dir {folder}", *config]
         for name, port in masters.items():
             lines += [
                 f"sentinel monitor {name} 127.0.0.1 {port} {quorum}",

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
+import trustme
 
 import trio_push
 from tests.helpers.history import TcpProxy, open_event_source
@@ -147,6 +149,32 @@ async def test_a_sentinel_that_does_not_know_the_service_is_passed_over(
         assert str(pubsub.address) == f"redis+sentinel mymaster at 127.0.0.1:{redis.port}"
 
 
+async def test_a_sentinel_that_hangs_is_passed_over_after_sentinel_timeout(
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "trio_push")
+    with (
+        RedisServer() as redis,
+        SentinelServer(tmp_path, {SERVICE: redis.port}, quorum=1) as hung,
+        SentinelServer(tmp_path, {SERVICE: redis.port}, quorum=1) as other,
+    ):
+        assert hung.process is not None
+        hung.process.send_signal(signal.SIGSTOP)  # it accepts connections, answers nothing
+        try:
+            url = sentinel_url(hung.port, other.port) + "?sentinel_timeout=0.3"
+            await pub_sub_works(nursery, quick(url))
+            passed_over = (
+                f"redis sentinel 127.0.0.1:{other.port} named the master of 'mymaster',"
+                f" after: sentinel 127.0.0.1:{hung.port}: no answer in time"
+            )
+            assert passed_over in caplog.text
+            # The watcher asks the one that answered first.
+            await wait_for(lambda: f"sentinel 127.0.0.1:{other.port}: watching" in caplog.text)
+            assert f"sentinel 127.0.0.1:{hung.port}: not watched" not in caplog.text
+        finally:
+            hung.process.send_signal(signal.SIGCONT)
+
+
 async def test_a_node_that_is_a_replica_is_not_used_until_it_is_a_master(
     nursery: trio.Nursery,
     tmp_path: Path,
@@ -171,6 +199,47 @@ async def test_a_node_that_is_a_replica_is_not_used_until_it_is_a_master(
         assert trio_push.publish("s", "now")
         for client in clients:
             assert await client.wait_messages(1) == ["now"]
+
+
+async def test_sentinels_and_master_over_tls(
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    files = {"cert": "cert.pem", "key": "key.pem", "ca-cert": "ca.pem"}
+    tls = [f"tls-{name}-file {tmp_path / file}" for name, file in files.items()]
+    tls.append("tls-auth-clients no")
+    master_port, sentinel_port = free_port(), free_port()
+    options = [x for line in tls for x in ("--" + line.split()[0], line.split()[1])]
+    # Plain ports too, for the test's own commands.
+    with (
+        RedisServer("--tls-port", str(master_port), *options) as master,
+        SentinelServer(
+            tmp_path,
+            {SERVICE: master_port},
+            1,
+            f"tls-port {sentinel_port}",
+            "tls-replication yes",  # it reaches the master over TLS too
+            *tls,
+        ),
+    ):
+        query = f"ssl_ca_certs={tmp_path / 'ca.pem'}"
+        pubsub = quick(f"rediss+sentinel://127.0.0.1:{sentinel_port}/{SERVICE}?{query}")
+        await pub_sub_works(nursery, pubsub)
+        assert master.numsub("s") == 1
+        assert str(pubsub.address) == f"rediss+sentinel mymaster at 127.0.0.1:{master_port}"
+        # A CA that did not sign their certificates: refused, with the reason.
+        other = tmp_path / "other.pem"
+        trustme.CA().cert_pem.write_to_path(str(other))
+        caplog.set_level(logging.WARNING, "trio_push")
+        wrong = f"rediss+sentinel://127.0.0.1:{sentinel_port}/{SERVICE}?ssl_ca_certs={other}"
+        refused = await running(nursery, quick(wrong))
+        await wait_for(lambda: "certificate verify failed" in caplog.text)
+        assert f"sentinel 127.0.0.1:{sentinel_port}: " in caplog.text
+        assert not refused.connected
 
 
 # -- following a failover -----------------------------------------------------------------
