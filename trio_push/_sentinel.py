@@ -208,19 +208,21 @@ class SentinelAddress:
         with trio.fail_after(self.timeout):
             stream = await self._open_sentinel(sentinel)
             async with stream:
-                reply = await _call(
-                    stream, _command(b"SENTINEL", b"get-master-addr-by-name", self.service)
-                )
-        if reply is None:
-            return None
-        host, port = reply
-        return host.decode(), int(port)
+                return _named(await _call(stream, self._get_master))
+
+    @property
+    def _get_master(self) -> bytes:
+        return _command(b"SENTINEL", b"get-master-addr-by-name", self.service)
 
     async def _open_sentinel(self, sentinel: tuple[str, int]) -> trio.abc.Stream:
         stream = await self._node(sentinel).connect()
         auth = _auth(self.sentinel_user, self.sentinel_password)
         if auth:
-            await _checked(stream, auth, "the sentinel refused AUTH")
+            try:
+                await _checked(stream, auth, "the sentinel refused AUTH")
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
         return stream
 
     async def _open_master(self, master: tuple[str, int]) -> trio.abc.Stream:
@@ -269,16 +271,14 @@ class SentinelAddress:
         async with stream:
             reader = _reader()
             with trio.fail_after(self.timeout):
-                await stream.send_all(
-                    _command(b"SENTINEL", b"get-master-addr-by-name", self.service)
-                )
-                named = await _reply(stream, reader)
+                await stream.send_all(self._get_master)
+                named = _named(await _reply(stream, reader))
                 await stream.send_all(_command(b"SUBSCRIBE", b"+switch-master"))
                 await _reply(stream, reader)
             where = _where(self.sentinels[i])
             log.info("redis sentinel %s: watching %r for +switch-master", where, self.service)
             if named is not None:
-                self._moved_to((named[0].decode(), int(named[1])), moved)
+                self._moved_to(named, moved)
             while True:
                 with trio.move_on_after(health_interval) as idle:
                     message = await _reply(stream, reader)
@@ -301,6 +301,17 @@ class SentinelAddress:
 
 class _Refused(Exception):
     """A node answered, but not with what was needed (the message says what)."""
+
+
+def _named(reply: Any) -> tuple[str, int] | None:
+    """The master's address in a reply to ``get-master-addr-by-name`` (None:
+    the sentinel does not know the service)."""
+    if isinstance(reply, Exception):
+        raise _Refused(f"not a sentinel? {reply}")
+    if reply is None:
+        return None
+    host, port = reply
+    return host.decode(), int(port)
 
 
 def _host_port(url: str, text: str) -> tuple[str, int]:

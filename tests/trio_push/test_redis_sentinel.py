@@ -20,7 +20,14 @@ import trio_push
 from tests.helpers.history import TcpProxy, open_event_source
 from tests.helpers.procs import free_port
 from tests.helpers.pubsub import RedisServer, ServerProcess, Subscribe, connect_clients, start
-from tests.helpers.sentinel import SERVICE, SentinelGroup, SentinelServer, replica_of, wait_until
+from tests.helpers.sentinel import (
+    SERVICE,
+    SentinelGroup,
+    SentinelServer,
+    caught_up,
+    replica_of,
+    wait_until,
+)
 from tests.helpers.server import wait_for
 from tests.trio_push.test_redis_history import (
     history_engine,
@@ -286,7 +293,7 @@ async def test_a_new_master_behind_what_subscribers_got_loses_nothing_silently(
     sources = [(await open_event_source(nursery, sse_url(port, "h")))[0] for _ in range(2)]
     await wait_for(lambda: master.numsub("h") == 1)
     first = await publish_all(publisher, "h", names("a", 100))
-    assert master.call("WAIT", "1", "5000") == 1  # the replica has a0..a99
+    wait_until(lambda: caught_up(master, replica), "the replica has a0..a99")
     replica.call("REPLICAOF", "NO", "ONE")  # and no more: it is the master to come
     await publish_all(publisher, "h", names("b", 10))  # the old master's last
     for source in sources:
