@@ -3,13 +3,14 @@
 A :class:`SentinelAddress` is used as the engine uses a
 :class:`~trio_push._redis.RedisAddress`: ``connect()`` gives a stream to
 Redis, ``str()`` names it in the logs. Each ``connect()`` finds the master
-again: it asks the sentinels in turn (the last one that answered first)
-``SENTINEL get-master-addr-by-name``, connects to the address given,
-authenticates, and asks that node its ``ROLE``: a node that is not a master
-(an old master come back as a replica, or a sentinel that has not seen the
-switch yet) is not used, the next sentinel is asked. When none gives a
-master, ``connect()`` raises an ``OSError`` that says what each answered,
-and the engine retries with its backoff, as for a Redis that is down.
+again: it asks every sentinel at once ``SENTINEL MASTER``, and tries the
+masters they name, the most recent configuration first (the highest
+``config-epoch``: a sentinel that missed a switch still names the old
+master): it connects, authenticates, and asks the node its ``ROLE``; a node
+that is not a master (an old master come back as a replica) is not used.
+When none gives a master, ``connect()`` raises an ``OSError`` that says what
+each answered, and the engine retries with its backoff, as for a Redis that
+is down.
 
 :meth:`SentinelAddress.watch` keeps a connection subscribed to
 ``+switch-master`` on one sentinel (the next one when it goes): when the
@@ -169,18 +170,31 @@ class SentinelAddress:
         """A stream to the master, authenticated (the engine sends no
         ``AUTH`` of its own), its ``ROLE`` checked. Raises :class:`NoMaster`
         (an ``OSError``) saying what each sentinel answered."""
-        reasons: list[str] = []
-        tried: set[tuple[str, int]] = set()
-        for i in self._order():
-            sentinel = self.sentinels[i]
+        answers: list[tuple[int, int, tuple[str, int]]] = []
+        failed: list[tuple[int, str]] = []
+
+        async def ask(rank: int, i: int) -> None:
+            where = _where(self.sentinels[i])
             try:
-                master = await self._ask(sentinel)
+                named = await self._ask(self.sentinels[i])
             except (OSError, trio.BrokenResourceError, trio.TooSlowError, _Refused) as exc:
-                reasons.append(f"sentinel {_where(sentinel)}: {_why(exc)}")
-                continue
-            if master is None:
-                reasons.append(f"sentinel {_where(sentinel)} does not know {self.service!r}")
-                continue
+                failed.append((rank, f"sentinel {where}: {_why(exc)}"))
+                return
+            if named is None:
+                failed.append((rank, f"sentinel {where} does not know {self.service!r}"))
+            else:
+                # The most recent configuration first; between equals, the usual order.
+                answers.append((-named[0], rank, named[1]))
+
+        # All at once: one that does not answer costs ``timeout``, not more.
+        order = self._order()
+        async with trio.open_nursery() as nursery:
+            for rank, i in enumerate(order):
+                nursery.start_soon(ask, rank, i)
+        reasons = [text for _, text in sorted(failed)]
+        tried: set[tuple[str, int]] = set()
+        for _, rank, master in sorted(answers):
+            sentinel = self.sentinels[order[rank]]
             if master in tried:
                 continue
             tried.add(master)
@@ -198,21 +212,22 @@ class SentinelAddress:
                     self.service,
                     "; ".join(reasons),
                 )
-            self._first = i
+            self._first = order[rank]
             self._masters[stream] = self.master = master
             return stream
         raise NoMaster("; ".join(reasons))
 
-    async def _ask(self, sentinel: tuple[str, int]) -> tuple[str, int] | None:
-        """The master's address that ``sentinel`` gives (None: it does not know the service)."""
+    async def _ask(self, sentinel: tuple[str, int]) -> tuple[int, tuple[str, int]] | None:
+        """The configuration epoch and the master's address that ``sentinel``
+        gives (None: it does not know the service)."""
         with trio.fail_after(self.timeout):
             stream = await self._open_sentinel(sentinel)
             async with stream:
-                return _named(await _call(stream, self._get_master))
+                return _master(await _call(stream, self._get_master))
 
     @property
     def _get_master(self) -> bytes:
-        return _command(b"SENTINEL", b"get-master-addr-by-name", self.service)
+        return _command(b"SENTINEL", b"MASTER", self.service)
 
     async def _open_sentinel(self, sentinel: tuple[str, int]) -> trio.abc.Stream:
         stream = await self._node(sentinel).connect()
@@ -272,13 +287,13 @@ class SentinelAddress:
             reader = _reader()
             with trio.fail_after(self.timeout):
                 await stream.send_all(self._get_master)
-                named = _named(await _reply(stream, reader))
+                named = _master(await _reply(stream, reader))
                 await stream.send_all(_command(b"SUBSCRIBE", b"+switch-master"))
                 await _reply(stream, reader)
             where = _where(self.sentinels[i])
             log.info("redis sentinel %s: watching %r for +switch-master", where, self.service)
             if named is not None:
-                self._moved_to(named, moved)
+                self._moved_to(named[1], moved)
             while True:
                 with trio.move_on_after(health_interval) as idle:
                     message = await _reply(stream, reader)
@@ -303,15 +318,16 @@ class _Refused(Exception):
     """A node answered, but not with what was needed (the message says what)."""
 
 
-def _named(reply: Any) -> tuple[str, int] | None:
-    """The master's address in a reply to ``get-master-addr-by-name`` (None:
-    the sentinel does not know the service)."""
+def _master(reply: Any) -> tuple[int, tuple[str, int]] | None:
+    """The configuration epoch and the master's address in a reply to
+    ``SENTINEL MASTER`` (None: the sentinel does not know the service)."""
     if isinstance(reply, Exception):
+        if "No such master" in str(reply):
+            return None
         raise _Refused(f"not a sentinel? {reply}")
-    if reply is None:
-        return None
-    host, port = reply
-    return host.decode(), int(port)
+    fields = dict(zip(reply[::2], reply[1::2], strict=False))
+    address = (fields[b"ip"].decode(), int(fields[b"port"]))
+    return int(fields.get(b"config-epoch", b"0")), address
 
 
 def _host_port(url: str, text: str) -> tuple[str, int]:

@@ -103,16 +103,6 @@ class SentinelGroup:
         info = replica.call("INFO", "replication").decode()
         return "master_link_status:up" in info
 
-
-def offset(server: RedisServer, field: str) -> int:
-    info = server.call("INFO", "replication").decode()
-    return int(info.split(f"{field}:", 1)[1].split()[0])
-
-
-def caught_up(master: RedisServer, replica: RedisServer) -> bool:
-    """The replica has processed all that the master wrote so far."""
-    return offset(replica, "slave_repl_offset") >= offset(master, "master_repl_offset")
-
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
@@ -136,3 +126,13 @@ def caught_up(master: RedisServer, replica: RedisServer) -> bool:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def offset(server: RedisServer, field: str) -> int:
+    info = server.call("INFO", "replication").decode()
+    return int(info.split(f"{field}:", 1)[1].split()[0])
+
+
+def caught_up(master: RedisServer, replica: RedisServer) -> bool:
+    """The replica has processed all that the master wrote so far."""
+    return offset(replica, "slave_repl_offset") >= offset(master, "master_repl_offset")

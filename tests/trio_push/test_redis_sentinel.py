@@ -274,6 +274,29 @@ async def test_a_switch_moves_every_connection_to_the_new_master(
             assert await client.wait_messages(2) == ["before", "after"]
         assert str(pubsub.address).endswith(f" at 127.0.0.1:{group.replica.port}")
 
+        # A sentinel that missed the switch, naming a node that says it is a
+        # master (as an old master restarted empty says, until the sentinels
+        # make it a replica), listed first: the most recent configuration wins.
+        with (
+            RedisServer() as old,
+            SentinelServer(tmp_path, {SERVICE: old.port}, quorum=1) as stale,
+        ):
+            ports = [stale.port, *(s.port for s in group.sentinels)]
+            late = quick(sentinel_url(*ports))
+            await late_server_works(nursery, late, group.replica)
+            assert old.numsub("s") == 0
+
+
+async def late_server_works(
+    nursery: trio.Nursery, pubsub: trio_push.RedisPubSub, master: RedisServer
+) -> None:
+    """A second server on ``pubsub``, subscribed on ``master``, its client reached."""
+    server = await start(nursery, Subscribe("s"), pubsub=pubsub)
+    (client,) = await connect_clients(nursery, server.port, 1, "sse")
+    await wait_for(lambda: pubsub.connected and master.numsub("s") == 2)
+    assert pubsub.publish("s", "late")  # (trio_push.publish: once per engine here)
+    assert await client.wait_messages(1) == ["late"]
+
 
 # -- history across a failover ------------------------------------------------------------
 
