@@ -35,7 +35,9 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT
 
 
 def replica_of(master: RedisServer, folder: Path) -> RedisServer:
-    """A replica of ``master`` (not started), which keeps the copy it syncs from in ``folder``."""
+    """A replica of ``master`` (not started), which keeps the copy it syncs in
+    ``folder`` (not in the working directory, where the next redis-server
+    would load it)."""
     return RedisServer("--replicaof", "127.0.0.1", str(master.port), "--dir", str(folder))
 
 
@@ -82,7 +84,7 @@ class SentinelGroup:
     the replica (:meth:`wait_failover`)."""
 
     def __init__(self, folder: Path) -> None:
-        self.master = RedisServer("--repl-diskless-sync-delay", "0")
+        self.master = RedisServer("--repl-diskless-sync-delay", "0", "--dir", str(folder))
         self.master.start()
         self.replica = replica_of(self.master, folder)
         self.sentinels: list[SentinelServer] = []

@@ -47,7 +47,7 @@ from trio_push._sentinel import SentinelAddress
 def replicated(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
     """A master and its replica, in sync."""
     with (
-        RedisServer("--repl-diskless-sync-delay", "0") as master,
+        RedisServer("--repl-diskless-sync-delay", "0", "--dir", str(tmp_path)) as master,
         replica_of(master, tmp_path) as replica,
     ):
         wait_until(lambda: SentinelGroup.synced(replica), "the replica synced")
