@@ -1053,10 +1053,11 @@ class RedisPubSub(Engine):
             if not reported:
                 reported = True
                 task_status.started()
-            # A connection that was up a while is retried at once; one that
-            # Redis drops as soon as it is made (AUTH refused, too many
-            # clients) backs off like a failed connect.
-            if trio.current_time() - began >= _HEALTHY:
+            # A connection that was up a while is retried at once (so is one
+            # ended because the master moved); one that Redis drops as soon
+            # as it is made (AUTH refused, too many clients) backs off like a
+            # failed connect.
+            if trio.current_time() - began >= _HEALTHY or scope.cancelled_caught:
                 delay = self.backoff_min
             else:
                 await self._backoff(delay)
