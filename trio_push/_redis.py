@@ -82,7 +82,8 @@ _PARSE_CHUNK = 1000
 #: reached this one (replication is asynchronous; a failover promoted this
 #: one), so offsets above ``o`` may be known for other messages: a new epoch
 #: goes on from ``o`` (``f``), and the old one (``p``) is its parent: its
-#: positions up to ``f`` are the new epoch's too.
+#: positions up to ``f`` are the new epoch's too. A meta without ``r``
+#: (written before it was kept) takes this Redis's: an upgrade is no failover.
 EPOCH_LUA = r"""
 local meta, stream = KEYS[1], KEYS[2]
 local t = redis.call('TIME')
@@ -97,10 +98,15 @@ if not e then
   e, o, f = string.format('%x%05x', tonumber(t[1]), tonumber(t[2])), 0, 0
   redis.call('DEL', stream, meta)
   redis.call('HSET', meta, 'e', e, 'o', '0', 'm', '0', 'r', r)
-elseif redis.call('HGET', meta, 'r') ~= r then
-  local p = e
-  e, f = string.format('%x%05x', tonumber(t[1]), tonumber(t[2])), o
-  redis.call('HSET', meta, 'e', e, 'p', p, 'f', string.format('%d', o), 'r', r)
+else
+  local was = redis.call('HGET', meta, 'r')
+  if not was then
+    redis.call('HSET', meta, 'r', r)
+  elseif was ~= r then
+    local p = e
+    e, f = string.format('%x%05x', tonumber(t[1]), tonumber(t[2])), o
+    redis.call('HSET', meta, 'e', e, 'p', p, 'f', string.format('%d', o), 'r', r)
+  end
 end
 """
 

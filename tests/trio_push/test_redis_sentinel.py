@@ -498,3 +498,15 @@ async def test_the_master_killed_mid_stream(
     assert all(moved in p.log() for p in processes)
     watching = [f"redis sentinel 127.0.0.1:{s.port}: watching" for s in group.sentinels[1:]]
     assert all(any(w in p.log() for w in watching) for p in processes)
+
+
+async def test_history_written_before_replication_ids_were_kept_goes_on_in_its_epoch(
+    nursery: trio.Nursery, redis: RedisServer
+) -> None:
+    # As an earlier version left it: the meta without "r".
+    pubsub = await running(nursery, history_engine(redis.url))
+    (one,) = await publish_all(pubsub, "u", ["one"])
+    redis.call("HDEL", "tp:m:{u}", "r")
+    (two,) = await publish_all(pubsub, "u", ["two"])
+    assert (two.epoch, two.offset) == (one.epoch, 2)
+    assert redis.call("HGET", "tp:m:{u}", "r") is not None  # taken from now on
