@@ -405,8 +405,13 @@ async def resume(nursery: trio.Nursery, page: EventSource, port: int) -> EventSo
 
 @pytest.mark.parametrize("history", [True, False], ids=["history", "no-history"])
 async def test_the_master_killed_mid_stream(
-    nursery: trio.Nursery, tmp_path: Path, processes: list[ServerProcess], history: bool
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    processes: list[ServerProcess],
+    caplog: pytest.LogCaptureFixture,
+    history: bool,
 ) -> None:
+    caplog.set_level(logging.WARNING, "trio_push.redis")
     with SentinelGroup(tmp_path) as group, trio.fail_after(90):
         args = ["tests.apps.history_app:App", "--redis", group.url]
         processes += [ServerProcess(*args, *(["--history", "20000"] if history else []))]
@@ -474,6 +479,10 @@ async def test_the_master_killed_mid_stream(
     )
     # Refused: while the switch made them impossible, and only then.
     assert refused and min(refused) >= killed_at and publisher.failed == len(refused)
+    assert f"redis: {len(refused)} publishes failed while Redis was unreachable" in caplog.text
+    # Unconfirmed: counted, and said.
+    unconfirmed = [m for m in caplog.messages if "unconfirmed when the connection broke" in m]
+    assert sum(int(m.split()[2]) for m in unconfirmed) == publisher.unconfirmed
     if history:
         # What the servers missed while resubscribing is read from history.
         assert lost == 0
