@@ -324,6 +324,8 @@ def _master(reply: Any) -> tuple[int, tuple[str, int]] | None:
     if isinstance(reply, Exception):
         if "No such master" in str(reply):
             return None
+        if str(reply).startswith(("NOAUTH", "NOPERM", "WRONGPASS")):
+            raise _Refused(f"{reply} (the sentinel's own: sentinel_password=, sentinel_username=)")
         raise _Refused(f"not a sentinel? {reply}")
     fields = dict(zip(reply[::2], reply[1::2], strict=False))
     address = (fields[b"ip"].decode(), int(fields[b"port"]))

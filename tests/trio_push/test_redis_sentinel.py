@@ -182,6 +182,30 @@ async def test_a_sentinel_that_hangs_is_passed_over_after_sentinel_timeout(
             hung.process.send_signal(signal.SIGCONT)
 
 
+async def test_the_masters_password_and_the_sentinels_own(
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "trio_push")
+    with RedisServer("--requirepass", "m p", password="m p") as master:
+        sentinel = SentinelServer(
+            tmp_path,
+            {SERVICE: master.port},
+            1,
+            "requirepass s3",
+            f'sentinel auth-pass {SERVICE} "m p"',
+        )
+        sentinel.password = "s3"  # for its PING on starting
+        with sentinel:
+            url = f"redis+sentinel://:m%20p@127.0.0.1:{sentinel.port}/{SERVICE}"
+            await pub_sub_works(nursery, quick(url + "?sentinel_password=s3"))
+            assert master.numsub("s") == 1
+            # Without the sentinel's password, or with a wrong one for the master: said.
+            await running(nursery, quick(url))
+            await running(nursery, quick(url.replace("m%20p", "wrong") + "?sentinel_password=s3"))
+            refused = f"sentinel 127.0.0.1:{sentinel.port}: NOAUTH"
+            await wait_for(lambda: refused in caplog.text and "AUTH refused: " in caplog.text)
+
+
 async def test_a_node_that_is_a_replica_is_not_used_until_it_is_a_master(
     nursery: trio.Nursery,
     tmp_path: Path,
