@@ -88,6 +88,8 @@ class SentinelAddress:
         self.timeout = timeout
         #: Where the last connection to the master went (None: none yet).
         self.master: tuple[str, int] | None = None
+        # The configuration epoch of the sentinel that named it.
+        self._epoch = 0
         self._scheme = "rediss" if tls else "redis"
         self._query = query
         self._node_from_url = node_from_url
@@ -193,7 +195,7 @@ class SentinelAddress:
                 nursery.start_soon(ask, rank, i)
         reasons = [text for _, text in sorted(failed)]
         tried: set[tuple[str, int]] = set()
-        for _, rank, master in sorted(answers):
+        for epoch, rank, master in sorted(answers):
             sentinel = self.sentinels[order[rank]]
             if master in tried:
                 continue
@@ -212,7 +214,7 @@ class SentinelAddress:
                     self.service,
                     "; ".join(reasons),
                 )
-            self._first = order[rank]
+            self._first, self._epoch = order[rank], -epoch
             self._masters[stream] = self.master = master
             return stream
         raise NoMaster("; ".join(reasons))
@@ -292,8 +294,8 @@ class SentinelAddress:
                 await _reply(stream, reader)
             where = _where(self.sentinels[i])
             log.info("redis sentinel %s: watching %r for +switch-master", where, self.service)
-            if named is not None:
-                self._moved_to(named[1], moved)
+            if named is not None and named[0] >= self._epoch:
+                self._moved_to(named[1], moved)  # (one that missed a switch is not heeded)
             while True:
                 with trio.move_on_after(health_interval) as idle:
                     message = await _reply(stream, reader)
