@@ -45,6 +45,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+SERVERS_PY = HERE / "servers.py"
 SERVERS = ["trio-push", "hypercorn", "uvicorn", "uvicorn-h11", "websockets"]
 MEASURES = ["http_rps", "ws_echo", "mem_ws", "mem_sse", "conns_max"]
 LABELS = {
@@ -85,13 +86,15 @@ def pinned(cpu: int) -> Any:
 
 
 class ServerProcess:
-    def __init__(self, name: str, args: argparse.Namespace) -> None:
+    """``script NAME PORT`` (servers.py by default; bench/asgi.py has its own)."""
+
+    def __init__(self, name: str, args: argparse.Namespace, script: Path = SERVERS_PY) -> None:
         self.port = free_port()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         # A file, not a pipe: a server that logs a lot would fill a pipe and block.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
         self.process = subprocess.Popen(
-            [sys.executable, str(HERE / "servers.py"), name, str(self.port)],
+            [sys.executable, str(script), name, str(self.port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=self.log,
@@ -175,8 +178,8 @@ def wrk(args: argparse.Namespace, port: int, seconds: int) -> dict[str, Any]:
     }
 
 
-def http_rps(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    with ServerProcess(name, args) as server:
+def http_rps(name: str, args: argparse.Namespace, script: Path = SERVERS_PY) -> dict[str, Any]:
+    with ServerProcess(name, args, script) as server:
         wrk(args, server.port, 2)  # warm-up
         runs = [wrk(args, server.port, args.wrk_seconds) for _ in range(args.repeats)]
     return {
@@ -186,10 +189,10 @@ def http_rps(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def ws_echo(name: str, args: argparse.Namespace) -> dict[str, Any]:
+def ws_echo(name: str, args: argparse.Namespace, script: Path = SERVERS_PY) -> dict[str, Any]:
     cmd = [sys.executable, str(HERE / "compareclient.py"), "echo"]
     runs = []
-    with ServerProcess(name, args) as server:
+    with ServerProcess(name, args, script) as server:
         for _ in range(args.repeats):
             out = load(args, [*cmd, "--port", str(server.port)], 600)
             runs.append(json.loads(out))
@@ -414,11 +417,12 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_results(text: str, path: Path) -> None:
+def write_results(text: str, path: Path, begin: str = BEGIN, end_mark: str = END) -> None:
+    """``text`` between the markers in ``path`` (at its end the first time)."""
     old = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in old and END in old:
-        start, end = old.index(BEGIN), old.index(END) + len(END)
+    block = f"{begin}\n{text.rstrip()}\n{end_mark}"
+    if begin in old and end_mark in old:
+        start, end = old.index(begin), old.index(end_mark) + len(end_mark)
         new = old[:start] + block + old[end:]
     else:
         new = old.rstrip() + "\n\n" + block + "\n"

@@ -238,13 +238,13 @@ class TrioQueue:
         return await self.receive.receive()
 
 
-def run_hypercorn(port: int) -> None:
+def serve_hypercorn(app: Any, port: int) -> None:
+    """``app`` under hypercorn's Trio worker (also bench/asgi.py's)."""
     peer_gc()
     import trio
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
-    app = asgi_app(TrioQueue, lambda q, m: q.send.send_nowait(m))
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None
@@ -253,13 +253,11 @@ def run_hypercorn(port: int) -> None:
     trio.run(serve, app, config)
 
 
-def run_uvicorn(port: int, http: str = "httptools") -> None:
+def serve_uvicorn(app: Any, port: int, http: str = "httptools") -> None:
+    """``app`` under uvicorn on uvloop (also bench/asgi.py's)."""
     peer_gc()
-    import asyncio
-
     import uvicorn
 
-    app = asgi_app(asyncio.Queue, lambda q, m: q.put_nowait(m))
     uvicorn.run(
         app,
         host="127.0.0.1",
@@ -271,6 +269,16 @@ def run_uvicorn(port: int, http: str = "httptools") -> None:
         lifespan="on",
         http=http,
     )
+
+
+def run_hypercorn(port: int) -> None:
+    serve_hypercorn(asgi_app(TrioQueue, lambda q, m: q.send.send_nowait(m)), port)
+
+
+def run_uvicorn(port: int, http: str = "httptools") -> None:
+    import asyncio
+
+    serve_uvicorn(asgi_app(asyncio.Queue, lambda q, m: q.put_nowait(m)), port, http)
 
 
 def run_uvicorn_h11(port: int) -> None:

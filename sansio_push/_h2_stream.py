@@ -25,7 +25,7 @@ from ._env import build_env
 from ._errors import LocalProtocolError
 from ._events import Body, EndOfRequest, Event, Rejected, Request
 from ._handshake import SSE, WEBSOCKET, sse_accept
-from ._http import RequestPhase, as_bytes
+from ._http import RequestPhase, response_pairs
 from ._outbox import Outbox
 from ._sse_stream import SsePhase
 from ._state import DONE, Headers, Phase, PhaseObject
@@ -245,7 +245,7 @@ class H2RequestPhase(RequestPhase):
             raise LocalProtocolError("a response has already started")
         if status == 0:
             status = 200
-        pairs = [(as_bytes(n).lower(), as_bytes(v)) for n, v in headers]
+        pairs = response_pairs(headers)
         if upgrade and self._kind is not None and status < 300:
             return self._accept(pairs)
         self._response = _response_headers(status, pairs)

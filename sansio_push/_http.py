@@ -45,6 +45,14 @@ def as_bytes(value: str | bytes) -> bytes:
     return value.encode("latin-1") if isinstance(value, str) else bytes(value)
 
 
+def response_pairs(headers: Headers) -> list[tuple[bytes, bytes]]:
+    """The app's response headers as (lowercase name, value) bytes. Spaces and
+    tabs around a value are not part of it (RFC 9110 5.5) and are dropped, as
+    gunicorn does: Django's WSGI handler sends every ``Set-Cookie`` value with
+    a leading space, which h11 and h2 would refuse."""
+    return [(as_bytes(n).lower(), as_bytes(v).strip(b" \t")) for n, v in headers]
+
+
 def _has_obs_fold(raw: bytes) -> bool:
     """Whether the request head at the start of ``raw`` has an obs-fold (a
     bare LF ends lines and the head too, as for h11; the body is not looked at)."""
@@ -317,7 +325,7 @@ class HttpPhase(RequestPhase):
         self._live()
         if status == 0:
             status = 200
-        pairs = [(as_bytes(n).lower(), as_bytes(v)) for n, v in headers]
+        pairs = response_pairs(headers)
         step = self._step
         if step is _H11:
             if upgrade and self._kind is not None and status < 300:

@@ -9,6 +9,8 @@ pushes to the browser.
 
 from sansio_push import Config
 
+from ._asgi import ASGIPush, LifespanFailed
+from ._asgi_app import ClientDisconnected
 from ._client import Client
 from ._context import Options
 from ._history import History, Position
@@ -20,10 +22,13 @@ from ._server import Server, publish, serve, subscriber_count, subscriber_count_
 from ._static import StaticFiles
 
 __all__ = [
+    "ASGIPush",
     "Client",
+    "ClientDisconnected",
     "Config",
     "History",
     "JS_HELPER",
+    "LifespanFailed",
     "MemoryPubSub",
     "Options",
     "Position",

@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from ._asgi import LifespanFailed
 from ._context import Options
 from ._metrics import (
     FOLDER_ENV,
@@ -30,7 +31,7 @@ from ._proxy import TrustedProxies
 from ._pubsub import PubSub
 from ._redis import RedisPubSub
 from ._server import Server
-from ._workers import serve_as_worker, supervise
+from ._workers import START_FAILED_EXIT, serve_as_worker, supervise
 
 
 class CLIError(Exception):
@@ -75,8 +76,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--interface",
         default="auto",
-        choices=["auto", "push", "wsgi"],
-        help="push-style app(env) or WSGI app(environ, start_response) (default: detect)",
+        choices=["auto", "push", "wsgi", "asgi"],
+        help="push-style app(env), WSGI app(environ, start_response) or ASGI 3 app"
+        " (scope, receive, send) (default: detect)",
+    )
+    parser.add_argument(
+        "--asgi-loop",
+        default="asyncio",
+        choices=["asyncio", "trio"],
+        help="where an ASGI app runs: an asyncio loop (uvloop if installed) in a thread of its"
+        " own, or the server's Trio run, for anyio-only apps (default asyncio)",
+    )
+    parser.add_argument(
+        "--root-path",
+        default="",
+        metavar="PATH",
+        help="ASGI root_path: the prefix a proxy in front strips from the path (default none)",
     )
     parser.add_argument("--certfile", help="TLS certificate chain (PEM): serve https and wss")
     parser.add_argument("--keyfile", help="TLS private key (PEM), with --certfile")
@@ -440,6 +455,8 @@ def main(argv: list[str] | None = None) -> None:
             root=args.root,
             threads=args.threads,
             interface=args.interface,
+            asgi_loop=args.asgi_loop,
+            root_path=args.root_path,
             ssl_context=_ssl_context(args),
             allow_origins=tuple(args.allow_origin) if args.allow_origin else None,
             drain_timeout=args.drain_timeout,
@@ -470,6 +487,9 @@ def main(argv: list[str] | None = None) -> None:
             trio.run(server.serve_until_signalled)
     except CLIError as exc:
         sys.exit(f"trio-push: {exc}")
+    except LifespanFailed as exc:
+        logging.getLogger("trio_push").error("ASGI lifespan startup failed: %s", exc)
+        sys.exit(START_FAILED_EXIT)
     except MetricsPortError as exc:
         sys.exit(f"trio-push: {exc.strerror}")
     except OSError as exc:

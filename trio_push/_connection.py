@@ -161,13 +161,16 @@ class Connection:
 
     def shutdown(self) -> None:
         """The server stops gracefully: a push session gets ``on_shutdown``,
-        an HTTP connection waiting between requests is closed."""
+        an HTTP connection waiting between requests is closed, an ASGI app's
+        streamed response is ended."""
         if self.session is not None:
             self.session.shutdown()
         elif self.h2 is not None:
             self.h2.shutdown()
         elif self._http is not None and self._http.idle and self._scope is not None:
             self._scope.cancel()
+        elif self._http is not None and self._http.streaming is not None:
+            self._http.streaming.shutdown()
 
     def drain_expired(self) -> bool:
         """The shutdown's drain is over: see :meth:`PushSession.drain_expired`."""

@@ -103,6 +103,14 @@ class Options:
     health_path: str | None = None
 
 
+class ASGIServer(Protocol):
+    """What the request loop sees of an ASGI adapter (``_asgi.ASGIAdapter``)."""
+
+    def serves(self, target: Any) -> bool: ...
+
+    async def answer(self, loop: Any, env: dict[str, Any]) -> Any: ...
+
+
 class Flushable(Protocol):
     """What the server's flusher flushes: a push session, or an HTTP/2
     connection (the frames its streams made)."""
@@ -137,6 +145,7 @@ class Context:
         "limiter",
         "dispatch",
         "wsgi",
+        "asgi",
         "environ",
         "nursery",
         "flush_soon",
@@ -157,6 +166,7 @@ class Context:
         *,
         wsgi: bool,
         environ: dict[str, Any],
+        asgi: ASGIServer | None = None,
     ) -> None:
         self.options = options
         #: The server's thread, and the way onto it from other threads.
@@ -168,6 +178,8 @@ class Context:
         self.dispatch = dispatch
         #: Whether the app reads the body itself, as a WSGI app does.
         self.wsgi = wsgi
+        #: The ASGI adapter (``_asgi.ASGIAdapter``) when the app is an ASGI app.
+        self.asgi = asgi
         #: What the server adds to every request's environ.
         self.environ = environ
         #: Where connections' helper tasks run (the server's connection nursery).

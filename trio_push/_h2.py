@@ -153,6 +153,11 @@ class StreamRequest(RequestLoop):
     async def _receive(self) -> None:
         await self._sink.wait_input()
 
+    async def until_gone(self) -> None:
+        """Until the client resets the stream (or the connection ends)."""
+        while not self._sink.core.reset:
+            await self._sink.wait_input()
+
 
 class H2Driver:
     """Drives one :class:`sansio_push.H2Connection` (see the module)."""

@@ -57,7 +57,7 @@ def _phrase(status: int) -> str:
 class RequestLoop:
     """Answers the requests of one connection (see the module)."""
 
-    __slots__ = ("_ctx", "_transport", "core", "idle", "_body_done", "_rejected")
+    __slots__ = ("_ctx", "_transport", "core", "idle", "_body_done", "_rejected", "streaming")
 
     def __init__(self, ctx: Context, transport: Transport, core: sp.ServerConnection) -> None:
         self._ctx = ctx
@@ -69,6 +69,9 @@ class RequestLoop:
         self.idle = False
         self._body_done = False
         self._rejected = False
+        #: What ends the response under way at a graceful stop (an ASGI
+        #: app's streamed response), or None.
+        self.streaming: Any = None
 
     async def serve(self, started: float | None = None) -> Upgrade | None:
         """Answer requests until the connection ends (None) or upgrades;
@@ -136,9 +139,14 @@ class RequestLoop:
 
     async def body_chunk(self) -> bytes:
         """The next piece of the request body; ``b""`` at its end."""
-        core = self.core
         if not self._body_done:
             await self._flush()  # a 100 Continue, if the client waits for it
+        return await self.next_body_chunk()
+
+    async def next_body_chunk(self) -> bytes:
+        """:meth:`body_chunk` without sending anything (an ASGI app's body is
+        read by a task of its own while another one sends the response)."""
+        core = self.core
         while not self._body_done:
             event = core.next_event()
             if event is None:
@@ -175,6 +183,16 @@ class RequestLoop:
         for its connection to do it instead)."""
         self.core.receive_data(await self._transport.receive())
 
+    async def until_gone(self) -> None:
+        """Until the client has gone (its end, or a broken connection), while
+        the app answers a request it has read. What it sends meanwhile (a
+        pipelined request) is kept for the core, and then nothing more is
+        watched."""
+        data = await self._transport.receive()
+        self.core.receive_data(data)
+        if data:
+            await trio.sleep_forever()
+
     async def _discard_body(self) -> None:
         while await self.body_chunk():
             pass
@@ -183,8 +201,10 @@ class RequestLoop:
         """Call the app and send its answer; what the push session needs if
         the connection upgraded."""
         ctx = self._ctx
+        asgi = ctx.asgi
+        if asgi is not None and asgi.serves(ctx.dispatch(env)):
+            return await asgi.answer(self, env)
         core = self.core
-        peer = self._transport.peer
         started = trio.current_time()
         if ctx.wsgi:
             wsgi_input: Any = BodyReader(self.body_chunk)
@@ -197,18 +217,9 @@ class RequestLoop:
         if self._rejected:
             return None
         request_line = f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"
-        origins = ctx.options.allow_origins
-        origin = env.get("HTTP_ORIGIN")
-        if (
-            env["rack.upgrade?"]
-            and origins is not None
-            and origin is not None
-            and origin not in origins
-        ):
-            core.respond(403, [("content-type", "text/plain")], b"Origin not allowed\n")
-            ctx.counters.response(403, started)
-            access_log.info('%s - "%s" 403 Forbidden (origin)', peer, request_line)
+        if self.origin_refused(env, started, request_line):
             return None
+        peer = self._transport.peer
         try:
             target = ctx.dispatch(env)
             status, headers, result_body = normalize(
@@ -253,6 +264,24 @@ class RequestLoop:
         ctx.counters.response(status, started)
         access_log.info('%s - "%s" %d %s', peer, request_line, status, _phrase(status))
         return None
+
+    def origin_refused(self, env: dict[str, Any], started: float, request_line: str) -> bool:
+        """Whether a push request came from an Origin ``allow_origins`` does
+        not list: it is answered 403."""
+        ctx = self._ctx
+        origins = ctx.options.allow_origins
+        origin = env.get("HTTP_ORIGIN")
+        if (
+            env["rack.upgrade?"]
+            and origins is not None
+            and origin is not None
+            and origin not in origins
+        ):
+            self.core.respond(403, [("content-type", "text/plain")], b"Origin not allowed\n")
+            ctx.counters.response(403, started)
+            access_log.info('%s - "%s" 403 Forbidden (origin)', self._transport.peer, request_line)
+            return True
+        return False
 
     def _respond_error(self) -> None:
         headers = [("content-type", "text/plain; charset=utf-8"), ("connection", "close")]

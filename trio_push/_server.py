@@ -9,12 +9,13 @@ import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import trio
 
 import sansio_push as sp
 
+from ._asgi import ASGIAdapter, is_asgi
 from ._calls import app_callable
 from ._connection import Connection
 from ._context import Context, Flushable, Options
@@ -38,6 +39,9 @@ from ._wsgi import WSGIAdapter, is_wsgi
 
 log = logging.getLogger("trio_push")
 
+#: The kinds of app a server runs (``interface``).
+INTERFACES = ("auto", "push", "wsgi", "asgi")
+
 #: Worker threads for a WSGI app when ``threads`` is 0.
 WSGI_THREADS = 8
 
@@ -58,6 +62,10 @@ class Server:
     It listens on ``host:port``, or instead on the Unix socket ``uds`` (a
     path), or on the inherited listening socket ``fd`` (a file descriptor):
     see docs/deployment.md, "Unix sockets and inherited sockets".
+    ``interface`` is ``'auto'`` (detect), ``'push'``, ``'wsgi'`` or
+    ``'asgi'``; an ASGI app runs on ``asgi_loop`` (``'asyncio'``: an asyncio
+    loop in a thread of its own; ``'trio'``: this server's run), with
+    ``root_path`` as its scopes' (docs/asgi.md).
     ``metrics_dir`` is for ``--workers`` (the CLI sets it): the worker
     writes its metrics there for its supervisor's scrape instead of serving
     ``metrics_port`` (docs/deployment.md, "Metrics").
@@ -76,6 +84,8 @@ class Server:
         reuse_port: bool = False,
         background: Callable[[], Awaitable[Any]] | None = None,
         interface: str = "auto",
+        asgi_loop: str = "asyncio",
+        root_path: str = "",
         uds: str | None = None,
         fd: int | None = None,
         metrics_dir: str | None = None,
@@ -98,14 +108,21 @@ class Server:
         self.app = app
         self.router = app if isinstance(app, Router) else None
         self.limiter = trio.CapacityLimiter(options.threads) if options.threads > 0 else None
-        if interface not in ("auto", "push", "wsgi"):
-            raise ValueError(f"interface must be 'auto', 'push' or 'wsgi', not {interface!r}")
+        if interface not in INTERFACES:
+            raise ValueError(f"interface must be one of {', '.join(INTERFACES)}, not {interface!r}")
         self.interface = "push" if self.router is not None else interface
         if self.interface == "auto":
-            self.interface = "wsgi" if is_wsgi(app) else "push"
+            self.interface = "asgi" if is_asgi(app) else "wsgi" if is_wsgi(app) else "push"
         self._app_fn: Callable[..., Any] | None
+        #: The ASGI adapter, when the app is an ASGI app (``interface='asgi'``).
+        self.asgi: ASGIAdapter | None = None
         if self.router is not None:
             self._app_fn = None
+        elif self.interface == "asgi":
+            self.asgi = ASGIAdapter(app, asgi_loop, root_path)
+            # What dispatch answers for the app: the request loop hands the
+            # request to the adapter when it sees it (it is never called).
+            self._app_fn = cast(Callable[..., Any], self.asgi)
         elif self.interface == "wsgi":
             wsgi_limiter = self.limiter or trio.CapacityLimiter(WSGI_THREADS)
             self._app_fn = WSGIAdapter(app, wsgi_limiter)
@@ -142,6 +159,7 @@ class Server:
             self.dispatch,
             wsgi=self.interface == "wsgi",
             environ=environ,
+            asgi=self.asgi,
         )
         context.flush_soon = self._flush_soon
         #: The event loop it serves on, for other threads (see _loop.Loop).
@@ -240,7 +258,33 @@ class Server:
         push client, close 1001 (SSE: end of stream), wait up to
         ``drain_timeout`` for them to go, then abort what is left; ``on_close``
         runs for every push client.
+
+        An ASGI app's lifespan starts before the server listens (raising
+        :class:`~trio_push._asgi.LifespanFailed` if the app says it failed) and shuts down
+        once the connections are gone.
         """
+        if self.asgi is None:
+            await self._listen_and_serve(task_status)
+            return
+        self.loop.enter()
+        error = None
+        async with trio.open_nursery() as nursery:
+            try:
+                await self.asgi.start(self._context, nursery)
+                try:
+                    await self._listen_and_serve(task_status)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        options = self.options
+                        await self.asgi.stop(options.drain_timeout, options.close_timeout)
+            except OSError as exc:  # LifespanFailed, or a port in use
+                # Raised below, outside the nursery (see serve_until_signalled).
+                error = exc
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+    async def _listen_and_serve(self, task_status: Any) -> None:
         listeners = await open_listeners(
             self.requested_port,
             self.host,

@@ -41,6 +41,10 @@ _SUPERVISOR_ENV = "TRIO_PUSH_SUPERVISOR_PID"
 _READY_ENV = "TRIO_PUSH_READY_FD"
 # A new worker that does not listen this soon is given up on.
 _READY_TIMEOUT = 60.0
+#: The status a worker exits with when the app itself failed to start (an
+#: ASGI lifespan's startup): every worker would fail the same way, so the
+#: supervisor stops them all and exits with it instead of restarting it.
+START_FAILED_EXIT = 3
 
 
 def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
@@ -77,8 +81,9 @@ def supervise(
     on_exit: Callable[[int], None] | None = None,
 ) -> int:
     """Run ``workers`` copies of ``trio-push argv --worker`` on ``host:port``
-    until SIGINT/SIGTERM; the exit status (0, or 1 if workers keep dying
-    as they start). ``env``: more environment for the workers;
+    until SIGINT/SIGTERM; the exit status (0, 1 if workers keep dying as
+    they start, or ``START_FAILED_EXIT`` if one says its app failed to
+    start). ``env``: more environment for the workers;
     ``on_exit(pid)``: called once a worker has exited."""
     hold, port = reserve_port(host, port)
     command = [sys.executable, "-m", "trio_push", *argv, "--port", str(port), "--worker"]
@@ -166,6 +171,7 @@ class _Supervisor:
         while True:
             process = self._replacements.pop(slot, None)
             started = trio.current_time()
+            listened = True
             if process is not None:
                 self.processes[slot] = process  # a rolling restart's, listening
             elif self.stopping:
@@ -173,7 +179,7 @@ class _Supervisor:
             else:
                 process, pipe = await self._spawn(slot)
                 self.processes[slot] = process
-                await self._ready(slot, process, pipe)
+                listened = await self._ready(slot, process, pipe)
             status = await process.wait()
             del self.processes[slot]
             if self.on_exit is not None:
@@ -186,7 +192,17 @@ class _Supervisor:
                 log.info("supervisor: worker %d (pid %d) exited", slot, process.pid)
                 return
             how = f"signal {signal.Signals(-status).name}" if status < 0 else f"status {status}"
-            if trio.current_time() - started < _QUICK_DEATH:
+            if not listened and status == START_FAILED_EXIT:
+                log.critical(
+                    "supervisor: worker %d (pid %d) says its app failed to start; stopping",
+                    slot,
+                    process.pid,
+                )
+                self.status = START_FAILED_EXIT
+                self._stop(signal.SIGTERM)
+                return
+            # A worker that never listened failed to start, however long it took.
+            if not listened or trio.current_time() - started < _QUICK_DEATH:
                 quick_deaths += 1
             else:
                 quick_deaths = 0

@@ -131,6 +131,16 @@ def test_an_answer_with_no_body_is_one_headers_frame_and_connection_headers_go()
     assert stream.end_sent and stream.finished
 
 
+def test_spaces_around_a_header_value_are_dropped() -> None:
+    pair = Pair()
+    stream = pair.open(1, [*GET, (":path", "/")])
+    stream_events(stream)
+    stream.start_response(204, [("Set-Cookie", " csrftoken=abc; Path=/ ")])
+    stream.end_response()
+    (response,) = of(pair.pump(), h2.events.ResponseReceived)
+    assert response.headers == [(b":status", b"204"), (b"set-cookie", b"csrftoken=abc; Path=/")]
+
+
 def test_a_body_is_framed_as_data_with_end_stream_on_its_last_frame() -> None:
     pair = Pair()
     stream = pair.open(1, [*GET, (":path", "/")])

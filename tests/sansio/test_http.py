@@ -280,6 +280,18 @@ def test_header_value_the_app_cannot_send_raises_value_error_and_queues_nothing(
     assert conn.data_to_send() == b""
 
 
+# Django's WSGI handler sends each Set-Cookie as c.output(header=""): " name=value; ...".
+@pytest.mark.parametrize("req", [request(), request("POST", "/", body=b"x")], ids=["fast", "h11"])
+def test_spaces_around_a_header_value_are_dropped(req: bytes) -> None:
+    conn = new()
+    receive(conn, req)
+    conn.respond(200, [("Set-Cookie", " csrftoken=abc; Path=/"), ("X-Tab", "\tv\t")], b"ok")
+    [resp] = responses(flush(conn))
+    assert resp.header("set-cookie") == "csrftoken=abc; Path=/"
+    assert resp.header("x-tab") == "v"
+    assert resp.body == b"ok"
+
+
 def test_status_0_means_200_for_a_normal_response() -> None:
     conn = new()
     receive(conn, request())
