@@ -110,8 +110,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--redis",
         metavar="URL",
-        help="pub/sub through Redis (redis://host:port/db, rediss:// for TLS, unix:///path)"
-        " to reach every process and machine",
+        help="pub/sub through Redis, to reach every process and machine: redis://host:port/db,"
+        " rediss:// for TLS, unix:///path, redis+sentinel://host:port,host:port/service,"
+        " redis+cluster://host:port,host:port (rediss+... for TLS)",
     )
     parser.add_argument(
         "--redis-heartbeat",

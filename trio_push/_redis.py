@@ -56,6 +56,7 @@ from ._history import (
 )
 from ._loop import Loop
 from ._pubsub import Cursor, Engine, Subscriber, Subscriptions, Topic
+from ._reason import reason as _reason
 from ._redis_cluster import (
     ClusterURL,
     Node,
@@ -65,6 +66,8 @@ from ._redis_cluster import (
     key_slot,
     redirect,
 )
+from ._sentinel import SCHEMES as SENTINEL_SCHEMES
+from ._sentinel import SentinelAddress
 
 log = logging.getLogger("trio_push.redis")
 
@@ -87,26 +90,54 @@ _CLUSTER_ERRORS = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 # Replay entries made into messages between two checkpoints of the loop.
 _PARSE_CHUNK = 1000
 
+#: How both scripts start: the channel's epoch ``e``, top offset ``o`` and
+#: the offset ``f`` its epoch goes on from. No meta: a new epoch, from 0.
+#: A meta written while this Redis had another replication id (``r``): it
+#: was written on another master, which may have got further than what
+#: reached this one (replication is asynchronous; a failover promoted this
+#: one), so offsets above ``o`` may be known for other messages: a new epoch
+#: goes on from ``o`` (``f``), and the old one (``p``) is its parent: its
+#: positions up to ``f`` are the new epoch's too. A meta without ``r``
+#: (written before it was kept) takes this Redis's: an upgrade is no failover.
+EPOCH_LUA = r"""
+local meta, stream = KEYS[1], KEYS[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local info = redis.call('INFO', 'replication')
+local at = string.find(info, 'master_replid:', 1, true) + 14
+local r = string.sub(info, at, string.find(info, '\r', at, true) - 1)
+local e = redis.call('HGET', meta, 'e')
+local o = tonumber(redis.call('HGET', meta, 'o') or '0')
+local f = tonumber(redis.call('HGET', meta, 'f') or '0')
+if not e then
+  e, o, f = string.format('%x%05x', tonumber(t[1]), tonumber(t[2])), 0, 0
+  redis.call('DEL', stream, meta)
+  redis.call('HSET', meta, 'e', e, 'o', '0', 'm', '0', 'r', r)
+else
+  local was = redis.call('HGET', meta, 'r')
+  if not was then
+    redis.call('HSET', meta, 'r', r)
+  elseif was ~= r then
+    local p = e
+    e, f = string.format('%x%05x', tonumber(t[1]), tonumber(t[2])), o
+    redis.call('HSET', meta, 'e', e, 'p', p, 'f', string.format('%d', o), 'r', r)
+  end
+end
+"""
+
 #: Publish on a channel with history. KEYS: meta, stream. ARGV: channel,
 #: message, size (0: none), ttl in ms (0: none), the stream's and the
 #: meta's expiry in ms, how (``PUBLISH``, or ``SPUBLISH`` on a cluster), and
 #: '1' to also ``PUBLISH`` it (a cluster that serves patterns). Returns
 #: epoch, offset, ms, receivers. The offset is written only once the entry
 #: is in the stream, so offsets have no hole.
-PUBLISH_SCRIPT = r"""
-local meta, stream = KEYS[1], KEYS[2]
-local t = redis.call('TIME')
-local m = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local e = redis.call('HGET', meta, 'e')
-local o = 1
-if e then
-  o = tonumber(redis.call('HGET', meta, 'o') or '0') + 1
-  local last = tonumber(redis.call('HGET', meta, 'm') or '0')
-  if last > m then m = last end
-else
-  e = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
-  redis.call('DEL', stream)
-end
+PUBLISH_SCRIPT = (
+    EPOCH_LUA
+    + r"""
+local m = now
+local last = tonumber(redis.call('HGET', meta, 'm') or '0')
+if last > m then m = last end
+o = o + 1
 local ms, off = string.format('%d', m), string.format('%d', o)
 local id = ms .. '-' .. off
 if tonumber(ARGV[3]) > 0 then
@@ -126,34 +157,30 @@ local n = redis.call(ARGV[7], ARGV[1], body)
 if ARGV[8] == '1' then redis.call('PUBLISH', ARGV[1], body) end
 return {e, off, ms, n}
 """
+)
 
 #: Read a channel's history. KEYS: meta, stream. ARGV: the epoch, ms and
 #: offset to read after (epoch '': only the top), '1' to read the current
 #: epoch from its start if the epoch is another, size, ttl in ms, the meta's
 #: expiry in ms. Creates the meta (a new epoch) if there is none. Returns
-#: epoch, top offset, top ms, and the entries after the position that the
-#: history still holds (its last ``size``, of the last ``ttl``), newest first.
-READ_SCRIPT = r"""
-local meta, stream = KEYS[1], KEYS[2]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local e = redis.call('HGET', meta, 'e')
-if not e then
-  e = string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
-  redis.call('DEL', stream)
-  redis.call('HSET', meta, 'e', e, 'o', '0', 'm', '0')
-end
+#: epoch, top offset, top ms, the entries after the position that the
+#: history still holds (its last ``size``, of the last ``ttl``), newest
+#: first, the offset the epoch goes on from, and its parent epoch ('': none;
+#: a position of the parent up to that offset is read as one of the epoch).
+READ_SCRIPT = (
+    EPOCH_LUA
+    + r"""
 redis.call('PEXPIRE', meta, ARGV[7])
-local o = tonumber(redis.call('HGET', meta, 'o') or '0')
 local m = redis.call('HGET', meta, 'm') or '0'
+local p = redis.call('HGET', meta, 'p') or ''
 local entries = {}
 local n, start, after = 0, '-', 0
-if ARGV[1] == e then
+if ARGV[1] == e or (p ~= '' and ARGV[1] == p and tonumber(ARGV[3]) <= f) then
   n = o - tonumber(ARGV[3])
   start = '(' .. ARGV[2] .. '-' .. ARGV[3]
   after = tonumber(ARGV[2])
 elseif ARGV[1] ~= '' and ARGV[4] == '1' then
-  n = o
+  n = o - f
 end
 if n > 0 then
   local size, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -161,8 +188,9 @@ if n > 0 then
   if ttl > 0 and after < now - ttl then start = string.format('%d', now - ttl) .. '-0' end
   entries = redis.call('XREVRANGE', stream, '+', start, 'COUNT', n)
 end
-return {e, string.format('%d', o), m, entries}
+return {e, string.format('%d', o), m, entries, string.format('%d', f), p}
 """
+)
 
 
 def _sha(script: str) -> bytes:
@@ -544,13 +572,20 @@ class RedisPubSub(Engine):
         self._cluster = ClusterURL(url) if clustered else None
         # The TLS of every node of a rediss+cluster:// URL.
         self._tls: ssl.SSLContext | None = None
+        #: Where the Redis is (TCP, TLS, a Unix socket, the master Sentinel
+        #: names; on a cluster, the first seed).
+        self.address: RedisAddress | SentinelAddress
         if self._cluster is not None:
             (self.host, self.port), *_ = self._cluster.seeds
             self._user, self._password = self._cluster.user, self._cluster.password
             if self._cluster.tls:
                 self._tls = _tls_context(url, self._cluster.query)
-            #: Where the Redis is (on a cluster: the first seed).
             self.address = self._node_address((self.host, self.port))
+        elif urlsplit(url).scheme in SENTINEL_SCHEMES:
+            # It authenticates each connection itself (to ask the master its ROLE).
+            self.address = address = SentinelAddress.from_url(url, RedisAddress.from_url)
+            where = f"{address.service}@{address.sentinels}"
+            self.host, self.port, self._user, self._password = where, 0, None, None
         else:
             self.address = RedisAddress.from_url(url)
             self.host, self.port, self._user, self._password = parse_url(url)
@@ -600,6 +635,9 @@ class RedisPubSub(Engine):
         self._discover_failed = False
         # -- history (event loop thread only) --
         self._tracks: dict[str, _Track] = {}
+        # Each connection's session while it runs: its cancel scope -> its name, its stream.
+        self._sessions: dict[trio.CancelScope, tuple[str, trio.abc.Stream]] = {}
+        self._moved = trio.Event()
         #: True while publishes are accepted: both connections to Redis are
         #: up and the subscriber has resubscribed (on a cluster: those of
         #: every master).
@@ -892,6 +930,10 @@ class RedisPubSub(Engine):
             channel = read.track.topic.key
             epoch = _decode(reply[0])
             top = Position(channel, epoch, int(reply[1]), int(reply[2]))
+            base, parent, since = int(reply[4]), _decode(reply[5]), read.since
+            if since is not None and since.epoch == parent and since.offset <= base:
+                # Where the epoch goes on from its parent (a failover): the same history.
+                read.since = Position(channel, epoch, since.offset, since.ms)
             raw = reply[3]
             entries: list[Published] = []
             for i in range(len(raw), 0, -_PARSE_CHUNK):
@@ -901,7 +943,7 @@ class RedisPubSub(Engine):
             if read.cursor is not None:
                 self._loaded(read, top, entries)
             else:
-                self._filled(read, top, entries)
+                self._filled(read, top, entries, base)
         finally:
             if not (read.done or resent):
                 self._read_failed(read)
@@ -1014,9 +1056,10 @@ class RedisPubSub(Engine):
         else:
             self._read_failed(read)
 
-    def _filled(self, read: _Read, top: Position, entries: list[Published]) -> None:
+    def _filled(self, read: _Read, top: Position, entries: list[Published], base: int) -> None:
         """A fill's answer: what the live messages missed after ``read.since``
-        goes first (as much of it as history has), then the held ones."""
+        goes first (as much of it as history has), then the held ones.
+        ``base``: the offset the epoch of ``top`` goes on from."""
         read.done = True
         track, since = read.track, read.since
         assert since is not None
@@ -1032,7 +1075,7 @@ class RedisPubSub(Engine):
         expected = since.offset + 1
         if top.epoch != since.epoch:
             told = self._tell_gap(track, EPOCH, Position(channel, top.epoch))
-            expected = 1  # and the new epoch from its start, if history has it
+            expected = base + 1  # and the new epoch from its start, if history has it
         fresh = [p for p in entries if _offset(p) >= expected]
         first = _offset(fresh[0]) if fresh else top.offset + 1
         if first > expected:
@@ -1106,7 +1149,27 @@ class RedisPubSub(Engine):
                 await nursery.start(self._watch_cluster)
             if self.heartbeat is not None:
                 await nursery.start(self._keep_counts)
+            if isinstance(self.address, SentinelAddress):
+                nursery.start_soon(self.address.watch, self._master_moved, self.health_interval)
             task_status.started()
+
+    def _master_moved(self, stale: Callable[[trio.abc.Stream], bool]) -> None:
+        """Sentinel moved the master: the connections for which ``stale`` is
+        true end, and reconnect to the new one (then the subscriber
+        resubscribes and history fills, as after any reconnect)."""
+        for scope, (name, stream) in list(self._sessions.items()):
+            if stale(stream):
+                log.warning("redis %s: the master moved; reconnecting to the new one", name)
+                scope.cancel()
+        # And those waiting to retry try now: the sooner every process is
+        # subscribed to the new master, the less it misses.
+        self._moved.set()
+        self._moved = trio.Event()
+
+    async def _backoff(self, delay: float) -> None:
+        """Wait before connecting again (less if Sentinel moves the master meanwhile)."""
+        with trio.move_on_after(delay * random.uniform(0.5, 1.0)):
+            await self._moved.wait()
 
     async def _keep(
         self,
@@ -1139,7 +1202,7 @@ class RedisPubSub(Engine):
                     reported = True
                     task_status.started()
                 self._want_refresh()
-                await trio.sleep(delay * random.uniform(0.5, 1.0))
+                await self._backoff(delay)
                 delay = min(delay * 2, self.backoff_max)
                 continue
 
@@ -1159,10 +1222,13 @@ class RedisPubSub(Engine):
             failures = 0
             began = trio.current_time()
             try:
-                await session(stream, up)
+                with trio.CancelScope() as scope:
+                    self._sessions[scope] = (name, stream)
+                    await session(stream, up)
             except Exception as exc:
                 log.warning("redis %s: connection lost (%s); reconnecting", name, _reason(exc))
             finally:
+                self._sessions.pop(scope, None)
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(stream)
                 self._update_connected()
@@ -1170,13 +1236,14 @@ class RedisPubSub(Engine):
                 reported = True
                 task_status.started()
             self._want_refresh()
-            # A connection that was up a while is retried at once; one that
-            # Redis drops as soon as it is made (AUTH refused, too many
-            # clients) backs off like a failed connect.
-            if trio.current_time() - began >= _HEALTHY:
+            # A connection that was up a while is retried at once (so is one
+            # ended because the master moved); one that Redis drops as soon
+            # as it is made (AUTH refused, too many clients) backs off like a
+            # failed connect.
+            if trio.current_time() - began >= _HEALTHY or scope.cancelled_caught:
                 delay = self.backoff_min
             else:
-                await trio.sleep(delay * random.uniform(0.5, 1.0))
+                await self._backoff(delay)
                 delay = min(delay * 2, self.backoff_max)
 
     def _update_connected(self) -> None:
@@ -2176,15 +2243,3 @@ async def _until_lost(*tasks: Callable[[], Awaitable[Any]]) -> None:
         for task in tasks:
             nursery.start_soon(guarded, task)
     raise _Lost(reason)
-
-
-def _reason(exc: BaseException) -> str:
-    # trio wraps the OSError that says what happened (Connection refused...).
-    while exc.__cause__ is not None and isinstance(exc, (OSError, trio.BrokenResourceError)):
-        exc = exc.__cause__
-    group = getattr(exc, "exceptions", None)  # an ExceptionGroup (3.10: the backport's)
-    if group:
-        exc = group[-1]
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__

@@ -283,20 +283,7 @@ class RedisServer:
                 " (apt-get install redis-server)"
             )
         self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                *self.options,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + TIMEOUT
         while True:
@@ -308,6 +295,11 @@ class RedisServer:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
+
+    def argv(self) -> list[str]:
+        """The command line that starts it."""
+        base = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        return [REDIS_SERVER, *base, *self.options]
 
     def kill(self) -> None:
         if self.process is not None:
