@@ -35,7 +35,7 @@ import socket
 import ssl
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable, Container, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -53,6 +53,7 @@ from ._history import (
     Position,
     Published,
     PublishError,
+    rules_from,
 )
 from ._loop import Loop
 from ._pubsub import Cursor, Engine, Subscriber, Subscriptions, Topic
@@ -552,6 +553,12 @@ class RedisPubSub(Engine):
     every ``heartbeat`` seconds, for :meth:`cluster_count` (the clients of
     every process on this Redis; see docs/pubsub.md, "Counting subscribers
     across processes"); ``heartbeat=None`` turns that off.
+
+    ``history``, ``history_ttl`` and ``history_for`` are the history options
+    of :class:`Options`, for an engine that publishes outside a server (a
+    script, a management command): given the servers' rules, its publishes
+    on a channel with history go into the history as theirs do. A server
+    with history options of its own replaces them with its own.
     """
 
     def __init__(
@@ -564,6 +571,9 @@ class RedisPubSub(Engine):
         connect_timeout: float = 5.0,
         health_interval: float = 10.0,
         heartbeat: float | None = 5.0,
+        history: int = 0,
+        history_ttl: float | None = None,
+        history_for: Mapping[str, History | None] | None = None,
     ) -> None:
         self.url = url
         # A Redis Cluster (redis+cluster://): one link per master, found
@@ -643,6 +653,8 @@ class RedisPubSub(Engine):
         #: every master).
         self.connected = False
         self._init_counts(heartbeat)
+        if history or history_ttl or history_for:
+            self.history = rules_from(history, history_ttl, history_for)
 
     def __repr__(self) -> str:
         if self._cluster is not None:

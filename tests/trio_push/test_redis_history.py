@@ -157,6 +157,30 @@ async def test_positions_from_two_server_processes_and_a_page_resuming_on_the_ot
     assert resumed.pids == [str(await http_get(b.port, "/pid"))]
 
 
+async def test_a_script_given_the_servers_history_options_publishes_into_the_history(
+    nursery: trio.Nursery, redis: RedisServer, processes: list[ServerProcess]
+) -> None:
+    """A publisher outside the servers (a management command) with
+    ``RedisPubSub(url, history=N)``: a page that was away gets its messages
+    back from history; without the options they reach live pages only."""
+    processes.append(spawn(redis))
+    (server,) = processes
+    source, scope = await open_event_source(nursery, sse_url(server.port, "ops"))
+    await wait_for(lambda: redis.numsub("ops") == 1)
+    script = await running(nursery, trio_push.RedisPubSub(redis.url, history=20000, heartbeat=None))
+    first = await publish_all(script, "ops", ["one"])
+    assert await source.wait_messages(1) == ["one"]
+    scope.cancel()
+    big = "x" * 65536
+    positions = await publish_all(script, "ops", [*names("away", 2000), big])
+    assert [p.offset for p in positions] == list(range(first[0].offset + 1, first[0].offset + 2002))
+    resumed, _ = await open_event_source(nursery, sse_url(server.port, "ops"), source.last_id)
+    assert await resumed.wait_messages(2001) == [*names("away", 2000), big]
+    assert resumed.gaps == []
+    plain = trio_push.RedisPubSub(redis.url, heartbeat=None)
+    assert plain.history.get("ops") is None
+
+
 async def test_a_worker_killed_mid_stream_its_pages_resume_on_any_worker(
     nursery: trio.Nursery, redis: RedisServer, processes: list[ServerProcess]
 ) -> None:

@@ -35,3 +35,5 @@ USE_TZ = True
 
 # Where `manage.py publish` reaches the servers: the URL given to `trio-push --redis`.
 PUSH_REDIS_URL = os.environ.get("PUSH_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The servers' --history N (0: none), for manage.py publish.
+PUSH_HISTORY = int(os.environ.get("PUSH_HISTORY", "0"))

@@ -14,10 +14,11 @@ from django.core.management.base import BaseCommand, CommandError
 import trio_push
 
 
-async def publish(url: str, channel: str, message: str) -> int:
+async def publish(url: str, channel: str, message: str, history: int = 0) -> int:
     """Connect, publish once, wait for Redis's answer, disconnect: the number
-    of server processes that received it."""
-    engine = trio_push.RedisPubSub(url, heartbeat=None)
+    of server processes that received it. ``history``: the servers'
+    ``--history``, so that the message is kept in the channel's history."""
+    engine = trio_push.RedisPubSub(url, heartbeat=None, history=history)
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
         try:
@@ -40,9 +41,16 @@ class Command(BaseCommand):
             default=settings.PUSH_REDIS_URL,
             help="the Redis URL the servers run with (default: settings.PUSH_REDIS_URL)",
         )
+        parser.add_argument(
+            "--history",
+            type=int,
+            default=settings.PUSH_HISTORY,
+            help="the servers' --history N, so that history keeps the message"
+            " (default: settings.PUSH_HISTORY)",
+        )
 
-    def handle(self, *args, channel, message, redis, **options):
-        servers = trio.run(publish, redis, channel, message)
+    def handle(self, *args, channel, message, redis, history, **options):
+        servers = trio.run(publish, redis, channel, message, history)
         if servers == 0:
             self.stderr.write(
                 f"published, but no server listens to {channel!r} on {redis}"
