@@ -376,6 +376,10 @@ class RedisAddress:
         return stream
 
 
+#: What the engine connects through: one Redis, or the master Sentinel names.
+Address = RedisAddress | SentinelAddress
+
+
 def _tls_context(url: str, query: dict[str, list[str]]) -> ssl.SSLContext:
     def option(name: str) -> str | None:
         return query.get(name, [None])[-1]
@@ -584,7 +588,7 @@ class RedisPubSub(Engine):
         self._tls: ssl.SSLContext | None = None
         #: Where the Redis is (TCP, TLS, a Unix socket, the master Sentinel
         #: names; on a cluster, the first seed).
-        self.address: RedisAddress | SentinelAddress
+        self.address: Address
         if self._cluster is not None:
             (self.host, self.port), *_ = self._cluster.seeds
             self._user, self._password = self._cluster.user, self._cluster.password
@@ -1187,7 +1191,7 @@ class RedisPubSub(Engine):
         self,
         name: str,
         session: Callable[[trio.abc.Stream, Callable[[], None]], Any],
-        where: Callable[[], RedisAddress],
+        where: Callable[[], Address],
         *,
         task_status: Any = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -1218,7 +1222,7 @@ class RedisPubSub(Engine):
                 delay = min(delay * 2, self.backoff_max)
                 continue
 
-            def up(failures: int = failures, address: RedisAddress = address) -> None:
+            def up(failures: int = failures, address: Address = address) -> None:
                 nonlocal reported
                 log.info(
                     "redis %s: connected to %s%s",
@@ -1631,7 +1635,7 @@ class RedisPubSub(Engine):
             "counter", self._counter_session, self._counts_address, task_status=task_status
         )
 
-    def _counts_address(self) -> RedisAddress:
+    def _counts_address(self) -> Address:
         """Where the counts are: the one Redis, or the master of their slot."""
         smap = self._map
         owner = smap.owners[key_slot(PROCS_KEY)] if smap is not None else None
@@ -1758,7 +1762,7 @@ class _Link:
     single Redis is one link; a cluster is one per master. Each matches its
     own replies to its own commands, in order."""
 
-    def __init__(self, engine: RedisPubSub, address: RedisAddress) -> None:
+    def __init__(self, engine: RedisPubSub, address: Address) -> None:
         self.engine = engine
         self.address = address
         #: Cancelled when the node is no longer a master.
