@@ -10,10 +10,13 @@
   one Redis and through a 3-shard cluster.
 - **publish**: ``--publishers`` processes, each a RedisPubSub publishing as
   fast as it can (``publish``, a ``publish_confirmed`` every 1,000 to bound
-  what is queued) on 12 channels spread over the shards, for ``--seconds``;
+  what is queued) on 12 channels, 4 on each shard of the 3, for ``--seconds``;
   the publishes Redis confirmed per second, all processes together, through
   one Redis, a 1-shard and a 3-shard cluster; plain channels, and channels
-  with history (the Lua script: the work is Redis's).
+  with history (the Lua script: the work is Redis's). Beside it, the
+  publishes per CPU-second of the busiest redis-server (``INFO cpu``): what
+  the topology confirms per second where Redis is the limit (a machine with
+  a core per redis-server), since each Redis is single-threaded.
 
 Every Redis is a fresh redis-server on loopback (``--save ''``), killed at
 the end (tests/helpers/pubsub.py and redis_cluster.py). Run on a quiet
@@ -40,20 +43,47 @@ sys.path.insert(0, str(ROOT))
 from tests.helpers.procs import free_port  # noqa: E402
 from tests.helpers.pubsub import RedisServer  # noqa: E402
 from tests.helpers.redis_cluster import RedisCluster  # noqa: E402
+from trio_push._redis_cluster import SLOTS, key_slot  # noqa: E402
 
-CHANNELS = [f"bench.{i}" for i in range(12)]
+
+def balanced(shards: int, each: int) -> list[str]:
+    """``each`` channels in each third (``shards``-th) of the slots: the
+    shards of a cluster ``redis-cli --cluster create`` made carry as much."""
+    found: dict[int, list[str]] = {shard: [] for shard in range(shards)}
+    i = 0
+    while any(len(names) < each for names in found.values()):
+        name = f"bench.{i}"
+        names = found[key_slot(name.encode()) * shards // SLOTS]
+        if len(names) < each:
+            names.append(name)
+        i += 1
+    return [name for names in found.values() for name in names]
+
+
+CHANNELS = balanced(3, 4)
 
 
 @contextlib.contextmanager
-def topology(name: str) -> Iterator[str]:
-    """A fresh Redis (``redis``) or cluster (``cluster-1``, ``cluster-3``); its URL."""
+def topology(name: str) -> Iterator[tuple[str, list[RedisServer]]]:
+    """A fresh Redis (``redis``) or cluster (``cluster-1``, ``cluster-3``);
+    its URL and its redis-servers."""
     if name == "redis":
         with RedisServer() as redis:
-            yield redis.url
+            yield redis.url, [redis]
         return
     masters = int(name.split("-")[1])
     with tempfile.TemporaryDirectory() as folder, RedisCluster(Path(folder), masters) as cluster:
-        yield cluster.url()
+        yield cluster.url(), cluster.nodes
+
+
+def cpu_seconds(nodes: list[RedisServer]) -> list[float]:
+    """Each redis-server's CPU time so far (``INFO cpu``: user + system)."""
+    times = []
+    for node in nodes:
+        info = node.call("INFO", "cpu").decode()
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        times.append(float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"]))
+    return times
 
 
 def fanout(args: argparse.Namespace, url: str) -> float:
@@ -93,8 +123,13 @@ def fanout(args: argparse.Namespace, url: str) -> float:
     return args.n * args.messages / statistics.median(result["rounds"])
 
 
-def publish(args: argparse.Namespace, url: str, history: bool) -> float:
-    """Confirmed publishes per second, all publishers together."""
+def publish(
+    args: argparse.Namespace, url: str, nodes: list[RedisServer], history: bool
+) -> tuple[float, float]:
+    """Confirmed publishes per second, all publishers together; and how many
+    publishes one CPU-second of the busiest redis-server carried (what a
+    machine where Redis, not the publishers, is the limit would confirm per
+    second: sharding divides each Redis's share)."""
     start = time.time() + 2.0  # every publisher connected by then
     publishers = [
         subprocess.Popen(
@@ -105,11 +140,13 @@ def publish(args: argparse.Namespace, url: str, history: bool) -> float:
         )
         for _ in range(args.publishers)
     ]
+    before = cpu_seconds(nodes)
     total = 0
     for process in publishers:
         out, _ = process.communicate(timeout=60 + args.seconds)
         total += json.loads(out)["confirmed"]
-    return total / args.seconds
+    busiest = max(b - a for a, b in zip(before, cpu_seconds(nodes), strict=True))
+    return total / args.seconds, total / busiest
 
 
 def publisher_main(argv: list[str]) -> None:
@@ -168,24 +205,30 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
     measures = args.measures.split(",")
-    rows: list[tuple[str, str, float]] = []
+    rows: list[tuple[str, str, float, float | None]] = []
     if "fanout" in measures:
         for name in ("redis", "cluster-3"):
-            with topology(name) as url:
-                rows.append(("fanout", name, fanout(args, url)))
+            with topology(name) as (url, _):
+                rows.append(("fanout", name, fanout(args, url), None))
     if "publish" in measures:
         for history in (False, True):
             for name in ("redis", "cluster-1", "cluster-3"):
-                with topology(name) as url:
+                with topology(name) as (url, nodes):
                     what = "publish (history)" if history else "publish"
-                    rows.append((what, name, publish(args, url, history)))
+                    rows.append((what, name, *publish(args, url, nodes, history)))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average before the table: {load}")
-    print(f"{'measure':<20} {'topology':<10} {'per second':>12} {'vs redis':>9}")
-    base: dict[str, float] = {}
-    for what, name, value in rows:
-        base.setdefault(what, value)
-        print(f"{what:<20} {name:<10} {value:>12,.0f} {value / base[what]:>8.2f}x")
+    print(
+        f"{'measure':<20} {'topology':<10} {'per second':>12} {'vs redis':>9}"
+        f" {'per busiest Redis CPU-s':>24} {'vs redis':>9}"
+    )
+    base: dict[str, tuple[float, float | None]] = {}
+    for what, name, value, capacity in rows:
+        first, first_capacity = base.setdefault(what, (value, capacity))
+        line = f"{what:<20} {name:<10} {value:>12,.0f} {value / first:>8.2f}x"
+        if capacity is not None and first_capacity:
+            line += f" {capacity:>24,.0f} {capacity / first_capacity:>8.2f}x"
+        print(line)
 
 
 if __name__ == "__main__":

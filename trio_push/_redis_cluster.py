@@ -8,6 +8,7 @@ No I/O here: the engine (``_redis.py``) asks the nodes and follows the map.
 
 from __future__ import annotations
 
+import binascii
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -15,27 +16,6 @@ SLOTS = 16384
 
 #: Where a node is: host, port.
 Node = tuple[str, int]
-
-
-def _crc16_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-        table.append(crc & 0xFFFF)
-    return table
-
-
-_TABLE = _crc16_table()
-
-
-def crc16(data: bytes) -> int:
-    """CRC16-CCITT (XMODEM), Redis Cluster's key hash."""
-    crc = 0
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _TABLE[((crc >> 8) ^ byte) & 0xFF]
-    return crc
 
 
 def hash_tag(key: bytes) -> bytes | None:
@@ -53,7 +33,8 @@ def hash_tag(key: bytes) -> bytes | None:
 def key_slot(key: bytes) -> int:
     """The cluster slot of a key or a shard channel."""
     tag = hash_tag(key)
-    return crc16(key if tag is None else tag) % SLOTS
+    # Redis's CRC16 is CRC-CCITT (XMODEM): binascii's, in C.
+    return binascii.crc_hqx(key if tag is None else tag, 0) % SLOTS
 
 
 class UnkeyableChannel(ValueError):
