@@ -403,6 +403,19 @@ class ServerProcess:
         return self.process.returncode
 
 
+def worker_pids(process: ServerProcess, what: str = "started") -> list[int]:
+    """Pids of a supervisor's workers that got to ``what`` ("started", "ready"), in order."""
+    return [int(p) for p in re.findall(rf"worker \d {what}, pid (\d+)", process.log())]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 async def http_get(port: int, path: str) -> str:
     """A one-shot HTTP/1.0 GET; the body as text."""
     with trio.fail_after(TIMEOUT):

@@ -3,7 +3,6 @@ no request refused and every push client told (``on_shutdown``, close 1001)."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import pytest
 import trio
 
 from tests.helpers.history import open_event_source
-from tests.helpers.pubsub import PushClient, RedisServer, ServerProcess
+from tests.helpers.pubsub import PushClient, RedisServer, ServerProcess, pid_alive, worker_pids
 from tests.helpers.server import TIMEOUT, wait_for
 
 HTTP_CLIENTS = 200
@@ -30,19 +29,6 @@ def workers(redis: RedisServer) -> Iterator[ServerProcess]:
         yield process
     finally:
         process.stop()
-
-
-def pids(process: ServerProcess, what: str) -> list[int]:
-    """Pids of the workers that got to ``what`` ("started", "ready"), in order."""
-    return [int(p) for p in re.findall(rf"worker \d {what}, pid (\d+)", process.log())]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @dataclass
@@ -99,8 +85,8 @@ class Load:
 async def test_sighup_replaces_every_worker_under_load(
     nursery: trio.Nursery, workers: ServerProcess
 ) -> None:
-    await wait_for(lambda: len(pids(workers, "ready")) == 2)
-    old = pids(workers, "ready")
+    await wait_for(lambda: len(worker_pids(workers, "ready")) == 2)
+    old = worker_pids(workers, "ready")
     load = Load(workers.port)
     limits = httpx.Limits(max_connections=HTTP_CLIENTS, max_keepalive_connections=0)
     async with (
@@ -117,7 +103,7 @@ async def test_sighup_replaces_every_worker_under_load(
 
         workers.process.send_signal(signal.SIGHUP)
         await wait_for(lambda: "rolling restart done" in workers.log())
-        new = [pid for pid in pids(workers, "ready") if pid not in old]
+        new = [pid for pid in worker_pids(workers, "ready") if pid not in old]
         # Every push client ends up on a new worker, and HTTP goes there too.
         await wait_for(lambda: bool(load.failures) or all(v[-1].pid in new for v in load.visits))
         before = {pid: load.answers.get(pid, 0) for pid in new}
@@ -129,8 +115,8 @@ async def test_sighup_replaces_every_worker_under_load(
             await visits[-1].client.aclose()
     assert load.failures == []
     assert len(new) == 2 and set(load.answers) >= {*old, *new}
-    assert not any(alive(pid) for pid in old)
-    assert all(alive(pid) for pid in new)
+    assert not any(pid_alive(pid) for pid in old)
+    assert all(pid_alive(pid) for pid in new)
     # Every connection to an old worker got on_shutdown's message and a 1001.
     replaced = [v for visits in load.visits for v in visits if v.pid in old]
     assert len(replaced) >= PUSH_CLIENTS
@@ -150,19 +136,19 @@ async def test_sighup_replaces_every_worker_under_load(
 
 
 async def test_a_sighup_during_a_rolling_restart_queues_another(workers: ServerProcess) -> None:
-    await wait_for(lambda: len(pids(workers, "ready")) == 2)
-    first = pids(workers, "ready")
+    await wait_for(lambda: len(worker_pids(workers, "ready")) == 2)
+    first = worker_pids(workers, "ready")
     workers.process.send_signal(signal.SIGHUP)
-    await wait_for(lambda: len(pids(workers, "ready")) == 3)
+    await wait_for(lambda: len(worker_pids(workers, "ready")) == 3)
     workers.process.send_signal(signal.SIGHUP)
     workers.process.send_signal(signal.SIGHUP)  # folded into the queued one
     await wait_for(lambda: workers.log().count("rolling restart done") == 2, timeout=2 * TIMEOUT)
     log = workers.log()
     assert "SIGHUP during a rolling restart: another one follows it" in log
-    ready = pids(workers, "ready")
+    ready = worker_pids(workers, "ready")
     assert len(ready) == 6
-    assert not any(alive(pid) for pid in ready[:4])
-    assert all(alive(pid) for pid in ready[4:])
+    assert not any(pid_alive(pid) for pid in ready[:4])
+    assert all(pid_alive(pid) for pid in ready[4:])
     assert set(first).isdisjoint(ready[4:])
     # Once done, no third one.
     await trio.sleep(0.5)
@@ -180,8 +166,8 @@ async def test_with_history_the_clients_of_replaced_workers_resume_with_nothing_
         *("--workers", "2", "--redis", redis.url, "--history", "20000", "--no-access-log"),
     )
     try:
-        await wait_for(lambda: len(pids(process, "ready")) == 2)
-        old = pids(process, "ready")
+        await wait_for(lambda: len(worker_pids(process, "ready")) == 2)
+        old = worker_pids(process, "ready")
         url = f"http://127.0.0.1:{process.port}"
         sources = [
             (await open_event_source(nursery, f"{url}/sub?ch=feed", reconnect=True))[0]
@@ -209,7 +195,7 @@ async def test_with_history_the_clients_of_replaced_workers_resume_with_nothing_
             assert source.messages == published  # in order, none lost, none twice
             assert source.gaps == []
         # They did reconnect: each met an old worker, and ends on a new one.
-        new = [pid for pid in pids(process, "ready") if pid not in old]
+        new = [pid for pid in worker_pids(process, "ready") if pid not in old]
         assert all(int(s.pids[0]) in old and int(s.pids[-1]) in new for s in sources)
     finally:
         process.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -14,7 +13,14 @@ import pytest
 import trio
 
 from tests.helpers.procs import APPS, ROOT
-from tests.helpers.pubsub import PushClient, RedisServer, ServerProcess, http_get
+from tests.helpers.pubsub import (
+    PushClient,
+    RedisServer,
+    ServerProcess,
+    http_get,
+    pid_alive,
+    worker_pids,
+)
 from tests.helpers.server import TIMEOUT, wait_for
 
 
@@ -25,19 +31,6 @@ def workers(redis: RedisServer) -> Iterator[ServerProcess]:
         yield process
     finally:
         process.stop()
-
-
-def worker_pids(process: ServerProcess) -> list[int]:
-    """Pids of the workers started so far, in order."""
-    return [int(p) for p in re.findall(r"worker \d started, pid (\d+)", process.log())]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def one_client_per_worker(
@@ -100,7 +93,7 @@ async def stops_gracefully_on(
     workers.process.send_signal(signum)
     status = await trio.to_thread.run_sync(workers.process.wait, TIMEOUT)
     assert status == 0, workers.log()
-    assert not any(alive(pid) for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids)
     for client in clients.values():
         await client.wait_for(lambda c: c.closed)
         assert client.close_code == 1001  # going away: a graceful shutdown
@@ -126,7 +119,7 @@ async def test_workers_stop_when_the_supervisor_is_killed(
     await wait_for(lambda: len(worker_pids(workers)) == 2)
     pids = worker_pids(workers)
     workers.process.kill()
-    await wait_for(lambda: not any(alive(pid) for pid in pids))
+    await wait_for(lambda: not any(pid_alive(pid) for pid in pids))
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
