@@ -135,6 +135,7 @@ class Connection:
         session.client = Client(session, env, kind)
         session.start()
         transport = self.transport
+        transport.use_poller(self._ctx.poller)
         try:
             while not session.state:
                 event = core.next_event()

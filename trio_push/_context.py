@@ -18,6 +18,7 @@ import sansio_push as sp
 from ._history import History
 from ._loop import Loop
 from ._metrics import Counters
+from ._poller import ReadPoller
 from ._proxy import TrustedProxies
 from ._pubsub import PubSub
 
@@ -155,6 +156,7 @@ class Context:
         "stopping",
         "proxy",
         "counters",
+        "poller",
     )
 
     def __init__(
@@ -199,3 +201,5 @@ class Context:
         self.proxy = TrustedProxies(options.forwarded_allow_ips) if options.proxy_headers else None
         #: What the metrics count (plain ints; see _metrics.py).
         self.counters = Counters()
+        #: Where push connections on plain TCP wait to read (Linux), or None.
+        self.poller = ReadPoller() if ReadPoller.available() else None

@@ -329,6 +329,8 @@ class Server:
             # The engine outlives the connections (on_close may unsubscribe or
             # publish); it is cancelled with them, after the drain.
             await conn_nursery.start(self.pubsub.run)
+            if self._context.poller is not None:
+                await conn_nursery.start(self._context.poller.run)
             accept_scope = trio.CancelScope()
             nursery.start_soon(self._acceptor.run, listeners, conn_nursery, accept_scope)
             conn_nursery.start_soon(self._tick)

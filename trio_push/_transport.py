@@ -23,6 +23,8 @@ from typing import Protocol
 
 import trio
 
+from ._poller import ReadPoller
+
 _RECEIVE_SIZE = 65536
 # Sends that wait go out in pieces of this size; write_timeout bounds each.
 _SEND_PIECE = 65536
@@ -62,7 +64,7 @@ class Transport:
     task, or :meth:`send` from one task at a time.
     """
 
-    __slots__ = ("stream", "socket", "address", "write_timeout", "_fd")
+    __slots__ = ("stream", "socket", "address", "write_timeout", "_fd", "_poller")
 
     def __init__(
         self,
@@ -80,6 +82,8 @@ class Transport:
         # Plain TCP: the socket's descriptor, to send and read without
         # trio's stream (-1 for TLS, and once closed).
         self._fd = socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        # Where receive waits, once use_poller gave one.
+        self._poller: ReadPoller | None = None
 
     @property
     def peer(self) -> str:
@@ -87,11 +91,20 @@ class Transport:
         address = self.address
         return f"{address[0]}:{address[1]}" if address else "-"
 
+    def use_poller(self, poller: ReadPoller | None) -> None:
+        """From now on wait to read through ``poller`` when it runs (plain
+        TCP only): a connection that reads for long (a push session) spares
+        a system call per read."""
+        if poller is not None and self._fd >= 0 and poller.register(self._fd):
+            self._poller = poller
+
     async def receive(self) -> bytes:
         """The next bytes from the peer; ``b""`` once it closed, the
         connection broke, or :meth:`stop_reading` was called."""
         fd = self._fd
         try:
+            if self._poller is not None and fd >= 0:
+                return await self._receive_polled(self._poller, fd)
             if fd < 0:
                 return await self.stream.receive_some(_RECEIVE_SIZE)
             # Plain TCP: wait, then read. We read whenever we have handled all
@@ -104,6 +117,20 @@ class Transport:
                     continue
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             return b""
+
+    async def _receive_polled(self, poller: ReadPoller, fd: int) -> bytes:
+        while True:
+            if poller.take_ready(fd):
+                await trio.lowlevel.checkpoint()  # as a wait would be
+            else:
+                await poller.wait(fd)
+            try:
+                data = os.read(fd, _RECEIVE_SIZE)
+            except BlockingIOError:
+                continue
+            if len(data) == _RECEIVE_SIZE:
+                poller.mark_ready(fd)  # more may be there: no event would say
+            return data
 
     def send_now(self, data: bytes) -> int:
         """Hand ``data`` to the socket without waiting; how much it took (0:
@@ -143,6 +170,8 @@ class Transport:
         """Make the reader's :meth:`receive` return ``b""`` (without a cancel
         scope of the reader's own: it would cost every connection one)."""
         trio.lowlevel.notify_closing(self.socket)
+        if self._poller is not None:
+            self._poller.closing(self._fd)
 
     async def linger(self) -> None:
         """Close our side first and drop what the peer still sends, briefly.
@@ -166,6 +195,9 @@ class Transport:
 
     async def aclose(self) -> None:
         """Close the stream, at once (shielded from cancellation)."""
+        if self._poller is not None:
+            self._poller.forget(self._fd)
+            self._poller = None
         self._fd = -1
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(self.stream)

@@ -37,7 +37,7 @@ async def test_idle_connections_are_one_task_each_and_a_burst_adds_none(
     start_server: Any,
 ) -> None:
     server = await start_server(push_app(Subscriber()))
-    # The server's own tasks (timer, flusher, pub/sub engine, acceptor's).
+    # The server's own tasks (timer, flusher, pub/sub engine, read poller, acceptor's).
     baseline = len(server.conn_nursery.child_tasks)
     got: list[list[str]] = []
     async with contextlib.AsyncExitStack() as stack:
