@@ -191,7 +191,9 @@ class ServerConnection:
         joined = state.encode_run(run) if isinstance(state, PushPhase) else None
         if joined is None:
             return False
-        self._out.put_run(*joined)
+        data, ends = joined
+        out = self._out
+        out.put_run(data, run.ends_from(ends, out.queued_total))
         return True
 
     def _queue(self, data: bytes, burst: bool = False) -> bool:

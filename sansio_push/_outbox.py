@@ -77,12 +77,11 @@ class Outbox:
 
     def put_run(self, data: bytes, ends: tuple[int, ...]) -> None:
         """Queue ``data``: whole messages, ending at the offsets ``ends``
-        within it (ascending, the last one its length). The same as a
-        :meth:`put` of each message."""
-        base = self._queued
+        (ascending, absolute: :attr:`queued_total` plus where each ends in
+        ``data``). The same as a :meth:`put` of each message."""
         self._buf += data
         self._queued += len(data)
-        self._ends += [base + end for end in ends]
+        self._ends += ends
 
     def peek(self) -> bytes:
         """Every byte not yet taken, without taking them."""

@@ -100,13 +100,14 @@ class PreparedRun:
     joined on first use and kept.
     """
 
-    __slots__ = ("messages", "_joined")
+    __slots__ = ("messages", "_joined", "_shifted")
 
     def __init__(self, messages: list[Prepared]) -> None:
         #: The messages, in order (the list is not copied: do not change it).
         self.messages = messages
         self._joined: dict[tuple[str | None, bool] | None, tuple[bytes, tuple[int, ...]] | None]
         self._joined = {}
+        self._shifted: tuple[tuple[int, ...], int, tuple[int, ...]] | None = None
 
     def ws_frames(self) -> tuple[bytes, tuple[int, ...]]:
         """Every message as an uncompressed WebSocket frame, joined, and the
@@ -122,6 +123,17 @@ class PreparedRun:
         the offset where each ends; None if one cannot be an SSE event
         (bytes that are not UTF-8)."""
         return self._join((default_event, chunked), lambda p: p.sse_block(default_event, chunked))
+
+    def ends_from(self, ends: tuple[int, ...], base: int) -> tuple[int, ...]:
+        """``ends`` (of one of this run's forms) plus ``base``. The last one
+        made is kept: the subscribers of a burst that have queued as many
+        bytes before it (the same handshake, the same messages) share it."""
+        last = self._shifted
+        if last is not None and last[0] is ends and last[1] == base:
+            return last[2]
+        shifted = tuple([base + end for end in ends])
+        self._shifted = ends, base, shifted
+        return shifted
 
     def _join(
         self, key: tuple[str | None, bool] | None, encode: Callable[[Prepared], bytes]

@@ -19,7 +19,7 @@ from sansio_push import Config, Prepared, PreparedRun, ServerConnection, prepare
 messages = st.one_of(st.text(max_size=30), st.binary(max_size=200))
 DEFLATE_OFFER = [("Sec-WebSocket-Extensions", "permessage-deflate")]
 MACHINE_SETTINGS = settings(
-    max_examples=int(os.environ.get("SANSIO_STATEFUL_EXAMPLES", "40")),
+    max_examples=int(os.environ.get("SANSIO_STATEFUL_EXAMPLES", "100")),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -41,8 +41,10 @@ def send_each(conn: ServerConnection, batch: list[Prepared], burst: bool) -> int
 
 
 class RunAgainstEach(RuleBasedStateMachine):
-    """Two connections made alike, given the same calls, except that ``fast``
-    gets each batch as a run."""
+    """Three connections made alike, given the same calls, except that
+    ``fast`` and ``twin`` get each batch as a run (the twin right after
+    ``fast``, as a burst's next subscriber: it finds what was made for
+    ``fast`` kept)."""
 
     @initialize(
         kind=st.sampled_from(["websocket", "websocket-deflate", "sse"]),
@@ -58,10 +60,10 @@ class RunAgainstEach(RuleBasedStateMachine):
             compression=kind == "websocket-deflate",
         )
         if kind == "sse":
-            self.fast, self.slow = connect_sse(config)[0], connect_sse(config)[0]
+            self.fast, self.twin, self.slow = (connect_sse(config)[0] for _ in range(3))
         else:
             offer = DEFLATE_OFFER if kind == "websocket-deflate" else []
-            self.fast, self.slow = connect_ws(config, offer)[0], connect_ws(config, offer)[0]
+            self.fast, self.twin, self.slow = (connect_ws(config, offer)[0] for _ in range(3))
         self.runs: list[PreparedRun] = []
 
     @rule(
@@ -73,39 +75,49 @@ class RunAgainstEach(RuleBasedStateMachine):
         else:
             run = PreparedRun([prepare(m) for m in batch])
             self.runs.append(run)
-        if self.fast.send_run(run, burst=burst):
-            fast = len(run.messages)
-        else:
-            fast = send_each(self.fast, run.messages, burst)
-        assert fast == send_each(self.slow, run.messages, burst)
+        queued = send_each(self.slow, run.messages, burst)
+        for conn in (self.fast, self.twin):
+            if conn.send_run(run, burst=burst):
+                assert queued == len(run.messages)
+            else:
+                assert queued == send_each(conn, run.messages, burst)
+
+    @property
+    def all(self) -> tuple[ServerConnection, ...]:
+        return self.fast, self.twin, self.slow
 
     @rule()
     def refuse(self) -> None:
-        self.fast.refused()
-        self.slow.refused()
+        for conn in self.all:
+            conn.refused()
 
     @rule(fraction=st.floats(0, 1))
     def take(self, fraction: float) -> None:
         n = int(len(self.slow.data_to_send()) * fraction)
-        assert (self.fast.sent(n) is None) == (self.slow.sent(n) is None)
+        assert len({conn.sent(n) is None for conn in self.all}) == 1
 
     @rule()
     def keepalive(self) -> None:
-        self.fast.send_keepalive()
-        self.slow.send_keepalive()
+        for conn in self.all:
+            conn.send_keepalive()
 
     @rule()
     def close(self) -> None:
-        self.fast.close()
-        self.slow.close()
+        for conn in self.all:
+            conn.close()
 
     @invariant()
     def alike(self) -> None:
-        fast, slow = self.fast, self.slow
-        assert fast.data_to_send() == slow.data_to_send()
-        assert (fast.pending, fast.pending_bytes) == (slow.pending, slow.pending_bytes)
-        assert (fast.dropped, fast.open, fast.refusing) == (slow.dropped, slow.open, slow.refusing)
-        assert (fast.bytes_queued, fast.bytes_sent) == (slow.bytes_queued, slow.bytes_sent)
+        slow = self.slow
+        for conn in (self.fast, self.twin):
+            assert conn.data_to_send() == slow.data_to_send()
+            assert (conn.pending, conn.pending_bytes) == (slow.pending, slow.pending_bytes)
+            assert (conn.dropped, conn.open, conn.refusing) == (
+                slow.dropped,
+                slow.open,
+                slow.refusing,
+            )
+            assert (conn.bytes_queued, conn.bytes_sent) == (slow.bytes_queued, slow.bytes_sent)
 
 
 TestRunAgainstEach = RunAgainstEach.TestCase
