@@ -14,6 +14,26 @@ log = logging.getLogger("trio_push")
 
 # Callables already reported as slow (each is reported once).
 _reported_slow: set[str] = set()
+# Whether a function is ``async def``, by the function (a bound method's own
+# function: the method object is made anew for every call), decided once. A
+# closure is asked each time: one is often made per call.
+_async: dict[Any, bool] = {}
+_ASYNC_KEPT = 1024
+
+
+def is_async(fn: Callable[..., Any]) -> bool:
+    """``inspect.iscoroutinefunction(fn)``, remembered for the function: it
+    is asked for every request and every callback (a microsecond each)."""
+    key = getattr(fn, "__func__", fn)
+    try:
+        answer = _async.get(key)
+    except TypeError:  # unhashable
+        return inspect.iscoroutinefunction(fn)
+    if answer is None:
+        answer = inspect.iscoroutinefunction(fn)
+        if getattr(key, "__closure__", None) is None and len(_async) < _ASYNC_KEPT:
+            _async[key] = answer
+    return answer
 
 
 async def call(
@@ -32,7 +52,7 @@ async def call(
     Cancelled while ``fn`` runs in a thread, the call returns at once (see
     :func:`in_thread`).
     """
-    if inspect.iscoroutinefunction(fn):
+    if is_async(fn):
         result = fn(*args)
     elif limiter is None:
         started = time.perf_counter()
@@ -42,9 +62,11 @@ async def call(
             _report_slow(fn, held)
     else:
         result = await in_thread(fn, *args, limiter=limiter)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+    # None (a callback's answer) and a tuple (an app's) are never awaitable:
+    # isawaitable's ABC check is the slow part of a call.
+    if result is None or type(result) is tuple or not inspect.isawaitable(result):
+        return result
+    return await result
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any, limiter: trio.CapacityLimiter) -> Any:

@@ -47,11 +47,13 @@ _END = object()
 Upgrade = tuple[str, Any, dict[str, Any]]
 
 
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
+#: The reason phrase of each status HTTP names.
+PHRASES = {status.value: status.phrase for status in HTTPStatus}
+
+
+def request_line(env: dict[str, Any]) -> str:
+    """The request as an access log line names it."""
+    return f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"
 
 
 class RequestLoop:
@@ -216,10 +218,8 @@ class RequestLoop:
         finish_environ(env, wsgi_input, ctx.environ, ctx.proxy)
         if self._rejected:
             return None
-        request_line = f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"
-        if self.origin_refused(env, started, request_line):
+        if self.origin_refused(env, started):
             return None
-        peer = self._transport.peer
         try:
             target = ctx.dispatch(env)
             status, headers, result_body = normalize(
@@ -228,7 +228,8 @@ class RequestLoop:
             # What the app did not read must be consumed before the answer
             # ends, to find the next request (the core bounds it with
             # max_body_size; past that the 413 replaces the app's answer).
-            await self._discard_body()
+            if not self._body_done:
+                await self._discard_body()
             if self._rejected:
                 await close_body(result_body)
                 return None
@@ -249,23 +250,30 @@ class RequestLoop:
                     headers = with_length(headers, len(fixed), head=head)
             kind = core.start_response(status, headers, upgrade=handler is not None)
         except Exception:
-            log.exception("error in app for %s", request_line)
+            log.exception("error in app for %s", request_line(env))
             self._respond_error()
             ctx.counters.response(500, started)
-            access_log.info('%s - "%s" 500 Internal Server Error', peer, request_line)
+            self._access(env, 500, "Internal Server Error")
             return None
         if kind is not None:
             await close_body(result_body)
             sent = 101 if kind == "websocket" else 200
             ctx.counters.response(sent, started)
-            access_log.info('%s - "%s" %d %s open', peer, request_line, sent, kind)
+            self._access(env, sent, f"{kind} open")
             return kind, handler, env
-        await self._send_body(result_body, fixed, request_line)
+        await self._send_body(result_body, fixed, env)
         ctx.counters.response(status, started)
-        access_log.info('%s - "%s" %d %s', peer, request_line, status, _phrase(status))
+        self._access(env, status, PHRASES.get(status, ""))
         return None
 
-    def origin_refused(self, env: dict[str, Any], started: float, request_line: str) -> bool:
+    def _access(self, env: dict[str, Any], status: int, what: str) -> None:
+        """The access log's line for a request answered ``status``."""
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                '%s - "%s" %d %s', self._transport.peer, request_line(env), status, what
+            )
+
+    def origin_refused(self, env: dict[str, Any], started: float) -> bool:
         """Whether a push request came from an Origin ``allow_origins`` does
         not list: it is answered 403."""
         ctx = self._ctx
@@ -279,7 +287,7 @@ class RequestLoop:
         ):
             self.core.respond(403, [("content-type", "text/plain")], b"Origin not allowed\n")
             ctx.counters.response(403, started)
-            access_log.info('%s - "%s" 403 Forbidden (origin)', self._transport.peer, request_line)
+            self._access(env, 403, "Forbidden (origin)")
             return True
         return False
 
@@ -289,7 +297,7 @@ class RequestLoop:
         with contextlib.suppress(ValueError, RuntimeError):
             self.core.respond(500, headers, _ERROR_BODY)
 
-    async def _send_body(self, body: Any, fixed: bytes | None, request_line: str) -> None:
+    async def _send_body(self, body: Any, fixed: bytes | None, env: dict[str, Any]) -> None:
         core = self.core
         if fixed is not None:
             core.send_body(fixed)
@@ -313,7 +321,7 @@ class RequestLoop:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise
         except Exception:
-            log.exception("error in response body for %s", request_line)
+            log.exception("error in response body for %s", request_line(env))
             # The head is out: the only honest signal left is to close.
             raise trio.BrokenResourceError("response body failed") from None
         finally:
