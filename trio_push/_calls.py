@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -14,25 +15,28 @@ log = logging.getLogger("trio_push")
 
 # Callables already reported as slow (each is reported once).
 _reported_slow: set[str] = set()
-# Whether a function is ``async def``, by the function (a bound method's own
-# function: the method object is made anew for every call), decided once. A
-# closure is asked each time: one is often made per call.
-_async: dict[Any, bool] = {}
-_ASYNC_KEPT = 1024
+# Whether a function is ``async def``, by its code: what inspect reads of a
+# plain function or method, shared by every closure made from one ``def``,
+# and never freed before the module (a function or method object may be made
+# anew for every call). Bounded for code made at run time.
+_async: dict[types.CodeType, bool] = {}
+_ASYNC_KEPT = 4096
 
 
 def is_async(fn: Callable[..., Any]) -> bool:
-    """``inspect.iscoroutinefunction(fn)``, remembered for the function: it
-    is asked for every request and every callback (a microsecond each)."""
-    key = getattr(fn, "__func__", fn)
-    try:
-        answer = _async.get(key)
-    except TypeError:  # unhashable
+    """``inspect.iscoroutinefunction(fn)``, remembered for a plain function
+    or method: it is asked for every request and every callback."""
+    func = getattr(fn, "__func__", fn)
+    # (A function marked by inspect.markcoroutinefunction, Python 3.12, is
+    # asked each time: the mark is the function's, not its code's.)
+    if type(func) is not types.FunctionType or hasattr(func, "_is_coroutine_marker"):
         return inspect.iscoroutinefunction(fn)
+    code = func.__code__
+    answer = _async.get(code)
     if answer is None:
         answer = inspect.iscoroutinefunction(fn)
-        if getattr(key, "__closure__", None) is None and len(_async) < _ASYNC_KEPT:
-            _async[key] = answer
+        if len(_async) < _ASYNC_KEPT:
+            _async[code] = answer
     return answer
 
 
