@@ -114,7 +114,7 @@ class RequestLoop:
                 # first bytes are in, its whole head must follow in time.
                 self.idle = head_started is None and answered
                 if head_started is None:
-                    self.deadline = trio.current_time() + options.idle_timeout
+                    self.deadline = ctx.now() + options.idle_timeout
                 else:
                     self.deadline = head_started + options.header_timeout
                 data = await transport.receive()
@@ -131,7 +131,7 @@ class RequestLoop:
                 self.idle = False
                 fresh = True
                 if head_started is None:
-                    head_started = trio.current_time()
+                    head_started = ctx.now()
                 core.receive_data(data)
                 continue
             self.idle = False
@@ -231,7 +231,7 @@ class RequestLoop:
         if asgi is not None and asgi.serves(ctx.dispatch(env)):
             return await asgi.answer(self, env)
         core = self.core
-        started = trio.current_time()
+        started = ctx.now()
         if ctx.wsgi:
             wsgi_input: Any = BodyReader(self.body_chunk)
         else:

@@ -318,6 +318,7 @@ class Server:
         if self.options.tune_gc:
             tune_gc()
         self.loop.enter()
+        self._context.read_clock()
         self._stop_event = trio.Event()
         self._empty = trio.Event()
         self._empty.set()
