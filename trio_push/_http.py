@@ -172,25 +172,27 @@ class RequestLoop:
     async def next_body_chunk(self) -> bytes:
         """:meth:`body_chunk` without sending anything (an ASGI app's body is
         read by a task of its own while another one sends the response)."""
+        while (chunk := self._body_had()) is None:
+            # A body that stops coming would hold the connection forever
+            # (slowloris on the body): bound each wait.
+            timeout = self._ctx.options.header_timeout
+            with trio.move_on_after(timeout) as scope:
+                await self._receive()
+            if scope.cancelled_caught:
+                log.info("%s: request body stalled for %ss, closing", self._transport.peer, timeout)
+                raise trio.BrokenResourceError("request body stalled")
+        return chunk
+
+    def _body_had(self) -> bytes | None:
+        """The next piece of the body from what has come (``b""`` at its
+        end), or None if more bytes are needed first."""
         core = self.core
         while not self._body_done:
             event = core.next_event()
             if event is None:
-                if core.finished:
-                    self._body_done = True
-                else:
-                    # A body that stops coming would hold the connection
-                    # forever (slowloris on the body): bound each wait.
-                    timeout = self._ctx.options.header_timeout
-                    with trio.move_on_after(timeout) as scope:
-                        await self._receive()
-                    if scope.cancelled_caught:
-                        log.info(
-                            "%s: request body stalled for %ss, closing",
-                            self._transport.peer,
-                            timeout,
-                        )
-                        raise trio.BrokenResourceError("request body stalled")
+                if not core.finished:
+                    return None
+                self._body_done = True
             elif isinstance(event, sp.Body):
                 return event.data
             elif isinstance(event, sp.EndOfRequest):
@@ -234,8 +236,10 @@ class RequestLoop:
         started = ctx.now()
         if ctx.wsgi:
             wsgi_input: Any = BodyReader(self.body_chunk)
+        elif (first := self._body_had()) == b"":
+            wsgi_input = EMPTY_INPUT  # no body (most requests), nothing to wait for
         else:
-            chunks = []
+            chunks = [first] if first else []
             while chunk := await self.body_chunk():
                 chunks.append(chunk)
             wsgi_input = io.BytesIO(b"".join(chunks)) if chunks else EMPTY_INPUT
