@@ -33,6 +33,12 @@ _NOT_SIMPLE = frozenset(
     (b"content-length", b"transfer-encoding", b"upgrade", b"expect", b"connection", b"te")
 )
 
+# Header lines as read (_read_field): a client sends the same ones again and
+# again (Host, User-Agent, Accept...). Only short ones, emptied when full.
+_FIELDS: dict[bytes, tuple[bytes, bytes] | tuple[()]] = {}
+_FIELDS_KEPT = 1024
+_FIELD_KEPT_SIZE = 256
+
 # What h11 allows in a response's header names and values (RFC 9110 5.1, 5.5),
 # and in a Content-Length (digits, at most 20 of them).
 _FIELD_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
@@ -61,22 +67,38 @@ def parse_simple(head: bytes) -> SimpleRequest | None:
     headers: list[tuple[bytes, bytes]] = []
     hosts = 0
     for line in lines[1:]:
-        field = _HEADER.fullmatch(line)
+        field = _FIELDS.get(line)
         if field is None:
+            field = _read_field(line)
+        if not field:
             return None
-        name = field[1].lower()
-        value = field[2] or b""
-        if name in _NOT_SIMPLE:
-            if name != b"connection" or value.lower() != b"keep-alive":
-                return None
-        elif name == b"host":
+        if field[0] == b"host":
             hosts += 1
-        elif name == b"accept" and b"text/event-stream" in value.lower():
-            return None  # SSE: the upgrade path reads it through h11
-        headers.append((name, value))
+        headers.append(field)
     if hosts != 1:
         return None
     return SimpleRequest(match[1], match[2], headers)
+
+
+def _read_field(line: bytes) -> tuple[bytes, bytes] | tuple[()]:
+    """A header line of a simple request as (lower-case name, value); ``()``
+    if it takes the request off the fast path. Remembered (see _FIELDS)."""
+    field = _HEADER.fullmatch(line)
+    if field is None:
+        return ()
+    name = field[1].lower()
+    value = field[2] or b""
+    read: tuple[bytes, bytes] | tuple[()] = (name, value)
+    if name in _NOT_SIMPLE:
+        if name != b"connection" or value.lower() != b"keep-alive":
+            read = ()
+    elif name == b"accept" and b"text/event-stream" in value.lower():
+        read = ()  # SSE: the upgrade path reads it through h11
+    if len(line) <= _FIELD_KEPT_SIZE:
+        if len(_FIELDS) >= _FIELDS_KEPT:
+            _FIELDS.clear()
+        _FIELDS[line] = read
+    return read
 
 
 def _comma_values(value: bytes) -> list[bytes]:

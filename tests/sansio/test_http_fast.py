@@ -182,6 +182,7 @@ def test_parse_simple_takes_only_what_h11_takes_the_same_way(head: bytes) -> Non
     import h11
 
     request = parse_simple(head)
+    assert parse_simple(head) == request  # the second time from the lines remembered
     if request is None:
         return
     conn = h11.Connection(h11.SERVER)
