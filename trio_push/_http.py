@@ -289,7 +289,11 @@ class RequestLoop:
             ctx.counters.response(sent, started)
             self._access(env, sent, f"{kind} open")
             return kind, handler, env
-        await self._send_body(result_body, fixed, env)
+        if fixed is None:
+            await self._send_body(result_body, env)
+        else:
+            core.send_body(fixed)
+            core.end_response()
         ctx.counters.response(status, started)
         self._access(env, status, PHRASES.get(status, ""))
         return None
@@ -325,12 +329,9 @@ class RequestLoop:
         with contextlib.suppress(ValueError, RuntimeError):
             self.core.respond(500, headers, _ERROR_BODY)
 
-    async def _send_body(self, body: Any, fixed: bytes | None, env: dict[str, Any]) -> None:
+    async def _send_body(self, body: Any, env: dict[str, Any]) -> None:
+        """Send a streamed body, as it is produced."""
         core = self.core
-        if fixed is not None:
-            core.send_body(fixed)
-            core.end_response()
-            return
         limiter = self._ctx.limiter
         try:
             # _answer checked it is one or the other (is_body).
