@@ -115,7 +115,8 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
             server_cpu = (cpu_seconds(server.process.pid) - cpu0) / (time.monotonic() - t0)
             published = json.loads(publisher)
             out, _ = subscribers.communicate(
-                f"{published['sent']}\n".encode(), timeout=args.drain + 120
+                f"{published['sent']} {published['t0']} {published['rate']}\n".encode(),
+                timeout=args.drain + 120,
             )
             if subscribers.returncode != 0:
                 raise RuntimeError(f"subscribers: {last_line(log)}")
@@ -199,7 +200,7 @@ def chart(results: dict[str, dict[str, Any]], args: argparse.Namespace, path: Pa
         ys = [max(v, 1e-3) for _, v in r["curve"]]
         label = LABELS[server]
         if r["censored"]:
-            label += f" (lower bound: {r['missing']:,} deliveries missing)"
+            label += f": a lower bound, {r['missing']:,} deliveries missing"
         ax.plot(
             xs,
             ys,
@@ -209,8 +210,8 @@ def chart(results: dict[str, dict[str, Any]], args: argparse.Namespace, path: Pa
             color="#2a7ab9" if server == "trio-push" else next(colors),
         )
     ax.set_yscale("log")
-    ticks = range(5)
-    ax.set_xticks(list(ticks), ["0%", "90%", "99%", "99.9%", "99.99%"])
+    ticks = [0.0, -math.log10(0.5), 1.0, 2.0, 3.0, 4.0]
+    ax.set_xticks(ticks, ["0%", "50%", "90%", "99%", "99.9%", "99.99%"])
     ax.set_xlabel("percentile of deliveries")
     ax.set_ylabel("latency from publish to receipt (ms, log scale)")
     ax.set_title(
@@ -233,7 +234,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to publish")
     parser.add_argument("--size", type=int, default=64, help="bytes per message (40 to 125)")
     parser.add_argument(
-        "--drain", type=float, default=10.0, help="how long to wait for deliveries after"
+        "--drain", type=float, default=30.0, help="how long to wait for deliveries after"
     )
     parser.add_argument("--timeout", type=float, default=180.0, help="for connecting, seconds")
     parser.add_argument("--server-cpu", type=int, default=0)

@@ -19,10 +19,11 @@ that completes c messages completes the next c of that connection: the
 client counts the ``~`` that ends each message and parses only the number of
 the last one, to check the order, and the DUE of a message the first time
 any connection reads it. Then it reads from stdin how many messages the
-publisher sent, waits for every subscriber to have all of them (at most
-``--drain`` s), and prints JSON: deliveries, missing ones, and the latency
-from DUE to the read at percentiles. A delivery still missing at the end
-counts as arriving at the end, so with missing ones every percentile is a
+publisher sent, from when and at what rate (``SENT T0 RATE``), waits for
+every subscriber to have all of them (at most ``--drain`` s), and prints
+JSON: deliveries, missing ones, and the latency from DUE to the read at
+percentiles. A delivery still missing at the end counts as arriving at the
+end, so with missing ones every percentile is a
 lower bound (``censored``).
 """
 
@@ -45,6 +46,8 @@ from servers import raise_fd_limit
 #: The percentiles of the curve (bench/latency.py's chart): 0 (the fastest)
 #: to 99.99 evenly on a scale of -log10(1 - p).
 CURVE = [1 - 10 ** (-i / 20) for i in range(81)]
+#: Deliveries to work out latencies for at a time (bounds the client's memory).
+BLOCK = 4_000_000
 #: A close frame from a client (masked, no payload).
 CLOSE = b"\x88\x80\0\0\0\0"
 
@@ -56,6 +59,11 @@ def ws_frame(payload: bytes) -> bytes:
     """A masked text frame (the mask is zero: the payload stays as it is)."""
     assert len(payload) < 126
     return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+def due_time(t0: int, rate: float, k: int) -> int:
+    """When message ``k`` is due, in microseconds, if message 0 is at ``t0``."""
+    return t0 + round(k * 1e6 / rate)
 
 
 def publish(args: argparse.Namespace) -> dict[str, Any]:
@@ -75,7 +83,7 @@ def publish(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.monotonic_ns() // 1000 + 100_000
     late = []
     for k in range(count):
-        due = t0 + round(k * 1e6 / args.rate)
+        due = due_time(t0, args.rate, k)
         wait = due - time.monotonic_ns() // 1000
         if wait > 0:
             time.sleep(wait / 1e6)
@@ -88,6 +96,8 @@ def publish(args: argparse.Namespace) -> dict[str, Any]:
     late.sort()
     return {
         "sent": count,
+        "t0": t0,
+        "rate": args.rate,
         "late_p50_ms": late[len(late) // 2] / 1000,
         "late_p99_ms": late[min(len(late) - 1, len(late) * 99 // 100)] / 1000,
         "late_max_ms": late[-1] / 1000,
@@ -160,22 +170,29 @@ class Subscriber(Handshaking):
         super().connection_lost(exc)
 
 
-def latencies(bench: Bench, clients: list[Subscriber], sent: int, end: float) -> Any:
+def latencies(
+    bench: Bench, clients: list[Subscriber], sent: int, dues: list[int], end: float
+) -> Any:
     """Every delivery's latency in ms (float32, sorted), the missing ones'
-    as if they arrived at ``end``; and how many were missing."""
+    as if they arrived at ``end``; and how many were missing. ``dues``: when
+    each of the ``sent`` messages was due (those that no subscriber got carry
+    theirs only there)."""
     import numpy as np
 
-    due = np.array(bench.due[:sent], dtype=np.float64) / 1e6
+    due = np.array(dues, dtype=np.float64) / 1e6
     times = np.frombuffer(bench.times, dtype=np.float64)
     firsts = np.frombuffer(bench.firsts, dtype=np.int64)
     counts = np.frombuffer(bench.counts, dtype=np.int64)
     parts = []
-    block = 1 << 20  # reads at a time, to bound the memory of the index arrays
-    for lo in range(0, len(times), block):
-        c = counts[lo : lo + block]
+    # Some millions of deliveries at a time, to bound the memory of the index arrays.
+    total = int(counts.sum())
+    cuts = np.searchsorted(np.cumsum(counts), np.arange(BLOCK, total, BLOCK), side="right")
+    bounds = [0, *cuts.tolist(), len(times)]
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        c = counts[lo:hi]
         starts = np.cumsum(c) - c
-        seq = np.repeat(firsts[lo : lo + block] - starts, c) + np.arange(int(c.sum()))
-        t = np.repeat(times[lo : lo + block], c)
+        seq = np.repeat(firsts[lo:hi] - starts, c) + np.arange(int(c.sum()))
+        t = np.repeat(times[lo:hi], c)
         keep = seq < sent
         parts.append(((t[keep] - due[seq[keep]]) * 1000).astype(np.float32))
     # For message k, how many subscribers do not have it: those whose next is <= k.
@@ -205,7 +222,9 @@ async def subscribers(args: argparse.Namespace) -> dict[str, Any]:
     print("ready", flush=True)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
-    sent = int(await asyncio.wait_for(stdin.readline(), args.timeout))
+    line = await asyncio.wait_for(stdin.readline(), args.timeout)
+    words = line.split()
+    sent, t0_us, rate = int(words[0]), int(words[1]), float(words[2])
     published = time.monotonic()
     deadline = published + args.drain
     while bench.delivered < sent * args.n and time.monotonic() < deadline:
@@ -216,7 +235,12 @@ async def subscribers(args: argparse.Namespace) -> dict[str, Any]:
     for client in clients:
         assert client.transport is not None
         client.transport.close()
-    values, missing = latencies(bench, clients, sent, end)
+    schedule = [due_time(t0_us, rate, k) for k in range(sent)]
+    seen = bench.due[:sent]
+    if seen != schedule[: len(seen)]:
+        bench.disorder += 1  # a message came with another DUE than it was sent with
+    dues = seen + schedule[len(seen) :]
+    values, missing = latencies(bench, clients, sent, dues, end)
     extra = sum(max(0, c.next - sent) for c in clients)
     cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     return {

@@ -77,6 +77,35 @@ def test_a_message_out_of_order_is_counted() -> None:
     assert asyncio.run(run()).disorder == 1
 
 
+@pytest.mark.parametrize("block", [3, 1000])
+def test_latencies_are_each_delivery_s_and_the_missing_ones_count_from_the_end(
+    block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    np = pytest.importorskip("numpy")
+    monkeypatch.setattr(latencyclient, "BLOCK", block)
+    now = [0.0]
+    monkeypatch.setattr(latencyclient.time, "monotonic", lambda: now[0])
+    stream = frames(10, 64)  # message k due at 1 + k / 1e6 s
+    expected = []
+
+    async def run() -> tuple[object, int]:
+        bench = latencyclient.Bench(64)
+        clients = []
+        for i, got in enumerate([10, 7, 0, 10]):  # how many each subscriber gets
+            subscriber = latencyclient.Subscriber(bench, b"", b"")
+            clients.append(subscriber)
+            for k in range(got):
+                now[0] = 2.0 + i + k / 100
+                subscriber.received(stream[66 * k : 66 * (k + 1)])
+                expected.append(now[0] - (1 + k / 1e6))
+            expected.extend(5.0 - (1 + k / 1e6) for k in range(got, 10))
+        return latencyclient.latencies(bench, clients, 10, bench.due, 5.0)
+
+    values, missing = asyncio.run(run())
+    assert missing == 3 + 10
+    assert np.allclose(values, np.sort(np.array(expected) * 1000), atol=1e-3)
+
+
 def test_a_small_run_against_trio_push_delivers_everything(tmp_path: Path) -> None:
     pytest.importorskip("numpy")
     pytest.importorskip("matplotlib")
