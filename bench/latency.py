@@ -261,7 +261,7 @@ def main() -> None:
     command = " ".join([".venv/bin/python bench/latency.py", *sys.argv[1:]])
     text = "\n".join(
         [
-            "## Push latency (written by bench/latency.py)",
+            "## Latest run (written by bench/latency.py)",
             "",
             f"    {command}",
             "",
