@@ -15,6 +15,7 @@ heads) and :func:`_has_obs_fold`; an upgrade request's are in
 
 from __future__ import annotations
 
+import contextlib
 import re
 from enum import Enum, auto
 from typing import Any
@@ -58,6 +59,37 @@ def _has_obs_fold(raw: bytes) -> bool:
     bare LF ends lines and the head too, as for h11; the body is not looked at)."""
     end = _LF_END.search(raw)
     return _OBS_FOLD.search(raw, 0, len(raw) if end is None else end.start()) is not None
+
+
+# The heads of simple requests' answers, by (status, HEAD?, the app's headers):
+# an app answers most requests with a few header sets, and writing one is a
+# tenth of a request. Only small ones, and emptied when full.
+_HEADS: dict[tuple[int, bool, tuple[Any, ...]], tuple[bytes, bool, int, bool]] = {}
+_HEADS_KEPT = 256
+_HEAD_KEPT_SIZE = 1024
+
+
+def _fast_head(
+    status: int, headers: tuple[Any, ...], head_request: bool
+) -> tuple[bytes, _http_fast.Framing]:
+    """:func:`_http_fast.start_response` for the app's ``headers``, remembered."""
+    key = (status, head_request, headers)
+    try:
+        known = _HEADS.get(key) if type(status) is int else None
+    except TypeError:  # a header that is not a tuple of str or bytes
+        known = None
+    if known is not None:
+        data, chunked, left, keep_alive = known
+        return data, _http_fast.Framing(chunked, left, keep_alive)
+    data, framing = _http_fast.start_response(
+        status, response_pairs(headers), phrase(status), head_request
+    )
+    if type(status) is int and len(data) <= _HEAD_KEPT_SIZE:
+        with contextlib.suppress(TypeError):
+            if len(_HEADS) >= _HEADS_KEPT:
+                _HEADS.clear()
+            _HEADS[key] = (data, framing.chunked, framing.left, framing.keep_alive)
+    return data, framing
 
 
 class _Step(Enum):
@@ -325,9 +357,9 @@ class HttpPhase(RequestPhase):
         self._live()
         if status == 0:
             status = 200
-        pairs = response_pairs(headers)
         step = self._step
         if step is _H11:
+            pairs = response_pairs(headers)
             if upgrade and self._kind is not None and status < 300:
                 return self._accept(pairs)
             self._send_head(h11.Response, status, pairs)
@@ -336,9 +368,7 @@ class HttpPhase(RequestPhase):
             raise LocalProtocolError("a response has already started")
         if step is _HEAD:
             raise LocalProtocolError("no request to answer")
-        head, self._framing = _http_fast.start_response(
-            status, pairs, phrase(status), self._head_request
-        )
+        head, self._framing = _fast_head(status, tuple(headers), self._head_request)
         self._step = _ANSWER
         self._out.put(head, message=False)
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,29 @@ log = logging.getLogger("trio_push")
 
 # Callables already reported as slow (each is reported once).
 _reported_slow: set[str] = set()
+# Whether a function is ``async def``, by its code: what inspect reads of a
+# plain function or method, shared by every closure made from one ``def``,
+# and never freed before the module (a function or method object may be made
+# anew for every call). Bounded for code made at run time.
+_async: dict[types.CodeType, bool] = {}
+_ASYNC_KEPT = 4096
+
+
+def is_async(fn: Callable[..., Any]) -> bool:
+    """``inspect.iscoroutinefunction(fn)``, remembered for a plain function
+    or method: it is asked for every request and every callback."""
+    func = getattr(fn, "__func__", fn)
+    # (A function marked by inspect.markcoroutinefunction, Python 3.12, is
+    # asked each time: the mark is the function's, not its code's.)
+    if type(func) is not types.FunctionType or hasattr(func, "_is_coroutine_marker"):
+        return inspect.iscoroutinefunction(fn)
+    code = func.__code__
+    answer = _async.get(code)
+    if answer is None:
+        answer = inspect.iscoroutinefunction(fn)
+        if len(_async) < _ASYNC_KEPT:
+            _async[code] = answer
+    return answer
 
 
 async def call(
@@ -32,7 +56,7 @@ async def call(
     Cancelled while ``fn`` runs in a thread, the call returns at once (see
     :func:`in_thread`).
     """
-    if inspect.iscoroutinefunction(fn):
+    if is_async(fn):
         result = fn(*args)
     elif limiter is None:
         started = time.perf_counter()
@@ -42,9 +66,11 @@ async def call(
             _report_slow(fn, held)
     else:
         result = await in_thread(fn, *args, limiter=limiter)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+    # None (a callback's answer) and a tuple (an app's) are never awaitable:
+    # isawaitable's ABC check is the slow part of a call.
+    if result is None or type(result) is tuple or not inspect.isawaitable(result):
+        return result
+    return await result
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any, limiter: trio.CapacityLimiter) -> Any:

@@ -50,6 +50,13 @@ class Connection:
     def peer(self) -> str:
         return self.transport.peer
 
+    def expire(self, now: float) -> None:
+        """End the wait for an HTTP request if its deadline is before ``now``
+        (the server's reaper asks every connection)."""
+        http = self._http
+        if http is not None and http.deadline <= now:
+            http.expire()
+
     async def run(self, core: sp.ServerConnection) -> None:
         """Serve the connection, with ``core`` as its protocol, until it ends."""
         try:

@@ -318,6 +318,7 @@ class Server:
         if self.options.tune_gc:
             tune_gc()
         self.loop.enter()
+        self._context.read_clock()
         self._stop_event = trio.Event()
         self._empty = trio.Event()
         self._empty.set()
@@ -332,6 +333,7 @@ class Server:
             accept_scope = trio.CancelScope()
             nursery.start_soon(self._acceptor.run, listeners, conn_nursery, accept_scope)
             conn_nursery.start_soon(self._tick)
+            conn_nursery.start_soon(self._reap)
             conn_nursery.start_soon(self._flush)
             if self.background is not None:
                 conn_nursery.start_soon(self._run_background)
@@ -391,6 +393,18 @@ class Server:
         # session alive while it sleeps, closed or not.
         for session in list(self.push_connections):
             session.tick(now)
+
+    async def _reap(self) -> None:
+        """One timer for every HTTP/1.1 connection's wait for a request
+        (``idle_timeout``, ``header_timeout``): one past its deadline is
+        ended within an eighth of the shorter of the two."""
+        o = self.options
+        period = min(max(min(o.idle_timeout, o.header_timeout) / 8, 0.005), 1.0)
+        while True:
+            await trio.sleep(period)
+            now = trio.current_time()
+            for conn in self.connections:
+                conn.expire(now)
 
     def _flush_soon(self, session: Flushable) -> None:
         """Have the flusher send what ``session`` has queued."""
