@@ -87,8 +87,8 @@ def publish(args: argparse.Namespace) -> dict[str, Any]:
         wait = due - time.monotonic_ns() // 1000
         if wait > 0:
             time.sleep(wait / 1e6)
-        head = f"{k}:{due}:".encode()
-        frame = ws_frame(head + b"x" * (args.size - len(head) - 1) + b"~")
+        stamp = f"{k}:{due}:".encode()
+        frame = ws_frame(stamp + b"x" * (args.size - len(stamp) - 1) + b"~")
         late.append(time.monotonic_ns() // 1000 - due)
         sock.sendall(frame)
     sock.sendall(CLOSE)
