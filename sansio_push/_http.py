@@ -234,7 +234,10 @@ class HttpPhase(RequestPhase):
         # Empty lines before a request line are ignored (RFC 9112 2.2: old
         # clients send a CRLF after a POST body), CR or LF alone as nginx and
         # llhttp do; h11 would answer 400.
-        raw = self._raw = self._raw.lstrip(b"\r\n")
+        raw = self._raw
+        if not raw and not self._eof:
+            return None  # (asked after every answer)
+        raw = self._raw = raw.lstrip(b"\r\n")
         end = raw.find(b"\r\n\r\n")
         max_size = self._config.max_head_size
         if end < 0:
