@@ -149,7 +149,17 @@ class Connection:
                         await session.resume_reading()
                     if session.state:
                         return  # the socket must not be waited for again
-                    core.receive_data(await transport.receive())
+                    if not transport.plain:
+                        core.receive_data(await transport.receive())
+                        continue
+                    # Plain TCP: trio's wait right here, not in receive(),
+                    # whose frame every idle connection would keep.
+                    try:
+                        await transport.readable()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        core.receive_data(b"")
+                    else:
+                        transport.read(core.receive_data)
                 elif isinstance(event, sp.Message):
                     await session.message(event.data)
                 elif isinstance(event, sp.Pong):

@@ -19,6 +19,7 @@ session an object with the same three methods over the shared transport.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -104,6 +105,34 @@ class Transport:
                     continue
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             return b""
+
+    @property
+    def plain(self) -> bool:
+        """True for plain TCP (not TLS), while open: :meth:`readable` and
+        :meth:`read` may be used instead of :meth:`receive`."""
+        return self._fd >= 0
+
+    def readable(self) -> Awaitable[None]:
+        """Plain TCP: wait until the socket has bytes for :meth:`read`
+        (raises ``trio.ClosedResourceError`` once :meth:`stop_reading` was
+        called). This returns trio's own wait, not a coroutine of ours
+        around it: an idle push connection waits in it, and every frame in
+        that wait is kept by each idle one (so its reader, in
+        ``_connection.py``, awaits this rather than :meth:`receive`)."""
+        return trio.lowlevel.wait_readable(self._fd)
+
+    def read(self, receive: Callable[[bytes], object]) -> None:
+        """Plain TCP, once :meth:`readable`: hand ``receive`` the bytes that
+        came (``b""`` at the peer's end, or if the connection broke), or
+        nothing if none came after all. (Handed, not returned: a caller
+        that kept them in a local would keep them while it waits again.)"""
+        try:
+            data = os.read(self._fd, _RECEIVE_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:  # reset, or closed under us
+            data = b""
+        receive(data)
 
     def send_now(self, data: bytes) -> int:
         """Hand ``data`` to the socket without waiting; how much it took (0:
