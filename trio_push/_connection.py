@@ -13,6 +13,7 @@ connection) is handed to ``_h2.py`` instead: one push session per stream.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -32,11 +33,15 @@ log = logging.getLogger("trio_push")
 class Connection:
     """Drives one :class:`sansio_push.ServerConnection` over a transport."""
 
-    __slots__ = ("transport", "session", "h2", "_ctx", "_http", "_scope")
+    __slots__ = ("transport", "session", "h2", "_ctx", "_ended", "_http", "_scope")
 
-    def __init__(self, ctx: Context, transport: Transport) -> None:
+    def __init__(
+        self, ctx: Context, transport: Transport, ended: Callable[[Connection], None]
+    ) -> None:
         self._ctx = ctx
         self.transport = transport
+        # Called last, once the connection has ended (the server's count).
+        self._ended = ended
         #: The push session, once the connection has upgraded.
         self.session: PushSession | None = None
         #: The HTTP/2 driver, if the client speaks HTTP/2.
@@ -51,7 +56,8 @@ class Connection:
         return self.transport.peer
 
     async def run(self, core: sp.ServerConnection) -> None:
-        """Serve the connection, with ``core`` as its protocol, until it ends."""
+        """Serve the connection, with ``core`` as its protocol, until it
+        ends; then call ``ended``. (The root of the connection's task.)"""
         try:
             http = self._http = RequestLoop(self._ctx, self.transport, core)
             upgrade = None
@@ -74,14 +80,20 @@ class Connection:
             # A bug of ours must cost one connection, never the server.
             log.exception("%s: internal error, closing the connection", self.peer)
         finally:
-            session = self.session
-            if session is not None:
-                # Cancelled before the dispatcher got to it: on_close still
-                # runs, exactly once (shielded, within close_timeout).
-                await session.ensure_on_close()
-            await self.transport.aclose()
-            if session is not None:
-                session.release()
+            try:
+                await self._close()
+            finally:
+                self._ended(self)
+
+    async def _close(self) -> None:
+        session = self.session
+        if session is not None:
+            # Cancelled before the dispatcher got to it: on_close still
+            # runs, exactly once (shielded, within close_timeout).
+            await session.ensure_on_close()
+        await self.transport.aclose()
+        if session is not None:
+            session.release()
 
     async def _first_bytes(self) -> tuple[bool, bytes] | None:
         """Whether the client speaks HTTP/2 (TLS: it chose ``h2`` in ALPN;
