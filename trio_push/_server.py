@@ -169,6 +169,9 @@ class Server:
         self.push_connections = context.sessions
         self.connections: set[Connection] = set()
         self._acceptor = Acceptor(options.max_connections, self._connect)
+        # What every Connection calls once it has ended: one bound method
+        # for all of them (made for each, it would cost each 64 bytes).
+        self._ended_callback = self._ended
         # Push sessions with something queued from outside their own
         # tasks, for the flusher (see PushSession.flush).
         self._to_flush: list[Flushable] = []
@@ -442,7 +445,7 @@ class Server:
             return trio.aclose_forcefully(stream)
         core = sp.ServerConnection(self.options.protocol, client=peer, server=local)
         transport = Transport(stream, sock, peer, self.options.write_timeout)
-        conn = Connection(self._context, transport, self._ended)
+        conn = Connection(self._context, transport, self._ended_callback)
         self.connections.add(conn)
         self._empty = trio.Event() if self._empty.is_set() else self._empty
         return conn.run(core)
