@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import trio
 
@@ -59,21 +58,45 @@ class Connection:
         """Serve the connection, with ``core`` as its protocol, until it
         ends; then call ``ended``. (The root of the connection's task.)"""
         try:
-            http = self._http = RequestLoop(self._ctx, self.transport, core)
-            upgrade = None
-            with trio.CancelScope() as self._scope:
-                started = None
-                if core.config.http2:
-                    done, started = await self._sniff(core)
-                    if done:
-                        return
-                upgrade = await http.serve(started)
-            # Nothing of the HTTP phase is kept: a push session lasts long.
-            self._scope = self._http = http = None
-            if upgrade is not None:
-                # Called here, not from the request loop: what its frame holds
-                # (the last read, a timeout's scope) is freed.
-                await self._serve_push(core, *upgrade)
+            session = await self._serve_http(core)
+            if session is None:
+                return
+            # The push session's reader is here, not in a method of its own:
+            # every idle push connection would keep that method's frame.
+            transport = self.transport
+            try:
+                while not session.state:
+                    event = core.next_event()
+                    if event is None:
+                        if core.pending_bytes or not core.open:
+                            # Answers to what was read (callbacks' writes, pongs,
+                            # a close frame): once per read, not per message.
+                            session.flush()
+                        if core.finished:
+                            return
+                        if session.reading_paused:
+                            await session.resume_reading()
+                        if session.state:
+                            return  # the socket must not be waited for again
+                        if not transport.plain:
+                            core.receive_data(await transport.receive())
+                            continue
+                        # Plain TCP: trio's wait right here, not in receive(),
+                        # whose frame every idle connection would keep.
+                        try:
+                            await transport.readable()
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            core.receive_data(b"")
+                        else:
+                            transport.read(core.receive_data)
+                    elif isinstance(event, sp.Message):
+                        await session.message(event.data)
+                    elif isinstance(event, sp.Pong):
+                        session.pong()
+                    elif isinstance(event, sp.Closed):
+                        session.closed(event.code, event.reason)
+            finally:
+                await session.finish()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
@@ -84,6 +107,28 @@ class Connection:
                 await self._close()
             finally:
                 self._ended(self)
+
+    async def _serve_http(self, core: sp.ServerConnection) -> PushSession | None:
+        """Answer requests until the connection ends (None) or upgrades:
+        then its push session, started."""
+        http = self._http = RequestLoop(self._ctx, self.transport, core)
+        upgrade = None
+        with trio.CancelScope() as self._scope:
+            started = None
+            if core.config.http2:
+                done, started = await self._sniff(core)
+                if done:
+                    return None
+            upgrade = await http.serve(started)
+        # Nothing of the HTTP phase is kept: a push session lasts long.
+        self._scope = self._http = None
+        if upgrade is None:
+            return None
+        kind, handler, env = upgrade
+        session = self.session = PushSession(self._ctx, self.transport, core, handler)
+        session.client = Client(session, env, kind)
+        session.start()
+        return session
 
     async def _close(self) -> None:
         session = self.session
@@ -137,49 +182,6 @@ class Connection:
             return False, None
         core.receive_data(data)
         return False, trio.current_time()
-
-    async def _serve_push(
-        self, core: sp.ServerConnection, kind: str, handler: Any, env: dict[str, Any]
-    ) -> None:
-        """Read the peer's frames (or, for SSE, wait for the end of the
-        stream) and hand them to the push session, until it is over."""
-        session = self.session = PushSession(self._ctx, self.transport, core, handler)
-        session.client = Client(session, env, kind)
-        session.start()
-        transport = self.transport
-        try:
-            while not session.state:
-                event = core.next_event()
-                if event is None:
-                    if core.pending_bytes or not core.open:
-                        # Answers to what was read (callbacks' writes, pongs,
-                        # a close frame): once per read, not per message.
-                        session.flush()
-                    if core.finished:
-                        return
-                    if session.reading_paused:
-                        await session.resume_reading()
-                    if session.state:
-                        return  # the socket must not be waited for again
-                    if not transport.plain:
-                        core.receive_data(await transport.receive())
-                        continue
-                    # Plain TCP: trio's wait right here, not in receive(),
-                    # whose frame every idle connection would keep.
-                    try:
-                        await transport.readable()
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        core.receive_data(b"")
-                    else:
-                        transport.read(core.receive_data)
-                elif isinstance(event, sp.Message):
-                    await session.message(event.data)
-                elif isinstance(event, sp.Pong):
-                    session.pong()
-                elif isinstance(event, sp.Closed):
-                    session.closed(event.code, event.reason)
-        finally:
-            await session.finish()
 
     def shutdown(self) -> None:
         """The server stops gracefully: a push session gets ``on_shutdown``,
