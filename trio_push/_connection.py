@@ -153,7 +153,12 @@ class Connection:
                 await stream.do_handshake()
                 return stream.selected_alpn_protocol() == "h2", b""
             return None
-        data = b""
+        # A client mostly sends at once: what it sent is often here already,
+        # and then no timeout is needed (a timeout's scope stays in trio's
+        # deadlines, 220 bytes, until idle_timeout has passed).
+        data = (transport.read_now() if transport.plain else None) or b""
+        if data and sp.is_h2_preface(data) is not None:
+            return bool(sp.is_h2_preface(data)), data
         with trio.move_on_after(options.idle_timeout):
             while True:
                 more = await transport.receive()

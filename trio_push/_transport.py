@@ -135,13 +135,19 @@ class Transport:
         came (``b""`` at the peer's end, or if the connection broke), or
         nothing if none came after all. (Handed, not returned: a caller
         that kept them in a local would keep them while it waits again.)"""
+        data = self.read_now()
+        if data is not None:
+            receive(data)
+
+    def read_now(self) -> bytes | None:
+        """Plain TCP: the bytes the socket has (``b""`` at the peer's end,
+        or if the connection broke), or None if it has none yet."""
         try:
-            data = os.read(self._fd, _RECEIVE_SIZE)
+            return os.read(self._fd, _RECEIVE_SIZE)
         except BlockingIOError:
-            return
+            return None
         except OSError:  # reset, or closed under us
-            data = b""
-        receive(data)
+            return b""
 
     def send_now(self, data: bytes) -> int:
         """Hand ``data`` to the socket without waiting; how much it took (0:
