@@ -7,7 +7,7 @@ import logging
 import random
 import ssl
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from typing import Any, cast
 
@@ -168,7 +168,10 @@ class Server:
         #: The push sessions open.
         self.push_connections = context.sessions
         self.connections: set[Connection] = set()
-        self._acceptor = Acceptor(options.max_connections, self._handle)
+        self._acceptor = Acceptor(options.max_connections, self._connect)
+        # What every Connection calls once it has ended: one bound method
+        # for all of them (made for each, it would cost each 64 bytes).
+        self._ended_callback = self._ended
         # Push sessions with something queued from outside their own
         # tasks, for the flusher (see PushSession.flush).
         self._to_flush: list[Flushable] = []
@@ -442,32 +445,31 @@ class Server:
         except Exception:
             log.exception("error in the app's background task")
 
-    async def _handle(self, stream: Any) -> None:
-        # One coroutine, not two: its frame lives as long as the connection.
-        conn = None
+    def _connect(self, stream: Any) -> Coroutine[Any, Any, None]:
+        """What the task of a new connection runs: its :meth:`Connection.run`.
+        Returned, not awaited in a coroutine of ours: each idle connection
+        would keep that coroutine's frame."""
+        sock = (
+            stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+        )
         try:
-            sock = (
-                stream.transport_stream.socket
-                if isinstance(stream, trio.SSLStream)
-                else stream.socket
-            )
-            try:
-                peer, local = addresses(sock, tls=isinstance(stream, trio.SSLStream))
-            except OSError:
-                await trio.aclose_forcefully(stream)
-                return
-            core = sp.ServerConnection(self.options.protocol, client=peer, server=local)
-            transport = Transport(stream, sock, peer, self.options.write_timeout)
-            conn = Connection(self._context, transport)
-            self.connections.add(conn)
-            self._empty = trio.Event() if self._empty.is_set() else self._empty
-            await conn.run(core)
-        finally:
+            peer, local = addresses(sock, tls=isinstance(stream, trio.SSLStream))
+        except OSError:
             self._acceptor.release()
-            if conn is not None:
-                self.connections.discard(conn)
-                if not self.connections:
-                    self._empty.set()
+            return trio.aclose_forcefully(stream)
+        core = sp.ServerConnection(self.options.protocol, client=peer, server=local)
+        transport = Transport(stream, sock, peer, self.options.write_timeout)
+        conn = Connection(self._context, transport, self._ended_callback)
+        self.connections.add(conn)
+        self._empty = trio.Event() if self._empty.is_set() else self._empty
+        return conn.run(core)
+
+    def _ended(self, conn: Connection) -> None:
+        """``conn`` has ended (its transport closed)."""
+        self._acceptor.release()
+        self.connections.discard(conn)
+        if not self.connections:
+            self._empty.set()
 
     async def _shutdown(self) -> None:
         self._context.stopping = True

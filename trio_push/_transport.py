@@ -19,6 +19,7 @@ session an object with the same three methods over the shared transport.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -52,6 +53,9 @@ class Sink(Protocol):
 
     async def send(self, data: bytes, progress: Progress) -> bool: ...
 
+    def _stream(self) -> trio.abc.Stream:
+        return self.stream if self.stream is not None else trio.SocketStream(self.socket)
+
     def stop_reading(self) -> None: ...
 
 
@@ -60,6 +64,10 @@ class Transport:
 
     One task reads (:meth:`receive`); sending is :meth:`send_now` from any
     task, or :meth:`send` from one task at a time.
+
+    For plain TCP only the socket is kept: the trio stream over it is made
+    when a send waits, and to close (trio's ``SocketStream`` and its
+    conflict detector would cost every idle connection 176 bytes).
     """
 
     __slots__ = ("stream", "socket", "address", "write_timeout", "_fd")
@@ -71,15 +79,17 @@ class Transport:
         address: tuple[str, int] | None,
         write_timeout: float,
     ) -> None:
-        self.stream = stream
-        #: The TCP socket under ``stream`` (which may be TLS).
+        plain = isinstance(stream, trio.SocketStream)
+        #: The stream over ``socket`` (TLS), or None for plain TCP.
+        self.stream: trio.abc.Stream | None = None if plain else stream
+        #: The TCP socket (under ``stream`` with TLS).
         self.socket = socket
         #: The peer's address.
         self.address = address
         self.write_timeout = write_timeout
         # Plain TCP: the socket's descriptor, to send and read without
         # trio's stream (-1 for TLS, and once closed).
-        self._fd = socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._fd = socket.fileno() if plain else -1
 
     @property
     def peer(self) -> str:
@@ -93,7 +103,7 @@ class Transport:
         fd = self._fd
         try:
             if fd < 0:
-                return await self.stream.receive_some(_RECEIVE_SIZE)
+                return await self._stream().receive_some(_RECEIVE_SIZE)
             # Plain TCP: wait, then read. We read whenever we have handled all
             # that came, so trying first would mostly be a failed system call.
             while True:
@@ -103,6 +113,40 @@ class Transport:
                 except BlockingIOError:
                     continue
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            return b""
+
+    @property
+    def plain(self) -> bool:
+        """True for plain TCP (not TLS), while open: :meth:`readable` and
+        :meth:`read` may be used instead of :meth:`receive`."""
+        return self._fd >= 0
+
+    def readable(self) -> Awaitable[None]:
+        """Plain TCP: wait until the socket has bytes for :meth:`read`
+        (raises ``trio.ClosedResourceError`` once :meth:`stop_reading` was
+        called). This returns trio's own wait, not a coroutine of ours
+        around it: an idle push connection waits in it, and every frame in
+        that wait is kept by each idle one (so its reader, in
+        ``_connection.py``, awaits this rather than :meth:`receive`)."""
+        return trio.lowlevel.wait_readable(self._fd)
+
+    def read(self, receive: Callable[[bytes], object]) -> None:
+        """Plain TCP, once :meth:`readable`: hand ``receive`` the bytes that
+        came (``b""`` at the peer's end, or if the connection broke), or
+        nothing if none came after all. (Handed, not returned: a caller
+        that kept them in a local would keep them while it waits again.)"""
+        data = self.read_now()
+        if data is not None:
+            receive(data)
+
+    def read_now(self) -> bytes | None:
+        """Plain TCP: the bytes the socket has (``b""`` at the peer's end,
+        or if the connection broke), or None if it has none yet."""
+        try:
+            return os.read(self._fd, _RECEIVE_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError:  # reset, or closed under us
             return b""
 
     def send_now(self, data: bytes) -> int:
@@ -130,14 +174,18 @@ class Transport:
         progress.refused()
         view = memoryview(data)[n:]
         timeout = self.write_timeout
+        stream = self._stream()
         for start in range(0, len(view), _SEND_PIECE):
             piece = view[start : start + _SEND_PIECE]
             with trio.move_on_after(timeout) as scope:
-                await self.stream.send_all(piece)
+                await stream.send_all(piece)
             if scope.cancelled_caught:
                 return False
             progress.sent(len(piece))
         return True
+
+    def _stream(self) -> trio.abc.Stream:
+        return self.stream if self.stream is not None else trio.SocketStream(self.socket)
 
     def stop_reading(self) -> None:
         """Make the reader's :meth:`receive` return ``b""`` (without a cancel
@@ -152,7 +200,7 @@ class Transport:
         its body) before the client reads it; nginx's lingering_close does
         the same for the same reason.
         """
-        send_eof = getattr(self.stream, "send_eof", None)
+        send_eof = getattr(self._stream(), "send_eof", None)
         if send_eof is None:  # TLS streams cannot half-close
             return
         with trio.move_on_after(_LINGER_SECONDS):
@@ -168,4 +216,4 @@ class Transport:
         """Close the stream, at once (shielded from cancellation)."""
         self._fd = -1
         with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(self.stream)
+            await trio.aclose_forcefully(self._stream())
