@@ -17,7 +17,8 @@ import json
 import resource
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 MARK = ord("~")
 
@@ -77,6 +78,9 @@ class Handshaking(asyncio.Protocol):
             self.opened.set_exception(ConnectionError("closed during the handshake"))
 
 
+H = TypeVar("H", bound=Handshaking)
+
+
 class Counter(Handshaking):
     __slots__ = ("count", "target", "bench")
 
@@ -122,29 +126,39 @@ async def http_get(port: int, path: str) -> bytes:
     return body
 
 
-async def main(args: argparse.Namespace) -> dict[str, object]:
+async def subscribe(
+    port: int, n: int, make: Callable[[], H], timeout: float
+) -> tuple[list[H], float]:
+    """``n`` connections made by ``make``, opened 200 at a time, once the
+    server's ``/count`` says it has them all (within ``timeout`` s); and the
+    seconds the handshakes took."""
     loop = asyncio.get_running_loop()
-    request, status = handshake(args.protocol, f"/{args.protocol}")
-    bench = Bench()
-    clients: list[Counter] = []
+    clients: list[H] = []
     limit = asyncio.Semaphore(200)
 
     async def connect() -> None:
         async with limit:
-            _, client = await loop.create_connection(
-                lambda: Counter(bench, request, status), "127.0.0.1", args.port
-            )
+            _, client = await loop.create_connection(make, "127.0.0.1", port)
             await client.opened
         clients.append(client)
 
     started = time.perf_counter()
-    await asyncio.gather(*(connect() for _ in range(args.n)))
+    await asyncio.gather(*(connect() for _ in range(n)))
     connect_time = time.perf_counter() - started
-    deadline = time.monotonic() + args.timeout
-    while int(await http_get(args.port, "/count")) < args.n:
+    deadline = time.monotonic() + timeout
+    while int(await http_get(port, "/count")) < n:
         if time.monotonic() > deadline:
             raise RuntimeError("the server never counted every subscriber")
         await asyncio.sleep(0.05)
+    return clients, connect_time
+
+
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    request, status = handshake(args.protocol, f"/{args.protocol}")
+    bench = Bench()
+    clients, connect_time = await subscribe(
+        args.port, args.n, lambda: Counter(bench, request, status), args.timeout
+    )
 
     rounds = []
     cpu_used = []

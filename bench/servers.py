@@ -14,7 +14,10 @@ at ``BENCH_REDIS_URL``), ``hypercorn``, ``uvicorn``, ``uvicorn-h11``,
   ``publish``; ASGI: a queue per connection; websockets: ``broadcast``);
 - ``/hello``: a plain ``Hello, world!`` (bench/compare.py's ``http_rps``);
 - ``/echo`` (WebSocket): sends back every message it receives; as SSE (not
-  websockets), an event stream that stays open and idle (``mem_sse``).
+  websockets), an event stream that stays open and idle (``mem_sse``);
+- ``/pub`` (WebSocket): publishes every message it receives, as it is, to every
+  subscriber, the same way as ``/publish`` (``bench/latency.py``'s publisher,
+  whose messages carry their send time).
 
 ``reference`` is not a server to compare but the ceiling of the fan-out
 measure (``bench/fanout.py``): a minimal asyncio server (uvloop when installed)
@@ -94,9 +97,13 @@ def run_trio_push(port: int, pubsub: Any = None) -> None:
         def on_message(self, client: trio_push.Client, message: str | bytes) -> None:
             client.write(message)
 
+    class Publisher:
+        def on_message(self, client: trio_push.Client, message: str | bytes) -> None:
+            trio_push.publish("bench", message)
+
     subscriber = Subscriber()
     echo = Echo()
-    upgrades = {"/echo": echo, "/envelope": Enveloped()}
+    upgrades = {"/echo": echo, "/envelope": Enveloped(), "/pub": Publisher()}
     hello = (200, [("content-type", "text/plain")], HELLO)
 
     def app(env: dict[str, Any]) -> Any:
@@ -177,6 +184,13 @@ def asgi_app(make_queue: Callable[[], Any], put: Callable[[Any, str], None]) -> 
                     await send({"type": "websocket.send", "text": event["text"]})
                 else:
                     await send({"type": "websocket.send", "bytes": event["bytes"]})
+        if scope["type"] == "websocket" and path == "/pub":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            while (event := await receive())["type"] == "websocket.receive":
+                for queue in subscribers:
+                    put(queue, event["text"])
+            return
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.accept"})
@@ -309,6 +323,10 @@ def run_websockets(port: int) -> None:
         if ws.request.path == "/echo":
             async for msg in ws:
                 await ws.send(msg)
+            return
+        if ws.request.path == "/pub":
+            async for msg in ws:
+                await broadcast(subscribers, msg)
             return
         subscribers.add(ws)
         try:

@@ -15,6 +15,7 @@ heads) and :func:`_has_obs_fold`; an upgrade request's are in
 
 from __future__ import annotations
 
+import contextlib
 import re
 from enum import Enum, auto
 from typing import Any
@@ -24,7 +25,7 @@ import h11
 from . import _http_fast
 from ._codes import error_response, phrase
 from ._config import Config
-from ._env import RequestHead, build_env
+from ._env import RequestHead, build_env, env_base
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import Body, EndOfRequest, Event, Rejected, Request
 from ._handshake import WEBSOCKET, UpgradeRefused, sse_accept, upgrade_kind, websocket_accept
@@ -58,6 +59,37 @@ def _has_obs_fold(raw: bytes) -> bool:
     bare LF ends lines and the head too, as for h11; the body is not looked at)."""
     end = _LF_END.search(raw)
     return _OBS_FOLD.search(raw, 0, len(raw) if end is None else end.start()) is not None
+
+
+# The heads of simple requests' answers, by (status, HEAD?, the app's headers):
+# an app answers most requests with a few header sets, and writing one is a
+# tenth of a request. Only small ones, and emptied when full.
+_HEADS: dict[tuple[int, bool, tuple[Any, ...]], tuple[bytes, bool, int, bool]] = {}
+_HEADS_KEPT = 256
+_HEAD_KEPT_SIZE = 1024
+
+
+def _fast_head(
+    status: int, headers: tuple[Any, ...], head_request: bool
+) -> tuple[bytes, _http_fast.Framing]:
+    """:func:`_http_fast.start_response` for the app's ``headers``, remembered."""
+    key = (status, head_request, headers)
+    try:
+        known = _HEADS.get(key) if type(status) is int else None
+    except TypeError:  # a header that is not a tuple of str or bytes
+        known = None
+    if known is not None:
+        data, chunked, left, keep_alive = known
+        return data, _http_fast.Framing(chunked, left, keep_alive)
+    data, framing = _http_fast.start_response(
+        status, response_pairs(headers), phrase(status), head_request
+    )
+    if type(status) is int and len(data) <= _HEAD_KEPT_SIZE:
+        with contextlib.suppress(TypeError):
+            if len(_HEADS) >= _HEADS_KEPT:
+                _HEADS.clear()
+            _HEADS[key] = (data, framing.chunked, framing.left, framing.keep_alive)
+    return data, framing
 
 
 class _Step(Enum):
@@ -134,6 +166,7 @@ class HttpPhase(RequestPhase):
         "_config",
         "_client",
         "_server",
+        "_env_base",
         "_step",
         "_h11",
         "_raw",
@@ -157,6 +190,8 @@ class HttpPhase(RequestPhase):
         self._config = config
         self._client = client
         self._server = server
+        # What every request's environ has, made at the first request.
+        self._env_base: dict[str, Any] | None = None
         self._step = _HEAD
         # h11, while it reads a request (_Step.H11).
         self._h11: h11.Connection | None = None
@@ -202,7 +237,10 @@ class HttpPhase(RequestPhase):
         # Empty lines before a request line are ignored (RFC 9112 2.2: old
         # clients send a CRLF after a POST body), CR or LF alone as nginx and
         # llhttp do; h11 would answer 400.
-        raw = self._raw = self._raw.lstrip(b"\r\n")
+        raw = self._raw
+        if not raw and not self._eof:
+            return None  # (asked after every answer)
+        raw = self._raw = raw.lstrip(b"\r\n")
         end = raw.find(b"\r\n\r\n")
         max_size = self._config.max_head_size
         if end < 0:
@@ -303,9 +341,10 @@ class HttpPhase(RequestPhase):
         self._kind = kind
         self._head_request = request.method == b"HEAD"
         self._body_left = config.max_body_size
-        env = build_env(
-            request, kind=kind, server=self._server, client=self._client, scheme=config.scheme
-        )
+        base = self._env_base
+        if base is None:
+            base = self._env_base = env_base(self._server, self._client, config.scheme)
+        env = build_env(request, kind=kind, base=base)
         return Request(env)
 
     def _reject(self, exc: RemoteProtocolError) -> Event:
@@ -325,9 +364,9 @@ class HttpPhase(RequestPhase):
         self._live()
         if status == 0:
             status = 200
-        pairs = response_pairs(headers)
         step = self._step
         if step is _H11:
+            pairs = response_pairs(headers)
             if upgrade and self._kind is not None and status < 300:
                 return self._accept(pairs)
             self._send_head(h11.Response, status, pairs)
@@ -336,12 +375,31 @@ class HttpPhase(RequestPhase):
             raise LocalProtocolError("a response has already started")
         if step is _HEAD:
             raise LocalProtocolError("no request to answer")
-        head, self._framing = _http_fast.start_response(
-            status, pairs, phrase(status), self._head_request
-        )
-        self._step = _ANSWER
-        self._out.put(head, message=False)
+        self._start_fast(status, headers)
         return None
+
+    def _start_fast(self, status: int, headers: Headers) -> _http_fast.Framing:
+        """Queue a simple request's response head; its body's framing."""
+        head, framing = _fast_head(status, tuple(headers), self._head_request)
+        self._step = _ANSWER
+        self._framing = framing
+        self._out.put(head, message=False)
+        return framing
+
+    def answer(self, status: int, headers: Headers, body: bytes) -> None:
+        """:meth:`start_response`, :meth:`send_body` and :meth:`end_response`
+        in one call: the same bytes, the same errors at the same points (a
+        simple request's in one pass)."""
+        step = self._step
+        if (step is not _BODY and step is not _WAIT) or self.phase is DONE:
+            self.start_response(status, headers, False)
+            self.send_body(body)
+            self.end_response()
+            return
+        framing = self._start_fast(200 if status == 0 else status, headers)
+        if body and not self._head_request:
+            self._out.put(framing.body(body), message=False)
+        self._end_fast(framing)
 
     def send_body(self, data: bytes) -> None:
         if not data or self._head_request:
@@ -362,6 +420,10 @@ class HttpPhase(RequestPhase):
         framing = self._framing
         if framing is None:
             raise LocalProtocolError("no response has started")
+        self._end_fast(framing)
+
+    def _end_fast(self, framing: _http_fast.Framing) -> None:
+        """End a simple request's answer."""
         end = framing.end()
         if end:
             self._out.put(end, message=False)

@@ -10,17 +10,17 @@ else (a body, HTTP/1.0, ``Connection: close``, obs-text, a missing or repeated
 ``Host``, an absolute target, bare LF line ends, ...) is handed to h11 whole,
 which parses it and enforces the protocol as before.
 
-The response to a fast request is framed as h11 would frame it (the same
-bytes): headers validated by building an ``h11.Response``, ``Content-Length``
-or chunked framing, ``Connection: close`` when the app asks for it.
+The response to a fast request is written as h11 would write it (the same
+bytes, the same refusals with the same messages: ``tests/sansio/test_http_fast.py``
+compares the two), without building h11's objects: the headers checked with
+h11's grammar, ``Content-Length`` or chunked framing, ``Connection: close``
+when the app asks for it.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-import h11
 
 from ._errors import LocalProtocolError
 from ._frames import LAST_CHUNK, chunk
@@ -32,6 +32,19 @@ _HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([!-~]+(?:[ \t]+[!-
 _NOT_SIMPLE = frozenset(
     (b"content-length", b"transfer-encoding", b"upgrade", b"expect", b"connection", b"te")
 )
+
+# Header lines as read (_read_field): a client sends the same ones again and
+# again (Host, User-Agent, Accept...). Only short ones, emptied when full.
+_FIELDS: dict[bytes, tuple[bytes, bytes] | tuple[()]] = {}
+_FIELDS_KEPT = 1024
+_FIELD_KEPT_SIZE = 256
+
+# What h11 allows in a response's header names and values (RFC 9110 5.1, 5.5),
+# and in a Content-Length (digits, at most 20 of them).
+_FIELD_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+_DIGITS = re.compile(rb"[0-9]+")
+_MAX_DIGITS = 20
 
 
 @dataclass(slots=True)
@@ -54,37 +67,42 @@ def parse_simple(head: bytes) -> SimpleRequest | None:
     headers: list[tuple[bytes, bytes]] = []
     hosts = 0
     for line in lines[1:]:
-        field = _HEADER.fullmatch(line)
+        field = _FIELDS.get(line)
         if field is None:
+            field = _read_field(line)
+        if not field:
             return None
-        name = field[1].lower()
-        value = field[2] or b""
-        if name in _NOT_SIMPLE:
-            if name != b"connection" or value.lower() != b"keep-alive":
-                return None
-        elif name == b"host":
+        if field[0] == b"host":
             hosts += 1
-        elif name == b"accept" and b"text/event-stream" in value.lower():
-            return None  # SSE: the upgrade path reads it through h11
-        headers.append((name, value))
+        headers.append(field)
     if hosts != 1:
         return None
     return SimpleRequest(match[1], match[2], headers)
 
 
-def _comma_values(headers: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
-    out = []
-    for n, v in headers:
-        if n.lower() == name:
-            out += [p.strip().lower() for p in v.split(b",") if p.strip()]
-    return out
+def _read_field(line: bytes) -> tuple[bytes, bytes] | tuple[()]:
+    """A header line of a simple request as (lower-case name, value); ``()``
+    if it takes the request off the fast path. Remembered (see _FIELDS)."""
+    field = _HEADER.fullmatch(line)
+    if field is None:
+        return ()
+    name = field[1].lower()
+    value = field[2] or b""
+    read: tuple[bytes, bytes] | tuple[()] = (name, value)
+    if name in _NOT_SIMPLE:
+        if name != b"connection" or value.lower() != b"keep-alive":
+            read = ()
+    elif name == b"accept" and b"text/event-stream" in value.lower():
+        read = ()  # SSE: the upgrade path reads it through h11
+    if len(line) <= _FIELD_KEPT_SIZE:
+        if len(_FIELDS) >= _FIELDS_KEPT:
+            _FIELDS.clear()
+        _FIELDS[line] = read
+    return read
 
 
-def _set_header(
-    headers: list[tuple[bytes, bytes]], name: bytes, values: list[bytes]
-) -> list[tuple[bytes, bytes]]:
-    kept = [(n, v) for n, v in headers if n.lower() != name]
-    return kept + [(name.title(), v) for v in values]
+def _comma_values(value: bytes) -> list[bytes]:
+    return [p.strip().lower() for p in value.split(b",") if p.strip()]
 
 
 class Framing:
@@ -118,39 +136,68 @@ def start_response(
     status: int, pairs: list[tuple[bytes, bytes]], reason: bytes, head_request: bool
 ) -> tuple[bytes, Framing]:
     """The response head for a simple request, and its body framing, as h11
-    would write them. Raises :class:`~sansio_push.LocalProtocolError` for
-    what h11 would refuse."""
-    try:
-        # h11 validates names, values, Content-Length and Transfer-Encoding here.
-        response = h11.Response(status_code=status, headers=pairs, reason=reason)
-    except h11.LocalProtocolError as exc:
-        raise LocalProtocolError(str(exc)) from exc
-    headers = list(response.headers.raw_items())
-    encodings = _comma_values(headers, b"transfer-encoding")
-    lengths = _comma_values(headers, b"content-length")
-    if status in (204, 304) or (lengths and not encodings):
-        framing = "length"
-    else:
+    would write them (the same checks, in the same order, with the same
+    messages). Raises :class:`~sansio_push.LocalProtocolError` for what h11
+    would refuse."""
+    if not isinstance(status, int):
+        raise LocalProtocolError("status code must be integer")
+    lines: list[bytes] = []
+    hosts: list[bytes] = []
+    length = None
+    chunked = False
+    keep_alive = True
+    for name, value in pairs:
+        if _FIELD_NAME.fullmatch(name) is None:
+            raise LocalProtocolError(f"Illegal header name {name!r}")
+        if _FIELD_VALUE.fullmatch(value) is None:
+            raise LocalProtocolError(f"Illegal header value {value!r}")
+        lower = name.lower()
+        if lower == b"content-length":
+            lengths = {v.strip() for v in value.split(b",")}
+            if len(lengths) != 1:
+                raise LocalProtocolError("conflicting Content-Length headers")
+            value = lengths.pop()
+            if _DIGITS.fullmatch(value) is None or len(value) > _MAX_DIGITS:
+                raise LocalProtocolError("bad Content-Length")
+            if length is not None:
+                if length != value:
+                    raise LocalProtocolError("conflicting Content-Length headers")
+                continue
+            length = value
+        elif lower == b"transfer-encoding":
+            if chunked:
+                raise LocalProtocolError("multiple Transfer-Encoding headers")
+            value = value.lower()
+            if value != b"chunked":
+                raise LocalProtocolError("Only Transfer-Encoding: chunked is supported")
+            chunked = True
+        elif lower == b"connection":
+            keep_alive = keep_alive and b"close" not in _comma_values(value)
+        # h11 writes Host first.
+        (hosts if lower == b"host" else lines).append(b"%s: %s\r\n" % (name, value))
+    if not 200 <= status < 1000:
+        raise LocalProtocolError(
+            f"Response status_code should be in range [200, 1000), not {status}"
+        )
+    no_body = status in (204, 304)
+    if not no_body and (chunked or length is None):
         # Chunked, or h11's "http/1.0" framing (no length), chunked for a 1.1
-        # client: h11 rewrites both headers either way.
-        framing = "chunked"
-        headers = _set_header(headers, b"content-length", [])
-        headers = _set_header(headers, b"transfer-encoding", [b"chunked"])
+        # client: h11 drops Content-Length and puts its own Transfer-Encoding last.
+        lines = [line for line in lines if not _is_framing(line)]
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+        length = None
     # h11 rewrites Connection only for a request that asked to close, which
     # is never a simple one; the app's own "close" ends the connection after.
-    keep_alive = b"close" not in _comma_values(headers, b"connection")
-    if head_request or status in (204, 304):
+    if head_request or no_body:
         body = Framing(False, 0, keep_alive)
-    elif framing == "chunked":
+    elif length is None:
         body = Framing(True, 0, keep_alive)
     else:
-        body = Framing(False, int(lengths[0]), keep_alive)
-    head = b"HTTP/1.1 %d %s\r\n" % (status, response.reason)
-    # h11 writes Host first.
-    headers.sort(key=_host_first)
-    head += b"".join(b"%s: %s\r\n" % (n, v) for n, v in headers) + b"\r\n"
+        body = Framing(False, int(length), keep_alive)
+    head = b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, b"".join(hosts + lines))
     return head, body
 
 
-def _host_first(header: tuple[bytes, bytes]) -> int:
-    return 0 if header[0].lower() == b"host" else 1
+def _is_framing(line: bytes) -> bool:
+    name = line[: line.index(b":")].lower()
+    return name == b"content-length" or name == b"transfer-encoding"

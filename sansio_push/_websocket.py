@@ -53,8 +53,9 @@ class WebSocketPhase(PushPhase):
         self._ws: WSConnection | None = None
         # The peer's end, held back until the frames before it are read.
         self._peer_eof = False
-        # wsproto's side: the fragments of the message it is reassembling.
-        self._fragments: list[Any] = []
+        # wsproto's side: the fragments of the message it is reassembling
+        # (a list only while there are some: most connections never have any).
+        self._fragments: list[Any] | None = None
         self._fragments_size = 0
 
     # -- bytes in -----------------------------------------------------------
@@ -135,12 +136,15 @@ class WebSocketPhase(PushPhase):
         if self._fragments_size > self._config.max_message_size:
             return self._fail(MESSAGE_TOO_BIG, "message too big")
         if event.message_finished:
-            parts, self._fragments = self._fragments, []
+            parts, self._fragments = self._fragments, None
             self._fragments_size = 0
             if isinstance(data, str):
                 return Message("".join(parts) + data if parts else data)
             return Message(b"".join(parts) + data if parts else bytes(data))
-        self._fragments.append(data)
+        if self._fragments is None:
+            self._fragments = [data]
+        else:
+            self._fragments.append(data)
         return None
 
     def _on_close(self, event: ws.CloseConnection) -> Event:

@@ -38,8 +38,11 @@ def normalize(result: Any) -> tuple[int, list[tuple[str, str]], Any]:
         raise AppError(f"the app must return (status, headers, body), not {result!r}") from None
     pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
     expanded: list[tuple[str, str]] = []
-    for name, value in pairs:
-        if isinstance(value, str) and "\n" in value and name.lower() == "set-cookie":
+    for pair in pairs:
+        name, value = pair
+        if type(value) is str and "\n" not in value and type(pair) is tuple:
+            expanded.append(pair)  # (most headers: kept as they are)
+        elif isinstance(value, str) and "\n" in value and name.lower() == "set-cookie":
             expanded += [(name, v) for v in value.split("\n")]
         else:
             expanded.append((name, value if isinstance(value, (str, bytes)) else str(value)))

@@ -53,7 +53,7 @@ from ._asgi_app import (
     run_app,
 )
 from ._context import Context
-from ._http import RequestLoop, Upgrade, _phrase
+from ._http import PHRASES, RequestLoop, Upgrade, request_line
 from ._wsgi import EMPTY_INPUT, finish_environ
 
 log = logging.getLogger("trio_push")
@@ -215,12 +215,11 @@ class ASGIAdapter:
         ctx = loop._ctx
         started = trio.current_time()
         finish_environ(env, EMPTY_INPUT, ctx.environ, ctx.proxy)
-        request_line = f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"
-        if loop.origin_refused(env, started, request_line):
+        if loop.origin_refused(env, started):
             return None
         kind = "websocket" if env["rack.upgrade?"] == "websocket" else "http"
         exchange_type = WebSocketExchange if kind == "websocket" else HttpExchange
-        exchange = exchange_type(self, loop, env, self.scope(env, kind), started, request_line)
+        exchange = exchange_type(self, loop, env, self.scope(env, kind), started, request_line(env))
         return await exchange.run()
 
 
@@ -484,7 +483,7 @@ class HttpExchange:
             self._loop._transport.peer,
             self._request_line,
             status,
-            _phrase(status),
+            PHRASES.get(status, ""),
             note,
         )
 

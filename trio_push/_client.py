@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import sansio_push as sp
@@ -9,6 +10,54 @@ import sansio_push as sp
 from ._glob import is_pattern
 from ._history import Position
 from ._push import PushSession
+
+#: The env keys whose values push connections mostly share (the same page,
+#: host, browser...): each such value is kept once (interned), not once per
+#: connection. Not those that differ per connection (a WebSocket key, a
+#: cookie, a query with a token): interning one costs a slot.
+_SHARED_VALUES = frozenset(
+    {
+        "REQUEST_METHOD",
+        "PATH_INFO",
+        "SERVER_PROTOCOL",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "REMOTE_ADDR",
+        "HTTP_HOST",
+        "HTTP_UPGRADE",
+        "HTTP_CONNECTION",
+        "HTTP_SEC_WEBSOCKET_VERSION",
+        "HTTP_SEC_WEBSOCKET_EXTENSIONS",
+        "HTTP_SEC_WEBSOCKET_PROTOCOL",
+        "HTTP_ACCEPT",
+        "HTTP_ACCEPT_ENCODING",
+        "HTTP_ACCEPT_LANGUAGE",
+        "HTTP_CACHE_CONTROL",
+        "HTTP_PRAGMA",
+        "HTTP_ORIGIN",
+        "HTTP_USER_AGENT",
+        "HTTP_X_FORWARDED_PROTO",
+    }
+)
+
+
+def _share(env: dict[str, Any]) -> None:
+    """Keep ``env``'s keys, and the values of :data:`_SHARED_VALUES` (and
+    a ``RAW_URI`` without a query), once for all connections: made for each
+    request, they would be kept by every push connection for its life. The
+    same dict, in the same order, with equal strings."""
+    items = [
+        (
+            sys.intern(key),
+            sys.intern(value)
+            if type(value) is str
+            and (key in _SHARED_VALUES or (key == "RAW_URI" and "?" not in value))
+            else value,
+        )
+        for key, value in env.items()
+    ]
+    env.clear()
+    env.update(items)
 
 
 class Client:
@@ -25,6 +74,7 @@ class Client:
 
     def __init__(self, session: PushSession, env: dict[str, Any], protocol: str) -> None:
         self._session = session
+        _share(env)
         #: The env of the request that opened this connection.
         self.env = env
         #: ``'websocket'`` or ``'sse'``.

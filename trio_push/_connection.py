@@ -13,7 +13,7 @@ connection) is handed to ``_h2.py`` instead: one push session per stream.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
 import trio
 
@@ -32,11 +32,15 @@ log = logging.getLogger("trio_push")
 class Connection:
     """Drives one :class:`sansio_push.ServerConnection` over a transport."""
 
-    __slots__ = ("transport", "session", "h2", "_ctx", "_http", "_scope")
+    __slots__ = ("transport", "session", "h2", "_ctx", "_ended", "_http", "_scope")
 
-    def __init__(self, ctx: Context, transport: Transport) -> None:
+    def __init__(
+        self, ctx: Context, transport: Transport, ended: Callable[[Connection], None]
+    ) -> None:
         self._ctx = ctx
         self.transport = transport
+        # Called last, once the connection has ended (the server's count).
+        self._ended = ended
         #: The push session, once the connection has upgraded.
         self.session: PushSession | None = None
         #: The HTTP/2 driver, if the client speaks HTTP/2.
@@ -50,38 +54,99 @@ class Connection:
     def peer(self) -> str:
         return self.transport.peer
 
+    def expire(self, now: float) -> None:
+        """End the wait for an HTTP request if its deadline is before ``now``
+        (the server's reaper asks every connection)."""
+        http = self._http
+        if http is not None and http.deadline <= now:
+            http.expire()
+
     async def run(self, core: sp.ServerConnection) -> None:
-        """Serve the connection, with ``core`` as its protocol, until it ends."""
+        """Serve the connection, with ``core`` as its protocol, until it
+        ends; then call ``ended``. (The root of the connection's task.)"""
         try:
-            http = self._http = RequestLoop(self._ctx, self.transport, core)
-            upgrade = None
-            with trio.CancelScope() as self._scope:
-                started = None
-                if core.config.http2:
-                    done, started = await self._sniff(core)
-                    if done:
-                        return
-                upgrade = await http.serve(started)
-            # Nothing of the HTTP phase is kept: a push session lasts long.
-            self._scope = self._http = http = None
-            if upgrade is not None:
-                # Called here, not from the request loop: what its frame holds
-                # (the last read, a timeout's scope) is freed.
-                await self._serve_push(core, *upgrade)
+            session = await self._serve_http(core)
+            if session is None:
+                return
+            # The push session's reader is here, not in a method of its own:
+            # every idle push connection would keep that method's frame.
+            transport = self.transport
+            try:
+                while not session.state:
+                    event = core.next_event()
+                    if event is None:
+                        if core.pending_bytes or not core.open:
+                            # Answers to what was read (callbacks' writes, pongs,
+                            # a close frame): once per read, not per message.
+                            session.flush()
+                        if core.finished:
+                            return
+                        if session.reading_paused:
+                            await session.resume_reading()
+                        if session.state:
+                            return  # the socket must not be waited for again
+                        if not transport.plain:
+                            core.receive_data(await transport.receive())
+                            continue
+                        # Plain TCP: trio's wait right here, not in receive(),
+                        # whose frame every idle connection would keep.
+                        try:
+                            await transport.readable()
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            core.receive_data(b"")
+                        else:
+                            transport.read(core.receive_data)
+                    elif isinstance(event, sp.Message):
+                        await session.message(event.data)
+                    elif isinstance(event, sp.Pong):
+                        session.pong()
+                    elif isinstance(event, sp.Closed):
+                        session.closed(event.code, event.reason)
+            finally:
+                await session.finish()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
             # A bug of ours must cost one connection, never the server.
             log.exception("%s: internal error, closing the connection", self.peer)
         finally:
-            session = self.session
-            if session is not None:
-                # Cancelled before the dispatcher got to it: on_close still
-                # runs, exactly once (shielded, within close_timeout).
-                await session.ensure_on_close()
-            await self.transport.aclose()
-            if session is not None:
-                session.release()
+            try:
+                await self._close()
+            finally:
+                self._ended(self)
+
+    async def _serve_http(self, core: sp.ServerConnection) -> PushSession | None:
+        """Answer requests until the connection ends (None) or upgrades:
+        then its push session, started."""
+        http = self._http = RequestLoop(self._ctx, self.transport, core)
+        upgrade = None
+        with trio.CancelScope() as self._scope:
+            started = None
+            if core.config.http2:
+                done, started = await self._sniff(core)
+                if done:
+                    return None
+            upgrade = await http.serve(started)
+        # Nothing of the HTTP phase is kept: a push session lasts long.
+        self._scope = self._http = None
+        if upgrade is None:
+            return None
+        kind, handler, env = upgrade
+        session = self.session = PushSession(self._ctx, self.transport, core, handler)
+        session.client = Client(session, env, kind)
+        session.start()
+        self.transport.use_poller(self._ctx.poller)
+        return session
+
+    async def _close(self) -> None:
+        session = self.session
+        if session is not None:
+            # Cancelled before the dispatcher got to it: on_close still
+            # runs, exactly once (shielded, within close_timeout).
+            await session.ensure_on_close()
+        await self.transport.aclose()
+        if session is not None:
+            session.release()
 
     async def _first_bytes(self) -> tuple[bool, bytes] | None:
         """Whether the client speaks HTTP/2 (TLS: it chose ``h2`` in ALPN;
@@ -96,7 +161,12 @@ class Connection:
                 await stream.do_handshake()
                 return stream.selected_alpn_protocol() == "h2", b""
             return None
-        data = b""
+        # A client mostly sends at once: what it sent is often here already,
+        # and then no timeout is needed (a timeout's scope stays in trio's
+        # deadlines, 220 bytes, until idle_timeout has passed).
+        data = (transport.read_now() if transport.plain else None) or b""
+        if data and sp.is_h2_preface(data) is not None:
+            return bool(sp.is_h2_preface(data)), data
         with trio.move_on_after(options.idle_timeout):
             while True:
                 more = await transport.receive()
@@ -125,40 +195,6 @@ class Connection:
             return False, None
         core.receive_data(data)
         return False, trio.current_time()
-
-    async def _serve_push(
-        self, core: sp.ServerConnection, kind: str, handler: Any, env: dict[str, Any]
-    ) -> None:
-        """Read the peer's frames (or, for SSE, wait for the end of the
-        stream) and hand them to the push session, until it is over."""
-        session = self.session = PushSession(self._ctx, self.transport, core, handler)
-        session.client = Client(session, env, kind)
-        session.start()
-        transport = self.transport
-        transport.use_poller(self._ctx.poller)
-        try:
-            while not session.state:
-                event = core.next_event()
-                if event is None:
-                    if core.pending_bytes or not core.open:
-                        # Answers to what was read (callbacks' writes, pongs,
-                        # a close frame): once per read, not per message.
-                        session.flush()
-                    if core.finished:
-                        return
-                    if session.reading_paused:
-                        await session.resume_reading()
-                    if session.state:
-                        return  # the socket must not be waited for again
-                    core.receive_data(await transport.receive())
-                elif isinstance(event, sp.Message):
-                    await session.message(event.data)
-                elif isinstance(event, sp.Pong):
-                    session.pong()
-                elif isinstance(event, sp.Closed):
-                    session.closed(event.code, event.reason)
-        finally:
-            await session.finish()
 
     def shutdown(self) -> None:
         """The server stops gracefully: a push session gets ``on_shutdown``,

@@ -29,14 +29,13 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from time import perf_counter
-from types import FunctionType, MethodType
 from typing import Any
 
 import trio
 
 import sansio_push as sp
 
-from ._calls import _report_slow, call
+from ._calls import _report_slow, call, is_async
 from ._context import Context
 
 log = logging.getLogger("trio_push")
@@ -49,27 +48,6 @@ MAX_QUEUED_INBOUND_BYTES = 1024 * 1024
 # Callbacks that are nothing but the handler's (on_shutdown is followed by a
 # close, on_close by the end): not queued when the handler has no such method.
 _SKIPPABLE = frozenset(("on_message", "on_drained", "on_open", "on_subscribe_error"))
-
-# Whether a handler's function is async def, by function (a method's
-# __func__): decided once, not for every message; bounded, for functions made
-# on the fly.
-_ASYNC: dict[Callable[..., Any], bool] = {}
-_ASYNC_MAX = 1024
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    """``inspect.iscoroutinefunction(fn)``, remembered for plain functions
-    and methods."""
-    key = fn.__func__ if type(fn) is MethodType else fn
-    if type(key) is not FunctionType:
-        return inspect.iscoroutinefunction(fn)
-    known = _ASYNC.get(key)
-    if known is None:
-        if len(_ASYNC) >= _ASYNC_MAX:
-            _ASYNC.clear()
-        known = _ASYNC[key] = inspect.iscoroutinefunction(fn)
-    return known
-
 
 # The session's life: open, then over (the transport is done, on_close is
 # queued, nothing else is), then done (its helpers have ended, and no new one
@@ -156,7 +134,7 @@ class CallbackQueue:
         counters.messages_in += 1
         counters.bytes_in += len(data)
         fn = getattr(self.handler, "on_message", None)
-        if self._dispatching or fn is None or self.ctx.limiter is not None or _is_async(fn):
+        if self._dispatching or fn is None or self.ctx.limiter is not None or is_async(fn):
             self.queue("on_message", (data,))  # (none: queue() skips it)
             return
         self._dispatching = self._inline = True

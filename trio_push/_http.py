@@ -31,7 +31,7 @@ from ._app import (
     normalize,
     with_length,
 )
-from ._calls import call, in_thread
+from ._calls import call, call_plain, in_thread, is_async, is_awaitable
 from ._context import Context
 from ._transport import Transport
 from ._wsgi import EMPTY_INPUT, BodyReader, finish_environ
@@ -41,23 +41,36 @@ access_log = logging.getLogger("trio_push.access")
 
 _ERROR_BODY = b"Internal Server Error\n"
 _END = object()
+_NEVER = float("inf")
 
 #: What an upgrade hands the push session: its kind (``'websocket'`` or
 #: ``'sse'``), the app's handler, and the request's env.
 Upgrade = tuple[str, Any, dict[str, Any]]
 
 
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
+#: The reason phrase of each status HTTP names.
+PHRASES = {status.value: status.phrase for status in HTTPStatus}
+
+
+def request_line(env: dict[str, Any]) -> str:
+    """The request as an access log line names it."""
+    return f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"
 
 
 class RequestLoop:
     """Answers the requests of one connection (see the module)."""
 
-    __slots__ = ("_ctx", "_transport", "core", "idle", "_body_done", "_rejected", "streaming")
+    __slots__ = (
+        "_ctx",
+        "_transport",
+        "core",
+        "idle",
+        "deadline",
+        "_expired",
+        "_body_done",
+        "_rejected",
+        "streaming",
+    )
 
     def __init__(self, ctx: Context, transport: Transport, core: sp.ServerConnection) -> None:
         self._ctx = ctx
@@ -67,6 +80,11 @@ class RequestLoop:
         #: server's graceful stop ends such a connection at once; one that
         #: was just opened gets its first request answered).
         self.idle = False
+        #: While waiting for a request's bytes, when the wait must end
+        #: (``idle_timeout``, ``header_timeout``); the server's reaper ends
+        #: it (:meth:`expire`) once passed.
+        self.deadline = _NEVER
+        self._expired = False
         self._body_done = False
         self._rejected = False
         #: What ends the response under way at a graceful stop (an ASGI
@@ -96,12 +114,13 @@ class RequestLoop:
                 # first bytes are in, its whole head must follow in time.
                 self.idle = head_started is None and answered
                 if head_started is None:
-                    deadline = trio.current_time() + options.idle_timeout
+                    self.deadline = ctx.now() + options.idle_timeout
                 else:
-                    deadline = head_started + options.header_timeout
-                with trio.move_on_at(deadline) as scope:
-                    data = await transport.receive()
-                if scope.cancelled_caught:
+                    self.deadline = head_started + options.header_timeout
+                data = await transport.receive()
+                self.deadline = _NEVER
+                expired, self._expired = self._expired, False
+                if expired and not data:
                     if not self.idle:
                         log.info(
                             "%s: request head incomplete after %ss, closing",
@@ -112,7 +131,7 @@ class RequestLoop:
                 self.idle = False
                 fresh = True
                 if head_started is None:
-                    head_started = trio.current_time()
+                    head_started = ctx.now()
                 core.receive_data(data)
                 continue
             self.idle = False
@@ -131,6 +150,13 @@ class RequestLoop:
                 ctx.counters.response(event.status)
                 access_log.info('%s - "-" %d (%s)', transport.peer, event.status, event.reason)
 
+    def expire(self) -> None:
+        """End the wait for a request's bytes: its :attr:`deadline` passed.
+        (One timer for every connection, ``Server._reap``, instead of a cancel
+        scope around every wait: that cost a fifth of a keep-alive request.)"""
+        self._expired = True
+        self._transport.stop_reading()
+
     async def _flush(self) -> None:
         """Send what the core has queued."""
         data = self.core.data_to_send()
@@ -146,25 +172,27 @@ class RequestLoop:
     async def next_body_chunk(self) -> bytes:
         """:meth:`body_chunk` without sending anything (an ASGI app's body is
         read by a task of its own while another one sends the response)."""
+        while (chunk := self._body_had()) is None:
+            # A body that stops coming would hold the connection forever
+            # (slowloris on the body): bound each wait.
+            timeout = self._ctx.options.header_timeout
+            with trio.move_on_after(timeout) as scope:
+                await self._receive()
+            if scope.cancelled_caught:
+                log.info("%s: request body stalled for %ss, closing", self._transport.peer, timeout)
+                raise trio.BrokenResourceError("request body stalled")
+        return chunk
+
+    def _body_had(self) -> bytes | None:
+        """The next piece of the body from what has come (``b""`` at its
+        end), or None if more bytes are needed first."""
         core = self.core
         while not self._body_done:
             event = core.next_event()
             if event is None:
-                if core.finished:
-                    self._body_done = True
-                else:
-                    # A body that stops coming would hold the connection
-                    # forever (slowloris on the body): bound each wait.
-                    timeout = self._ctx.options.header_timeout
-                    with trio.move_on_after(timeout) as scope:
-                        await self._receive()
-                    if scope.cancelled_caught:
-                        log.info(
-                            "%s: request body stalled for %ss, closing",
-                            self._transport.peer,
-                            timeout,
-                        )
-                        raise trio.BrokenResourceError("request body stalled")
+                if not core.finished:
+                    return None
+                self._body_done = True
             elif isinstance(event, sp.Body):
                 return event.data
             elif isinstance(event, sp.EndOfRequest):
@@ -205,30 +233,36 @@ class RequestLoop:
         if asgi is not None and asgi.serves(ctx.dispatch(env)):
             return await asgi.answer(self, env)
         core = self.core
-        started = trio.current_time()
+        started = ctx.now()
         if ctx.wsgi:
             wsgi_input: Any = BodyReader(self.body_chunk)
+        elif (first := self._body_had()) == b"":
+            wsgi_input = EMPTY_INPUT  # no body (most requests), nothing to wait for
         else:
-            chunks = []
+            chunks = [first] if first else []
             while chunk := await self.body_chunk():
                 chunks.append(chunk)
             wsgi_input = io.BytesIO(b"".join(chunks)) if chunks else EMPTY_INPUT
         finish_environ(env, wsgi_input, ctx.environ, ctx.proxy)
         if self._rejected:
             return None
-        request_line = f"{env['REQUEST_METHOD']} {env['RAW_URI']} {env['SERVER_PROTOCOL']}"
-        if self.origin_refused(env, started, request_line):
+        if self.origin_refused(env, started):
             return None
-        peer = self._transport.peer
         try:
             target = ctx.dispatch(env)
-            status, headers, result_body = normalize(
-                await call(target, env, limiter=ctx.limiter, slow=ctx.options.slow_callback)
-            )
+            slow = ctx.options.slow_callback
+            if ctx.limiter is None and not is_async(target):
+                result = call_plain(target, env, slow=slow)  # (no coroutine to make)
+                if is_awaitable(result):
+                    result = await result
+            else:
+                result = await call(target, env, limiter=ctx.limiter, slow=slow)
+            status, headers, result_body = normalize(result)
             # What the app did not read must be consumed before the answer
             # ends, to find the next request (the core bounds it with
             # max_body_size; past that the 413 replaces the app's answer).
-            await self._discard_body()
+            if not self._body_done:
+                await self._discard_body()
             if self._rejected:
                 await close_body(result_body)
                 return None
@@ -247,25 +281,36 @@ class RequestLoop:
                     # without a length, h11 would frame it as chunked.
                     head = env["REQUEST_METHOD"] == "HEAD"
                     headers = with_length(headers, len(fixed), head=head)
-            kind = core.start_response(status, headers, upgrade=handler is not None)
+                core.answer(status, headers, fixed)
+                kind = None
+            else:
+                kind = core.start_response(status, headers, upgrade=handler is not None)
         except Exception:
-            log.exception("error in app for %s", request_line)
+            log.exception("error in app for %s", request_line(env))
             self._respond_error()
             ctx.counters.response(500, started)
-            access_log.info('%s - "%s" 500 Internal Server Error', peer, request_line)
+            self._access(env, 500, "Internal Server Error")
             return None
         if kind is not None:
             await close_body(result_body)
             sent = 101 if kind == "websocket" else 200
             ctx.counters.response(sent, started)
-            access_log.info('%s - "%s" %d %s open', peer, request_line, sent, kind)
+            self._access(env, sent, f"{kind} open")
             return kind, handler, env
-        await self._send_body(result_body, fixed, request_line)
+        if fixed is None:
+            await self._send_body(result_body, env)
         ctx.counters.response(status, started)
-        access_log.info('%s - "%s" %d %s', peer, request_line, status, _phrase(status))
+        self._access(env, status, PHRASES.get(status, ""))
         return None
 
-    def origin_refused(self, env: dict[str, Any], started: float, request_line: str) -> bool:
+    def _access(self, env: dict[str, Any], status: int, what: str) -> None:
+        """The access log's line for a request answered ``status``."""
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                '%s - "%s" %d %s', self._transport.peer, request_line(env), status, what
+            )
+
+    def origin_refused(self, env: dict[str, Any], started: float) -> bool:
         """Whether a push request came from an Origin ``allow_origins`` does
         not list: it is answered 403."""
         ctx = self._ctx
@@ -279,7 +324,7 @@ class RequestLoop:
         ):
             self.core.respond(403, [("content-type", "text/plain")], b"Origin not allowed\n")
             ctx.counters.response(403, started)
-            access_log.info('%s - "%s" 403 Forbidden (origin)', self._transport.peer, request_line)
+            self._access(env, 403, "Forbidden (origin)")
             return True
         return False
 
@@ -289,12 +334,9 @@ class RequestLoop:
         with contextlib.suppress(ValueError, RuntimeError):
             self.core.respond(500, headers, _ERROR_BODY)
 
-    async def _send_body(self, body: Any, fixed: bytes | None, request_line: str) -> None:
+    async def _send_body(self, body: Any, env: dict[str, Any]) -> None:
+        """Send a streamed body, as it is produced."""
         core = self.core
-        if fixed is not None:
-            core.send_body(fixed)
-            core.end_response()
-            return
         limiter = self._ctx.limiter
         try:
             # _answer checked it is one or the other (is_body).
@@ -313,7 +355,7 @@ class RequestLoop:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise
         except Exception:
-            log.exception("error in response body for %s", request_line)
+            log.exception("error in response body for %s", request_line(env))
             # The head is out: the only honest signal left is to close.
             raise trio.BrokenResourceError("response body failed") from None
         finally:

@@ -11,6 +11,7 @@ import os
 import socket
 import ssl
 import stat
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,12 @@ log = logging.getLogger("trio_push")
 _UNAVAILABLE = sp.error_response(503, "too many connections", [(b"retry-after", b"1")])
 #: Seconds between two warnings about connections refused past max_connections.
 _REFUSALS_LOG_PERIOD = 10
+# Our addresses connections came to, each kept once (at most this many).
+_LOCAL_ADDRESSES: dict[tuple[str, int], tuple[str, int]] = {}
+_LOCAL_ADDRESSES_KEPT = 64
+# Every connection's task is named this: one string for all (trio would
+# otherwise make each task a name of its own from the function's).
+_TASK_NAME = "trio_push.connection"
 
 
 async def open_listeners(
@@ -156,7 +163,14 @@ def addresses(
         if not isinstance(name, str) or not name or name.startswith("\0"):
             name = "localhost"  # unnamed, or in the abstract namespace
         return None, (name, 443 if tls else 80)
-    return sock.getpeername()[:2], sock.getsockname()[:2]
+    host, port = sock.getpeername()[:2]
+    local = sock.getsockname()[:2]
+    # Kept for a connection's life: the peer's host (shared by a client's
+    # connections, or by all behind a proxy) once, and ours, the same for
+    # all on a listener, once.
+    if len(_LOCAL_ADDRESSES) < _LOCAL_ADDRESSES_KEPT:
+        local = _LOCAL_ADDRESSES.setdefault(local, local)
+    return (sys.intern(host), port), local
 
 
 async def open_reuse_port_listeners(
@@ -274,7 +288,7 @@ class Acceptor:
             # accepts all pass the check before any of them is counted.
             self.admitted += 1
             self.accepted += 1
-            conn_nursery.start_soon(self._handle, stream)
+            conn_nursery.start_soon(self._handle, stream, name=_TASK_NAME)
 
     def stop_listening(self, listeners: list[Any], conn_nursery: trio.Nursery) -> None:
         """Close ``listeners`` now, taking in the connections already in

@@ -66,6 +66,7 @@ class Counters:
         "responses",
         "durations",
         "duration_sum",
+        "now",
     )
 
     def __init__(self) -> None:
@@ -89,13 +90,16 @@ class Counters:
         #: Request durations: one count per bucket of BOUNDS, then +Inf.
         self.durations = [0] * (len(BOUNDS) + 1)
         self.duration_sum = 0.0
+        #: The run's clock (Context.read_clock).
+        self.now: Callable[[], float] = trio.current_time
 
     def response(self, status: int, started: float | None = None) -> None:
         """A response with ``status``; with ``started``, the request's
         duration (from then to now) goes to the histogram."""
-        self.responses[min(max(status // 100, 0), 5)] += 1
+        kind = status // 100
+        self.responses[kind if 0 <= kind < 6 else 0 if kind < 0 else 5] += 1
         if started is not None:
-            seconds = trio.current_time() - started
+            seconds = self.now() - started
             self.durations[bisect_left(BOUNDS, seconds)] += 1
             self.duration_sum += seconds
 

@@ -9,8 +9,8 @@ server waits on through Trio: a turn of the loop with many sockets ready
 costs one ``epoll_ctl`` and one ``epoll_wait`` in all.
 
 Edge-triggered means an event comes only when new bytes come: a reader
-(:meth:`Transport.receive <trio_push._transport.Transport.receive>`) reads
-until a read comes back short before it waits again, and a read that fills
+(:meth:`Transport.readable <trio_push._transport.Transport.readable>`, then
+``read``) reads until a read comes back short before it waits again, and a read that fills
 its buffer leaves the socket marked ready, and once the peer's end has come
 every read is. Linux only (``select.epoll``);
 elsewhere, and for TLS, the transport waits through Trio.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+from collections.abc import Awaitable
 from typing import Any
 
 import outcome
@@ -83,6 +84,14 @@ class ReadPoller:
     def mark_ready(self, fd: int) -> None:
         """A read filled its buffer: more may wait, and no event will say so."""
         self._ready.add(fd)
+
+    def readable(self, fd: int) -> Awaitable[None]:
+        """Until ``fd`` may be read: a checkpoint if it is marked ready, else
+        :meth:`wait` (an awaitable, not a coroutine around one: an idle
+        connection keeps every frame of its wait)."""
+        if self.take_ready(fd):
+            return trio.lowlevel.checkpoint()
+        return self.wait(fd)
 
     async def wait(self, fd: int) -> None:
         """Until ``fd`` has an event (or :meth:`closing`: then

@@ -7,7 +7,7 @@ import logging
 import random
 import ssl
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from typing import Any, cast
 
@@ -152,11 +152,16 @@ class Server:
             # object may be running in another process (PEP 3333).
             environ["wsgi.multiprocess"] = True
         # All that the connections see of the server.
+        dispatch = self.dispatch
+        if options.health_path is None and self.router is None and self.static is None:
+            # Every request goes to the app: no path to look at first.
+            assert self._app_fn is not None
+            dispatch = _only(self._app_fn)
         self._context = context = Context(
             options,
             self.pubsub,
             self.limiter,
-            self.dispatch,
+            dispatch,
             wsgi=self.interface == "wsgi",
             environ=environ,
             asgi=self.asgi,
@@ -168,7 +173,10 @@ class Server:
         #: The push sessions open.
         self.push_connections = context.sessions
         self.connections: set[Connection] = set()
-        self._acceptor = Acceptor(options.max_connections, self._handle)
+        self._acceptor = Acceptor(options.max_connections, self._connect)
+        # What every Connection calls once it has ended: one bound method
+        # for all of them (made for each, it would cost each 64 bytes).
+        self._ended_callback = self._ended
         # Push sessions with something queued from outside their own
         # tasks, for the flusher (see PushSession.flush).
         self._to_flush: list[Flushable] = []
@@ -318,6 +326,7 @@ class Server:
         if self.options.tune_gc:
             tune_gc()
         self.loop.enter()
+        self._context.read_clock()
         self._stop_event = trio.Event()
         self._empty = trio.Event()
         self._empty.set()
@@ -334,6 +343,7 @@ class Server:
             accept_scope = trio.CancelScope()
             nursery.start_soon(self._acceptor.run, listeners, conn_nursery, accept_scope)
             conn_nursery.start_soon(self._tick)
+            conn_nursery.start_soon(self._reap)
             conn_nursery.start_soon(self._flush)
             if self.background is not None:
                 conn_nursery.start_soon(self._run_background)
@@ -394,6 +404,22 @@ class Server:
         for session in list(self.push_connections):
             session.tick(now)
 
+    async def _reap(self) -> None:
+        """One timer for every HTTP/1.1 connection's wait for a request
+        (``idle_timeout``, ``header_timeout``): one past its deadline is
+        ended within an eighth of the shorter of the two."""
+        o = self.options
+        period = min(max(min(o.idle_timeout, o.header_timeout) / 8, 0.005), 1.0)
+        while True:
+            await trio.sleep(period)
+            self._reap_all(trio.current_time())
+
+    def _reap_all(self, now: float) -> None:
+        # Not in _reap's loop: its loop variable would keep the last
+        # connection alive while it sleeps.
+        for conn in self.connections:
+            conn.expire(now)
+
     def _flush_soon(self, session: Flushable) -> None:
         """Have the flusher send what ``session`` has queued."""
         self._to_flush.append(session)
@@ -430,32 +456,31 @@ class Server:
         except Exception:
             log.exception("error in the app's background task")
 
-    async def _handle(self, stream: Any) -> None:
-        # One coroutine, not two: its frame lives as long as the connection.
-        conn = None
+    def _connect(self, stream: Any) -> Coroutine[Any, Any, None]:
+        """What the task of a new connection runs: its :meth:`Connection.run`.
+        Returned, not awaited in a coroutine of ours: each idle connection
+        would keep that coroutine's frame."""
+        sock = (
+            stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
+        )
         try:
-            sock = (
-                stream.transport_stream.socket
-                if isinstance(stream, trio.SSLStream)
-                else stream.socket
-            )
-            try:
-                peer, local = addresses(sock, tls=isinstance(stream, trio.SSLStream))
-            except OSError:
-                await trio.aclose_forcefully(stream)
-                return
-            core = sp.ServerConnection(self.options.protocol, client=peer, server=local)
-            transport = Transport(stream, sock, peer, self.options.write_timeout)
-            conn = Connection(self._context, transport)
-            self.connections.add(conn)
-            self._empty = trio.Event() if self._empty.is_set() else self._empty
-            await conn.run(core)
-        finally:
+            peer, local = addresses(sock, tls=isinstance(stream, trio.SSLStream))
+        except OSError:
             self._acceptor.release()
-            if conn is not None:
-                self.connections.discard(conn)
-                if not self.connections:
-                    self._empty.set()
+            return trio.aclose_forcefully(stream)
+        core = sp.ServerConnection(self.options.protocol, client=peer, server=local)
+        transport = Transport(stream, sock, peer, self.options.write_timeout)
+        conn = Connection(self._context, transport, self._ended_callback)
+        self.connections.add(conn)
+        self._empty = trio.Event() if self._empty.is_set() else self._empty
+        return conn.run(core)
+
+    def _ended(self, conn: Connection) -> None:
+        """``conn`` has ended (its transport closed)."""
+        self._acceptor.release()
+        self.connections.discard(conn)
+        if not self.connections:
+            self._empty.set()
 
     async def _shutdown(self) -> None:
         self._context.stopping = True
@@ -561,6 +586,15 @@ class Server:
         """Wait for a server started with :meth:`start` to end."""
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+def _only(app_fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Callable[..., Any]]:
+    """The dispatch of a server whose every request goes to ``app_fn``."""
+
+    def dispatch(env: dict[str, Any]) -> Callable[..., Any]:
+        return app_fn
+
+    return dispatch
 
 
 async def _shielded_nursery(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -19,6 +19,7 @@ session an object with the same three methods over the shared transport.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -54,6 +55,9 @@ class Sink(Protocol):
 
     async def send(self, data: bytes, progress: Progress) -> bool: ...
 
+    def _stream(self) -> trio.abc.Stream:
+        return self.stream if self.stream is not None else trio.SocketStream(self.socket)
+
     def stop_reading(self) -> None: ...
 
 
@@ -62,6 +66,10 @@ class Transport:
 
     One task reads (:meth:`receive`); sending is :meth:`send_now` from any
     task, or :meth:`send` from one task at a time.
+
+    For plain TCP only the socket is kept: the trio stream over it is made
+    when a send waits, and to close (trio's ``SocketStream`` and its
+    conflict detector would cost every idle connection 176 bytes).
     """
 
     __slots__ = ("stream", "socket", "address", "write_timeout", "_fd", "_poller")
@@ -73,16 +81,18 @@ class Transport:
         address: tuple[str, int] | None,
         write_timeout: float,
     ) -> None:
-        self.stream = stream
-        #: The TCP socket under ``stream`` (which may be TLS).
+        plain = isinstance(stream, trio.SocketStream)
+        #: The stream over ``socket`` (TLS), or None for plain TCP.
+        self.stream: trio.abc.Stream | None = None if plain else stream
+        #: The TCP socket (under ``stream`` with TLS).
         self.socket = socket
         #: The peer's address.
         self.address = address
         self.write_timeout = write_timeout
         # Plain TCP: the socket's descriptor, to send and read without
         # trio's stream (-1 for TLS, and once closed).
-        self._fd = socket.fileno() if isinstance(stream, trio.SocketStream) else -1
-        # Where receive waits, once use_poller gave one.
+        self._fd = socket.fileno() if plain else -1
+        # Where readable waits, once use_poller gave one.
         self._poller: ReadPoller | None = None
 
     @property
@@ -91,22 +101,13 @@ class Transport:
         address = self.address
         return f"{address[0]}:{address[1]}" if address else "-"
 
-    def use_poller(self, poller: ReadPoller | None) -> None:
-        """From now on wait to read through ``poller`` when it runs (plain
-        TCP only): a connection that reads for long (a push session) spares
-        a system call per read."""
-        if poller is not None and self._fd >= 0 and poller.register(self._fd):
-            self._poller = poller
-
     async def receive(self) -> bytes:
         """The next bytes from the peer; ``b""`` once it closed, the
         connection broke, or :meth:`stop_reading` was called."""
         fd = self._fd
         try:
-            if self._poller is not None and fd >= 0:
-                return await self._receive_polled(self._poller, fd)
             if fd < 0:
-                return await self.stream.receive_some(_RECEIVE_SIZE)
+                return await self._stream().receive_some(_RECEIVE_SIZE)
             # Plain TCP: wait, then read. We read whenever we have handled all
             # that came, so trying first would mostly be a failed system call.
             while True:
@@ -118,19 +119,51 @@ class Transport:
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             return b""
 
-    async def _receive_polled(self, poller: ReadPoller, fd: int) -> bytes:
-        while True:
-            if poller.take_ready(fd):
-                await trio.lowlevel.checkpoint()  # as a wait would be
-            else:
-                await poller.wait(fd)
-            try:
-                data = os.read(fd, _RECEIVE_SIZE)
-            except BlockingIOError:
-                continue
-            if len(data) == _RECEIVE_SIZE:
-                poller.mark_ready(fd)  # more may be there: no event would say
-            return data
+    @property
+    def plain(self) -> bool:
+        """True for plain TCP (not TLS), while open: :meth:`readable` and
+        :meth:`read` may be used instead of :meth:`receive`."""
+        return self._fd >= 0
+
+    def use_poller(self, poller: ReadPoller | None) -> None:
+        """From now on :meth:`readable` waits through ``poller`` when it
+        runs (plain TCP only): a connection that reads for long (a push
+        session) spares a system call per read."""
+        if poller is not None and self._fd >= 0 and poller.register(self._fd):
+            self._poller = poller
+
+    def readable(self) -> Awaitable[None]:
+        """Plain TCP: wait until the socket has bytes for :meth:`read`
+        (raises ``trio.ClosedResourceError`` once :meth:`stop_reading` was
+        called). This returns trio's own wait, not a coroutine of ours
+        around it: an idle push connection waits in it, and every frame in
+        that wait is kept by each idle one (so its reader, in
+        ``_connection.py``, awaits this rather than :meth:`receive`)."""
+        if self._poller is not None:
+            return self._poller.readable(self._fd)
+        return trio.lowlevel.wait_readable(self._fd)
+
+    def read(self, receive: Callable[[bytes], object]) -> None:
+        """Plain TCP, once :meth:`readable`: hand ``receive`` the bytes that
+        came (``b""`` at the peer's end, or if the connection broke), or
+        nothing if none came after all. (Handed, not returned: a caller
+        that kept them in a local would keep them while it waits again.)"""
+        data = self.read_now()
+        if data is not None:
+            receive(data)
+
+    def read_now(self) -> bytes | None:
+        """Plain TCP: the bytes the socket has (``b""`` at the peer's end,
+        or if the connection broke), or None if it has none yet."""
+        try:
+            data = os.read(self._fd, _RECEIVE_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError:  # reset, or closed under us
+            return b""
+        if len(data) == _RECEIVE_SIZE and self._poller is not None:
+            self._poller.mark_ready(self._fd)  # more may be there: no event would say
+        return data
 
     def send_now(self, data: bytes) -> int:
         """Hand ``data`` to the socket without waiting; how much it took (0:
@@ -157,14 +190,18 @@ class Transport:
         progress.refused()
         view = memoryview(data)[n:]
         timeout = self.write_timeout
+        stream = self._stream()
         for start in range(0, len(view), _SEND_PIECE):
             piece = view[start : start + _SEND_PIECE]
             with trio.move_on_after(timeout) as scope:
-                await self.stream.send_all(piece)
+                await stream.send_all(piece)
             if scope.cancelled_caught:
                 return False
             progress.sent(len(piece))
         return True
+
+    def _stream(self) -> trio.abc.Stream:
+        return self.stream if self.stream is not None else trio.SocketStream(self.socket)
 
     def stop_reading(self) -> None:
         """Make the reader's :meth:`receive` return ``b""`` (without a cancel
@@ -181,7 +218,7 @@ class Transport:
         its body) before the client reads it; nginx's lingering_close does
         the same for the same reason.
         """
-        send_eof = getattr(self.stream, "send_eof", None)
+        send_eof = getattr(self._stream(), "send_eof", None)
         if send_eof is None:  # TLS streams cannot half-close
             return
         with trio.move_on_after(_LINGER_SECONDS):
@@ -200,4 +237,4 @@ class Transport:
             self._poller = None
         self._fd = -1
         with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(self.stream)
+            await trio.aclose_forcefully(self._stream())

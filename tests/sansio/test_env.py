@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sansio_wire import env_of, request
 
 from sansio_push import Config
+from sansio_push._env import build_env, env_base
+from sansio_push._http_fast import SimpleRequest
 
 
 def test_env_has_the_pep_3333_keys() -> None:
@@ -90,3 +97,88 @@ def test_headers_with_underscores_are_dropped_so_they_cannot_pass_for_dashed_one
 def test_repeated_cookie_headers_are_joined_with_semicolons() -> None:
     env = env_of(request("GET", "/", [("Cookie", "a=1"), ("Cookie", "b=2")]))
     assert env["HTTP_COOKIE"] == "a=1; b=2"
+
+
+def reference_env(
+    request: Any,
+    *,
+    kind: str | None,
+    server: tuple[str, int] | None,
+    client: tuple[str, int] | None,
+    scheme: str,
+) -> dict[str, Any]:
+    """The environ as PEP 3333 words it, one header at a time (what
+    build_env computed before it kept decoded strings)."""
+    path, _, query = request.target.partition(b"#")[0].partition(b"?")
+    authority = None
+    if path.startswith(b"http://") or path.startswith(b"https://"):
+        authority, _, path = path.partition(b"//")[2].partition(b"/")
+        path = b"/" + path
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": request.method.decode("ascii"),
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "QUERY_STRING": query.decode("latin-1"),
+        "RAW_URI": request.target.decode("latin-1"),
+        "SERVER_PROTOCOL": "HTTP/" + request.http_version.decode("ascii"),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "rack.upgrade?": kind,
+    }
+    for name, value in request.headers:
+        if name == b"content-type":
+            env["CONTENT_TYPE"] = value.decode("latin-1")
+        elif name == b"content-length":
+            env["CONTENT_LENGTH"] = value.decode("latin-1")
+        elif b"_" not in name:
+            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            text = value.decode("latin-1")
+            old = env.get(key)
+            sep = "; " if key == "HTTP_COOKIE" else ", "
+            env[key] = text if old is None else old + sep + text
+    if authority is not None:
+        env["HTTP_HOST"] = authority.decode("latin-1")
+    env["SERVER_NAME"], env["SERVER_PORT"] = (server[0], str(server[1])) if server else ("", "")
+    if client is not None:
+        env["REMOTE_ADDR"], env["REMOTE_PORT"] = client[0], str(client[1])
+    return env
+
+
+_TARGET_PIECE = st.sampled_from(
+    [b"/", b"a", b"%20", b"%C3%A9", b"%", b"?", b"#", b"=", b"&", b"http://h", b"https://", b"\xe9"]
+)
+_HEADER_NAME = st.sampled_from(
+    [b"host", b"content-type", b"content-length", b"cookie", b"x-a", b"x_a", b"accept", b"a" * 70]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from([b"GET", b"HEAD", b"POST", b"PROPFIND", b"M-SEARCH"]),
+    st.lists(_TARGET_PIECE, max_size=6).map(b"".join),
+    st.sampled_from([b"1.1", b"1.0", b"2", b"0.9"]),
+    st.lists(st.tuples(_HEADER_NAME, st.binary(max_size=6)), max_size=6),
+    st.sampled_from([None, "websocket", "sse"]),
+    st.sampled_from([None, ("127.0.0.1", 80)]),
+    st.sampled_from([None, ("::1", 5000)]),
+    st.sampled_from(["http", "https"]),
+)
+def test_build_env_is_the_environ_pep_3333_words(
+    method: bytes,
+    target: bytes,
+    version: bytes,
+    headers: list[tuple[bytes, bytes]],
+    kind: str | None,
+    server: tuple[str, int] | None,
+    client: tuple[str, int] | None,
+    scheme: str,
+) -> None:
+    head = SimpleRequest(method, target, headers, version)
+    expected = reference_env(head, kind=kind, server=server, client=client, scheme=scheme)
+    base = env_base(server, client, scheme)
+    assert build_env(head, kind=kind, base=base) == expected
+    assert build_env(head, kind=kind, base=base) == expected  # names now remembered
+    assert base == env_base(server, client, scheme)  # copied, not changed

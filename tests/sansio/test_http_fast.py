@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sansio_push import EndOfRequest, Request, ServerConnection
@@ -182,6 +182,7 @@ def test_parse_simple_takes_only_what_h11_takes_the_same_way(head: bytes) -> Non
     import h11
 
     request = parse_simple(head)
+    assert parse_simple(head) == request  # the second time from the lines remembered
     if request is None:
         return
     conn = h11.Connection(h11.SERVER)
@@ -195,6 +196,84 @@ def test_parse_simple_takes_only_what_h11_takes_the_same_way(head: bytes) -> Non
     )
 
 
+_VALUE_PIECE = st.sampled_from(
+    [
+        "chunked",
+        "CHUNKED",
+        "close",
+        "keep-alive",
+        "gzip",
+        "0",
+        "12",
+        "3",
+        ",",
+        " ",
+        "\t",
+        "x",
+        "\x00",
+        "\r\n",
+        "\x80",
+        "caf\xe9",
+        "1 2",
+        "012",
+        "9" * 21,
+    ]
+)
+_GOOD_VALUE = st.sampled_from(
+    ["chunked", "Chunked", "close", "keep-alive", "keep-alive, close", "0", "5", "5, 5", "h", ""]
+)
+_GOOD_NAME = st.sampled_from(
+    ["content-length", "Content-Length", "transfer-encoding", "connection", "Connection", "host"]
+)
+_RESPONSE_HEADER = st.tuples(
+    st.one_of(_GOOD_NAME, _GOOD_NAME, st.sampled_from(["x-a", "bad name", "X_B", "", b"x-b"])),
+    st.one_of(_GOOD_VALUE, _GOOD_VALUE, st.lists(_VALUE_PIECE, max_size=4).map("".join)),
+)
+
+
+def outcome(conn: ServerConnection, step: Any) -> tuple[str, bytes]:
+    """What ``step`` did on ``conn``: the error it raised (if any) and the bytes queued."""
+    try:
+        step()
+    except ValueError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    else:
+        error = ""
+    data = conn.data_to_send()
+    conn.sent(len(data))
+    return error, data
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.sampled_from([b"GET", b"HEAD"]),
+    st.sampled_from([0, 100, 199, 200, 201, 204, 304, 404, 599, 999, 1000]),
+    st.lists(_RESPONSE_HEADER, max_size=5),
+    st.lists(st.sampled_from([b"", b"a", b"hello", b"x" * 40]), max_size=3),
+)
+def test_any_answer_to_a_simple_request_is_written_as_h11_writes_it(
+    method: bytes, status: int, headers: list[Any], body: list[bytes]
+) -> None:
+    head = SIMPLE.replace(b"GET", method, 1)
+    results = []
+    # Twice the fast way (the second from the remembered heads), once h11's.
+    fast, slow = pair()
+    for conn in (fast, pair()[0], slow):
+        events(conn, head + head)
+        calls = [lambda c=conn: c.start_response(status, headers)]
+        calls += [lambda c=conn, p=p: c.send_body(p) for p in body] + [conn.end_response]
+        steps = []
+        for call in calls:
+            steps.append(outcome(conn, call))
+            if steps[-1][0]:
+                break  # the driver closes the connection after an error of the app's
+        else:
+            steps.append(("", b"".join(type(e).__name__.encode() for e in events(conn, b""))))
+            steps.append(("", b"finished" if conn.finished else b""))
+        results.append(steps)
+    assert results[0] == results[2] and results[1] == results[2]
+
+
 @pytest.mark.parametrize("cut", range(1, len(SIMPLE)))
 def test_a_head_split_anywhere_reads_the_same(cut: int) -> None:
     fast, slow = pair()
@@ -202,3 +281,38 @@ def test_a_head_split_anywhere_reads_the_same(cut: int) -> None:
     b = events(slow, SIMPLE)
     assert [type(e) for e in a] == [type(e) for e in b]
     assert a[0].env == b[0].env
+
+
+def answered_at_once(conn: ServerConnection, status: int, headers: list[Any], body: bytes) -> Any:
+    return outcome(conn, lambda: conn.answer(status, headers, body))
+
+
+def answered_in_three(conn: ServerConnection, status: int, headers: list[Any], body: bytes) -> Any:
+    def three() -> None:
+        conn.start_response(status, headers)
+        conn.send_body(body)
+        conn.end_response()
+
+    return outcome(conn, three)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from([b"GET", b"HEAD"]),
+    st.sampled_from([0, 199, 200, 204, 304, 404, 1000]),
+    st.lists(_RESPONSE_HEADER, max_size=4),
+    st.sampled_from([b"", b"a", b"hello", b"x" * 40]),
+    st.booleans(),
+)
+def test_answer_is_start_send_and_end_in_one_call(
+    method: bytes, status: int, headers: list[Any], body: bytes, through_h11: bool
+) -> None:
+    head = SIMPLE.replace(b"GET", method, 1)
+    results = []
+    for answer_it in (answered_at_once, answered_in_three):
+        conn = pair()[1 if through_h11 else 0]
+        events(conn, head + head)
+        error, data = answer_it(conn, status, headers, body)
+        after = [] if error else [type(e).__name__ for e in events(conn, b"")]
+        results.append((error, data, after, conn.finished))
+    assert results[0] == results[1]

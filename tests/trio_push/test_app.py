@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import trio
 from httpx_sse import aconnect_sse
+from hypothesis import given
+from hypothesis import strategies as st
 from trio_websocket import open_websocket_url
 from websockets.exceptions import InvalidStatus
 
@@ -27,6 +29,7 @@ from tests.helpers.server import (
     ws_connect,
     ws_handshake,
 )
+from trio_push._app import normalize
 
 # -- plain and async apps, in worker threads ------------------------------------------
 
@@ -428,3 +431,36 @@ async def test_upgrade_pipelined_after_a_plain_request(start_server: Any) -> Non
     assert received.startswith(b"HTTP/1.1 200 ")
     assert b"hello" in received
     assert rec.clients[0].env["PATH_INFO"] == "/ws"
+
+
+def reference_normalize(result: Any) -> tuple[int, list[tuple[Any, Any]], Any]:
+    """The app contract's headers, one pair at a time (normalize before it kept
+    the app's own pairs)."""
+    status, headers, body = result
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
+    expanded: list[tuple[Any, Any]] = []
+    for name, value in pairs:
+        if isinstance(value, str) and "\n" in value and name.lower() == "set-cookie":
+            expanded += [(name, v) for v in value.split("\n")]
+        else:
+            expanded.append((name, value if isinstance(value, (str, bytes)) else str(value)))
+    return int(status), expanded, body
+
+
+_HEADER_VALUE = st.one_of(
+    st.sampled_from(["text/plain", "a=1\nb=2", "", "x\n", b"raw", 13, None]), st.text(max_size=4)
+)
+_PAIR = st.tuples(st.sampled_from(["Set-Cookie", "set-cookie", "X-A", b"x-b"]), _HEADER_VALUE)
+
+
+@given(
+    st.sampled_from([200, "404", 204.0]),
+    st.one_of(
+        st.lists(_PAIR, max_size=4),
+        st.lists(_PAIR.map(list), max_size=3),
+        st.dictionaries(st.sampled_from(["Set-Cookie", "X-A"]), _HEADER_VALUE, max_size=2),
+        st.none(),
+    ),
+)
+def test_normalize_answers_as_one_pair_at_a_time_does(status: Any, headers: Any) -> None:
+    assert normalize((status, headers, b"")) == reference_normalize((status, headers, b""))

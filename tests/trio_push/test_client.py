@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import trio
 from httpx_sse import aconnect_sse
+from hypothesis import given
+from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, open_websocket_url
 from websockets.exceptions import ConnectionClosed as WSClosed
 
@@ -30,6 +32,7 @@ from tests.helpers.server import (
     wait_for,
     ws_connect,
 )
+from trio_push._client import _share
 
 
 async def test_write_returns_true_when_queued(start_server: Any) -> None:
@@ -175,6 +178,71 @@ async def test_env_is_the_request_env(start_server: Any) -> None:
     assert env["REQUEST_METHOD"] == "GET"
     assert env["rack.upgrade?"] == "websocket"
     assert env["rack.upgrade"] is rec
+
+
+async def test_env_is_the_dict_the_app_got_with_the_same_items_in_order(
+    start_server: Any,
+) -> None:
+    rec = Recorder()
+    seen: list[tuple[dict[str, Any], list[tuple[str, Any]]]] = []
+
+    def app(env: dict[str, Any]) -> Any:
+        env["rack.upgrade"] = rec
+        seen.append((env, list(env.items())))
+        return 200, {}, []
+
+    server = await start_server(app)
+    with trio.fail_after(TIMEOUT):
+        async with open_websocket_url(f"ws://127.0.0.1:{server.port}/room/7?user=ann"):
+            await rec.opened.wait()
+    env, items = seen[0]
+    assert rec.clients[0].env is env
+    assert list(env.items()) == items
+
+
+async def test_connections_share_their_envs_strings_but_not_a_key_of_their_own(
+    start_server: Any,
+) -> None:
+    rec = Recorder()
+    server = await start_server(push_app(rec))
+    url = f"ws://127.0.0.1:{server.port}/room/7?user=ann"
+    with trio.fail_after(TIMEOUT):
+        async with open_websocket_url(url), open_websocket_url(url):
+            await wait_for(lambda: len(rec.clients) == 2)
+    first, second = (client.env for client in rec.clients)
+    for key in ("PATH_INFO", "HTTP_HOST", "HTTP_UPGRADE", "SERVER_PROTOCOL", "REMOTE_ADDR"):
+        assert first[key] is second[key], key
+    keys = {key: key for key in second}
+    assert all(keys[key] is key for key in first if key in keys)
+    assert first["HTTP_SEC_WEBSOCKET_KEY"] != second["HTTP_SEC_WEBSOCKET_KEY"]
+
+
+_ENV_KEYS = st.sampled_from(
+    ["PATH_INFO", "RAW_URI", "QUERY_STRING", "HTTP_USER_AGENT", "HTTP_COOKIE", "wsgi.input"]
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(_ENV_KEYS, st.text(max_size=8)),
+            st.one_of(st.text(max_size=12), st.integers(), st.none(), st.binary(max_size=4)),
+        )
+    )
+)
+def test_sharing_an_envs_strings_keeps_the_dict_its_items_and_their_order(
+    pairs: list[tuple[str, Any]],
+) -> None:
+    env = {"".join(list(key)): value for key, value in pairs}  # keys of their own
+    before = list(env.items())
+    same = env
+    _share(env)
+    assert env is same
+    assert list(env.items()) == before
+    for key, value in env.items():
+        assert key is sys.intern(key)
+        if isinstance(value, str) and key in ("PATH_INFO", "HTTP_USER_AGENT"):
+            assert value is sys.intern(value)
 
 
 async def test_protocol_is_websocket_or_sse(start_server: Any) -> None:

@@ -29,8 +29,9 @@ STREAMS = CONNECTIONS * STREAMS_PER_CONNECTION
 #: How many frames of each allocation are traced (and shown where the bytes went).
 FRAMES_SHOWN = 5
 
-#: Bytes per idle event stream on a shared HTTP/2 connection (issue 14's target).
-BUDGET = 4096
+#: Bytes per idle event stream on a shared HTTP/2 connection: what it measured
+#: when the budget was set (2,900), plus 5% (issue 14's target was 4 KiB).
+BUDGET = 3050
 
 _CLIENT = r"""
 import socket, sys
@@ -140,7 +141,7 @@ def _biggest(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, count: i
     )
 
 
-async def test_an_idle_event_stream_on_a_shared_h2_connection_stays_under_4_kib(
+async def test_an_idle_event_stream_on_a_shared_h2_connection_stays_under_its_byte_budget(
     nursery: trio.Nursery,
 ) -> None:
     handler = Streams()

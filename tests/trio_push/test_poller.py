@@ -32,6 +32,18 @@ async def connected_pair() -> tuple[trio.socket.SocketType, trio.socket.SocketTy
     return server, client
 
 
+async def next_bytes(transport: Transport) -> bytes:
+    """As the push reader reads (``_connection.py``): wait, then read."""
+    while True:
+        try:
+            await transport.readable()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""
+        data = transport.read_now()
+        if data is not None:
+            return data
+
+
 async def read_all(chunks: list[int], end: str, polled: bool) -> tuple[bytes, bytes]:
     """Everything the transport reads of ``chunks`` written by the peer, and
     what its read after them gives."""
@@ -46,7 +58,7 @@ async def read_all(chunks: list[int], end: str, polled: bool) -> tuple[bytes, by
             transport.use_poller(poller)
             assert (transport._poller is not None) == polled
             with trio.move_on_after(0.01):
-                await transport.receive()  # nothing yet: cancelled while waiting
+                await next_bytes(transport)  # nothing yet: cancelled while waiting
             peer_stream = trio.SocketStream(peer)
             if end == "eof_at_once":
                 # All in the socket before the poller looks: one event for
@@ -69,12 +81,12 @@ async def read_all(chunks: list[int], end: str, polled: bool) -> tuple[bytes, by
             nursery.start_soon(write)
             received = bytearray()
             while len(received) < total:
-                data = await transport.receive()
+                data = await next_bytes(transport)
                 assert data, "the stream ended early"
                 received += data
             if end == "stop":
                 nursery.start_soon(stop_soon, transport)
-            last = await transport.receive()
+            last = await next_bytes(transport)
             await transport.aclose()
             await peer_stream.aclose()
             nursery.cancel_scope.cancel()
