@@ -19,6 +19,9 @@ from ._prepared import DEFAULT_EVENT, DefaultEvent, Prepared, PreparedRun
 from ._push import PushPhase
 from ._state import DONE, Headers, PhaseObject, move
 
+# Drained has no fields: one for every report (frozen, so it cannot differ).
+_DRAINED = Drained()
+
 
 class ServerConnection:
     """The server side of one connection, with no I/O.
@@ -294,4 +297,4 @@ class ServerConnection:
         """The driver handed the first ``n`` bytes of :meth:`data_to_send` to
         the socket. Returns :class:`Drained` exactly when that brought
         :attr:`pending` from above zero to zero."""
-        return Drained() if self._out.taken(n) else None
+        return _DRAINED if self._out.taken(n) else None
