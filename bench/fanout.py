@@ -219,7 +219,8 @@ def main() -> None:
                     continue
                 median = statistics.median(result["rounds"])  # type: ignore[arg-type]
                 cpu = max(result["client_cpu"])  # type: ignore[type-var]
-                ratio = f"{rates[server] / best_peer:.1f}x" if best_peer else "-"
+                ceiling = server == REFERENCE
+                ratio = f"{rates[server] / best_peer:.1f}x" if best_peer and not ceiling else "-"
                 share = f"{rates[server] / reference:.0%}" if reference else "-"
                 print(
                     f"{server:<15} {protocol:<5} {n:>7} {median:>9.3f} {rates[server]:>13,.0f} "
