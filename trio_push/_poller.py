@@ -72,24 +72,20 @@ class ReadPoller:
             with contextlib.suppress(OSError):  # registered with an epoll since closed
                 self._epoll.unregister(fd)
 
-    def take_ready(self, fd: int) -> bool:
-        """Whether ``fd`` may be read without waiting (and it is no longer
-        marked: a short read means it has nothing more)."""
-        ready = self._ready
-        if fd in ready:
-            ready.remove(fd)
-            return True
-        return fd in self._ended
-
     def mark_ready(self, fd: int) -> None:
         """A read filled its buffer: more may wait, and no event will say so."""
         self._ready.add(fd)
 
     def readable(self, fd: int) -> Awaitable[None]:
-        """Until ``fd`` may be read: a checkpoint if it is marked ready, else
-        :meth:`wait` (an awaitable, not a coroutine around one: an idle
-        connection keeps every frame of its wait)."""
-        if self.take_ready(fd):
+        """Until ``fd`` may be read: a checkpoint if it is marked ready (no
+        longer marked: a short read means it has nothing more) or its peer's
+        end has come, else :meth:`wait` (an awaitable, not a coroutine around
+        one: an idle connection keeps every frame of its wait)."""
+        ready = self._ready
+        if fd in ready:
+            ready.remove(fd)
+            return trio.lowlevel.checkpoint()
+        if fd in self._ended:
             return trio.lowlevel.checkpoint()
         return self.wait(fd)
 

@@ -255,11 +255,11 @@ class PushSession(CallbackQueue):
                         core.refused()
                         self._start_writer()
                         return
-                if not self._more_published():
+                if not (self.cursors and self._more_published()):
                     break
             if core.finished:
                 self.end()
-            elif core.open:
+            elif core.open and self.cursors:  # (an echo has none: no call)
                 self._cursors_idle()
         finally:
             self._flush_queued = False
