@@ -81,6 +81,9 @@ class WebSocketPhase(PushPhase):
         if self._ws is None:
             while True:
                 buf = self._in
+                if self._pos == len(buf) and not self._peer_eof:
+                    self._in, self._pos = b"", 0  # all read (read_frame's None, without its call)
+                    return None
                 got = read_frame(buf, self._pos, self._config.max_message_size)
                 if got is None and not self._peer_eof:
                     if self._pos == len(buf):
