@@ -17,6 +17,12 @@ client has every message, and deliveries per second (clients x messages /
 time). The load client's CPU use during the round is printed too: well
 under 100% means it was not the bottleneck.
 
+Each client count and protocol also runs ``reference`` (``servers.py``): a
+server that writes each subscriber the burst's bytes, precomputed once, in
+one write. It is the ceiling of what the load client can absorb, and every
+server's deliveries/s is also given as a percentage of it, from the same run
+(``--no-reference`` leaves it out).
+
 Loopback only; every wait is bounded (``--timeout``).
 """
 
@@ -39,7 +45,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SERVERS = ["trio-push", "hypercorn", "uvicorn", "websockets"]
 # websockets serves WebSocket only.
-SSE_CAPABLE = {"trio-push", "trio-push-redis", "hypercorn", "uvicorn"}
+SSE_CAPABLE = {"trio-push", "trio-push-redis", "hypercorn", "uvicorn", "reference"}
+REFERENCE = "reference"
 
 
 def free_port() -> int:
@@ -163,16 +170,26 @@ def main() -> None:
         default="tuned",
         help="trio-push as shipped (tune_gc), or with Python's default collector",
     )
+    parser.add_argument(
+        "--reference",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the byte-blasting reference server too (the ceiling)",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
     results = []
     header = f"{'server':<15} {'proto':<5} {'clients':>7} {'time (s)':>9} "
-    header += f"{'deliveries/s':>13} {'vs best peer':>12} {'client CPU':>10} {'connect (s)':>11}"
+    header += f"{'deliveries/s':>13} {'vs best peer':>12} {'vs reference':>12} "
+    header += f"{'client CPU':>10} {'connect (s)':>11}"
+    servers = [s for s in args.servers.split(",") if s != REFERENCE]
+    if args.reference:
+        servers.insert(0, REFERENCE)
     rows: list[tuple[str, str, int, dict[str, object]]] = []
     for n in [int(x) for x in args.n.split(",")]:
         for protocol in args.protocols.split(","):
-            for server in args.servers.split(","):
+            for server in servers:
                 if protocol == "sse" and server not in SSE_CAPABLE:
                     continue
                 print(f"... {server} {protocol} {n}", file=sys.stderr, flush=True)
@@ -192,8 +209,10 @@ def main() -> None:
                     median = statistics.median(result["rounds"])  # type: ignore[arg-type]
                     rates[server] = n * args.messages / median
             best_peer = max(
-                (v for k, v in rates.items() if not k.startswith("trio-push")), default=None
+                (v for k, v in rates.items() if not k.startswith(("trio-push", REFERENCE))),
+                default=None,
             )
+            reference = rates.get(REFERENCE)
             for server, _, _, result in group:
                 if "error" in result:
                     print(f"{server:<15} {protocol:<5} {n:>7}   error: {result['error']}")
@@ -201,9 +220,10 @@ def main() -> None:
                 median = statistics.median(result["rounds"])  # type: ignore[arg-type]
                 cpu = max(result["client_cpu"])  # type: ignore[type-var]
                 ratio = f"{rates[server] / best_peer:.1f}x" if best_peer else "-"
+                share = f"{rates[server] / reference:.0%}" if reference else "-"
                 print(
                     f"{server:<15} {protocol:<5} {n:>7} {median:>9.3f} {rates[server]:>13,.0f} "
-                    f"{ratio:>12} {cpu:>10.0%} {result['connect']:>11.1f}"
+                    f"{ratio:>12} {share:>12} {cpu:>10.0%} {result['connect']:>11.1f}"
                 )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

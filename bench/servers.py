@@ -4,7 +4,7 @@
 
 NAME is one of ``trio-push``, ``trio-push-redis`` (pub/sub through the Redis
 at ``BENCH_REDIS_URL``), ``hypercorn``, ``uvicorn``, ``uvicorn-h11``,
-``websockets``. Every app answers:
+``websockets``, ``reference``. Every app answers:
 
 - ``/ws`` (WebSocket) and ``/sse`` (Server-Sent Events; not websockets): a
   subscriber of the one channel;
@@ -18,6 +18,13 @@ at ``BENCH_REDIS_URL``), ``hypercorn``, ``uvicorn``, ``uvicorn-h11``,
 - ``/pub`` (WebSocket): publishes every message it receives, as it is, to every
   subscriber, the same way as ``/publish`` (``bench/latency.py``'s publisher,
   whose messages carry their send time).
+
+``reference`` is not a server to compare but the ceiling of the fan-out
+measure (``bench/fanout.py``): a minimal asyncio server (uvloop when installed)
+that answers ``/ws``, ``/sse``, ``/count`` and ``/publish`` only, and on a
+publish writes each subscriber the burst's bytes, precomputed once, in one
+write: the bytes trio-push sends (WebSocket frames; SSE events ``event: msg``
+in chunks), at the least cost per connection a server can have.
 
 trio-push only (``bench/history.py``): ``BENCH_HISTORY=N`` gives the channel a
 history of N messages, and ``/envelope`` (WebSocket) subscribes with the
@@ -360,6 +367,119 @@ def run_websockets(port: int) -> None:
     trio.run(main)
 
 
+# -- reference: the fan-out ceiling ------------------------------------------------------
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """An unmasked WebSocket text frame (what a server sends)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x81, n])
+    elif n < 65536:
+        head = bytes([0x81, 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x81, 127]) + n.to_bytes(8, "big")
+    return head + payload
+
+
+def sse_chunk(message: str) -> bytes:
+    """One event as trio-push sends it on a chunked stream."""
+    block = f"event: msg\ndata: {message}\n\n".encode()
+    return b"%x\r\n%s\r\n" % (len(block), block)
+
+
+def run_reference(port: int) -> None:
+    import asyncio
+    import base64
+    import hashlib
+
+    subscribers: dict[str, set[asyncio.Transport]] = {"ws": set(), "sse": set()}
+    sse_head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+        b"connection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+
+    def publish(query: str) -> None:
+        msgs = messages(query)
+        bursts = {
+            "ws": b"".join(ws_frame(m.encode()) for m in msgs),
+            "sse": b"".join(sse_chunk(m) for m in msgs),
+        }
+        for kind, transports in subscribers.items():
+            burst = bursts[kind]
+            for transport in transports:
+                transport.write(burst)
+
+    def answer(path: str, query: str, head: bytes) -> tuple[bytes, str | None]:
+        """The response to a request, and the subscriber kind it makes."""
+        if path == "/ws":
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
+            digest = hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+            accept = base64.b64encode(digest)
+            return (
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+                b"connection: Upgrade\r\nsec-websocket-accept: " + accept + b"\r\n\r\n",
+                "ws",
+            )
+        if path == "/sse":
+            return sse_head, "sse"
+        if path == "/count":
+            body = str(sum(len(s) for s in subscribers.values())).encode()
+        elif path == "/publish":
+            publish(query)
+            body = b"ok"
+        else:
+            body = b""
+        return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (
+            len(body),
+            body,
+        ), None
+
+    class Reference(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.head = b""
+            self.kind: str | None = None
+            self.transport: asyncio.Transport | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport  # type: ignore[assignment]
+
+        def data_received(self, data: bytes) -> None:
+            if self.kind is not None or self.transport is None:
+                return  # a subscriber's bytes (a WebSocket close) are not read
+            self.head += data
+            if b"\r\n\r\n" not in self.head:
+                return
+            target = self.head.split(b" ", 2)[1].decode()
+            path, _, query = target.partition("?")
+            response, self.kind = answer(path, query, self.head)
+            self.transport.write(response)
+            if self.kind is None:
+                self.transport.close()
+            else:
+                subscribers[self.kind].add(self.transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.kind is not None and self.transport is not None:
+                subscribers[self.kind].discard(self.transport)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Reference, "127.0.0.1", port, backlog=4096)
+        await server.serve_forever()
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+
+
 SERVERS = {
     "trio-push": run_trio_push,
     "trio-push-redis": run_trio_push_redis,
@@ -367,6 +487,7 @@ SERVERS = {
     "uvicorn": run_uvicorn,
     "uvicorn-h11": run_uvicorn_h11,
     "websockets": run_websockets,
+    "reference": run_reference,
 }
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from ._frames import encode_message
 from ._h2 import PREFACE, H2Connection, StreamInput, StreamOpened, WindowOpened, is_h2_preface
 from ._h2_stream import H2Stream
 from ._outbox import Outbox
-from ._prepared import DEFAULT_EVENT, DefaultEvent, Prepared, prepare
+from ._prepared import DEFAULT_EVENT, DefaultEvent, Prepared, PreparedRun, prepare
 from ._sse import encode_comment, encode_event
 
 __all__ = [
@@ -70,6 +70,7 @@ __all__ = [
     "Pong",
     "PushError",
     "Prepared",
+    "PreparedRun",
     "Rejected",
     "RemoteProtocolError",
     "Request",

@@ -15,7 +15,8 @@ from ._config import DEFAULT_CONFIG, Config
 from ._events import Drained, Event
 from ._http import HttpPhase, as_bytes
 from ._outbox import Outbox
-from ._prepared import DEFAULT_EVENT, DefaultEvent, Prepared
+from ._prepared import DEFAULT_EVENT, DefaultEvent, Prepared, PreparedRun
+from ._push import PushPhase
 from ._state import DONE, Headers, PhaseObject, move
 
 
@@ -177,6 +178,21 @@ class ServerConnection:
             return self.send_message(prepared.message, burst=burst)
         data = self._state.encode_prepared(prepared)
         return False if data is None else self._queue(data, burst)
+
+    def send_run(self, run: PreparedRun, *, burst: bool = False) -> bool:
+        """Queue every message of ``run`` in one piece, exactly as
+        :meth:`send_prepared` of each in turn would, where each would be
+        queued as it is: open, no compression, and the queue bounds not
+        counting (the socket is not refusing, or ``burst``). Returns False,
+        queueing nothing, otherwise: then send them one by one."""
+        state = self._state
+        if self._compresses or (self._out.refusing and not burst):
+            return False
+        joined = state.encode_run(run) if isinstance(state, PushPhase) else None
+        if joined is None:
+            return False
+        self._out.put_run(*joined)
+        return True
 
     def _queue(self, data: bytes, burst: bool = False) -> bool:
         out = self._out

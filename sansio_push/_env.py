@@ -44,15 +44,31 @@ def _env_key(name: bytes) -> str:
     return key
 
 
-def build_env(
-    request: RequestHead,
-    *,
-    kind: str | None,
-    server: tuple[str, int] | None,
-    client: tuple[str, int] | None,
-    scheme: str,
+def env_base(
+    server: tuple[str, int] | None, client: tuple[str, int] | None, scheme: str
 ) -> dict[str, Any]:
-    """The PEP 3333 environ for ``request`` plus ``rack.upgrade?``.
+    """What every environ of a connection has, whatever the request: made
+    once per connection, copied for each request (:func:`build_env`)."""
+    base: dict[str, Any] = {
+        "SCRIPT_NAME": "",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    if server is not None:
+        base["SERVER_NAME"], base["SERVER_PORT"] = server[0], str(server[1])
+    else:
+        base["SERVER_NAME"], base["SERVER_PORT"] = "", ""
+    if client is not None:
+        base["REMOTE_ADDR"], base["REMOTE_PORT"] = client[0], str(client[1])
+    return base
+
+
+def build_env(request: RequestHead, *, kind: str | None, base: dict[str, Any]) -> dict[str, Any]:
+    """The PEP 3333 environ for ``request`` plus ``rack.upgrade?``: the
+    connection's ``base`` (:func:`env_base`) and the request's keys.
 
     ``wsgi.input`` and ``wsgi.errors`` are I/O objects, so the driver adds
     them. ``PATH_INFO`` is percent-decoded and carried as latin-1, as PEP 3333
@@ -72,20 +88,13 @@ def build_env(
         path = b"/" + path
     method = request.method
     version = request.http_version
-    env: dict[str, Any] = {
-        "REQUEST_METHOD": _METHODS.get(method) or method.decode("ascii"),
-        "SCRIPT_NAME": "",
-        "PATH_INFO": (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1"),
-        "QUERY_STRING": query.decode("latin-1"),
-        "RAW_URI": target.decode("latin-1"),
-        "SERVER_PROTOCOL": _PROTOCOLS.get(version) or "HTTP/" + version.decode("ascii"),
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scheme,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-        "rack.upgrade?": kind,
-    }
+    env = base.copy()
+    env["REQUEST_METHOD"] = _METHODS.get(method) or method.decode("ascii")
+    env["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
+    env["QUERY_STRING"] = query.decode("latin-1")
+    env["RAW_URI"] = target.decode("latin-1")
+    env["SERVER_PROTOCOL"] = _PROTOCOLS.get(version) or "HTTP/" + version.decode("ascii")
+    env["rack.upgrade?"] = kind
     for name, value in request.headers:
         key = _KEYS.get(name)
         if key is None:
@@ -100,10 +109,4 @@ def build_env(
             env[key] = old + ("; " if key == "HTTP_COOKIE" else ", ") + text
     if authority is not None:
         env["HTTP_HOST"] = authority.decode("latin-1")
-    if server is not None:
-        env["SERVER_NAME"], env["SERVER_PORT"] = server[0], str(server[1])
-    else:
-        env["SERVER_NAME"], env["SERVER_PORT"] = "", ""
-    if client is not None:
-        env["REMOTE_ADDR"], env["REMOTE_PORT"] = client[0], str(client[1])
     return env

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from ._config import Config
 from ._connection import ServerConnection
-from ._env import build_env
+from ._env import build_env, env_base
 from ._errors import LocalProtocolError
 from ._events import Body, EndOfRequest, Event, Rejected, Request
 from ._handshake import SSE, WEBSOCKET, sse_accept
@@ -168,7 +168,7 @@ class H2RequestPhase(RequestPhase):
         if length is not None and length.isdigit() and int(length) > config.max_body_size:
             rejected = Rejected(413, "request body too large")
         head = _Head(method, pseudo.get(b":path", b"/"), regular)
-        env = build_env(head, kind=kind, server=server, client=client, scheme=config.scheme)
+        env = build_env(head, kind=kind, base=env_base(server, client, config.scheme))
         phase = cls(stream, out, config, rejected or Request(env))
         phase._kind = kind
         phase._head_request = method == b"HEAD"

@@ -25,7 +25,7 @@ import h11
 from . import _http_fast
 from ._codes import error_response, phrase
 from ._config import Config
-from ._env import RequestHead, build_env
+from ._env import RequestHead, build_env, env_base
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import Body, EndOfRequest, Event, Rejected, Request
 from ._handshake import WEBSOCKET, UpgradeRefused, sse_accept, upgrade_kind, websocket_accept
@@ -166,6 +166,7 @@ class HttpPhase(RequestPhase):
         "_config",
         "_client",
         "_server",
+        "_env_base",
         "_step",
         "_h11",
         "_raw",
@@ -189,6 +190,8 @@ class HttpPhase(RequestPhase):
         self._config = config
         self._client = client
         self._server = server
+        # What every request's environ has, made at the first request.
+        self._env_base: dict[str, Any] | None = None
         self._step = _HEAD
         # h11, while it reads a request (_Step.H11).
         self._h11: h11.Connection | None = None
@@ -338,9 +341,10 @@ class HttpPhase(RequestPhase):
         self._kind = kind
         self._head_request = request.method == b"HEAD"
         self._body_left = config.max_body_size
-        env = build_env(
-            request, kind=kind, server=self._server, client=self._client, scheme=config.scheme
-        )
+        base = self._env_base
+        if base is None:
+            base = self._env_base = env_base(self._server, self._client, config.scheme)
+        env = build_env(request, kind=kind, base=base)
         return Request(env)
 
     def _reject(self, exc: RemoteProtocolError) -> Event:

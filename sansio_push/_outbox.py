@@ -75,6 +75,15 @@ class Outbox:
         if message:
             self._ends.append(self._queued)
 
+    def put_run(self, data: bytes, ends: tuple[int, ...]) -> None:
+        """Queue ``data``: whole messages, ending at the offsets ``ends``
+        within it (ascending, the last one its length). The same as a
+        :meth:`put` of each message."""
+        base = self._queued
+        self._buf += data
+        self._queued += len(data)
+        self._ends += [base + end for end in ends]
+
     def peek(self) -> bytes:
         """Every byte not yet taken, without taking them."""
         return bytes(self._buf)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from itertools import accumulate
+
 from ._frames import chunk, encode_message
 from ._sse import encode_event
 
@@ -85,3 +88,55 @@ def prepare(
 ) -> Prepared:
     """Encode ``message`` once for queueing on any number of connections."""
     return Prepared(message, event=event, id=id, retry=retry)
+
+
+class PreparedRun:
+    """Consecutive prepared messages whose bytes are joined once per form.
+
+    A burst published to many subscribers is queued on each as one piece,
+    with where each message ends in it (see
+    :meth:`~sansio_push.ServerConnection.send_run`), instead of one message
+    at a time: the frames (or the SSE blocks of a stream's framing) are
+    joined on first use and kept.
+    """
+
+    __slots__ = ("messages", "_joined")
+
+    def __init__(self, messages: list[Prepared]) -> None:
+        #: The messages, in order (the list is not copied: do not change it).
+        self.messages = messages
+        self._joined: dict[tuple[str | None, bool] | None, tuple[bytes, tuple[int, ...]] | None]
+        self._joined = {}
+
+    def ws_frames(self) -> tuple[bytes, tuple[int, ...]]:
+        """Every message as an uncompressed WebSocket frame, joined, and the
+        offset where each ends."""
+        joined = self._join(None, _ws_frame)
+        assert joined is not None  # a frame can always be made
+        return joined
+
+    def sse_blocks(
+        self, default_event: str | None, chunked: bool
+    ) -> tuple[bytes, tuple[int, ...]] | None:
+        """Every message as :meth:`Prepared.sse_block` makes it, joined, and
+        the offset where each ends; None if one cannot be an SSE event
+        (bytes that are not UTF-8)."""
+        return self._join((default_event, chunked), lambda p: p.sse_block(default_event, chunked))
+
+    def _join(
+        self, key: tuple[str | None, bool] | None, encode: Callable[[Prepared], bytes]
+    ) -> tuple[bytes, tuple[int, ...]] | None:
+        if key in self._joined:
+            return self._joined[key]
+        try:
+            pieces = [encode(p) for p in self.messages]
+        except ValueError:
+            joined = None
+        else:
+            joined = b"".join(pieces), tuple(accumulate(map(len, pieces)))
+        self._joined[key] = joined
+        return joined
+
+
+def _ws_frame(prepared: Prepared) -> bytes:
+    return prepared.ws_frame

@@ -11,6 +11,7 @@ from typing import NoReturn
 from ._config import Config
 from ._errors import LocalProtocolError
 from ._outbox import Outbox
+from ._prepared import PreparedRun
 from ._state import DONE, Headers, Phase, move
 
 
@@ -28,6 +29,11 @@ class PushPhase:
 
     def abort(self) -> None:
         self._end()
+
+    def encode_run(self, run: PreparedRun) -> tuple[bytes, tuple[int, ...]] | None:
+        """``run``'s messages joined, and where each ends; None when they
+        cannot be queued in one piece (see ServerConnection.send_run)."""
+        return None
 
     def _end(self) -> None:
         """Into DONE: nothing more is read, written or reported."""

@@ -17,7 +17,7 @@ from ._events import Closed, Event
 from ._frames import LAST_CHUNK, chunk
 from ._handshake import SSE
 from ._outbox import Outbox
-from ._prepared import DefaultEvent, EventName, Prepared
+from ._prepared import DefaultEvent, EventName, Prepared, PreparedRun
 from ._push import PushPhase
 from ._sse import encode_comment, encode_event
 from ._state import DONE, Phase
@@ -63,6 +63,11 @@ class SsePhase(PushPhase):
             return prepared.sse_block(self._config.sse_event, self._chunked)
         except ValueError as exc:  # bytes that are not UTF-8
             raise LocalProtocolError(str(exc)) from exc
+
+    def encode_run(self, run: PreparedRun) -> tuple[bytes, tuple[int, ...]] | None:
+        if not self.writable:
+            return None
+        return run.sse_blocks(self._config.sse_event, self._chunked)
 
     def send_event_id(self, id: str) -> None:
         if not self.writable:

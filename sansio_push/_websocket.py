@@ -33,7 +33,7 @@ from ._events import Closed, Event, Message, Pong
 from ._frames import OP_BINARY, OP_PING, OP_PONG, encode_frame, encode_message, read_frame
 from ._handshake import WEBSOCKET
 from ._outbox import Outbox
-from ._prepared import DEFAULT_EVENT, EventName, Prepared
+from ._prepared import DEFAULT_EVENT, EventName, Prepared, PreparedRun
 from ._push import PushPhase
 from ._state import DONE, Phase
 
@@ -194,6 +194,9 @@ class WebSocketPhase(PushPhase):
             return None
         return prepared.ws_frame
 
+    def encode_run(self, run: PreparedRun) -> tuple[bytes, tuple[int, ...]] | None:
+        return run.ws_frames() if self.writable else None
+
     def send_keepalive(self, payload: bytes) -> None:
         if not self.writable:
             return
@@ -247,3 +250,6 @@ class DeflateWebSocketPhase(WebSocketPhase):
 
     def encode_prepared(self, prepared: Prepared) -> bytes | None:
         return self.encode(prepared.message, DEFAULT_EVENT, None, None)
+
+    def encode_run(self, run: PreparedRun) -> tuple[bytes, tuple[int, ...]] | None:
+        return None  # each message is compressed in turn

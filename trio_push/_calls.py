@@ -59,18 +59,28 @@ async def call(
     if is_async(fn):
         result = fn(*args)
     elif limiter is None:
-        started = time.perf_counter()
-        result = fn(*args)
-        held = time.perf_counter() - started
-        if held > slow:
-            _report_slow(fn, held)
+        result = call_plain(fn, *args, slow=slow)
     else:
         result = await in_thread(fn, *args, limiter=limiter)
-    # None (a callback's answer) and a tuple (an app's) are never awaitable:
-    # isawaitable's ABC check is the slow part of a call.
-    if result is None or type(result) is tuple or not inspect.isawaitable(result):
-        return result
-    return await result
+    return await result if is_awaitable(result) else result
+
+
+def call_plain(fn: Callable[..., Any], *args: Any, slow: float) -> Any:
+    """``fn(*args)`` on the event loop, as :func:`call` runs a plain function
+    (its result, which :func:`is_awaitable` says whether to await), for a
+    caller that knows the style and need not await."""
+    started = time.perf_counter()
+    result = fn(*args)
+    held = time.perf_counter() - started
+    if held > slow:
+        _report_slow(fn, held)
+    return result
+
+
+def is_awaitable(result: Any) -> bool:
+    """``inspect.isawaitable(result)``, at once for None (a callback's usual
+    answer) and a tuple (an app's): the ABC check is the slow part of a call."""
+    return not (result is None or type(result) is tuple) and inspect.isawaitable(result)
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any, limiter: trio.CapacityLimiter) -> Any:

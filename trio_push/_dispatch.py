@@ -28,13 +28,14 @@ import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 import trio
 
 import sansio_push as sp
 
-from ._calls import call
+from ._calls import _report_slow, call, is_async
 from ._context import Context
 
 log = logging.getLogger("trio_push")
@@ -132,12 +133,13 @@ class CallbackQueue:
         counters = self.ctx.counters
         counters.messages_in += 1
         counters.bytes_in += len(data)
-        if self._dispatching or not self._plain("on_message"):
-            self.queue("on_message", (data,))
+        fn = getattr(self.handler, "on_message", None)
+        if self._dispatching or fn is None or self.ctx.limiter is not None or is_async(fn):
+            self.queue("on_message", (data,))  # (none: queue() skips it)
             return
         self._dispatching = self._inline = True
         try:
-            await self._run_callback("on_message", (data,))
+            await self._run_plain(fn, data)
         finally:
             self._dispatching = self._inline = False
             if self._callbacks:
@@ -185,11 +187,19 @@ class CallbackQueue:
         finally:
             self._dispatching = False
 
-    def _plain(self, name: str) -> bool:
-        """Whether callback ``name`` runs on the event loop as a plain call."""
-        return self.ctx.limiter is None and not inspect.iscoroutinefunction(
-            getattr(self.handler, name, None)
-        )
+    async def _run_plain(self, fn: Callable[..., Any], data: str | bytes) -> None:
+        """A plain ``on_message`` on the event loop, as ``_calls.call`` runs
+        one (its style decided by the caller, once)."""
+        try:
+            started = perf_counter()
+            result = fn(self.client, data)
+            held = perf_counter() - started
+            if held > self.ctx.options.slow_callback:
+                _report_slow(fn, held)
+            if result is not None and inspect.isawaitable(result):
+                await result
+        except Exception:
+            self._failed("on_message")
 
     async def _run_callback(self, name: str, args: tuple[Any, ...]) -> None:
         if name == "on_close":
@@ -206,9 +216,13 @@ class CallbackQueue:
         try:
             await call(fn, self.client, *args, limiter=ctx.limiter, slow=ctx.options.slow_callback)
         except Exception:
-            self.ctx.counters.callback_errors += 1
-            log.exception("error in %s.%s", type(self.handler).__name__, name)
-            self.close(sp.CloseCode.INTERNAL_ERROR, "internal error")
+            self._failed(name)
+
+    def _failed(self, name: str) -> None:
+        """Callback ``name`` raised: log it, close with 1011."""
+        self.ctx.counters.callback_errors += 1
+        log.exception("error in %s.%s", type(self.handler).__name__, name)
+        self.close(sp.CloseCode.INTERNAL_ERROR, "internal error")
 
     def _marking_thread(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn``, noting the worker thread it runs in as the callback's."""

@@ -31,7 +31,7 @@ from ._app import (
     normalize,
     with_length,
 )
-from ._calls import call, in_thread
+from ._calls import call, call_plain, in_thread, is_async, is_awaitable
 from ._context import Context
 from ._transport import Transport
 from ._wsgi import EMPTY_INPUT, BodyReader, finish_environ
@@ -250,9 +250,14 @@ class RequestLoop:
             return None
         try:
             target = ctx.dispatch(env)
-            status, headers, result_body = normalize(
-                await call(target, env, limiter=ctx.limiter, slow=ctx.options.slow_callback)
-            )
+            slow = ctx.options.slow_callback
+            if ctx.limiter is None and not is_async(target):
+                result = call_plain(target, env, slow=slow)  # (no coroutine to make)
+                if is_awaitable(result):
+                    result = await result
+            else:
+                result = await call(target, env, limiter=ctx.limiter, slow=slow)
+            status, headers, result_body = normalize(result)
             # What the app did not read must be consumed before the answer
             # ends, to find the next request (the core bounds it with
             # max_body_size; past that the 413 replaces the app's answer).

@@ -92,8 +92,9 @@ class Subscriber(Protocol):
     def flush_soon(self) -> None:
         """Something was published for it: send soon (it calls :func:`pull`)."""
 
-    def take_published(self, batch: list[sp.Prepared]) -> None:
-        """Queue what :func:`pull` took for it, in order."""
+    def take_published(self, batch: list[sp.Prepared], run: sp.PreparedRun | None = None) -> None:
+        """Queue what :func:`pull` took for it, in order (``run``: the same
+        messages, when they are one topic's, to queue in one piece)."""
 
     def overflow(self) -> None:
         """It fell too far behind: apply the 'close' overflow policy."""
@@ -175,6 +176,7 @@ class Topic:
         "cursors",
         "idle",
         "history",
+        "_run",
     )
 
     def __init__(self, key: str, pattern: bool = False, history: bool = False) -> None:
@@ -195,6 +197,8 @@ class Topic:
         self.cursors: dict[Subscriber, Cursor] = {}
         # Cursors whose writer sleeps (a dict: ordered, O(1) removal).
         self.idle: dict[Cursor, None] = {}
+        # The last run taken (see run), and where it starts and ends.
+        self._run: tuple[int, int, sp.PreparedRun] | None = None
 
     def matches(self, channel: str) -> bool:
         assert self.regex is not None
@@ -224,6 +228,16 @@ class Topic:
             self.trim()
         return len(self.cursors)
 
+    def run(self, start: int, end: int) -> sp.PreparedRun:
+        """The log's messages from index ``start`` to ``end``, as a run that
+        every subscriber taking the same ones shares: a burst's bytes are
+        joined once for all of them."""
+        first, last = self.base + start, self.base + end
+        cached = self._run
+        if cached is None or cached[0] != first or cached[1] != last:
+            cached = self._run = (first, last, sp.PreparedRun(self.log[start:end]))
+        return cached[2]
+
     def trim(self) -> None:
         end = self.base + len(self.log)
         for cursor in list(self.cursors.values()):
@@ -232,6 +246,7 @@ class Topic:
         lowest = min((c.pos for c in self.cursors.values()), default=end)
         drop = lowest - self.base
         if drop > 0:
+            self._run = None
             self.base_bytes = self.ends[drop - 1]
             del self.log[:drop]
             del self.seqs[:drop]
@@ -304,17 +319,16 @@ def pull(subscriber: Subscriber, limit: int | None = None) -> None:
         if start >= len(log):
             return
         end = len(log) if limit is None else _limited_end(topic, start, limit)
-        batch = log[start:end] if start or end < len(log) else log.copy()
+        run = topic.run(start, end)
         cursor.pos = topic.base + end
         if topic.history:
-            _note_last(cursor, batch[-1])
-    else:
-        entries = _live_entries(subscriber, limit, note=True)
-        if not entries:
-            return
+            _note_last(cursor, run.messages[-1])
+        subscriber.take_published(run.messages, run)
+        return
+    entries = _live_entries(subscriber, limit, note=True)
+    if entries:
         entries.sort(key=_first)
-        batch = [p for _, _, p in entries]
-    subscriber.take_published(batch)
+        subscriber.take_published([p for _, _, p in entries])
 
 
 def _as_logged(subscriber: Subscriber) -> bool:

@@ -479,17 +479,34 @@ class PushSession(CallbackQueue):
         ok = core.send_prepared(prepared, burst=burst)
         return self._queued() if ok else self._after_refusal(was_open)
 
-    def take_published(self, batch: list[sp.Prepared]) -> None:
-        """Queue messages taken from pub/sub topics (see _pubsub.pull)."""
+    def take_published(self, batch: list[sp.Prepared], run: sp.PreparedRun | None = None) -> None:
+        """Queue messages taken from pub/sub topics (see _pubsub.pull); a
+        ``run`` of them in one piece when the core can (see send_run)."""
         core = self.core
         was_open = core.open
-        send = core.send_prepared
         # With 'resync', what pub/sub hands over is not cut by the queue
         # bounds: a subscriber too far behind lets go of the logs instead
         # (_pubsub.detach) and reads on from history.
         burst = core.config.overflow == "resync"
-        queued = 0
         dropped = core.dropped
+        if run is not None and core.send_run(run, burst=burst):
+            queued = len(batch)
+        else:
+            queued = self._send_each(batch, burst)
+        self._messages_out += queued
+        counters = self.ctx.counters
+        counters.messages_out += queued
+        if core.dropped != dropped:
+            counters.overflow(core.config.overflow, core.dropped - dropped)
+        if not core.open:
+            self._after_refusal(was_open)
+        self.flush_soon()
+
+    def _send_each(self, batch: list[sp.Prepared], burst: bool) -> int:
+        """Queue each message in turn, as the bounds allow; how many were."""
+        core = self.core
+        send = core.send_prepared
+        queued = 0
         for prepared in batch:
             try:
                 if send(prepared, burst=burst):
@@ -499,14 +516,7 @@ class PushSession(CallbackQueue):
             except ValueError:
                 # Bytes that are not UTF-8 cannot be an SSE event.
                 log.warning("%s: a published message cannot be sent as SSE; skipped", self.peer)
-        self._messages_out += queued
-        counters = self.ctx.counters
-        counters.messages_out += queued
-        if core.dropped != dropped:
-            counters.overflow(core.config.overflow, core.dropped - dropped)
-        if not core.open:
-            self._after_refusal(was_open)
-        self.flush_soon()
+        return queued
 
     def _queued(self) -> bool:
         self._messages_out += 1

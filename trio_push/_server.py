@@ -152,11 +152,16 @@ class Server:
             # object may be running in another process (PEP 3333).
             environ["wsgi.multiprocess"] = True
         # All that the connections see of the server.
+        dispatch = self.dispatch
+        if options.health_path is None and self.router is None and self.static is None:
+            # Every request goes to the app: no path to look at first.
+            assert self._app_fn is not None
+            dispatch = _only(self._app_fn)
         self._context = context = Context(
             options,
             self.pubsub,
             self.limiter,
-            self.dispatch,
+            dispatch,
             wsgi=self.interface == "wsgi",
             environ=environ,
             asgi=self.asgi,
@@ -575,6 +580,15 @@ class Server:
         """Wait for a server started with :meth:`start` to end."""
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+def _only(app_fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Callable[..., Any]]:
+    """The dispatch of a server whose every request goes to ``app_fn``."""
+
+    def dispatch(env: dict[str, Any]) -> Callable[..., Any]:
+        return app_fn
+
+    return dispatch
 
 
 async def _shielded_nursery(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

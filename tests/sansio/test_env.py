@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sansio_wire import env_of, request
 
 from sansio_push import Config
-from sansio_push._env import build_env
+from sansio_push._env import build_env, env_base
 from sansio_push._http_fast import SimpleRequest
 
 
@@ -177,6 +177,8 @@ def test_build_env_is_the_environ_pep_3333_words(
     scheme: str,
 ) -> None:
     head = SimpleRequest(method, target, headers, version)
-    args = {"kind": kind, "server": server, "client": client, "scheme": scheme}
-    assert build_env(head, **args) == reference_env(head, **args)
-    assert build_env(head, **args) == reference_env(head, **args)  # names now remembered
+    expected = reference_env(head, kind=kind, server=server, client=client, scheme=scheme)
+    base = env_base(server, client, scheme)
+    assert build_env(head, kind=kind, base=base) == expected
+    assert build_env(head, kind=kind, base=base) == expected  # names now remembered
+    assert base == env_base(server, client, scheme)  # copied, not changed

@@ -10,7 +10,10 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from trio_push import _calls
 from trio_push._calls import call, is_async
 
 
@@ -114,3 +117,19 @@ async def test_call_awaits_what_is_awaitable_and_only_that() -> None:
     assert await call(coro, answer, limiter=None) is answer
     assert await call(returns_awaitable, limiter=None) == "awaited"
     assert await call(Handler().on_open, [1], limiter=None) == [1]
+
+
+@given(st.lists(st.integers(0, 100), max_size=60))
+def test_asked_in_any_order_the_answers_stay_inspects(order: list[int]) -> None:
+    found = callables()
+    for i in order:
+        fn = found[i % len(found)]
+        assert is_async(fn) == inspect.iscoroutinefunction(fn)
+
+
+def test_functions_made_on_the_fly_share_one_answer_and_keep_nothing() -> None:
+    kept = len(_calls._async)
+    for _ in range(3000):
+        for fn in closures():
+            assert is_async(fn) == inspect.iscoroutinefunction(fn)
+    assert len(_calls._async) <= kept + 2  # one code object for each def

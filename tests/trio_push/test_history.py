@@ -1202,7 +1202,7 @@ class Subscriber:
     def flush_soon(self) -> None:
         pass
 
-    def take_published(self, batch: list[sp.Prepared]) -> None:
+    def take_published(self, batch: list[sp.Prepared], run: sp.PreparedRun | None = None) -> None:
         self.batches.append(list(batch))
 
     def overflow(self) -> None:

@@ -50,12 +50,20 @@ async def test_a_message_is_encoded_once_for_every_subscriber(
     await wait_for(lambda: server.pubsub.count("once") == 3)
     queued: list[bytes] = []
     original = sp.ServerConnection._queue
+    original_run = sp.ServerConnection.send_run
 
     def spy(self: sp.ServerConnection, data: bytes, burst: bool = False) -> bool:
         queued.append(data)
         return original(self, data, burst)
 
+    def spy_run(self: sp.ServerConnection, run: sp.PreparedRun, *, burst: bool = False) -> bool:
+        if not original_run(self, run, burst=burst):
+            return False
+        queued.append(run.ws_frames()[0])  # the run queued in one piece
+        return True
+
     monkeypatch.setattr(sp.ServerConnection, "_queue", spy)
+    monkeypatch.setattr(sp.ServerConnection, "send_run", spy_run)
     trio_push.publish("once", "the same bytes")
     for client in clients:
         assert await client.wait_messages(1) == ["the same bytes"]
