@@ -410,9 +410,13 @@ class Server:
         period = min(max(min(o.idle_timeout, o.header_timeout) / 8, 0.005), 1.0)
         while True:
             await trio.sleep(period)
-            now = trio.current_time()
-            for conn in self.connections:
-                conn.expire(now)
+            self._reap_all(trio.current_time())
+
+    def _reap_all(self, now: float) -> None:
+        # Not in _reap's loop: its loop variable would keep the last
+        # connection alive while it sleeps, closed or not.
+        for conn in self.connections:
+            conn.expire(now)
 
     def _flush_soon(self, session: Flushable) -> None:
         """Have the flusher send what ``session`` has queued."""
