@@ -131,6 +131,18 @@ class ServerConnection:
         """Finish the response; the next pipelined request may follow."""
         self._state.end_response()
 
+    def answer(self, status: int, headers: Headers = (), body: bytes = b"") -> None:
+        """:meth:`start_response`, :meth:`send_body` and :meth:`end_response`
+        in one call, for a body known in advance (the same bytes and errors,
+        one call instead of three). Unlike :meth:`respond`, it adds no header."""
+        state = self._state
+        if isinstance(state, HttpPhase):
+            state.answer(status, headers, body)
+            return
+        self.start_response(status, headers)
+        self.send_body(body)
+        self.end_response()
+
     def respond(self, status: int, headers: Headers = (), body: bytes = b"") -> None:
         """A whole response at once, with ``Content-Length`` set if missing."""
         pairs = list(headers)

@@ -375,10 +375,31 @@ class HttpPhase(RequestPhase):
             raise LocalProtocolError("a response has already started")
         if step is _HEAD:
             raise LocalProtocolError("no request to answer")
-        head, self._framing = _fast_head(status, tuple(headers), self._head_request)
-        self._step = _ANSWER
-        self._out.put(head, message=False)
+        self._start_fast(status, headers)
         return None
+
+    def _start_fast(self, status: int, headers: Headers) -> _http_fast.Framing:
+        """Queue a simple request's response head; its body's framing."""
+        head, framing = _fast_head(status, tuple(headers), self._head_request)
+        self._step = _ANSWER
+        self._framing = framing
+        self._out.put(head, message=False)
+        return framing
+
+    def answer(self, status: int, headers: Headers, body: bytes) -> None:
+        """:meth:`start_response`, :meth:`send_body` and :meth:`end_response`
+        in one call: the same bytes, the same errors at the same points (a
+        simple request's in one pass)."""
+        step = self._step
+        if (step is not _BODY and step is not _WAIT) or self.phase is DONE:
+            self.start_response(status, headers, False)
+            self.send_body(body)
+            self.end_response()
+            return
+        framing = self._start_fast(200 if status == 0 else status, headers)
+        if body and not self._head_request:
+            self._out.put(framing.body(body), message=False)
+        self._end_fast(framing)
 
     def send_body(self, data: bytes) -> None:
         if not data or self._head_request:
@@ -399,6 +420,10 @@ class HttpPhase(RequestPhase):
         framing = self._framing
         if framing is None:
             raise LocalProtocolError("no response has started")
+        self._end_fast(framing)
+
+    def _end_fast(self, framing: _http_fast.Framing) -> None:
+        """End a simple request's answer."""
         end = framing.end()
         if end:
             self._out.put(end, message=False)

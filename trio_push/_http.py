@@ -281,7 +281,10 @@ class RequestLoop:
                     # without a length, h11 would frame it as chunked.
                     head = env["REQUEST_METHOD"] == "HEAD"
                     headers = with_length(headers, len(fixed), head=head)
-            kind = core.start_response(status, headers, upgrade=handler is not None)
+                core.answer(status, headers, fixed)
+                kind = None
+            else:
+                kind = core.start_response(status, headers, upgrade=handler is not None)
         except Exception:
             log.exception("error in app for %s", request_line(env))
             self._respond_error()
@@ -296,9 +299,6 @@ class RequestLoop:
             return kind, handler, env
         if fixed is None:
             await self._send_body(result_body, env)
-        else:
-            core.send_body(fixed)
-            core.end_response()
         ctx.counters.response(status, started)
         self._access(env, status, PHRASES.get(status, ""))
         return None

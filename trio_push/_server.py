@@ -414,7 +414,7 @@ class Server:
 
     def _reap_all(self, now: float) -> None:
         # Not in _reap's loop: its loop variable would keep the last
-        # connection alive while it sleeps, closed or not.
+        # connection alive while it sleeps.
         for conn in self.connections:
             conn.expire(now)
 

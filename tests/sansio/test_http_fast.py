@@ -281,3 +281,38 @@ def test_a_head_split_anywhere_reads_the_same(cut: int) -> None:
     b = events(slow, SIMPLE)
     assert [type(e) for e in a] == [type(e) for e in b]
     assert a[0].env == b[0].env
+
+
+def answered_at_once(conn: ServerConnection, status: int, headers: list[Any], body: bytes) -> Any:
+    return outcome(conn, lambda: conn.answer(status, headers, body))
+
+
+def answered_in_three(conn: ServerConnection, status: int, headers: list[Any], body: bytes) -> Any:
+    def three() -> None:
+        conn.start_response(status, headers)
+        conn.send_body(body)
+        conn.end_response()
+
+    return outcome(conn, three)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from([b"GET", b"HEAD"]),
+    st.sampled_from([0, 199, 200, 204, 304, 404, 1000]),
+    st.lists(_RESPONSE_HEADER, max_size=4),
+    st.sampled_from([b"", b"a", b"hello", b"x" * 40]),
+    st.booleans(),
+)
+def test_answer_is_start_send_and_end_in_one_call(
+    method: bytes, status: int, headers: list[Any], body: bytes, through_h11: bool
+) -> None:
+    head = SIMPLE.replace(b"GET", method, 1)
+    results = []
+    for answer_it in (answered_at_once, answered_in_three):
+        conn = pair()[1 if through_h11 else 0]
+        events(conn, head + head)
+        error, data = answer_it(conn, status, headers, body)
+        after = [] if error else [type(e).__name__ for e in events(conn, b"")]
+        results.append((error, data, after, conn.finished))
+    assert results[0] == results[1]
