@@ -55,9 +55,6 @@ class Sink(Protocol):
 
     async def send(self, data: bytes, progress: Progress) -> bool: ...
 
-    def _stream(self) -> trio.abc.Stream:
-        return self.stream if self.stream is not None else trio.SocketStream(self.socket)
-
     def stop_reading(self) -> None: ...
 
 

@@ -7,9 +7,12 @@ import logging
 import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 import sansio_push as sp
 import trio_push
@@ -177,14 +180,14 @@ async def test_a_closed_client_is_unsubscribed_from_everything(nursery: trio.Nur
     clients = await connect_clients(nursery, server.port, 2)
     await wait_for(lambda: server.pubsub.count("c7") == 2)
     subs = server.pubsub.subscriptions  # type: ignore[attr-defined]
-    assert len(subs.by_client) == 2
+    assert [len(session.cursors) for session in server.push_connections] == [51, 51]
     await clients[0].aclose()
     await wait_for(lambda: len(handler.closed) == 1)
     assert server.pubsub.count("c7") == 1
     assert server.pubsub.count("p.q") == 1
     await clients[1].aclose()
     await wait_for(lambda: len(handler.closed) == 2)
-    assert subs.by_client == {} and subs.exact == {} and subs.patterns == {}
+    assert subs.exact == {} and subs.patterns == {}
 
 
 async def test_subscriber_count(nursery: trio.Nursery) -> None:
@@ -348,6 +351,52 @@ async def test_a_write_after_a_publish_arrives_after_it(nursery: trio.Nursery) -
     ]
 
 
+class _Subscriber:
+    """Only what the subscription tables use (pull, on a remove, takes
+    nothing while a history load is under way: there is nothing to take)."""
+
+    def __init__(self) -> None:
+        self.cursors: list[object] = []
+        self.loading = 1
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "remove", "remove_all"]),
+            st.integers(0, 2),
+            st.sampled_from(["a", "b", "a.*", "?"]),
+        ),
+        max_size=40,
+    )
+)
+def test_subscriptions_answer_as_a_set_of_channels_per_subscriber_would(
+    steps: list[tuple[str, int, str]],
+) -> None:
+    subs = Subscriptions()
+    clients = [_Subscriber() for _ in range(3)]
+    model: list[set[str]] = [set(), set(), set()]
+    for op, who, channel in steps:
+        client: Any = clients[who]
+        if op == "add":
+            first = not any(channel in mine for mine in model)
+            assert subs.add(client, channel) == (first and channel not in model[who])
+            model[who].add(channel)
+        elif op == "remove":
+            was = channel in model[who]
+            model[who].discard(channel)
+            last = was and not any(channel in mine for mine in model)
+            assert subs.remove(client, channel) == last
+        else:
+            left = model[who]
+            model[who] = set()
+            emptied = {c for c in left if not any(c in mine for mine in model)}
+            assert sorted(subs.remove_all(client)) == sorted(emptied)
+        for mine, client in zip(model, clients, strict=True):
+            assert {c.topic.key for c in client.cursors} == mine  # type: ignore[attr-defined]
+    assert set(subs.exact) | set(subs.patterns) == set().union(*model)
+
+
 def test_many_idle_subscribers_leave_in_linear_time() -> None:
     # Every subscriber's writer asleep (registered in the topic's idle
     # set), then all of them leave: each leaves in O(its subscriptions).
@@ -367,4 +416,4 @@ def test_many_idle_subscribers_leave_in_linear_time() -> None:
     for client in clients:
         subs.remove_all(client)  # type: ignore[arg-type]
     assert time.perf_counter() - started < 2.0
-    assert subs.exact == {} and subs.by_client == {}
+    assert subs.exact == {} and all(not client.cursors for client in clients)
