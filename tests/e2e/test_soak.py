@@ -220,6 +220,15 @@ def check_sequences(results: Results, lost: set[int]) -> None:
 
 async def soak(tmp_path: Path, redis: RedisServer | None) -> None:
     server = Server(tmp_path, redis)
+    try:
+        await _soak(server, redis)
+    finally:
+        if server.proc.poll() is None:  # the run failed before it stopped the server
+            server.proc.kill()
+            server.proc.wait(30)
+
+
+async def _soak(server: Server, redis: RedisServer | None) -> None:
     fds_at_start, sockets_at_start = server.fds(), server.sockets()
     results = Results()
     with trio.fail_after(SECONDS + 60):
