@@ -81,7 +81,8 @@ def test_a_message_out_of_order_is_counted() -> None:
 def test_latencies_are_each_delivery_s_and_the_missing_ones_count_from_the_end(
     block: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    np = pytest.importorskip("numpy")
+    import numpy as np
+
     monkeypatch.setattr(latencyclient, "BLOCK", block)
     now = [0.0]
     monkeypatch.setattr(latencyclient.time, "monotonic", lambda: now[0])
@@ -107,8 +108,6 @@ def test_latencies_are_each_delivery_s_and_the_missing_ones_count_from_the_end(
 
 
 def test_a_small_run_against_trio_push_delivers_everything(tmp_path: Path) -> None:
-    pytest.importorskip("numpy")
-    pytest.importorskip("matplotlib")
     out = tmp_path / "latency.json"
     cpu = str(min(os.sched_getaffinity(0)))
     proc = subprocess.run(
