@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import sansio_push as sp
@@ -12,9 +11,9 @@ from ._history import Position
 from ._push import PushSession
 
 #: The env keys whose values push connections mostly share (the same page,
-#: host, browser...): each such value is kept once (interned), not once per
+#: host, browser...): each such value is kept once (in _KEPT), not once per
 #: connection. Not those that differ per connection (a WebSocket key, a
-#: cookie, a query with a token): interning one costs a slot.
+#: cookie, a query with a token): keeping one costs a slot.
 _SHARED_VALUES = frozenset(
     {
         "REQUEST_METHOD",
@@ -41,6 +40,26 @@ _SHARED_VALUES = frozenset(
 )
 
 
+# The strings kept once for every connection, each its own key. Bounded, and
+# only short ones: they are the clients' (not sys.intern: on Python 3.12 an
+# interned string is never freed, so a client sending new values would grow
+# the process for good).
+_KEPT: dict[str, str] = {}
+_KEPT_MAX = 4096
+_KEPT_SIZE = 256
+
+
+def _one(text: str) -> str:
+    """The string kept for ``text``'s value (``text`` itself, kept, if none
+    is yet and there is room)."""
+    kept = _KEPT.get(text)
+    if kept is None:
+        if len(_KEPT) >= _KEPT_MAX or len(text) > _KEPT_SIZE:
+            return text
+        kept = _KEPT[text] = text
+    return kept
+
+
 def _share(env: dict[str, Any]) -> None:
     """Keep ``env``'s keys, and the values of :data:`_SHARED_VALUES` (and
     a ``RAW_URI`` without a query), once for all connections: made for each
@@ -48,8 +67,8 @@ def _share(env: dict[str, Any]) -> None:
     same dict, in the same order, with equal strings."""
     items = [
         (
-            sys.intern(key),
-            sys.intern(value)
+            _one(key),
+            _one(value)
             if type(value) is str
             and (key in _SHARED_VALUES or (key == "RAW_URI" and "?" not in value))
             else value,

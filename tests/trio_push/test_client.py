@@ -32,6 +32,7 @@ from tests.helpers.server import (
     wait_for,
     ws_connect,
 )
+from trio_push import _client
 from trio_push._client import _share
 
 
@@ -239,10 +240,29 @@ def test_sharing_an_envs_strings_keeps_the_dict_its_items_and_their_order(
     _share(env)
     assert env is same
     assert list(env.items()) == before
-    for key, value in env.items():
-        assert key is sys.intern(key)
+    # Another connection's equal env gets the same strings.
+    other = {"".join(list(key)): copy_of(value) for key, value in env.items()}
+    _share(other)
+    for (key, value), (its_key, its_value) in zip(env.items(), other.items(), strict=True):
+        assert its_key is key
         if isinstance(value, str) and key in ("PATH_INFO", "HTTP_USER_AGENT"):
-            assert value is sys.intern(value)
+            assert its_value is value
+
+
+def copy_of(value: Any) -> Any:
+    """An equal string that is another object (anything else as it is)."""
+    return "".join(list(value)) if isinstance(value, str) and len(value) > 1 else value
+
+
+def test_the_strings_kept_for_every_connection_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_client, "_KEPT", {})  # (the others' table is left as it was)
+    for i in range(2 * _client._KEPT_MAX):
+        _share({"HTTP_USER_AGENT": f"agent {i}", f"HTTP_X_{i}": "v"})
+    _share({"HTTP_USER_AGENT": "x" * 10_000})
+    assert len(_client._KEPT) <= _client._KEPT_MAX
+    assert all(len(text) <= _client._KEPT_SIZE for text in _client._KEPT)
 
 
 async def test_protocol_is_websocket_or_sse(start_server: Any) -> None:
