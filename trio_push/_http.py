@@ -117,8 +117,12 @@ class RequestLoop:
                     self.deadline = ctx.now() + options.idle_timeout
                 else:
                     self.deadline = head_started + options.header_timeout
-                data = await transport.receive()
-                self.deadline = _NEVER
+                try:
+                    data = await transport.receive()
+                finally:
+                    # (Also when cancelled: the reaper must not end a
+                    # connection that is closing.)
+                    self.deadline = _NEVER
                 expired, self._expired = self._expired, False
                 if expired and not data:
                     if not self.idle:
