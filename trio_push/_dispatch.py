@@ -28,14 +28,13 @@ import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from time import perf_counter
 from typing import Any
 
 import trio
 
 import sansio_push as sp
 
-from ._calls import _report_slow, call, is_async
+from ._calls import call, call_plain, is_async, is_awaitable
 from ._context import Context
 
 log = logging.getLogger("trio_push")
@@ -191,12 +190,8 @@ class CallbackQueue:
         """A plain ``on_message`` on the event loop, as ``_calls.call`` runs
         one (its style decided by the caller, once)."""
         try:
-            started = perf_counter()
-            result = fn(self.client, data)
-            held = perf_counter() - started
-            if held > self.ctx.options.slow_callback:
-                _report_slow(fn, held)
-            if result is not None and inspect.isawaitable(result):
+            result = call_plain(fn, self.client, data, slow=self.ctx.options.slow_callback)
+            if is_awaitable(result):
                 await result
         except Exception:
             self._failed("on_message")
