@@ -96,12 +96,8 @@ class Connection:
                             core.receive_data(b"")
                         else:
                             transport.read(core.receive_data)
-                    elif isinstance(event, sp.Message):
-                        await session.message(event.data)
-                    elif isinstance(event, sp.Pong):
-                        session.pong()
-                    elif isinstance(event, sp.Closed):
-                        session.closed(event.code, event.reason)
+                    else:
+                        session.receive(event)
             finally:
                 await session.finish()
         except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -6,8 +6,9 @@ a time, in the order of their events, ``on_close`` last and exactly once.
 Three ways:
 
 - **inline**: a plain ``on_message`` (``threads=0``) with nothing queued or
-  running before it runs in the reader itself, with no task switch; what it
-  writes is flushed once the read is handled.
+  running before it runs in the reader itself, with no task switch;
+  what it writes is flushed once the read is handled. An awaitable it
+  returns is awaited by the dispatcher, before any callback after it.
 - **queued**: anything else waits in a list, and a *dispatcher* task, started
   only while the list is not empty, runs it (in a worker thread for a plain
   callback when ``threads > 0``).
@@ -124,10 +125,12 @@ class CallbackQueue:
         if not self._dispatching:
             self._start_dispatcher()
 
-    async def message(self, data: str | bytes) -> None:
+    def message(self, data: str | bytes) -> None:
         """A message from the peer, for ``on_message``: run here when it
         keeps the order (nothing queued or running before it) and is a plain
-        call on the event loop; else queued."""
+        call on the event loop; else queued. (Not a coroutine: a reader hands
+        messages on without one per message.) An awaitable that a plain ``on_message`` returns
+        is awaited by the dispatcher, before what comes after it."""
         self._messages_in += 1
         counters = self.ctx.counters
         counters.messages_in += 1
@@ -138,11 +141,18 @@ class CallbackQueue:
             return
         self._dispatching = self._inline = True
         try:
-            await self._run_plain(fn, data)
+            result = call_plain(fn, self.client, data, slow=self.ctx.options.slow_callback)
+        except Exception:
+            result = None
+            self._failed("on_message")
         finally:
-            self._dispatching = self._inline = False
-            if self._callbacks:
-                self._start_dispatcher()
+            self._inline = False
+        if is_awaitable(result):
+            self._start_dispatcher(result)
+            return
+        self._dispatching = False
+        if self._callbacks:
+            self._start_dispatcher()
 
     @property
     def reading_paused(self) -> bool:
@@ -163,14 +173,22 @@ class CallbackQueue:
 
     # -- running them -----------------------------------------------------------
 
-    def _start_dispatcher(self) -> None:
+    def _start_dispatcher(self, first: Awaitable[Any] | None = None) -> None:
         # Once the session is done, the connection runs on_close.
-        self._dispatching = self.start_helper(self._dispatch)
+        self._dispatching = self.start_helper(lambda: self._dispatch(first))
+        if not self._dispatching and inspect.iscoroutine(first):
+            first.close()  # nothing runs after on_close
 
-    async def _dispatch(self) -> None:
-        """Run queued callbacks one at a time, in order; end when none is left."""
+    async def _dispatch(self, first: Awaitable[Any] | None) -> None:
+        """Await ``first`` (what an inline ``on_message`` returned), then run
+        queued callbacks one at a time, in order; end when none is left."""
         callbacks = self._callbacks
         try:
+            if first is not None:
+                try:
+                    await first
+                except Exception:
+                    self._failed("on_message")
             while callbacks:
                 name, args = callbacks.pop(0)
                 if name == "on_message":
@@ -185,16 +203,6 @@ class CallbackQueue:
                     self.gap_told()
         finally:
             self._dispatching = False
-
-    async def _run_plain(self, fn: Callable[..., Any], data: str | bytes) -> None:
-        """A plain ``on_message`` on the event loop, as ``_calls.call`` runs
-        one (its style decided by the caller, once)."""
-        try:
-            result = call_plain(fn, self.client, data, slow=self.ctx.options.slow_callback)
-            if is_awaitable(result):
-                await result
-        except Exception:
-            self._failed("on_message")
 
     async def _run_callback(self, name: str, args: tuple[Any, ...]) -> None:
         if name == "on_close":

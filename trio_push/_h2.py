@@ -211,7 +211,7 @@ class H2Driver:
                 with trio.CancelScope(shield=True):
                     # Every stream is over: sessions see the peer's end.
                     core.receive_data(b"")
-                    await self._handle_events()
+                    self._handle_events()
                     self._room_lot.unpark_all()
                     await self._last_words()
                 await self._see_sessions_out()
@@ -239,7 +239,7 @@ class H2Driver:
         transport = self.transport
         idle_timeout = self.options.idle_timeout
         while True:
-            await self._handle_events()
+            self._handle_events()
             self.flush()
             if core.finished or self._over:
                 return
@@ -266,7 +266,7 @@ class H2Driver:
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await self.transport.send(data, self)
 
-    async def _handle_events(self) -> None:
+    def _handle_events(self) -> None:
         core = self.core
         while (event := core.next_event()) is not None:
             if isinstance(event, sp.StreamOpened):
@@ -280,7 +280,7 @@ class H2Driver:
                 if found.core.reset:
                     self._room_lot.unpark_all()  # a send waiting on it gives up
                 if found.session is not None:
-                    await self._feed(found)
+                    self._feed(found)
                 else:
                     found.wake()
             elif isinstance(event, sp.WindowOpened):
@@ -306,9 +306,9 @@ class H2Driver:
         session.client = Client(session, env, kind)
         session.start()
         self.flush_soon()  # the stream's HEADERS
-        await self._feed(sink)  # frames that came with the request
+        self._feed(sink)  # frames that came with the request
 
-    async def _feed(self, sink: StreamSink, resuming: bool = False) -> None:
+    def _feed(self, sink: StreamSink, resuming: bool = False) -> None:
         """Hand a push session the peer's events on its stream, as the
         HTTP/1.1 reader does, until none is left or its callbacks pile up
         (then a helper waits for them and reads on: one reader at a time)."""
@@ -331,12 +331,7 @@ class H2Driver:
                     if core.pending_bytes or not core.open:
                         session.flush()
                     return
-                if isinstance(event, sp.Message):
-                    await session.message(event.data)
-                elif isinstance(event, sp.Pong):
-                    session.pong()
-                elif isinstance(event, sp.Closed):
-                    session.closed(event.code, event.reason)
+                session.receive(event)
         finally:
             sink.feeding = False
 
@@ -344,7 +339,7 @@ class H2Driver:
         session = sink.session
         assert session is not None
         await session.resume_reading()
-        await self._feed(sink, resuming=True)
+        self._feed(sink, resuming=True)
         self.flush()
 
     def stream_over(self, sink: StreamSink) -> None:

@@ -216,6 +216,16 @@ class PushSession(CallbackQueue):
 
     # -- events from the peer -----------------------------------------------------
 
+    def receive(self, event: sp.Event) -> None:
+        """One of the peer's events, from whoever reads the transport: a
+        message for ``on_message``, a pong, or the close."""
+        if isinstance(event, sp.Message):
+            self.message(event.data)
+        elif isinstance(event, sp.Pong):
+            self.pong()
+        elif isinstance(event, sp.Closed):
+            self.closed(event.code, event.reason)
+
     def pong(self) -> None:
         """The peer answered a ping."""
         self._pong_deadline = _NEVER
