@@ -131,8 +131,33 @@ class Connection:
         session = self.session = PushSession(self._ctx, self.transport, core, handler)
         session.client = Client(session, env, kind)
         session.start()
-        self.transport.use_poller(self._ctx.poller)
+        self.transport.use_poller(self._ctx.poller, self)
         return session
+
+    def ready(self) -> bool:
+        """Bytes came while the push reader waits for them: the read poller
+        asks this first, before it wakes the reader's task, and the bytes are
+        read and handled here (events, then the flush) as the reader would.
+        Whether the reader may go on waiting: False if it has more to do (the
+        connection ends, its callbacks pile up, or the read filled the
+        buffer, and the poller then looks at that)."""
+        session = self.session
+        assert session is not None
+        core = session.core
+        data = self.transport.read_now()
+        if not data:
+            # Nothing after all (so wait on), or the peer's end, which the
+            # reader reads itself.
+            return data is None
+        core.receive_data(data)
+        while not session.state:
+            event = core.next_event()
+            if event is None:
+                if core.pending_bytes or not core.open:
+                    session.flush()
+                return not (core.finished or session.reading_paused or session.state)
+            session.receive(event)
+        return False
 
     async def _close(self) -> None:
         session = self.session

@@ -6,7 +6,8 @@ a time, in the order of their events, ``on_close`` last and exactly once.
 Three ways:
 
 - **inline**: a plain ``on_message`` (``threads=0``) with nothing queued or
-  running before it runs in the reader itself, with no task switch;
+  running before it runs in the reader itself (or in the read poller, which
+  reads for a reader that waits: ``Connection.ready``), with no task switch;
   what it writes is flushed once the read is handled. An awaitable it
   returns is awaited by the dispatcher, before any callback after it.
 - **queued**: anything else waits in a list, and a *dispatcher* task, started
@@ -128,8 +129,9 @@ class CallbackQueue:
     def message(self, data: str | bytes) -> None:
         """A message from the peer, for ``on_message``: run here when it
         keeps the order (nothing queued or running before it) and is a plain
-        call on the event loop; else queued. (Not a coroutine: a reader hands
-        messages on without one per message.) An awaitable that a plain ``on_message`` returns
+        call on the event loop; else queued. (Not a coroutine: a reader, or
+        the read poller for a reader that waits, hands messages on without
+        one per message.) An awaitable that a plain ``on_message`` returns
         is awaited by the dispatcher, before what comes after it."""
         self._messages_in += 1
         counters = self.ctx.counters

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import trio
 
-from ._poller import ReadPoller
+from ._poller import Reader, ReadPoller
 
 _RECEIVE_SIZE = 65536
 # Sends that wait go out in pieces of this size; write_timeout bounds each.
@@ -122,11 +122,12 @@ class Transport:
         :meth:`read` may be used instead of :meth:`receive`."""
         return self._fd >= 0
 
-    def use_poller(self, poller: ReadPoller | None) -> None:
+    def use_poller(self, poller: ReadPoller | None, reader: Reader) -> None:
         """From now on :meth:`readable` waits through ``poller`` when it
-        runs (plain TCP only): a connection that reads for long (a push
-        session) spares a system call per read."""
-        if poller is not None and self._fd >= 0 and poller.register(self._fd):
+        runs (plain TCP only), which asks ``reader`` to handle what comes
+        first: a connection that reads for long (a push session) spares a
+        system call and a task switch per read."""
+        if poller is not None and self._fd >= 0 and poller.register(self._fd, reader):
             self._poller = poller
 
     def readable(self) -> Awaitable[None]:
