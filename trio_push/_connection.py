@@ -122,6 +122,7 @@ class Connection:
                 done, started = await self._sniff(core)
                 if done:
                     return None
+            self.transport.use_poller(self._ctx.poller, http)
             upgrade = await http.serve(started)
         # Nothing of the HTTP phase is kept: a push session lasts long.
         self._scope = self._http = None

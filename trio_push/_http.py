@@ -5,7 +5,9 @@ request and sends its answer, in order (so pipelined requests are answered
 in order). It bounds the wait between requests (``idle_timeout``), for a
 request head and for each piece of a body (``header_timeout``). When the app
 accepts a push upgrade, :meth:`RequestLoop.serve` returns what the push
-session needs: the kind, the handler and the env.
+session needs: the kind, the handler and the env. While the task waits for
+a request, the read poller answers one that needs no waiting itself
+(:meth:`RequestLoop.ready`), and leaves the task the rest.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable, Coroutine
 from http import HTTPStatus
 from typing import Any
 
@@ -70,6 +72,10 @@ class RequestLoop:
         "_body_done",
         "_rejected",
         "streaming",
+        "_head_started",
+        "_answered",
+        "_held",
+        "_rest",
     )
 
     def __init__(self, ctx: Context, transport: Transport, core: sp.ServerConnection) -> None:
@@ -90,35 +96,46 @@ class RequestLoop:
         #: What ends the response under way at a graceful stop (an ASGI
         #: app's streamed response), or None.
         self.streaming: Any = None
+        # When the head of the request under way began to come (None:
+        # between requests), and whether a request has been answered.
+        self._head_started: float | None = None
+        self._answered = False
+        # Left by ready() for the loop's task: an event it did not handle,
+        # and the rest of an answer it began.
+        self._held: sp.Event | None = None
+        self._rest: Coroutine[Any, Any, Upgrade | None] | None = None
 
     async def serve(self, started: float | None = None) -> Upgrade | None:
         """Answer requests until the connection ends (None) or upgrades;
         ``started``: when the first bytes (already fed to the core) came."""
         core = self.core
-        transport = self._transport
         ctx = self._ctx
-        options = ctx.options
-        head_started = started
+        self._head_started = started
         fresh = started is not None
-        answered = False
         while True:
-            event = core.next_event()
+            rest = self._rest
+            if rest is not None:
+                self._rest = None
+                upgrade = await rest
+                if upgrade is not None:
+                    return upgrade
+                fresh = False
+                continue
+            event = self._held
+            if event is None:
+                event = core.next_event()
+            else:
+                self._held = None
             if event is None:
                 await self._flush()
                 if core.finished:
-                    await transport.linger()
+                    await self._transport.linger()
                     return None
-                if ctx.stopping and answered:
+                if ctx.stopping and self._answered:
                     return None
-                # Between requests the idle bound applies; once a request's
-                # first bytes are in, its whole head must follow in time.
-                self.idle = head_started is None and answered
-                if head_started is None:
-                    self.deadline = ctx.now() + options.idle_timeout
-                else:
-                    self.deadline = head_started + options.header_timeout
+                self._wait_from(ctx.now())
                 try:
-                    data = await transport.receive()
+                    data = await self._read()
                 finally:
                     # (Also when cancelled: the reaper must not end a
                     # connection that is closing.)
@@ -128,18 +145,20 @@ class RequestLoop:
                     if not self.idle:
                         log.info(
                             "%s: request head incomplete after %ss, closing",
-                            transport.peer,
-                            options.header_timeout,
+                            self._transport.peer,
+                            ctx.options.header_timeout,
                         )
                     return None
+                if data is None:
+                    continue  # ready() read it
                 self.idle = False
                 fresh = True
-                if head_started is None:
-                    head_started = ctx.now()
+                if self._head_started is None:
+                    self._head_started = ctx.now()
                 core.receive_data(data)
                 continue
             self.idle = False
-            head_started = None
+            self._head_started = None
             if isinstance(event, sp.Request):
                 if not fresh:
                     # Pipelined: let other connections run between requests.
@@ -149,10 +168,97 @@ class RequestLoop:
                 upgrade = await self._answer(event.env)
                 if upgrade is not None:
                     return upgrade
-                answered = True
+                self._answered = True
             elif isinstance(event, sp.Rejected):
                 ctx.counters.response(event.status)
-                access_log.info('%s - "-" %d (%s)', transport.peer, event.status, event.reason)
+                access_log.info(
+                    '%s - "-" %d (%s)', self._transport.peer, event.status, event.reason
+                )
+
+    def _wait_from(self, now: float) -> None:
+        """Before waiting for bytes: between requests the idle bound
+        applies; once a request's first bytes are in, its whole head must
+        follow in time."""
+        head_started = self._head_started
+        self.idle = head_started is None and self._answered
+        options = self._ctx.options
+        if head_started is None:
+            self.deadline = now + options.idle_timeout
+        else:
+            self.deadline = head_started + options.header_timeout
+
+    async def _read(self) -> bytes | None:
+        """The next bytes from the peer (``b""`` at its end, if the
+        connection broke, or once :meth:`expire` ended the wait), or None
+        if none came after all (the read poller's :meth:`ready` read them)."""
+        transport = self._transport
+        if not transport.plain:
+            return await transport.receive()
+        try:
+            await transport.readable()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""
+        return transport.read_now()
+
+    def ready(self) -> bool:
+        """Bytes came while the loop waits for a request: the read poller
+        asks this first, before it wakes the loop's task (as
+        ``Connection.ready`` for a push connection). The bytes are read, and
+        a request that needs no waiting (no body, not a push request, a plain
+        app on the event loop, neither WSGI nor ASGI: most keep-alive GETs)
+        is answered here, as the loop would, and sent if the socket takes it
+        all. Whether the loop may go on waiting: False if its task has more
+        to do (anything else that came, which it is left, or the rest of
+        an answer begun here, a send that waits, the connection's end)."""
+        transport = self._transport
+        data = transport.read_now()
+        if not data:
+            return data is None  # (the peer's end: the loop reads it itself)
+        ctx = self._ctx
+        core = self.core
+        self.idle = False
+        if self._head_started is None:
+            self._head_started = ctx.now()
+        core.receive_data(data)
+        answered = False
+        while (event := core.next_event()) is not None:
+            target = None if answered else self._inline_target(event)
+            if target is None:
+                self._held = event
+                return False
+            answered = True
+            self._head_started = None
+            self._body_done = self._rejected = False
+            self._answered = True
+            assert isinstance(event, sp.Request)
+            if not self._answer_now(event.env, target):
+                return False
+        data = core.data_to_send()
+        if data:
+            n = transport.send_now(data)
+            if n:
+                core.sent(n)
+            if n < len(data):
+                core.refused()
+                return False
+        if core.finished or (ctx.stopping and self._answered):
+            return False
+        self._wait_from(ctx.now())
+        return True
+
+    def _inline_target(self, event: sp.Event) -> Callable[..., Any] | None:
+        """What :meth:`ready` calls for ``event`` (a request it may
+        answer itself), or None."""
+        ctx = self._ctx
+        if not isinstance(event, sp.Request) or ctx.asgi is not None or ctx.wsgi:
+            return None
+        env = event.env
+        if ctx.limiter is not None or env["rack.upgrade?"] is not None:
+            return None
+        if "HTTP_TRANSFER_ENCODING" in env or env.get("CONTENT_LENGTH", "0") != "0":
+            return None
+        target = ctx.dispatch(env)
+        return None if is_async(target) else target
 
     def expire(self) -> None:
         """End the wait for a request's bytes: its :attr:`deadline` passed.
@@ -236,7 +342,6 @@ class RequestLoop:
         asgi = ctx.asgi
         if asgi is not None and asgi.serves(ctx.dispatch(env)):
             return await asgi.answer(self, env)
-        core = self.core
         started = ctx.now()
         if ctx.wsgi:
             wsgi_input: Any = BodyReader(self.body_chunk)
@@ -257,10 +362,42 @@ class RequestLoop:
             slow = ctx.options.slow_callback
             if ctx.limiter is None and not is_async(target):
                 result = call_plain(target, env, slow=slow)  # (no coroutine to make)
-                if is_awaitable(result):
-                    result = await result
             else:
                 result = await call(target, env, limiter=ctx.limiter, slow=slow)
+        except Exception:
+            self._app_failed(env, started)
+            return None
+        return await self._reply(env, started, result)
+
+    def _answer_now(self, env: dict[str, Any], target: Callable[..., Any]) -> bool:
+        """:meth:`_answer`, for :meth:`ready`, of a request it may answer:
+        True once answered; False if the rest needs the loop's task (the app
+        returned an awaitable, or a body to stream), left to it."""
+        ctx = self._ctx
+        started = ctx.now()
+        self._body_had()  # its end: b""
+        finish_environ(env, EMPTY_INPUT, ctx.environ, ctx.proxy)
+        try:
+            result = call_plain(target, env, slow=ctx.options.slow_callback)
+            if is_awaitable(result):
+                self._rest = self._reply(env, started, result)
+                return False
+            status, headers, result_body = normalize(result)
+            kind, fixed, handler = self._respond(env, status, headers, result_body)
+        except Exception:
+            self._app_failed(env, started)
+            return True
+        if kind is not None or fixed is None:
+            self._rest = self._after_head(env, started, status, kind, handler, result_body)
+            return False
+        self._done(env, status, started)
+        return True
+
+    async def _reply(self, env: dict[str, Any], started: float, result: Any) -> Upgrade | None:
+        """The rest of :meth:`_answer` once the app returned ``result``."""
+        try:
+            if is_awaitable(result):
+                result = await result
             status, headers, result_body = normalize(result)
             # What the app did not read must be consumed before the answer
             # ends, to find the next request (the core bounds it with
@@ -270,42 +407,69 @@ class RequestLoop:
             if self._rejected:
                 await close_body(result_body)
                 return None
-            handler = env.get("rack.upgrade")
-            upgrading = handler is not None and env["rack.upgrade?"] is not None and status < 300
-            if not upgrading and not is_body(result_body):
-                # Found now, a 500 can still be sent; once the head is out,
-                # all that is left is to cut the connection.
-                raise AppError(f"response body {result_body!r} is not bytes, str or iterable")
-            fixed = None if upgrading else fixed_body(result_body)
-            if fixed is not None:
-                if status in NO_BODY or 100 <= status < 200:
-                    fixed = b""
-                else:
-                    # HEAD gets the header fields GET would (RFC 9110 9.3.2):
-                    # without a length, h11 would frame it as chunked.
-                    head = env["REQUEST_METHOD"] == "HEAD"
-                    headers = with_length(headers, len(fixed), head=head)
-                core.answer(status, headers, fixed)
-                kind = None
-            else:
-                kind = core.start_response(status, headers, upgrade=handler is not None)
+            kind, fixed, handler = self._respond(env, status, headers, result_body)
         except Exception:
-            log.exception("error in app for %s", request_line(env))
-            self._respond_error()
-            ctx.counters.response(500, started)
-            self._access(env, 500, "Internal Server Error")
+            self._app_failed(env, started)
             return None
+        if kind is not None or fixed is None:
+            return await self._after_head(env, started, status, kind, handler, result_body)
+        self._done(env, status, started)
+        return None
+
+    def _respond(
+        self, env: dict[str, Any], status: int, headers: Any, result_body: Any
+    ) -> tuple[str | None, bytes | None, Any]:
+        """Queue the answer's head (and a fixed body, whole): the push kind
+        if it accepts an upgrade, the fixed body, and the app's handler."""
+        handler = env.get("rack.upgrade")
+        upgrading = handler is not None and env["rack.upgrade?"] is not None and status < 300
+        if not upgrading and not is_body(result_body):
+            # Found now, a 500 can still be sent; once the head is out,
+            # all that is left is to cut the connection.
+            raise AppError(f"response body {result_body!r} is not bytes, str or iterable")
+        fixed = None if upgrading else fixed_body(result_body)
+        if fixed is not None:
+            if status in NO_BODY or 100 <= status < 200:
+                fixed = b""
+            else:
+                # HEAD gets the header fields GET would (RFC 9110 9.3.2):
+                # without a length, h11 would frame it as chunked.
+                head = env["REQUEST_METHOD"] == "HEAD"
+                headers = with_length(headers, len(fixed), head=head)
+            self.core.answer(status, headers, fixed)
+            return None, fixed, handler
+        return self.core.start_response(status, headers, upgrade=handler is not None), None, handler
+
+    async def _after_head(
+        self,
+        env: dict[str, Any],
+        started: float,
+        status: int,
+        kind: str | None,
+        handler: Any,
+        result_body: Any,
+    ) -> Upgrade | None:
+        """What is left once the head is queued: an upgrade's end of the
+        HTTP phase, or a streamed body."""
         if kind is not None:
             await close_body(result_body)
             sent = 101 if kind == "websocket" else 200
-            ctx.counters.response(sent, started)
+            self._ctx.counters.response(sent, started)
             self._access(env, sent, f"{kind} open")
             return kind, handler, env
-        if fixed is None:
-            await self._send_body(result_body, env)
-        ctx.counters.response(status, started)
-        self._access(env, status, PHRASES.get(status, ""))
+        await self._send_body(result_body, env)
+        self._done(env, status, started)
         return None
+
+    def _app_failed(self, env: dict[str, Any], started: float) -> None:
+        log.exception("error in app for %s", request_line(env))
+        self._respond_error()
+        self._ctx.counters.response(500, started)
+        self._access(env, 500, "Internal Server Error")
+
+    def _done(self, env: dict[str, Any], status: int, started: float) -> None:
+        self._ctx.counters.response(status, started)
+        self._access(env, status, PHRASES.get(status, ""))
 
     def _access(self, env: dict[str, Any], status: int, what: str) -> None:
         """The access log's line for a request answered ``status``."""

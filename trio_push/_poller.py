@@ -1,12 +1,13 @@
-"""When push connections' sockets have bytes to read, from one epoll of our own.
+"""When connections' sockets have bytes to read, from one epoll of our own.
 
 Trio's ``wait_readable`` registers the socket with the loop's epoll each
 time a task waits on it (``EPOLLONESHOT``): one ``epoll_ctl`` system call per
-read, the cost of a push connection that reads a message and answers it
-(an echo) as often as its peer writes. A :class:`ReadPoller` registers each
-socket once, edge-triggered, in an epoll of its own that one task of the
-server waits on through Trio: a turn of the loop with many sockets ready
-costs one ``epoll_ctl`` and one ``epoll_wait`` in all.
+read, the cost of a connection that reads a request or message and answers
+it (a keep-alive request, an echo) as often as its peer writes. A
+:class:`ReadPoller` registers each socket once, edge-triggered, in an epoll
+of its own that one task of the server waits on through Trio: a turn of the
+loop with many sockets ready costs one ``epoll_ctl`` and one ``epoll_wait``
+in all.
 
 Edge-triggered means an event comes only when new bytes come: a reader
 (:meth:`Transport.readable <trio_push._transport.Transport.readable>`, then
@@ -17,8 +18,8 @@ elsewhere, and for TLS, the transport waits through Trio.
 
 When bytes come for a socket whose reader waits, the poller first asks the
 socket's :class:`Reader` to read and handle them itself (``ready()``, in the
-reader task's context): an echo's message is answered without waking the
-reader's task, and so without a turn of Trio's scheduler. The reader's task
+reader task's context): an echo's message, or a keep-alive GET, is answered
+without waking the reader's task, and so without a turn of Trio's scheduler. The reader's task
 is woken only when it has more to do than that.
 """
 
@@ -74,12 +75,15 @@ class ReadPoller:
 
     def register(self, fd: int, reader: Reader) -> bool:
         """Watch ``fd``, read by ``reader``, from now until :meth:`forget`
-        (bytes already there count as an event); False, doing nothing,
-        unless :meth:`run` runs."""
+        (bytes already there count as an event; registered again, its
+        reader is now ``reader``); False, doing nothing, unless :meth:`run`
+        runs."""
         if self._epoll is None:
             return False
-        self._readers[fd] = reader
-        self._epoll.register(fd, _FLAGS)
+        readers = self._readers
+        if fd not in readers:
+            self._epoll.register(fd, _FLAGS)
+        readers[fd] = reader
         return True
 
     def forget(self, fd: int) -> None:

@@ -125,8 +125,9 @@ class Transport:
     def use_poller(self, poller: ReadPoller | None, reader: Reader) -> None:
         """From now on :meth:`readable` waits through ``poller`` when it
         runs (plain TCP only), which asks ``reader`` to handle what comes
-        first: a connection that reads for long (a push session) spares a
-        system call and a task switch per read."""
+        first (called again: a new reader, as when HTTP upgrades to a push
+        session): a connection spares a system call and a task switch per
+        read."""
         if poller is not None and self._fd >= 0 and poller.register(self._fd, reader):
             self._poller = poller
 
