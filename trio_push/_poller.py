@@ -160,7 +160,7 @@ class ReadPoller:
                         except Exception:
                             # A bug of ours: the reader's task meets it and
                             # closes its connection; the poller serves on.
-                            log.exception("internal error reading a push connection")
+                            log.exception("internal error reading a connection")
                     if waiting.pop(fd, None) is not None:
                         reschedule(task)
         finally:
