@@ -525,12 +525,29 @@ def _first(entry: _Entry) -> int:
     return entry[0]
 
 
+def _behind(cursor: Cursor) -> int:
+    """Messages published to ``cursor``'s topic that it has not taken."""
+    topic = cursor.topic
+    return topic.base + len(topic.log) - cursor.pos + (len(cursor.replay) if cursor.replay else 0)
+
+
 def backlog(subscriber: Subscriber) -> int:
     """Messages published to ``subscriber``'s subscriptions that it has not taken."""
-    return sum(
-        c.topic.base + len(c.topic.log) - c.pos + (len(c.replay) if c.replay else 0)
-        for c in subscriber.cursors
-    )
+    cursors = subscriber.cursors
+    if len(cursors) == 1:
+        # The usual subscriber (asked twice per burst it takes): no generator.
+        return _behind(cursors[0])
+    return sum(map(_behind, cursors))
+
+
+def any_detached(subscriber: Subscriber) -> bool:
+    """Whether one of ``subscriber``'s subscriptions let go of the logs
+    (overflow='resync': see :func:`detach`)."""
+    # A loop, not any() over a generator: it is asked once per send.
+    for cursor in subscriber.cursors:  # noqa: SIM110
+        if cursor.detached is not None:
+            return True
+    return False
 
 
 _MATCH_CACHE_SIZE = 4096

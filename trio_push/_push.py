@@ -40,7 +40,7 @@ from ._context import Context
 from ._dispatch import DONE, OVER, CallbackQueue
 from ._glob import is_pattern
 from ._history import OVERFLOW, UNKNOWN, PagePositions, Position, announcement
-from ._pubsub import PULL_BYTES, Cursor, backlog, connection_id, detach, pull
+from ._pubsub import PULL_BYTES, Cursor, any_detached, backlog, connection_id, detach, pull
 from ._transport import Sink, Transport
 
 log = logging.getLogger("trio_push")
@@ -300,7 +300,7 @@ class PushSession(CallbackQueue):
         # messages, or all of it: a queue of pongs and pings has none to
         # drain), read on from history, and tell what was lost.
         if (drained or not core.pending_bytes) and (
-            self._lost or (self.cursors and any(c.detached is not None for c in self.cursors))
+            self._lost or (self.cursors and any_detached(self))
         ):
             self._read_on()
         elif drained and not (self.cursors and backlog(self)):
@@ -327,7 +327,7 @@ class PushSession(CallbackQueue):
         for channel in lost or ():
             self.loading -= 1  # held by _lose, now by on_gap
             self.gap(channel, OVERFLOW)
-        if any(c.detached is not None for c in self.cursors):
+        if any_detached(self):
             self.ctx.pubsub.resync(self)
 
     def _lose(self, channel: str) -> None:
@@ -566,7 +566,7 @@ class PushSession(CallbackQueue):
         """More was published to this session while its socket refused than
         its queue bounds allow: the 'close' policy, or 'resync'."""
         if self.core.config.overflow == "resync":
-            if not any(c.detached is not None for c in self.cursors):
+            if not any_detached(self):
                 self.ctx.counters.overflow("resync")
                 log.warning("%s: too far behind; reading on from history once it drains", self.peer)
             for channel in detach(self):
