@@ -7,7 +7,8 @@ The words for sending, here and in ``_push.py``:
   ``os.write``, no task switch; TLS: none, as trio's SSL stream cannot be
   written without waiting).
 - **send** (:meth:`Transport.send`): all of some bytes, waiting for the
-  socket as needed, in 64 KiB pieces each bounded by ``write_timeout``.
+  socket as needed, each wait bounded by ``write_timeout`` (plain TCP: a
+  write each time the socket has room; TLS: 16 KiB pieces, a TLS record).
 - **sent**: the report that the socket took ``n`` more bytes
   (:meth:`Progress.sent`; the protocol core's ``sent(n)`` is one).
 
@@ -27,8 +28,9 @@ import trio
 from ._poller import Reader, ReadPoller
 
 _RECEIVE_SIZE = 65536
-# Sends that wait go out in pieces of this size; write_timeout bounds each.
-_SEND_PIECE = 65536
+# TLS sends that wait go out in pieces of this size (a TLS record's most);
+# write_timeout bounds each, and each is progress (see Transport.send).
+_SEND_PIECE = 16384
 # How long, and how much, to read from a peer after we decided to close.
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 1024 * 1024
@@ -176,7 +178,8 @@ class Transport:
 
     async def send(self, data: bytes, progress: Progress) -> bool:
         """Send all of ``data``, telling ``progress`` each piece the socket
-        takes. False if the socket took nothing for ``write_timeout``: the
+        takes (plain TCP: each write, as the peer makes room; TLS: each
+        16 KiB piece). False if the socket took nothing for ``write_timeout``: the
         bound is on progress, so a slow reader that keeps reading is not cut
         off. Raises ``trio.BrokenResourceError`` if the connection broke."""
         # Most sends fit the socket's buffer: one system call, without
@@ -189,14 +192,34 @@ class Transport:
         progress.refused()
         view = memoryview(data)[n:]
         timeout = self.write_timeout
-        stream = self._stream()
-        for start in range(0, len(view), _SEND_PIECE):
-            piece = view[start : start + _SEND_PIECE]
+        fd = self._fd
+        if fd < 0:
+            stream = self._stream()
+            for start in range(0, len(view), _SEND_PIECE):
+                piece = view[start : start + _SEND_PIECE]
+                with trio.move_on_after(timeout) as scope:
+                    await stream.send_all(piece)
+                if scope.cancelled_caught:
+                    return False
+                progress.sent(len(piece))
+            return True
+        # Plain TCP: each write is reported as it happens, so a peer that
+        # reads slowly shows its progress (a close's wait restarts with it:
+        # a whole 64 KiB piece at a time cut off readers slower than one per
+        # close_timeout, and lost what they had not read).
+        while view:
             with trio.move_on_after(timeout) as scope:
-                await stream.send_all(piece)
+                await trio.lowlevel.wait_writable(fd)
             if scope.cancelled_caught:
                 return False
-            progress.sent(len(piece))
+            try:
+                n = os.write(fd, view)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"send failed: {exc}") from exc
+            progress.sent(n)
+            view = view[n:]
         return True
 
     def _stream(self) -> trio.abc.Stream:

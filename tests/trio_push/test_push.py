@@ -438,18 +438,59 @@ async def test_message_over_the_size_limit_closes_1009(start_server: Any) -> Non
     assert "message" not in rec.names()
 
 
-async def slow_read(stream: trio.SocketStream, ws: Any = None) -> tuple[bytes, list[Any]]:
-    """Read 16 KiB every 50 ms (about 320 KB/s) until the server closes; the
-    bytes, and with ``ws`` the WebSocket events they made."""
+async def slow_read(
+    stream: trio.SocketStream, ws: Any = None, size: int = 16384
+) -> tuple[bytes, list[Any]]:
+    """Read ``size`` bytes every 50 ms (16 KiB: about 320 KB/s) until the
+    server closes; the bytes, and with ``ws`` the WebSocket events they made."""
     data, events = b"", []
     with trio.fail_after(TIMEOUT * 2):
-        while chunk := await stream.receive_some(16384):
+        while chunk := await stream.receive_some(size):
             data += chunk
             if ws is not None:
                 ws.receive_data(chunk)
                 events += ws.events()
             await trio.sleep(0.05)
     return data, events
+
+
+def texts_and_closes(events: list[Any]) -> tuple[list[str], list[int]]:
+    texts, part = [], ""
+    for e in events:
+        if type(e).__name__ == "TextMessage":
+            part += e.data
+            if e.message_finished:
+                texts.append(part)
+                part = ""
+    return texts, [e.code for e in events if type(e).__name__ == "CloseConnection"]
+
+
+async def test_close_waits_for_a_reader_slower_than_a_send_piece_per_close_timeout(
+    start_server: Any,
+) -> None:
+    # 1,000 rows (200 KB) and the close, read at about 80 KB/s by a reader
+    # with a 4 KiB window: two and a half seconds, five close timeouts, and
+    # less than 64 KiB per close timeout. The wait for the close restarts
+    # each time the socket takes bytes; when the writer counted those only
+    # per 64 KiB piece, this reader was cut off and lost the rest.
+    rows = [f"row {i} " + "x" * 200 for i in range(1000)]
+    handler = Snapshot(rows)
+    server = await start_server(push_app(handler), close_timeout=0.5)
+    ws = await RawWebSocket.open(server.port, rcvbuf=4096)
+    _, events = await slow_read(ws.stream, ws.ws, size=4096)
+    texts, closes = texts_and_closes(ws.events + events)
+    assert len(texts) == len(rows) and texts == rows
+    assert closes == [1000]
+    await wait_for(lambda: handler.closed == 1)
+
+    handler = Snapshot(rows)
+    server = await start_server(push_app(handler), close_timeout=0.5)
+    stream = await connect(server.port, rcvbuf=4096)
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    data, _ = await slow_read(stream, size=4096)
+    assert data.count(b"data: row ") == len(rows)
+    assert data.endswith(b"\r\n0\r\n\r\n")  # the stream's end, not an abort
+    await wait_for(lambda: handler.closed == 1)
 
 
 async def test_close_after_a_queue_the_reader_needs_seconds_for_loses_nothing(
@@ -463,15 +504,7 @@ async def test_close_after_a_queue_the_reader_needs_seconds_for_loses_nothing(
     server = await start_server(push_app(handler), close_timeout=0.5)
     ws = await RawWebSocket.open(server.port, rcvbuf=16384)
     _, events = await slow_read(ws.stream, ws.ws)
-    events = ws.events + events
-    texts, part = [], ""
-    for e in events:
-        if type(e).__name__ == "TextMessage":
-            part += e.data
-            if e.message_finished:
-                texts.append(part)
-                part = ""
-    closes = [e.code for e in events if type(e).__name__ == "CloseConnection"]
+    texts, closes = texts_and_closes(ws.events + events)
     assert len(texts) == len(rows) and texts == rows
     assert closes == [1000]
     await wait_for(lambda: handler.closed == 1)
