@@ -438,9 +438,7 @@ async def test_message_over_the_size_limit_closes_1009(start_server: Any) -> Non
     assert "message" not in rec.names()
 
 
-async def slow_read(
-    stream: trio.SocketStream, ws: Any = None, size: int = 16384
-) -> tuple[bytes, list[Any]]:
+async def slow_read(stream: trio.SocketStream, ws: Any, size: int) -> tuple[bytes, list[Any]]:
     """Read ``size`` bytes every 50 ms (16 KiB: about 320 KB/s) until the
     server closes; the bytes, and with ``ws`` the WebSocket events they made."""
     data, events = b"", []
@@ -465,6 +463,31 @@ def texts_and_closes(events: list[Any]) -> tuple[list[str], list[int]]:
     return texts, [e.code for e in events if type(e).__name__ == "CloseConnection"]
 
 
+async def read_a_snapshot_slowly(
+    start_server: Any, rows: list[str], window: int, size: int
+) -> None:
+    """``rows`` written in on_open, then a close, read with a ``window``
+    byte receive buffer ``size`` bytes every 50 ms, over WebSocket and SSE:
+    every row comes, then the close (not an abort), and on_close runs."""
+    handler = Snapshot(rows)
+    server = await start_server(push_app(handler), close_timeout=0.5)
+    ws = await RawWebSocket.open(server.port, rcvbuf=window)
+    _, events = await slow_read(ws.stream, ws.ws, size)
+    texts, closes = texts_and_closes(ws.events + events)
+    assert len(texts) == len(rows) and texts == rows
+    assert closes == [1000]
+    await wait_for(lambda: handler.closed == 1)
+
+    handler = Snapshot(rows)
+    server = await start_server(push_app(handler), close_timeout=0.5)
+    stream = await connect(server.port, rcvbuf=window)
+    await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    data, _ = await slow_read(stream, None, size)
+    assert data.count(b"data: row ") == len(rows)
+    assert data.endswith(b"\r\n0\r\n\r\n")  # the stream's end, not an abort
+    await wait_for(lambda: handler.closed == 1)
+
+
 async def test_close_waits_for_a_reader_slower_than_a_send_piece_per_close_timeout(
     start_server: Any,
 ) -> None:
@@ -474,23 +497,7 @@ async def test_close_waits_for_a_reader_slower_than_a_send_piece_per_close_timeo
     # each time the socket takes bytes; when the writer counted those only
     # per 64 KiB piece, this reader was cut off and lost the rest.
     rows = [f"row {i} " + "x" * 200 for i in range(1000)]
-    handler = Snapshot(rows)
-    server = await start_server(push_app(handler), close_timeout=0.5)
-    ws = await RawWebSocket.open(server.port, rcvbuf=4096)
-    _, events = await slow_read(ws.stream, ws.ws, size=4096)
-    texts, closes = texts_and_closes(ws.events + events)
-    assert len(texts) == len(rows) and texts == rows
-    assert closes == [1000]
-    await wait_for(lambda: handler.closed == 1)
-
-    handler = Snapshot(rows)
-    server = await start_server(push_app(handler), close_timeout=0.5)
-    stream = await connect(server.port, rcvbuf=4096)
-    await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-    data, _ = await slow_read(stream, size=4096)
-    assert data.count(b"data: row ") == len(rows)
-    assert data.endswith(b"\r\n0\r\n\r\n")  # the stream's end, not an abort
-    await wait_for(lambda: handler.closed == 1)
+    await read_a_snapshot_slowly(start_server, rows, window=4096, size=4096)
 
 
 async def test_close_after_a_queue_the_reader_needs_seconds_for_loses_nothing(
@@ -500,20 +507,4 @@ async def test_close_after_a_queue_the_reader_needs_seconds_for_loses_nothing(
     # timeout (0.5 s) counts from when the close frame is out, not from the
     # close() call, so the slow reader is not cut off and gets every message.
     rows = [f"row {i} " + "x" * 1024 for i in range(600)]
-    handler = Snapshot(rows)
-    server = await start_server(push_app(handler), close_timeout=0.5)
-    ws = await RawWebSocket.open(server.port, rcvbuf=16384)
-    _, events = await slow_read(ws.stream, ws.ws)
-    texts, closes = texts_and_closes(ws.events + events)
-    assert len(texts) == len(rows) and texts == rows
-    assert closes == [1000]
-    await wait_for(lambda: handler.closed == 1)
-
-    handler = Snapshot(rows)
-    server = await start_server(push_app(handler), close_timeout=0.5)
-    stream = await connect(server.port, rcvbuf=16384)
-    await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-    data, _ = await slow_read(stream)
-    assert data.count(b"data: row ") == len(rows)
-    assert data.endswith(b"\r\n0\r\n\r\n")  # the stream's end, not an abort
-    await wait_for(lambda: handler.closed == 1)
+    await read_a_snapshot_slowly(start_server, rows, window=16384, size=16384)
