@@ -73,31 +73,22 @@ class Connection:
             transport = self.transport
             try:
                 while not session.state:
-                    event = core.next_event()
-                    if event is None:
-                        if core.pending_bytes or not core.open:
-                            # Answers to what was read (callbacks' writes, pongs,
-                            # a close frame): once per read, not per message.
-                            session.flush()
-                        if core.finished:
-                            return
-                        if session.reading_paused:
-                            await session.resume_reading()
-                        if session.state:
+                    if not session.receive_all():
+                        if core.finished or session.state:
                             return  # the socket must not be waited for again
-                        if not transport.plain:
-                            core.receive_data(await transport.receive())
-                            continue
-                        # Plain TCP: trio's wait right here, not in receive(),
-                        # whose frame every idle connection would keep.
-                        try:
-                            await transport.readable()
-                        except (trio.BrokenResourceError, trio.ClosedResourceError):
-                            core.receive_data(b"")
-                        else:
-                            transport.read(core.receive_data)
+                        await session.resume_reading()
+                        continue
+                    if not transport.plain:
+                        core.receive_data(await transport.receive())
+                        continue
+                    # Plain TCP: trio's wait right here, not in receive(),
+                    # whose frame every idle connection would keep.
+                    try:
+                        await transport.readable()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        core.receive_data(b"")
                     else:
-                        session.receive(event)
+                        transport.read(core.receive_data)
             finally:
                 await session.finish()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -138,7 +129,7 @@ class Connection:
     def ready(self) -> bool:
         """Bytes came while the push reader waits for them: the read poller
         asks this first, before it wakes the reader's task, and the bytes are
-        read and handled here (events, then the flush) as the reader would.
+        read and handled here, by the reader's own PushSession.receive_all.
         Whether the reader may go on waiting: False if it has more to do (the
         connection ends, its callbacks pile up, or the read filled the
         buffer, and the poller then looks at that)."""
@@ -151,14 +142,7 @@ class Connection:
             # reader reads itself.
             return data is None
         core.receive_data(data)
-        while not session.state:
-            event = core.next_event()
-            if event is None:
-                if core.pending_bytes or not core.open:
-                    session.flush()
-                return not (core.finished or session.reading_paused or session.state)
-            session.receive(event)
-        return False
+        return session.receive_all()
 
     async def _close(self) -> None:
         session = self.session

@@ -226,6 +226,22 @@ class PushSession(CallbackQueue):
         elif isinstance(event, sp.Closed):
             self.closed(event.code, event.reason)
 
+    def receive_all(self) -> bool:
+        """Hand on every event the core has (:meth:`receive`), then flush
+        the answers to them (callbacks' writes, pongs, a close frame: once
+        per read, not per message). Whether the reader may wait for more
+        bytes: not once the session or the connection is over, nor while
+        callbacks pile up (:attr:`reading_paused`)."""
+        core = self.core
+        while not self.state:
+            event = core.next_event()
+            if event is None:
+                if core.pending_bytes or not core.open:
+                    self.flush()
+                return not (core.finished or self.reading_paused or self.state)
+            self.receive(event)
+        return False
+
     def pong(self) -> None:
         """The peer answered a ping."""
         self._pong_deadline = _NEVER
